@@ -1,0 +1,201 @@
+"""Settings for Streamscope.
+
+Every value comes from an environment variable with a safe default for the embedded mode
+(SQLite, in-memory channel layer, runs as asyncio tasks, built-in simulator upstream).
+``STREAMSCOPE_MODE=production`` switches on the deploy hardening (see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("STREAMSCOPE_VAR_DIR", BASE_DIR / "var"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+PRODUCTION = os.environ.get("STREAMSCOPE_MODE", "development") == "production"
+
+
+def _secret_key() -> str:
+    """Use DJANGO_SECRET_KEY; in development, keep a random per-checkout key under var/."""
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise RuntimeError("DJANGO_SECRET_KEY must be set when STREAMSCOPE_MODE=production")
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("DJANGO_DEBUG", "0" if PRODUCTION else "1") == "1"
+ALLOWED_HOSTS = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
+CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "streams",
+    "dashboard",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "dashboard.middleware.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+ASGI_APPLICATION = "dashboard.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _database() -> dict:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith(("postgres://", "postgresql://")):
+        from urllib.parse import unquote, urlparse
+
+        parts = urlparse(url)
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")),
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            "CONN_MAX_AGE": 0,
+        }
+    if url and not url.startswith("sqlite:"):
+        raise RuntimeError(f"DATABASE_URL scheme not supported: {url.split(':', 1)[0]}")
+    path = url.removeprefix("sqlite:///") if url else str(VAR_DIR / "streamscope.sqlite3")
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        "OPTIONS": {
+            # WAL lets viewers read while the runner writes; IMMEDIATE avoids lock upgrades.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+        "TEST": {"NAME": os.environ.get("STREAMSCOPE_TEST_DB") or None},
+    }
+
+
+DATABASES = {"default": _database()}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Each message is a batch of events, so 1000 batches is a lot of headroom.
+            "CONFIG": {"capacity": 1000, "expiry": 30},
+        }
+    }
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "streams": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+        "dashboard": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+    },
+}
+
+# --- Streamscope -----------------------------------------------------------------------------
+# Where the built-in simulator is reached. `make run` serves it from the same Daphne process.
+STREAMSCOPE_SIMULATOR_URL = os.environ.get(
+    "STREAMSCOPE_SIMULATOR_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/sim/v1"
+)
+# Extra OpenAI-compatible providers: "name=base_url|KEY_ENV_VAR;name2=..." (keys stay in env).
+STREAMSCOPE_EXTRA_PROVIDERS = os.environ.get("STREAMSCOPE_PROVIDERS", "")
+# Launcher backend: "asyncio" (in the web process) or a dotted path to a Launcher class.
+STREAMSCOPE_LAUNCHER = os.environ.get("STREAMSCOPE_LAUNCHER", "asyncio")
+# Flush buffered events to the database and the channel layer at least this often.
+STREAMSCOPE_FLUSH_INTERVAL_MS = float(os.environ.get("STREAMSCOPE_FLUSH_INTERVAL_MS", "25"))
+STREAMSCOPE_FLUSH_MAX_EVENTS = int(os.environ.get("STREAMSCOPE_FLUSH_MAX_EVENTS", "500"))
+# Limits that protect the server from one bad upstream or one busy user.
+STREAMSCOPE_MAX_EVENT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_EVENT_BYTES", str(8 * 1024 * 1024)))
+STREAMSCOPE_MAX_EVENTS_PER_RUN = int(os.environ.get("STREAMSCOPE_MAX_EVENTS_PER_RUN", "200000"))
+STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER = int(os.environ.get("STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER", "8"))
+STREAMSCOPE_MAX_INPUT_CHARS = int(os.environ.get("STREAMSCOPE_MAX_INPUT_CHARS", "100000"))
+# Seconds without a byte from upstream before a run fails as stalled.
+STREAMSCOPE_STALL_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_STALL_TIMEOUT_S", "60"))
+STREAMSCOPE_CONNECT_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_CONNECT_TIMEOUT_S", "10"))
+
+if PRODUCTION:
+    SECURE_SSL_REDIRECT = os.environ.get("DJANGO_SECURE_SSL_REDIRECT", "1") == "1"
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = 31536000
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"

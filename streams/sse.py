@@ -1,0 +1,150 @@
+"""Incremental server-sent-events decoder working on raw bytes.
+
+Follows the WHATWG event-stream interpretation (CR, LF or CRLF line ends; ``:`` comments;
+``data`` lines joined with ``\\n``; one optional space after the colon). Written here rather
+than taken from httpx-sse because Streamscope needs three things no SSE library offers:
+a hard limit on the size of one event (a 10 MB line must not eat the server), the byte count
+of every event (for metrics), and frames that stay bytes until JSON decoding, so a partial
+UTF-8 sequence split across network chunks is never decoded early. docs/decisions.md says more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class EventTooLarge(Exception):
+    """An event (or a line) grew past the configured maximum without ending."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an event exceeded the maximum size of {limit} bytes; stream abandoned")
+        self.limit = limit
+
+
+@dataclass(slots=True)
+class SSEFrame:
+    """One dispatched event: its ``event:`` name, joined ``data`` and the bytes it took."""
+
+    event: str
+    data: str
+    id: str | None
+    nbytes: int
+
+
+class SSEDecoder:
+    """Feed it chunks of bytes with :meth:`feed`; it returns the frames completed so far."""
+
+    def __init__(self, max_event_bytes: int = 8 * 1024 * 1024) -> None:
+        self.max_event_bytes = max_event_bytes
+        self._buffer = bytearray()
+        self._event = ""
+        self._data: list[bytes] = []
+        self._id: str | None = None
+        self._pending_bytes = 0
+        self._has_fields = False
+        self._skip_lf = False
+        # Lines that are neither a field nor a comment (binary garbage, a body that is not SSE):
+        # kept (bounded) so the runner can record them instead of losing them silently.
+        self.ignored_lines: list[bytes] = []
+
+    def take_ignored(self) -> list[bytes]:
+        lines, self.ignored_lines = self.ignored_lines, []
+        return lines
+
+    def feed(self, chunk: bytes) -> list[SSEFrame]:
+        frames: list[SSEFrame] = []
+        buffer = self._buffer
+        if self._skip_lf and chunk:
+            # A CR ended the previous chunk; a LF starting this one belongs to the same line end.
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]
+                self._pending_bytes += 1
+        buffer += chunk
+        start = 0
+        end = len(buffer)
+        find = buffer.find
+        while start < end:
+            lf = find(b"\n", start)
+            cr = find(b"\r", start, lf if lf != -1 else end)
+            if cr != -1:
+                line_end = cr
+                if cr + 1 < end:
+                    skip = 2 if buffer[cr + 1] == 0x0A else 1
+                else:
+                    skip = 1
+                    self._skip_lf = True
+            elif lf != -1:
+                line_end = lf
+                skip = 1
+            else:
+                break
+            line = bytes(buffer[start:line_end])
+            self._pending_bytes += line_end - start + skip
+            start = line_end + skip
+            frame = self._line(line)
+            if frame is not None:
+                frames.append(frame)
+        del buffer[:start]
+        if len(buffer) + self._pending_bytes > self.max_event_bytes:
+            raise EventTooLarge(self.max_event_bytes)
+        return frames
+
+    def close(self) -> tuple[list[SSEFrame], bytes]:
+        """End of stream: returns frames still complete-able and any bytes left unterminated.
+
+        A final event without its blank line is dispatched (servers that forget the last
+        blank line are common); a partial line is returned so the caller can record it.
+        """
+        frames: list[SSEFrame] = []
+        leftover = bytes(self._buffer)
+        self._buffer.clear()
+        if leftover:
+            self._pending_bytes += len(leftover)
+            frame = self._line(leftover)
+            if frame is not None:
+                frames.append(frame)
+            leftover = b""
+        frame = self._line(b"")
+        if frame is not None:
+            frames.append(frame)
+        return frames, leftover
+
+    def _line(self, line: bytes) -> SSEFrame | None:
+        if not line:
+            if not self._has_fields:
+                self._pending_bytes = 0
+                return None
+            frame = SSEFrame(
+                event=self._event,
+                data=b"\n".join(self._data).decode("utf-8", errors="replace"),
+                id=self._id,
+                nbytes=self._pending_bytes,
+            )
+            self._event = ""
+            self._data = []
+            self._has_fields = False
+            self._pending_bytes = 0
+            return frame
+        if line[:1] == b":":
+            return None
+        name, sep, value = line.partition(b":")
+        if sep and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+            self._has_fields = True
+        elif name == b"event":
+            self._event = value.decode("utf-8", errors="replace")
+            self._has_fields = True
+        elif name == b"id":
+            if b"\0" not in value:
+                self._id = value.decode("utf-8", errors="replace")
+            self._has_fields = True
+        elif name == b"retry":
+            self._has_fields = True
+        else:
+            # Not a field the spec knows: browsers ignore it too, but it is worth recording.
+            if len(self.ignored_lines) < 100:
+                self.ignored_lines.append(line[:4096])
+        return None
