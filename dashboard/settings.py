@@ -171,7 +171,8 @@ LOGGING = {
 STREAMSCOPE_SIMULATOR_URL = os.environ.get(
     "STREAMSCOPE_SIMULATOR_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/sim/v1"
 )
-# Extra OpenAI-compatible providers: "name=base_url|KEY_ENV_VAR;name2=..." (keys stay in env).
+# Extra OpenAI-compatible providers as JSON: [{"name", "base_url", "key_env", "protocol",
+# "background", "models"}]. Only the key's variable *name* goes here; the key stays in env.
 STREAMSCOPE_EXTRA_PROVIDERS = os.environ.get("STREAMSCOPE_PROVIDERS", "")
 # Launcher backend: "asyncio" (in the web process) or a dotted path to a Launcher class.
 STREAMSCOPE_LAUNCHER = os.environ.get("STREAMSCOPE_LAUNCHER", "asyncio")

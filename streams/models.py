@@ -46,6 +46,13 @@ class Run(models.Model):
     # {"message", "code", "http_status"?, "body"?}; null while all is well.
     error = models.JSONField(null=True, blank=True)
     response_id = models.CharField(max_length=200, blank=True, default="")
+    # Background mode makes resume (GET ...?starting_after=N) and upstream cancel possible.
+    background = models.BooleanField(default=False)
+    # The upstream's own sequence_number of the last stored event, the resume cursor.
+    last_upstream_seq = models.IntegerField(null=True, blank=True)
+    # Which process executes the run and when it last showed signs of life.
+    worker = models.CharField(max_length=200, blank=True, default="")
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     event_count = models.PositiveIntegerField(default=0)
     imported = models.BooleanField(default=False)
     source_name = models.CharField(max_length=255, blank=True, default="")

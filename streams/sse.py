@@ -42,7 +42,6 @@ class SSEDecoder:
         self._id: str | None = None
         self._pending_bytes = 0
         self._has_fields = False
-        self._skip_lf = False
         # Lines that are neither a field nor a comment (binary garbage, a body that is not SSE):
         # kept (bounded) so the runner can record them instead of losing them silently.
         self.ignored_lines: list[bytes] = []
@@ -54,12 +53,6 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         frames: list[SSEFrame] = []
         buffer = self._buffer
-        if self._skip_lf and chunk:
-            # A CR ended the previous chunk; a LF starting this one belongs to the same line end.
-            self._skip_lf = False
-            if chunk[:1] == b"\n":
-                chunk = chunk[1:]
-                self._pending_bytes += 1
         buffer += chunk
         start = 0
         end = len(buffer)
@@ -68,12 +61,11 @@ class SSEDecoder:
             lf = find(b"\n", start)
             cr = find(b"\r", start, lf if lf != -1 else end)
             if cr != -1:
+                if cr + 1 == end:
+                    # Is this CR half of a CRLF? Only the next chunk can tell: wait for it.
+                    break
                 line_end = cr
-                if cr + 1 < end:
-                    skip = 2 if buffer[cr + 1] == 0x0A else 1
-                else:
-                    skip = 1
-                    self._skip_lf = True
+                skip = 2 if buffer[cr + 1] == 0x0A else 1
             elif lf != -1:
                 line_end = lf
                 skip = 1
@@ -101,7 +93,7 @@ class SSEDecoder:
         self._buffer.clear()
         if leftover:
             self._pending_bytes += len(leftover)
-            frame = self._line(leftover)
+            frame = self._line(leftover[:-1] if leftover.endswith(b"\r") else leftover)
             if frame is not None:
                 frames.append(frame)
             leftover = b""

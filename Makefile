@@ -1,0 +1,34 @@
+# Streamscope: `make run` starts the dashboard, `make test` runs every test. Both install first.
+PYTHON ?= python3.11
+PORT ?= 8000
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test e2e-deps bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet ".[test,redis,postgres]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py bootstrap --url http://127.0.0.1:$(PORT)/
+	@echo "Streamscope is starting on http://127.0.0.1:$(PORT)/ (simulator upstream built in; Ctrl+C stops)"
+	PORT=$(PORT) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) dashboard.asgi:application
+
+e2e-deps:
+	bash scripts/ensure-chromium.sh
+
+test: install e2e-deps
+	bash scripts/run-tests.sh
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+clean:
+	rm -rf $(VENV) var staticfiles .pytest_cache

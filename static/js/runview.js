@@ -1,0 +1,172 @@
+// The run view shared by the playground, the run page (and later replay and compare):
+// feed it event records and status frames; it renders once per animation frame.
+
+import { EventList } from "./eventlist.js";
+import { isDelta } from "./families.js";
+import { OutputModel } from "./output.js";
+import { renderItem } from "./render.js";
+
+const TERMINAL_STATUSES = new Set(["completed", "incomplete", "failed", "cancelled", "interrupted"]);
+
+function fmtMs(value) {
+  if (value === null || value === undefined) return "–";
+  return value >= 10000 ? `${(value / 1000).toFixed(1)} s` : `${Math.round(value)} ms`;
+}
+
+export class RunView {
+  constructor(root) {
+    this.root = root;
+    this.statusEl = root.querySelector("[data-status]");
+    this.errorEl = root.querySelector("[data-error]");
+    this.outputEl = root.querySelector("[data-output]");
+    this.connEl = root.querySelector("[data-conn]");
+    this.countEl = root.querySelector("[data-event-count]");
+    this.rawEl = root.querySelector("[data-raw]");
+    this.rawTitle = root.querySelector("[data-raw-title]");
+    this.metricEls = {};
+    for (const node of root.querySelectorAll("[data-metric]")) this.metricEls[node.dataset.metric] = node;
+    this.list = new EventList(root.querySelector("[data-event-list]"), { onSelect: (e) => this.showRaw(e) });
+    this.reset();
+  }
+
+  reset() {
+    this.pending = [];
+    this.model = new OutputModel();
+    this.itemNodes = new Map();
+    this.outputEl.replaceChildren();
+    const hint = document.createElement("p");
+    hint.className = "muted placeholder";
+    hint.textContent = "The streamed output appears here.";
+    this.outputEl.append(hint);
+    this.list.clear();
+    this.live = { ttfe: null, ttft: null, events: 0, deltas: 0, lastDelta: null, last: null };
+    this.finalMetrics = null;
+    this.frame = 0;
+    this.rawEl.textContent = "";
+    this.rawTitle.textContent = "Click an event to see its raw JSON";
+    this.setError(null);
+    this.setStatus("idle");
+    this.renderMetrics();
+  }
+
+  addEvents(events) {
+    for (const e of events) this.pending.push(e);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
+  }
+
+  flush() {
+    this.frame = 0;
+    const batch = this.pending;
+    this.pending = [];
+    if (!batch.length) return;
+    const live = this.live;
+    for (const e of batch) {
+      this.model.apply(e);
+      live.events += 1;
+      if (live.ttfe === null) live.ttfe = e.t;
+      live.last = e.t;
+      if (isDelta(e.type)) {
+        live.deltas += 1;
+        if (live.ttft === null) live.ttft = e.t;
+        live.lastDelta = e.t;
+      }
+    }
+    this.list.append(batch);
+    this.renderOutput();
+    this.renderMetrics();
+    if (this.model.errors.length) {
+      const last = this.model.errors[this.model.errors.length - 1];
+      this.setError({ message: last.message, code: last.code });
+    }
+  }
+
+  renderOutput() {
+    const dirty = this.model.takeDirty();
+    if (!dirty.length) return;
+    const placeholder = this.outputEl.querySelector(".placeholder");
+    if (placeholder) placeholder.remove();
+    for (const key of dirty) {
+      let node = this.itemNodes.get(key);
+      if (!node) {
+        node = document.createElement("article");
+        this.itemNodes.set(key, node);
+      }
+      renderItem(this.model.items.get(key), node);
+    }
+    // Keep DOM order equal to output order (items can arrive interleaved).
+    this.model.order.forEach((key) => {
+      const node = this.itemNodes.get(key);
+      if (node && node !== this.outputEl.children[this.model.order.indexOf(key)]) this.outputEl.append(node);
+    });
+    if (this.model.unknown.size) {
+      let note = this.outputEl.querySelector(".unknown-types");
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "unknown-types muted";
+      }
+      note.textContent = `Kept ${[...this.model.unknown.values()].reduce((a, b) => a + b, 0)} events of types Streamscope does not know: ${[...this.model.unknown.keys()].join(", ")}`;
+      this.outputEl.append(note);
+    }
+  }
+
+  renderMetrics() {
+    const live = this.live;
+    const final = this.finalMetrics;
+    let tokensPerS = null;
+    if (live.deltas > 1 && live.lastDelta > live.ttft) tokensPerS = live.deltas / ((live.lastDelta - live.ttft) / 1000);
+    const values = {
+      ttfe_ms: fmtMs(final ? final.ttfe_ms : live.ttfe),
+      ttft_ms: fmtMs(final ? final.ttft_ms : live.ttft),
+      events: String(final && final.events !== undefined ? final.events : live.events),
+      tokens_per_s: (final ? final.tokens_per_s : tokensPerS) ? (final ? final.tokens_per_s : tokensPerS).toFixed(1) : "–",
+      duration_ms: fmtMs(final ? final.duration_ms : live.last),
+    };
+    for (const [key, text] of Object.entries(values)) if (this.metricEls[key]) this.metricEls[key].textContent = text;
+    if (this.countEl) this.countEl.textContent = `(${live.events})`;
+  }
+
+  setStatus(status, metrics = null, error = null) {
+    this.status = status;
+    this.statusEl.textContent = status;
+    this.statusEl.className = `status-badge status-${status}`;
+    if (metrics && TERMINAL_STATUSES.has(status) && Object.keys(metrics).length) this.finalMetrics = metrics;
+    if (error) this.setError(error);
+    this.renderMetrics();
+    this.root.dataset.state = status;
+  }
+
+  setError(error) {
+    if (!error) {
+      this.errorEl.hidden = true;
+      this.errorEl.textContent = "";
+      return;
+    }
+    this.errorEl.hidden = false;
+    const parts = [error.message || "error"];
+    if (error.code) parts.push(`(${error.code})`);
+    if (error.http_status) parts.unshift(`HTTP ${error.http_status}:`);
+    this.errorEl.textContent = parts.join(" ");
+    if (error.body) {
+      const pre = document.createElement("pre");
+      pre.textContent = typeof error.body === "string" ? error.body : JSON.stringify(error.body, null, 2);
+      this.errorEl.append(pre);
+    }
+  }
+
+  setConnection(state) {
+    if (!this.connEl) return;
+    const labels = { connecting: "connecting…", reconnecting: "reconnecting…", live: "live", refused: "access refused", done: "" };
+    this.connEl.textContent = labels[state] ?? state;
+    this.connEl.hidden = !this.connEl.textContent;
+    this.connEl.className = `conn conn-${state}`;
+  }
+
+  isTerminal() {
+    return TERMINAL_STATUSES.has(this.status);
+  }
+
+  showRaw(e) {
+    this.rawTitle.textContent = `#${e.seq} · ${e.t.toFixed(1)} ms · ${e.type}`;
+    this.rawEl.textContent = JSON.stringify(e.data, null, 2);
+  }
+}

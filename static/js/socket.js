@@ -1,0 +1,104 @@
+// Watching a run over its websocket: exactly-once, in-order delivery of event records,
+// with automatic reconnection (resuming after the last seq seen) and gap refill from the API.
+
+const RETRY_MS = [250, 500, 1000, 2000, 4000, 8000];
+
+export class RunSocket {
+  constructor(runId, { after = -1, onEvents, onStatus, onConnection } = {}) {
+    this.runId = runId;
+    this.lastSeq = after;
+    this.onEvents = onEvents || (() => {});
+    this.onStatus = onStatus || (() => {});
+    this.onConnection = onConnection || (() => {});
+    this.finished = false;
+    this.closedByUs = false;
+    this.attempt = 0;
+    this.queue = Promise.resolve();
+    this.ws = null;
+  }
+
+  start() {
+    this.closedByUs = false;
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    const url = `${scheme}://${location.host}/ws/runs/${this.runId}/?after=${this.lastSeq}`;
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    this.onConnection(this.attempt ? "reconnecting" : "connecting");
+    ws.onopen = () => {
+      this.attempt = 0;
+      this.onConnection("live");
+    };
+    ws.onmessage = (message) => {
+      let frame;
+      try {
+        frame = JSON.parse(message.data);
+      } catch (err) {
+        console.warn("unreadable frame", err);
+        return;
+      }
+      // Frames are handled strictly one after another, gap refills included.
+      this.queue = this.queue.then(() => this.handle(frame)).catch((err) => console.error(err));
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      if (this.closedByUs) return;
+      if (event.code === 4401 || event.code === 4403) {
+        this.onConnection("refused");
+        return;
+      }
+      if (this.finished) {
+        this.onConnection("done");
+        return;
+      }
+      const delay = RETRY_MS[Math.min(this.attempt, RETRY_MS.length - 1)];
+      this.attempt += 1;
+      this.onConnection("reconnecting");
+      setTimeout(() => this.queue.then(() => this.start()), delay);
+    };
+  }
+
+  close() {
+    this.closedByUs = true;
+    if (this.ws) this.ws.close(1000);
+  }
+
+  async handle(frame) {
+    if (frame.type === "events") {
+      await this.deliver(frame.events);
+    } else if (frame.type === "status") {
+      if (frame.last_seq !== null && frame.last_seq !== undefined && frame.last_seq > this.lastSeq) {
+        await this.refill(frame.last_seq);
+      }
+      const terminal = !["queued", "streaming"].includes(frame.status);
+      if (terminal) this.finished = true;
+      this.onStatus(frame);
+      if (terminal) this.onConnection("done");
+    }
+  }
+
+  async deliver(events) {
+    if (!events.length) return;
+    const first = events[0].seq;
+    if (first > this.lastSeq + 1) await this.refill(first - 1);
+    const fresh = events.filter((e) => e.seq > this.lastSeq);
+    if (!fresh.length) return;
+    this.lastSeq = fresh[fresh.length - 1].seq;
+    this.onEvents(fresh);
+  }
+
+  // Fetch stored events after lastSeq up to `upto` (inclusive) from the API.
+  async refill(upto) {
+    while (this.lastSeq < upto) {
+      const limit = Math.min(5000, upto - this.lastSeq);
+      const response = await fetch(`/api/runs/${this.runId}/events/?after=${this.lastSeq}&limit=${limit}`, {
+        credentials: "same-origin",
+      });
+      if (!response.ok) throw new Error(`refill failed: HTTP ${response.status}`);
+      const page = await response.json();
+      const events = page.events.filter((e) => e.seq > this.lastSeq && e.seq <= upto);
+      if (!events.length) return;
+      this.lastSeq = events[events.length - 1].seq;
+      this.onEvents(events);
+    }
+  }
+}

@@ -1,0 +1,75 @@
+"""Where runs execute. Views call :func:`get_launcher` and never care which backend it is.
+
+The embedded default, :class:`AsyncioLauncher`, runs each run as an asyncio task on the loop of
+the process that received the request (Daphne's). A worker-process backend implements the same
+two methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from streams.models import ACTIVE_STATUSES, Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    async def launch(self, run_id: int) -> None:
+        """Start executing a queued run and return at once."""
+
+    async def cancel(self, run_id: int) -> bool:
+        """Ask the run to stop; True when something was running it."""
+
+
+class AsyncioLauncher:
+    """Runs as tasks on the current event loop; keeps a strong reference to each task."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, asyncio.Task] = {}
+
+    async def launch(self, run_id: int) -> None:
+        from streams.runner import RunRunner
+
+        task = asyncio.get_running_loop().create_task(RunRunner(run_id).execute(), name=f"run-{run_id}")
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda done, run_id=run_id: self._forget(run_id, done))
+
+    def _forget(self, run_id: int, task: asyncio.Task) -> None:
+        if self.tasks.get(run_id) is task:
+            del self.tasks[run_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("run %s: runner task crashed", run_id, exc_info=task.exception())
+
+    async def cancel(self, run_id: int) -> bool:
+        task = self.tasks.get(run_id)
+        if task is not None and not task.done():
+            task.cancel()
+            return True
+        # Nothing here runs it (the process that did is gone): end it in the store.
+        await database_sync_to_async(mark_orphan_cancelled)(run_id)
+        return False
+
+
+def mark_orphan_cancelled(run_id: int) -> None:
+    Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now()
+    )
+
+
+_launcher: Launcher | None = None
+
+
+def get_launcher() -> Launcher:
+    global _launcher
+    if _launcher is None:
+        backend = settings.STREAMSCOPE_LAUNCHER
+        _launcher = AsyncioLauncher() if backend == "asyncio" else import_string(backend)()
+    return _launcher

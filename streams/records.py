@@ -1,0 +1,35 @@
+"""The event record that crosses every boundary: runner → database → channel layer → browser.
+
+A record is encoded to JSON once, when it is made; frames and API pages are built by joining
+those encoded strings, so no event is ever re-serialised per viewer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+MALFORMED = "streamscope.malformed"
+UNTYPED = "streamscope.untyped"
+DONE = "streamscope.done"
+
+
+def encode_record(seq: int, t: float, event_type: str, data: str) -> str:
+    """JSON of ``{"seq", "t", "type", "data"}`` with ``data`` spliced in as received."""
+    return f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{json.dumps(event_type)},"data":{data}}}'
+
+
+@dataclass(slots=True)
+class EventRecord:
+    seq: int
+    t: float
+    type: str
+    data: str  # JSON text, exactly as received (or our own JSON for streamscope.* types)
+    nbytes: int = 0
+
+    def encoded(self) -> str:
+        return encode_record(self.seq, self.t, self.type, self.data)
+
+
+def events_frame(encoded_events: list[str]) -> str:
+    return '{"type":"events","events":[' + ",".join(encoded_events) + "]}"

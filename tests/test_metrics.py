@@ -1,0 +1,46 @@
+from streams.metrics import MetricsAccumulator, compute_metrics, percentile
+
+
+def test_percentile_nearest_rank():
+    values = sorted([5.0, 1.0, 3.0, 2.0, 4.0])
+    assert percentile(values, 0.5) == 3.0
+    assert percentile(values, 0.95) == 5.0
+    assert percentile([], 0.5) is None
+
+
+def test_metrics_from_a_small_run():
+    events = [
+        (100.0, "response.created", {}, 10),
+        (150.0, "response.in_progress", {}, 10),
+        (400.0, "response.output_text.delta", {}, 20),
+        (420.0, "response.output_text.delta", {}, 20),
+        (460.0, "response.output_text.delta", {}, 20),
+        (500.0, "response.completed", {"response": {"usage": {"output_tokens": 3}}}, 30),
+    ]
+    figures = compute_metrics(events)
+    assert figures["ttfe_ms"] == 100.0
+    assert figures["ttft_ms"] == 400.0
+    assert figures["duration_ms"] == 500.0
+    assert figures["events"] == 6
+    assert figures["output_tokens"] == 3
+    assert figures["output_tokens_estimated"] is False
+    assert figures["tokens_per_s"] == 50.0  # 3 tokens over 60 ms of deltas
+    assert figures["gap_p50_ms"] == 20.0
+    assert figures["gap_max_ms"] == 40.0
+    assert figures["bytes"] == 110
+    assert figures["counts"]["response.output_text.delta"] == 3
+
+
+def test_tokens_are_estimated_from_deltas_without_usage():
+    acc = MetricsAccumulator()
+    acc.observe(0, "response.output_text.delta")
+    acc.observe(1000, "response.function_call_arguments.delta")
+    snap = acc.snapshot()
+    assert snap["output_tokens"] == 2 and snap["output_tokens_estimated"] is True
+    assert snap["tokens_per_s"] == 2.0
+
+
+def test_audio_chunks_are_not_tokens():
+    acc = MetricsAccumulator()
+    acc.observe(5, "response.audio.delta")
+    assert acc.snapshot()["ttft_ms"] is None

@@ -1,0 +1,108 @@
+"""The SSE decoder on tricky input: any chunking, CR/LF variants, comments, limits."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams.sse import EventTooLarge, SSEDecoder
+
+STREAM = (
+    b"event: response.created\ndata: {\"a\":1}\n\n"
+    b": keep-alive comment\n\n"
+    b"data: line one\ndata: line two\n\n"
+    b"event: x\r\ndata: crlf \xc3\xa9\r\n\r\n"
+    b"data: [DONE]\n\n"
+)
+
+
+def decode_all(chunks, **kwargs):
+    decoder = SSEDecoder(**kwargs)
+    frames = []
+    for chunk in chunks:
+        frames.extend(decoder.feed(chunk))
+    tail, leftover = decoder.close()
+    return frames + tail, leftover, decoder
+
+
+def test_whole_stream_decodes_fields_and_joins_data_lines():
+    frames, leftover, _ = decode_all([STREAM])
+    assert [(f.event, f.data) for f in frames] == [
+        ("response.created", '{"a":1}'),
+        ("", "line one\nline two"),
+        ("x", "crlf é"),
+        ("", "[DONE]"),
+    ]
+    assert leftover == b""
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(STREAM)), min_size=1, max_size=30))
+def test_any_chunking_gives_the_same_frames(cuts):
+    points = sorted(set(c for c in cuts if c < len(STREAM)))
+    chunks, start = [], 0
+    for point in points:
+        chunks.append(STREAM[start:point])
+        start = point
+    chunks.append(STREAM[start:])
+    frames, _, _ = decode_all(chunks)
+    expected, _, _ = decode_all([STREAM])
+    assert [(f.event, f.data, f.nbytes) for f in frames] == [(f.event, f.data, f.nbytes) for f in expected]
+
+
+def test_byte_counts_add_up_to_the_stream_length():
+    frames, _, _ = decode_all([STREAM])
+    # The comment block is not an event, so its bytes are not attributed to any frame.
+    comment = len(b": keep-alive comment\n\n")
+    assert sum(f.nbytes for f in frames) == len(STREAM) - comment
+
+
+def test_cr_split_from_lf_across_chunks_is_one_line_end():
+    frames, _, _ = decode_all([b"data: a\r", b"\ndata: b\r", b"\n\r", b"\n"])
+    assert [f.data for f in frames] == ["a\nb"]
+
+
+def test_lone_cr_line_endings():
+    frames, _, _ = decode_all([b"data: a\rdata: b\r\r"])
+    assert [f.data for f in frames] == ["a\nb"]
+
+
+def test_utf8_split_across_chunks_is_decoded_whole():
+    payload = "data: ünïcødé €\n\n".encode()
+    frames, _, _ = decode_all([payload[i : i + 1] for i in range(len(payload))])
+    assert frames[0].data == "ünïcødé €"
+
+
+def test_final_event_without_blank_line_is_still_dispatched():
+    frames, leftover, _ = decode_all([b"data: {\"x\": 1}"])
+    assert [f.data for f in frames] == ['{"x": 1}']
+    assert leftover == b""
+
+
+def test_lines_that_are_not_fields_are_kept_for_the_caller():
+    frames, _, decoder = decode_all([b"<html>not sse</html>\n\x00\xff garbage\ndata: ok\n\n"])
+    assert [f.data for f in frames] == ["ok"]
+    assert decoder.take_ignored() == [b"<html>not sse</html>", b"\x00\xff garbage"]
+    assert decoder.take_ignored() == []
+
+
+def test_an_endless_line_raises_instead_of_growing_forever():
+    decoder = SSEDecoder(max_event_bytes=1000)
+    decoder.feed(b"data: " + b"x" * 500)
+    with pytest.raises(EventTooLarge, match="1000 bytes"):
+        decoder.feed(b"x" * 600)
+
+
+def test_an_event_of_many_lines_is_limited_too():
+    decoder = SSEDecoder(max_event_bytes=1000)
+    with pytest.raises(EventTooLarge):
+        for _ in range(100):
+            decoder.feed(b"data: " + b"y" * 50 + b"\n")
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=200), max_size=20))
+def test_arbitrary_bytes_never_crash(chunks):
+    decoder = SSEDecoder(max_event_bytes=10_000)
+    for chunk in chunks:
+        for frame in decoder.feed(chunk):
+            assert isinstance(frame.data, str)
+    decoder.close()
