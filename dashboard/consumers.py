@@ -54,9 +54,14 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self._send_stored(upto=None)
         run = await _load_run(self.run_id)
-        if run is not None and run.status in TERMINAL_STATUSES:
+        if run is None:
+            return
+        if run.status in TERMINAL_STATUSES:
             await self._send_stored(upto=None)
             await self._send_status(run.status, run.metrics, run.error, run.event_count - 1)
+        else:
+            # The status message published when streaming began may predate this socket.
+            await self._send_status(run.status, {}, None, None)
 
     async def disconnect(self, code: int) -> None:
         if self.joined:

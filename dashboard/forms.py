@@ -28,10 +28,8 @@ class RunRequestForm(forms.Form):
     model = forms.CharField(max_length=200)
     input = forms.CharField(strip=False)
     instructions = forms.CharField(required=False, strip=False)
-
-    def __init__(self, *args: Any, params: Any = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.raw_params = params
+    # A JSON object, already decoded by the API view; checked by clean_params.
+    params = forms.Field(required=False)
 
     def clean_provider(self) -> str:
         name = self.cleaned_data["provider"]
@@ -55,16 +53,12 @@ class RunRequestForm(forms.Form):
             raise forms.ValidationError("the instructions are too long")
         return value
 
-    def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
-        cleaned["params"] = self._clean_params(self.raw_params)
-        return cleaned
-
-    def _clean_params(self, params: Any) -> dict[str, Any]:
+    def clean_params(self) -> dict[str, Any]:
+        params = self.cleaned_data.get("params")
         if params in (None, ""):
             return {}
         if not isinstance(params, dict):
-            raise forms.ValidationError({"params": "params must be a JSON object"})
+            raise forms.ValidationError("params must be a JSON object")
         cleaned: dict[str, Any] = {}
         errors = []
         for key, value in params.items():
@@ -93,5 +87,5 @@ class RunRequestForm(forms.Form):
             else:
                 errors.append(f"unknown parameter {key!r}")
         if errors:
-            raise forms.ValidationError({"params": errors})
+            raise forms.ValidationError(errors)
         return cleaned

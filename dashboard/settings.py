@@ -138,6 +138,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
+CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -183,6 +184,7 @@ STREAMSCOPE_FLUSH_MAX_EVENTS = int(os.environ.get("STREAMSCOPE_FLUSH_MAX_EVENTS"
 STREAMSCOPE_MAX_EVENT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_EVENT_BYTES", str(8 * 1024 * 1024)))
 STREAMSCOPE_MAX_EVENTS_PER_RUN = int(os.environ.get("STREAMSCOPE_MAX_EVENTS_PER_RUN", "200000"))
 STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER = int(os.environ.get("STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER", "8"))
+STREAMSCOPE_MAX_IMPORT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_IMPORT_BYTES", str(50 * 1024 * 1024)))
 STREAMSCOPE_MAX_INPUT_CHARS = int(os.environ.get("STREAMSCOPE_MAX_INPUT_CHARS", "100000"))
 # Seconds without a byte from upstream before a run fails as stalled.
 STREAMSCOPE_STALL_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_STALL_TIMEOUT_S", "60"))

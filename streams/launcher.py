@@ -8,6 +8,7 @@ two methods.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from typing import Protocol
 
@@ -38,7 +39,11 @@ class AsyncioLauncher:
     async def launch(self, run_id: int) -> None:
         from streams.runner import RunRunner
 
-        task = asyncio.get_running_loop().create_task(RunRunner(run_id).execute(), name=f"run-{run_id}")
+        # A fresh context: the task must not inherit the request's (asgiref ties thread-sensitive
+        # database calls to a per-request executor that is gone once the response is sent).
+        task = asyncio.get_running_loop().create_task(
+            RunRunner(run_id).execute(), name=f"run-{run_id}", context=contextvars.Context()
+        )
         self.tasks[run_id] = task
         task.add_done_callback(lambda done, run_id=run_id: self._forget(run_id, done))
 

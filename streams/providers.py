@@ -84,10 +84,8 @@ def _parse_extra(spec: str) -> list[Provider]:
 
 
 def _simulator_models() -> tuple[str, ...]:
-    try:  # TEMP until the simulator lands
-        from streams.simulator.scenarios import scenario_ids
-    except ImportError:
-        return ("sim-text",)
+    from streams.simulator.scenarios import scenario_ids
+
     return tuple(scenario_ids())
 
 

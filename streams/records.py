@@ -9,10 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-MALFORMED = "streamscope.malformed"
-UNTYPED = "streamscope.untyped"
-DONE = "streamscope.done"
-
 
 def encode_record(seq: int, t: float, event_type: str, data: str) -> str:
     """JSON of ``{"seq", "t", "type", "data"}`` with ``data`` spliced in as received."""

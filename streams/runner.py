@@ -25,7 +25,8 @@ from streams.broadcast import publish_events, publish_status
 from streams.metrics import TERMINAL_TYPES, MetricsAccumulator
 from streams.models import Run, RunStatus
 from streams.providers import Provider, UnknownProvider, get_provider
-from streams.records import DONE, MALFORMED, UNTYPED, EventRecord
+from streams.catalogue import DONE_MARKER, MALFORMED, event_type_for
+from streams.records import EventRecord
 from streams.sse import EventTooLarge, SSEDecoder, SSEFrame
 from streams.upstream import UpstreamError, iter_body, make_client, open_stream
 
@@ -81,25 +82,19 @@ class RunRunner:
         data = frame.data
         if data == "[DONE]":
             self.saw_done_marker = True
-            self._add(DONE, '{"raw":"[DONE]"}', t, frame.nbytes)
+            self._add(DONE_MARKER, '{"raw":"[DONE]"}', t, frame.nbytes)
             return
         try:
             payload = json.loads(data)
         except ValueError as exc:
-            record = {"raw": data[:RAW_KEEP], "error": f"invalid JSON in data line: {exc}"}
+            record = {"raw": data[:RAW_KEEP], "error": f"invalid JSON in data line: {exc}", "where": "data"}
             if frame.event:
                 record["event"] = frame.event
             if len(data) > RAW_KEEP:
                 record["truncated_from"] = len(data)
             self._add(MALFORMED, json.dumps(record), t, frame.nbytes)
             return
-        event_type = None
-        if isinstance(payload, dict):
-            event_type = payload.get("type")
-            if not isinstance(event_type, str) or not event_type:
-                event_type = payload.get("object") if isinstance(payload.get("object"), str) else None
-        if not event_type:
-            event_type = frame.event or UNTYPED
+        event_type = event_type_for(payload, frame.event)
         if isinstance(payload, dict):
             sequence_number = payload.get("sequence_number")
             if isinstance(sequence_number, int):
@@ -139,7 +134,8 @@ class RunRunner:
             text = line.decode("utf-8", errors="replace")
             self._add(
                 MALFORMED,
-                json.dumps({"raw": text, "error": "line is not an SSE field (expected data:, event:, id:, retry: or :comment)"}),
+                json.dumps({"raw": text, "error": "line is not an SSE field (expected data:, event:, id:, retry: or :comment)",
+                            "where": "line"}),
                 t,
                 len(line),
             )

@@ -1,0 +1,152 @@
+"""Ingest benchmark: how fast one run goes from upstream bytes to stored and published events.
+
+Starts the simulator in its own Daphne process, asks it for one unthrottled stream, and measures:
+  1. raw read      - httpx reading the bytes only (the ceiling the simulator allows),
+  2. SDK parse     - the official openai SDK parsing the same stream into typed events,
+  3. SDK (memory)  - the SDK parsing the same bytes from memory (no network, no simulator),
+  4. pipeline      - Streamscope's runner: parse + persist (SQLite, batched) + publish (channel layer),
+printing events per second from first byte to last event persisted and published.
+Target (issue 2): pipeline >= 2x the SDK's parse-only rate.
+
+    .venv/bin/python bench/ingest.py [--tokens 50000] [--database sqlite|postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+WORK = Path(tempfile.mkdtemp(prefix="streamscope-bench-"))
+os.environ.setdefault("STREAMSCOPE_VAR_DIR", str(WORK))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
+os.environ.setdefault("STREAMSCOPE_LOG_LEVEL", "WARNING")
+
+import django  # noqa: E402
+import httpx  # noqa: E402
+
+from tests.conftest import start_daphne, stop_process  # noqa: E402
+
+
+def body_for(tokens: int) -> dict:
+    return {
+        "model": "sim-text",
+        "input": "benchmark",
+        "stream": True,
+        "metadata": {"sim_tokens_per_s": "0", "sim_tokens": str(tokens), "sim_seed": "7", "sim_first_token_ms": "0"},
+    }
+
+
+def raw_read(sim_url: str, tokens: int) -> tuple[int, float, bytes]:
+    chunks = []
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", sim_url + "/responses", json=body_for(tokens)) as response:
+            first = None
+            for chunk in response.iter_raw():
+                if first is None:
+                    first = time.perf_counter()
+                chunks.append(chunk)
+            end = time.perf_counter()
+    data = b"".join(chunks)
+    return data.count(b"\n\n"), end - first, data
+
+
+def sdk_parse(sim_url: str, tokens: int) -> tuple[int, float]:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=sim_url, api_key="bench")
+    body = body_for(tokens)
+    stream = client.responses.create(model=body["model"], input=body["input"], stream=True, metadata=body["metadata"])
+    count, first = 0, None
+    for _event in stream:
+        if first is None:
+            first = time.perf_counter()
+        count += 1
+    return count, time.perf_counter() - first
+
+
+def sdk_parse_memory(data: bytes) -> tuple[int, float]:
+    from openai import OpenAI
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=data)
+
+    client = OpenAI(base_url="http://memory/v1", api_key="bench", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    stream = client.responses.create(model="sim-text", input="x", stream=True)
+    count, start = 0, time.perf_counter()
+    for _event in stream:
+        count += 1
+    return count, time.perf_counter() - start
+
+
+def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict]:
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    settings.STREAMSCOPE_SIMULATOR_URL = sim_url
+    call_command("migrate", verbosity=0)
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    from streams.models import Run
+    from streams.runner import RunRunner
+    from streams.runs import create_run
+
+    run = create_run(user, "simulator", "sim-text", "benchmark", "", {"metadata": body_for(tokens)["metadata"], "background": False})
+
+    async def go():
+        runner = RunRunner(run.pk)
+        start = time.perf_counter()
+        await runner.execute()
+        end = time.perf_counter()
+        first_byte = start + (runner.metrics.first_event_ms or 0) / 1000.0
+        return end - first_byte
+
+    elapsed = asyncio.run(go())
+    run = Run.objects.get(pk=run.pk)
+    assert run.event_count == run.events.count(), "every event must be stored"
+    return run.event_count, elapsed, {"status": run.status, "batches_flush_ms": settings.STREAMSCOPE_FLUSH_INTERVAL_MS}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=50_000)
+    args = parser.parse_args()
+    django.setup()
+    process, base_url = start_daphne(WORK, port=None)
+    sim_url = base_url + "/sim/v1"
+    try:
+        raw_read(sim_url, 1000)  # warm up
+        n_raw, t_raw, data = raw_read(sim_url, args.tokens)
+        n_sdk, t_sdk = sdk_parse(sim_url, args.tokens)
+        n_mem, t_mem = sdk_parse_memory(data)
+        n_pipe, t_pipe, info = pipeline(sim_url, args.tokens)
+    finally:
+        stop_process(process)
+    from django.conf import settings
+
+    print(f"machine: {platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
+          f"database {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]} · "
+          f"layer {settings.CHANNEL_LAYERS['default']['BACKEND'].rsplit('.', 1)[-1]}")
+    print(f"stream: {args.tokens} tokens, {len(data) / 1e6:.1f} MB, {n_raw} events")
+    rows = [
+        ("raw read (httpx, bytes only)", n_raw, t_raw),
+        ("openai SDK parse (over HTTP)", n_sdk, t_sdk),
+        ("openai SDK parse (from memory)", n_mem, t_mem),
+        ("streamscope parse+persist+publish", n_pipe, t_pipe),
+    ]
+    for label, count, seconds in rows:
+        print(f"  {label:<36} {count:>8} events  {seconds:7.3f} s  {count / seconds:>10,.0f} events/s")
+    ratio = (n_pipe / t_pipe) / (n_sdk / t_sdk)
+    print(f"pipeline / SDK-over-HTTP rate: {ratio:.2f}x (target >= 2x) · run {info['status']}")
+
+
+if __name__ == "__main__":
+    main()
