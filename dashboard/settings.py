@@ -124,6 +124,8 @@ if REDIS_URL:
             "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
         }
     }
+    # Login-failure counts must be shared by every web process.
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -188,6 +190,8 @@ STREAMSCOPE_MAX_IMPORT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_IMPORT_BYTES"
 STREAMSCOPE_MAX_INPUT_CHARS = int(os.environ.get("STREAMSCOPE_MAX_INPUT_CHARS", "100000"))
 # Seconds without a byte from upstream before a run fails as stalled.
 STREAMSCOPE_STALL_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_STALL_TIMEOUT_S", "60"))
+STREAMSCOPE_LOGIN_MAX_FAILURES = int(os.environ.get("STREAMSCOPE_LOGIN_MAX_FAILURES", "5"))
+STREAMSCOPE_LOGIN_LOCKOUT_S = int(os.environ.get("STREAMSCOPE_LOGIN_LOCKOUT_S", "300"))
 STREAMSCOPE_CONNECT_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_CONNECT_TIMEOUT_S", "10"))
 
 if PRODUCTION:

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from dashboard import api, views
+from dashboard.auth import RateLimitedLoginView
 
 urlpatterns = [
     path("", views.playground, name="playground"),
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/runs/<int:run_id>/cancel/", api.run_cancel, name="api_run_cancel"),
     path("api/providers/", api.providers, name="api_providers"),
     path("sim/v1/", include("streams.simulator.urls")),
+    path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
