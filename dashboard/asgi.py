@@ -14,6 +14,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from streams.recovery import schedule_housekeeping_under_daphne  # noqa: E402
+
+# Take over runs whose process died (found within seconds of this process starting).
+schedule_housekeeping_under_daphne()
 
 application = ProtocolTypeRouter(
     {

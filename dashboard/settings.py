@@ -192,6 +192,9 @@ STREAMSCOPE_MAX_INPUT_CHARS = int(os.environ.get("STREAMSCOPE_MAX_INPUT_CHARS", 
 STREAMSCOPE_STALL_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_STALL_TIMEOUT_S", "60"))
 STREAMSCOPE_LOGIN_MAX_FAILURES = int(os.environ.get("STREAMSCOPE_LOGIN_MAX_FAILURES", "5"))
 STREAMSCOPE_LOGIN_LOCKOUT_S = int(os.environ.get("STREAMSCOPE_LOGIN_LOCKOUT_S", "300"))
+# A run whose process has not written a heartbeat for this long is taken over by another process.
+STREAMSCOPE_STALE_AFTER_S = float(os.environ.get("STREAMSCOPE_STALE_AFTER_S", "10"))
+STREAMSCOPE_RECOVERY_INTERVAL_S = float(os.environ.get("STREAMSCOPE_RECOVERY_INTERVAL_S", "2"))
 STREAMSCOPE_CONNECT_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_CONNECT_TIMEOUT_S", "10"))
 
 if PRODUCTION:

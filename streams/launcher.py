@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class Launcher(Protocol):
-    async def launch(self, run_id: int) -> None:
-        """Start executing a queued run and return at once."""
+    async def launch(self, run_id: int, resume: bool = False) -> None:
+        """Start executing a queued run (or resume an orphaned one) and return at once."""
 
     async def cancel(self, run_id: int) -> bool:
         """Ask the run to stop; True when something was running it."""
@@ -36,13 +36,13 @@ class AsyncioLauncher:
     def __init__(self) -> None:
         self.tasks: dict[int, asyncio.Task] = {}
 
-    async def launch(self, run_id: int) -> None:
+    async def launch(self, run_id: int, resume: bool = False) -> None:
         from streams.runner import RunRunner
 
         # A fresh context: the task must not inherit the request's (asgiref ties thread-sensitive
         # database calls to a per-request executor that is gone once the response is sent).
         task = asyncio.get_running_loop().create_task(
-            RunRunner(run_id).execute(), name=f"run-{run_id}", context=contextvars.Context()
+            RunRunner(run_id, resume=resume).execute(), name=f"run-{run_id}", context=contextvars.Context()
         )
         self.tasks[run_id] = task
         task.add_done_callback(lambda done, run_id=run_id: self._forget(run_id, done))

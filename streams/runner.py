@@ -33,6 +33,7 @@ from streams.upstream import UpstreamError, iter_body, make_client, open_stream
 log = logging.getLogger(__name__)
 
 RAW_KEEP = 64 * 1024  # how much of a malformed line is kept in its event
+HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 RESUMABLE_CODES = frozenset({"connection_dropped", "connection_error", "stalled"})
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -44,9 +45,11 @@ class RunLimitExceeded(Exception):
 class RunRunner:
     """Runs one stored :class:`Run` to its end. Create it, then ``await execute()``."""
 
-    def __init__(self, run_id: int, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, run_id: int, client: httpx.AsyncClient | None = None, resume: bool = False) -> None:
         self.run_id = run_id
         self._client = client
+        # resume: the run was begun by a process that died; continue it from its stored log.
+        self.resume = resume
         self.buffer: list[EventRecord] = []
         self.next_seq = 0
         self.t0 = 0.0
@@ -63,6 +66,7 @@ class RunRunner:
         self._wake = asyncio.Event()
         self._finished = False
         self._last_text_save = 0.0
+        self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
         self.flush_interval = settings.STREAMSCOPE_FLUSH_INTERVAL_MS / 1000.0
         self.flush_max = settings.STREAMSCOPE_FLUSH_MAX_EVENTS
@@ -159,6 +163,7 @@ class RunRunner:
                 fields.update(final_fields)
             rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]
             await database_sync_to_async(store.append_events)(self.run_id, rows, fields)
+            self._last_write = time.monotonic()
             if batch:
                 await publish_events(self.run_id, batch[0].seq, [r.encoded() for r in batch])
 
@@ -169,7 +174,9 @@ class RunRunner:
             except TimeoutError:
                 pass
             self._wake.clear()
-            if self.buffer:
+            quiet_for = time.monotonic() - self._last_write
+            if self.buffer or quiet_for > HEARTBEAT_S:
+                # A quiet stream still writes a heartbeat, so other processes know it is alive.
                 try:
                     await self.flush()
                 except Exception:
@@ -195,10 +202,17 @@ class RunRunner:
         client = self._client or make_client(
             settings.STREAMSCOPE_CONNECT_TIMEOUT_S, settings.STREAMSCOPE_STALL_TIMEOUT_S
         )
-        self.t0 = time.monotonic()
-        started = store.now()
+        if self.resume:
+            await database_sync_to_async(self._load_stored_state)(run)
+            started = run.started_at or store.now()
+            self._add("streamscope.resume", json.dumps({
+                "reason": "the process running this run stopped; resumed from the stored log",
+                "starting_after": self.last_upstream_seq, "by": WORKER_NAME}), self._now(), 0)
+        else:
+            self.t0 = time.monotonic()
+            started = store.now()
         await database_sync_to_async(store.update_run)(
-            self.run_id, status=RunStatus.STREAMING, started_at=started, worker=WORKER_NAME, heartbeat_at=started
+            self.run_id, status=RunStatus.STREAMING, started_at=started, worker=WORKER_NAME, heartbeat_at=store.now()
         )
         await publish_status(self.run_id, RunStatus.STREAMING, {}, None)
         flusher = asyncio.create_task(self._flush_loop(), name=f"flush-run-{self.run_id}")
@@ -226,7 +240,7 @@ class RunRunner:
         return await self._finish(status, error)
 
     async def _stream(self, client: httpx.AsyncClient, provider: Provider, run: Run) -> tuple[str, Any]:
-        attempts = 0
+        attempts = 1 if self.resume else 0
         body = run.request
         while True:
             try:
@@ -250,6 +264,11 @@ class RunRunner:
                     and attempts < 3
                 )
                 if not can_resume:
+                    if attempts and exc.http_status in (404, 410):
+                        # The upstream no longer has the response: what we stored is all there is.
+                        error = exc.as_dict()
+                        error["message"] = f"the stream could not be resumed: {exc.message}"
+                        return RunStatus.INTERRUPTED, error
                     return RunStatus.FAILED, exc.as_dict()
                 attempts += 1
                 note = {
@@ -282,6 +301,24 @@ class RunRunner:
             for frame in frames:
                 self.accept_frame(frame, t)
             self.record_ignored_lines(decoder.take_ignored(), t)
+
+    def _load_stored_state(self, run: Run) -> None:
+        """Pick up where a dead process left off: seqs, cursor, text, metrics and the clock.
+
+        The original monotonic clock died with its process, so time continues from the wall
+        clock since ``started_at``: the gap while nobody streamed shows honestly in ``t``.
+        """
+        self.response_id = run.response_id
+        self.last_upstream_seq = run.last_upstream_seq
+        self.next_seq = run.event_count
+        for _seq, t, event_type, data in store.iter_event_rows(self.run_id):
+            payload = None
+            if event_type == "response.output_text.delta" or event_type in TERMINAL_TYPES or event_type == "error":
+                payload = json.loads(data)
+                self._understand(event_type, payload)
+            self.metrics.observe_payload(t, event_type, payload, len(data))
+        elapsed = (store.now() - (run.started_at or store.now())).total_seconds()
+        self.t0 = time.monotonic() - max(0.0, elapsed)
 
     def _outcome(self, provider: Provider) -> tuple[str, Any]:
         if self.terminal_type == "response.completed":

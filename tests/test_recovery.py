@@ -1,0 +1,123 @@
+"""Process faults, for real: kill -9 the process streaming a run, start another, and check that the
+run is taken over within seconds — resumed when the upstream still has it, else interrupted — with
+every event stored before the crash kept and no event doubled."""
+
+import json
+import os
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import start_daphne, stop_process
+from tests.e2e.conftest import manage
+
+
+
+def login(base_url: str, username: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=base_url, timeout=10, follow_redirects=False)
+    client.get("/accounts/login/")
+    response = client.post("/accounts/login/", data={"username": username, "password": password,
+                                                       "csrfmiddlewaretoken": client.cookies["csrftoken"]})
+    assert response.status_code == 302, response.text
+    return client
+
+
+def start_run(client: httpx.Client, **params) -> int:
+    body = {"provider": "simulator", "model": "sim-text", "input": "tell me a long story",
+            "params": {"metadata": {"sim_tokens_per_s": "25", "sim_tokens": "150", "sim_seed": "11"}, **params}}
+    response = client.post("/api/runs/", json=body, headers={"X-CSRFToken": client.cookies["csrftoken"]})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def events(client: httpx.Client, run_id: int) -> list[dict]:
+    out, after = [], -1
+    while True:
+        page = client.get(f"/api/runs/{run_id}/events/?after={after}&limit=5000").json()
+        out.extend(page["events"])
+        if page["next_after"] is None:
+            return out
+        after = page["next_after"]
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def crash_setup(tmp_path):
+    """A simulator in its own process, and an app database with one user."""
+    sim_dir, app_dir = tmp_path / "sim", tmp_path / "app"
+    sim_dir.mkdir()
+    app_dir.mkdir()
+    sim_process, sim_url = start_daphne(sim_dir)
+    manage(app_dir, "migrate", "--noinput")
+    manage(app_dir, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('alice', password='alice-pass-123')")
+    env = {"STREAMSCOPE_SIMULATOR_URL": sim_url + "/sim/v1", "STREAMSCOPE_RECOVERY_INTERVAL_S": "0.5"}
+    processes = [sim_process]
+    yield app_dir, env, processes
+    for process in processes:
+        if process.poll() is None:
+            stop_process(process)
+
+
+def crash_mid_run(app_dir, env, processes, **params):
+    app, url = start_daphne(app_dir, extra_env=env)
+    processes.append(app)
+    client = login(url, "alice", "alice-pass-123")
+    run_id = start_run(client, **params)
+    wait_for(lambda: len(events(client, run_id)) >= 20, 15, "20 stored events")
+    os.kill(app.pid, signal.SIGKILL)
+    app.wait()
+    before = events_from_db(app_dir, run_id)
+    assert len(before) >= 20
+    restarted, url = start_daphne(app_dir, extra_env=env)
+    processes.append(restarted)
+    return login(url, "alice", "alice-pass-123"), run_id, before
+
+
+def events_from_db(app_dir, run_id):
+    out = manage(app_dir, "shell", "-c",
+                 f"import json; from streams.models import Event, Run;"
+                 f"r = Run.objects.get(pk={run_id});"
+                 f"print(json.dumps([r.event_count, list(Event.objects.filter(run_id={run_id}).order_by('seq').values_list('seq', 'type', 'data'))]))")
+    count, rows = json.loads(out.strip().splitlines()[-1])
+    assert count == len(rows), "the run's event count matches its stored events (no half-written batch)"
+    return rows
+
+
+def test_a_killed_process_is_resumed_from_its_last_event(crash_setup):
+    app_dir, env, processes = crash_setup
+    client, run_id, before = crash_mid_run(app_dir, env, processes)
+    run = wait_for(lambda: (r := client.get(f"/api/runs/{run_id}/").json())["status"] not in ("queued", "streaming") and r,
+                   30, "the run to end after the restart")
+    assert run["status"] == "completed", run
+    after = events(client, run_id)
+    # Everything stored before the crash is still there, unchanged.
+    assert [(e["seq"], e["type"], json.dumps(e["data"], separators=(",", ":"))) for e in after[: len(before)]] == \
+        [(seq, typ, json.dumps(json.loads(data), separators=(",", ":"))) for seq, typ, data in before]
+    assert [e["seq"] for e in after] == list(range(len(after)))
+    upstream = [e["data"]["sequence_number"] for e in after if not e["type"].startswith("streamscope.")]
+    assert upstream == list(range(len(upstream))), "every upstream event exactly once, in order"
+    assert [e["type"] for e in after if e["type"] == "streamscope.resume"] == ["streamscope.resume"]
+    final = after[-1]["data"]["response"]
+    text = "".join(p["text"] for item in final["output"] if item["type"] == "message" for p in item["content"])
+    assert run["output_text"] == text
+
+
+def test_a_killed_process_that_cannot_resume_is_marked_interrupted(crash_setup):
+    app_dir, env, processes = crash_setup
+    client, run_id, before = crash_mid_run(app_dir, env, processes, background=False)
+    run = wait_for(lambda: (r := client.get(f"/api/runs/{run_id}/").json())["status"] != "streaming" and r,
+                   30, "the run to be marked")
+    assert run["status"] == "interrupted"
+    assert "could not be resumed" in run["error"]["message"]
+    assert len(events(client, run_id)) == len(before)
