@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.rebuild import RebuiltItem, RebuiltOutput, TextBuffer
+from streams.rebuilt import RebuiltItem, RebuiltOutput, TextBuffer
 
 FINISHED_INCOMPLETE = frozenset({"length", "content_filter"})
 
