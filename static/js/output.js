@@ -1,214 +1,384 @@
 // Rebuilding a response's output items from its events, in the browser, as they arrive.
-// The same accumulation rules as streams/rebuild.py; renderers draw each item type its own way.
-// Everything model-produced is put in the page with textContent, never as HTML.
+// Same rules as streams/rebuild.py (and streams/chat.py), driven by the same catalogue (the
+// server embeds it as JSON): items are addressed by output_index (or item_id), deltas append,
+// a full value (*.done, content_part.done, output_item.done) wins, the terminal response only
+// fills items the stream never showed. Chat Completions chunks are folded in by output_chat.js.
+// Renderers (render.js) draw each item type its own way.
+// Besides output items the model keeps run-level "pseudo items" the page shows in the same
+// flow: malformed lines, response-level audio and the outcome (incomplete / failed).
 
-const TERMINAL = new Set(["response.completed", "response.incomplete", "response.failed"]);
+import { applyChat } from "./output_chat.js";
+
+const TERMINAL_STATUS = { "response.completed": "completed", "response.incomplete": "incomplete", "response.failed": "failed" };
+const PART_TYPES = { text: "output_text", refusal: "refusal", reasoning_text: "reasoning_text" };
+const STRING_FIELDS = new Set(["arguments", "input", "code", "diff"]);
+
+function pageCatalogue() {
+  const node = globalThis.document ? globalThis.document.getElementById("catalogue-data") : null;
+  return node ? JSON.parse(node.textContent) : null;
+}
+
+const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+const index = (value) => (Number.isInteger(value) && value >= 0 ? value : null);
+const str = (value) => (typeof value === "string" ? value : null);
+// A delta's text: a string, or (older SDKs' reasoning deltas) an object with `text`.
+const deltaText = (value) => (typeof value === "string" ? value : isObject(value) && typeof value.text === "string" ? value.text : null);
+
+function newPart(source, fallbackType) {
+  const type = (isObject(source) && str(source.type)) || fallbackType;
+  const part = { type, text: "", annotations: [], logprobs: [] };
+  if (isObject(source)) {
+    const value = type === "refusal" ? source.refusal : source.text;
+    if (typeof value === "string") part.text = value;
+    if (Array.isArray(source.annotations)) part.annotations = source.annotations.slice();
+    if (Array.isArray(source.logprobs)) part.logprobs = source.logprobs.slice();
+  }
+  return part;
+}
 
 export class OutputModel {
-  constructor() {
-    this.items = new Map(); // key -> item
-    this.order = [];
+  constructor({ catalogue = null } = {}) {
+    this.catalogue = catalogue || pageCatalogue() || { types: {} };
+    this.items = new Map(); // key -> item (output items and pseudo items)
+    this.order = []; // keys in display order
     this.dirty = new Set();
+    this.byId = new Map(); // item id -> output_index
     this.errors = [];
-    this.response = null;
-    this.terminal = null;
-    this.unknown = new Map();
-    this.malformed = 0;
+    this.response = null; // the latest response snapshot
+    this.terminal = null; // the terminal event's type
+    this.status = null; // completed / incomplete / failed once a terminal event (or chat finish) arrived
+    this.unknown = new Map(); // unknown event type -> count
+    this.malformed = [];
+    this.doneMarker = false;
+    this.notes = [];
+    this.chat = null;
   }
 
-  key(data) {
-    if (Number.isInteger(data.output_index)) return `o${data.output_index}`;
-    if (data.item_id) return `i${data.item_id}`;
-    return "o0";
+  kind(type) {
+    const known = this.catalogue.types && this.catalogue.types[type];
+    if (known) return known;
+    if (type.startsWith("streamscope.")) return { family: "streamscope", phase: "marker" };
+    return null;
   }
 
-  item(data, fallbackType = "unknown") {
-    const k = this.key(data);
-    let item = this.items.get(k);
-    if (!item) {
-      item = { type: fallbackType, id: data.item_id || null, status: "in_progress", content: [], summary: [] };
-      this.items.set(k, item);
-      this.order.push(k);
-      this.order.sort(orderKeys);
-    }
-    this.dirty.add(k);
+  // -- items -------------------------------------------------------------------------------
+
+  add(key, sort, item) {
+    item.key = key;
+    item.sort = sort;
+    this.items.set(key, item);
+    this.order.push(key);
+    this.order.sort((a, b) => this.items.get(a).sort - this.items.get(b).sort);
+    this.dirty.add(key);
     return item;
   }
 
-  part(item, index, type) {
-    if (!item.content[index]) item.content[index] = { type, text: "", annotations: [] };
-    return item.content[index];
+  touch(key) {
+    this.dirty.add(key);
+    return this.items.get(key);
   }
+
+  outputItem(position, data, type) {
+    const key = `o${position}`;
+    if (this.items.has(key)) return this.touch(key);
+    return this.add(key, position, {
+      index: position, type: type || "unknown", id: null, status: null, phase: null, phases: [], done: false,
+      data: {}, content: [], summary: [], commands: [], outputs: [], partial: null, partials: 0,
+    });
+  }
+
+  pseudo(key, sort, fields) {
+    if (this.items.has(key)) return this.touch(key);
+    return this.add(key, sort, { index: null, phases: [], content: [], summary: [], data: {}, ...fields });
+  }
+
+  lastIndex() {
+    let last = -1;
+    for (const item of this.items.values()) if (item.index !== null && item.index > last) last = item.index;
+    return last;
+  }
+
+  // -- feeding -----------------------------------------------------------------------------
 
   apply(record) {
     const type = record.type;
     const d = record.data;
-    if (type.startsWith("streamscope.")) {
-      if (type === "streamscope.malformed") this.malformed += 1;
+    const kind = this.kind(type);
+    if (!kind) {
+      this.unknown.set(type, (this.unknown.get(type) || 0) + 1);
       return;
     }
-    if (!d || typeof d !== "object") return;
-    if (type === "chat.completion.chunk") return this.applyChat(d);
-    if (type === "error") {
-      const detail = d.error && typeof d.error === "object" ? d.error : d;
-      this.errors.push({ message: detail.message || "error", code: detail.code || detail.type || null });
-      return;
-    }
-    if (d.response && typeof d.response === "object" && type.startsWith("response.") && !type.includes(".", 9)) {
-      this.response = d.response;
-      if (TERMINAL.has(type)) {
-        this.terminal = type;
-        // The terminal response carries the final items: let them settle anything left open.
-        (d.response.output || []).forEach((final, index) => {
-          const item = this.item({ output_index: index }, final.type);
-          mergeFinal(item, final);
-        });
+    if (kind.family === "streamscope") {
+      if (type === "streamscope.done") this.doneMarker = true;
+      if (type === "streamscope.malformed") {
+        const info = isObject(d) ? d : { raw: String(d) };
+        this.malformed.push({ seq: record.seq, raw: String(info.raw ?? ""), error: info.error || "", where: info.where || "data" });
+        this.pseudo("!malformed", -1, { type: "malformed" }).lines = this.malformed;
       }
       return;
     }
-    const s = type.slice("response.".length);
-    if (s === "output_item.added" || s === "output_item.done") {
-      const item = this.item(d, d.item && d.item.type);
-      if (d.item) mergeFinal(item, d.item, s === "output_item.added");
-      return;
+    if (!isObject(d)) return;
+    switch (kind.phase) {
+      case "chunk": return applyChat(this, d);
+      case "error": return this.applyError(d);
+      case "lifecycle": if (isObject(d.response)) this.response = d.response; return;
+      case "terminal": return this.applyTerminal(type, d);
+      default: return this.applyItemEvent(type, kind, d);
     }
-    if (s === "content_part.added" || s === "content_part.done") {
-      const item = this.item(d, "message");
-      const part = this.part(item, d.content_index || 0, d.part && d.part.type);
-      if (d.part) {
-        part.type = d.part.type || part.type;
-        if (s === "content_part.done") Object.assign(part, d.part, { annotations: d.part.annotations || part.annotations });
-      }
-      return;
+  }
+
+  applyError(d) {
+    const nested = d.error;
+    // The API nests the details under "error"; the spec and SDK document them flat.
+    const source = isObject(nested) ? nested : typeof nested === "string" ? { message: nested } : d;
+    this.errors.push({
+      message: str(source.message) || "An error occurred during streaming",
+      code: str(source.code) || (isObject(nested) ? str(nested.type) : null),
+      param: str(source.param),
+      source: "error",
+    });
+    this.outcome();
+  }
+
+  applyTerminal(type, d) {
+    const response = isObject(d.response) ? d.response : {};
+    this.response = response;
+    this.terminal = type;
+    this.status = TERMINAL_STATUS[type];
+    if (this.status === "failed" && !this.errors.length) {
+      const error = isObject(response.error) ? response.error : {};
+      this.errors.push({ message: str(error.message) || "the response failed", code: str(error.code), source: type });
     }
-    const item = this.item(d, guessItemType(s));
-    switch (s) {
-      case "output_text.delta": this.part(item, d.content_index || 0, "output_text").text += d.delta || ""; break;
-      case "output_text.done": this.part(item, d.content_index || 0, "output_text").text = d.text ?? ""; break;
-      case "output_text.annotation.added":
-      case "output_text_annotation.added": {
-        const part = this.part(item, d.content_index || 0, "output_text");
-        part.annotations[d.annotation_index ?? part.annotations.length] = d.annotation;
-        break;
+    // Items only the terminal response shows are adopted; streamed ones stay as streamed.
+    (Array.isArray(response.output) ? response.output : []).forEach((final, position) => {
+      if (!isObject(final) || this.items.has(`o${position}`)) return;
+      this.notes.push(`output[${position}] taken from the terminal response`);
+      this.finish(this.outputItem(position, final, final.type), final);
+    });
+    this.outcome();
+  }
+
+  outcome() {
+    const item = this.pseudo("~outcome", Infinity, { type: "outcome" });
+    item.status = this.status;
+    item.errors = this.errors;
+    item.response = this.response;
+    item.terminal = this.terminal;
+    item.done = true;
+  }
+
+  applyItemEvent(type, kind, d) {
+    if (kind.field === "item") return this.applyOutputItem(kind, d);
+    if (kind.family === "audio") return this.applyAudio(kind, d);
+    const item = this.locate(type, kind, d);
+    if (!item) return;
+    const field = kind.field;
+    if (kind.phase === "progress") {
+      const phase = type.slice(type.lastIndexOf(".") + 1);
+      item.phase = phase;
+      if (item.phases[item.phases.length - 1] !== phase) item.phases.push(phase);
+    } else if (field in PART_TYPES || field === "part") {
+      this.applyContent(item, kind, d);
+    } else if (field === "summary_text" || field === "summary_part") {
+      this.applySummary(item, kind, d);
+    } else if (field === "annotation") {
+      const part = this.part(item.content, index(d.content_index) || 0, "output_text");
+      const at = index(d.annotation_index);
+      part.annotations[at !== null ? at : part.annotations.length] = d.annotation;
+    } else if (STRING_FIELDS.has(field)) {
+      if (kind.phase === "delta") {
+        const delta = deltaText(d.delta);
+        if (delta !== null) item[field] = (item[field] || "") + delta;
+      } else if (typeof d[field] === "string") {
+        item[field] = d[field];
       }
-      case "refusal.delta": { const p = this.part(item, d.content_index || 0, "refusal"); p.refusal = (p.refusal || "") + (d.delta || ""); break; }
-      case "refusal.done": this.part(item, d.content_index || 0, "refusal").refusal = d.refusal; break;
-      case "reasoning_summary_part.added": item.summary[d.summary_index || 0] = item.summary[d.summary_index || 0] || { type: "summary_text", text: "" }; break;
-      case "reasoning_summary_text.delta": summary(item, d).text += d.delta || ""; break;
-      case "reasoning_summary_text.done": summary(item, d).text = d.text ?? summary(item, d).text; break;
-      case "reasoning_text.delta": this.part(item, d.content_index || 0, "reasoning_text").text += d.delta || ""; break;
-      case "reasoning_text.done": this.part(item, d.content_index || 0, "reasoning_text").text = d.text ?? ""; break;
-      case "function_call_arguments.delta":
-      case "mcp_call_arguments.delta": item.arguments = (item.arguments || "") + (d.delta || ""); break;
-      case "function_call_arguments.done":
-      case "mcp_call_arguments.done": item.arguments = d.arguments ?? item.arguments; break;
-      case "custom_tool_call_input.delta": item.input = (item.input || "") + (d.delta || ""); break;
-      case "custom_tool_call_input.done": item.input = d.input ?? item.input; break;
-      case "code_interpreter_call_code.delta": item.code = (item.code || "") + (d.delta || ""); break;
-      case "code_interpreter_call_code.done": item.code = d.code ?? item.code; break;
-      case "image_generation_call.partial_image":
-        item.partial_image = d.partial_image_b64;
-        item.partial_index = d.partial_image_index;
-        item.output_format = d.output_format || item.output_format;
-        break;
-      case "shell_call_command.added":
-      case "shell_call_command.delta":
-      case "shell_call_command.done": {
-        item.commands = item.commands || [];
-        const i = d.command_index || 0;
-        if (s.endsWith("delta")) item.commands[i] = (item.commands[i] || "") + (d.delta || "");
-        else if (d.command !== undefined) item.commands[i] = d.command;
-        break;
+    } else if (field === "command") {
+      const at = index(d.command_index) || 0;
+      if (kind.phase === "delta") {
+        const delta = deltaText(d.delta);
+        if (delta !== null) item.commands[at] = (item.commands[at] || "") + delta;
+      } else if (typeof d.command === "string") {
+        item.commands[at] = d.command;
       }
-      case "shell_call_output_content.delta": {
-        item.stdout = (item.stdout || "") + ((d.delta && d.delta.stdout) || "");
-        item.stderr = (item.stderr || "") + ((d.delta && d.delta.stderr) || "");
-        break;
-      }
-      case "audio.transcript.delta": item.transcript = (item.transcript || "") + (d.delta || ""); break;
-      case "audio.delta": item.audio_chunks = (item.audio_chunks || 0) + 1; break;
-      default: {
-        const phase = s.split(".").pop();
-        if (["in_progress", "searching", "interpreting", "generating", "completed", "failed", "compacting"].includes(phase)) {
-          item.phase = phase;
-        } else if (!s.endsWith(".done") && !s.endsWith(".delta")) {
-          this.unknown.set(type, (this.unknown.get(type) || 0) + 1);
-        } else if (s.endsWith(".delta") && typeof d.delta === "string") {
-          item.extra = (item.extra || "") + d.delta;
-        }
+    } else if (field === "output") {
+      this.applyShellOutput(item, kind, d);
+    } else if (field === "partial_image") {
+      if (typeof d.partial_image_b64 === "string") {
+        item.partial = { b64: d.partial_image_b64, index: index(d.partial_image_index), format: str(d.output_format), size: str(d.size) };
+        item.partials += 1;
       }
     }
   }
 
-  applyChat(chunk) {
-    for (const choice of chunk.choices || []) {
-      const item = this.item({ output_index: choice.index || 0 }, "message");
-      const delta = choice.delta || {};
-      if (typeof delta.content === "string") this.part(item, 0, "output_text").text += delta.content;
-      if (typeof delta.refusal === "string") { const p = this.part(item, 0, "refusal"); p.refusal = (p.refusal || "") + delta.refusal; }
-      for (const call of delta.tool_calls || []) {
-        item.tool_calls = item.tool_calls || [];
-        const slot = (item.tool_calls[call.index || 0] ||= { name: "", arguments: "" });
-        if (call.function && call.function.name) slot.name += call.function.name;
-        if (call.function && call.function.arguments) slot.arguments += call.function.arguments;
-      }
-      if (choice.finish_reason) item.status = choice.finish_reason;
+  locate(type, kind, d) {
+    let position = index(d.output_index);
+    const itemId = str(d.item_id);
+    if (position === null && itemId !== null) position = this.byId.has(itemId) ? this.byId.get(itemId) : null;
+    if (position === null) {
+      this.notes.push(`${type} names no known output_index / item_id`);
+      return null;
     }
-    if (chunk.usage) this.usage = chunk.usage;
+    if (this.items.has(`o${position}`)) return this.touch(`o${position}`);
+    let itemType = kind.item_type || "unknown";
+    if (isObject(d.part) && d.part.type === "reasoning_text") itemType = "reasoning";
+    const item = this.outputItem(position, null, itemType);
+    if (itemId !== null) {
+      item.id = itemId;
+      this.byId.set(itemId, position);
+    }
+    return item;
   }
+
+  applyOutputItem(kind, d) {
+    const data = d.item;
+    if (!isObject(data)) return;
+    let position = index(d.output_index);
+    if (position === null) position = this.byId.has(data.id) ? this.byId.get(data.id) : this.lastIndex() + 1;
+    const item = this.outputItem(position, data, data.type);
+    if (typeof data.id === "string") this.byId.set(data.id, position);
+    if (kind.phase === "added") {
+      item.type = str(data.type) || item.type;
+      item.id = str(data.id) || item.id;
+      item.status = str(data.status) || item.status;
+      item.data = data;
+      // Parts the stream already built (events before their item was added) are kept.
+      (Array.isArray(data.content) ? data.content : []).forEach((part, i) => { if (!item.content[i]) item.content[i] = newPart(part, "output_text"); });
+      (Array.isArray(data.summary) ? data.summary : []).forEach((part, i) => { if (!item.summary[i]) item.summary[i] = newPart(part, "summary_text"); });
+      for (const field of ["arguments", "input", "code"]) if (typeof data[field] === "string" && !item[field]) item[field] = data[field];
+      return;
+    }
+    this.finish(item, data);
+  }
+
+  // output_item.done (or the terminal response) carries the whole item: it wins.
+  finish(item, data) {
+    item.done = true;
+    item.data = data;
+    item.type = str(data.type) || item.type;
+    item.id = str(data.id) || item.id;
+    // Some item types carry no status (mcp_list_tools, compaction): their last phase says it.
+    item.status = str(data.status) || (item.phase === "failed" || data.error ? "failed" : "completed");
+    if (Array.isArray(data.content)) {
+      item.content = data.content.map((part, i) => {
+        const fresh = newPart(part, "output_text");
+        const old = item.content[i];
+        if (old && !fresh.logprobs.length && old.logprobs.length) fresh.logprobs = old.logprobs;
+        return fresh;
+      });
+    }
+    if (Array.isArray(data.summary)) item.summary = data.summary.map((part) => newPart(part, "summary_text"));
+    for (const field of ["arguments", "input", "code"]) if (typeof data[field] === "string") item[field] = data[field];
+    if (isObject(data.operation) && typeof data.operation.diff === "string") item.diff = data.operation.diff;
+    if (isObject(data.action) && Array.isArray(data.action.commands)) item.commands = data.action.commands.map(String);
+    if (item.type === "shell_call_output" && Array.isArray(data.output)) item.outputs = data.output.map((entry) => ({ ...entry }));
+    if (item.type === "shell_call_output") this.linkShell(item);
+  }
+
+  part(parts, position, fallbackType) {
+    if (!parts[position]) parts[position] = newPart(null, fallbackType);
+    return parts[position];
+  }
+
+  applyContent(item, kind, d) {
+    const position = index(d.content_index) || 0;
+    if (kind.field === "part") {
+      if (!isObject(d.part)) return;
+      const old = item.content[position];
+      const fresh = newPart(d.part, "output_text");
+      if (kind.phase === "added") {
+        if (old && old.text && !fresh.text) fresh.text = old.text; // deltas came before the part
+      } else if (old) {
+        if (!fresh.logprobs.length) fresh.logprobs = old.logprobs;
+        if (!Array.isArray(d.part.annotations)) fresh.annotations = old.annotations;
+      }
+      item.content[position] = fresh;
+      return;
+    }
+    const part = this.part(item.content, position, PART_TYPES[kind.field]);
+    if (kind.phase === "delta") {
+      const delta = deltaText(d.delta);
+      if (delta !== null) part.text += delta;
+      if (Array.isArray(d.logprobs) && d.logprobs.length) for (const entry of d.logprobs) part.logprobs.push(entry);
+    } else {
+      const value = d[kind.field === "refusal" ? "refusal" : "text"];
+      if (typeof value === "string") part.text = value;
+      if (Array.isArray(d.logprobs) && d.logprobs.length) part.logprobs = d.logprobs.slice();
+    }
+  }
+
+  applySummary(item, kind, d) {
+    const position = index(d.summary_index) || 0;
+    if (kind.field === "summary_part") {
+      if (!isObject(d.part)) return;
+      const old = item.summary[position];
+      if (!old || kind.phase === "done" || !old.text) item.summary[position] = newPart(d.part, "summary_text");
+      return;
+    }
+    const part = this.part(item.summary, position, "summary_text");
+    if (kind.phase === "delta") {
+      const delta = deltaText(d.delta);
+      if (delta !== null) part.text += delta;
+    } else if (typeof d.text === "string") {
+      part.text = d.text;
+    }
+  }
+
+  applyShellOutput(item, kind, d) {
+    const at = index(d.command_index) || 0;
+    if (kind.phase === "delta") {
+      const entry = (item.outputs[at] ||= { stdout: "", stderr: "" });
+      if (isObject(d.delta)) {
+        for (const stream of ["stdout", "stderr"]) if (typeof d.delta[stream] === "string") entry[stream] = (entry[stream] || "") + d.delta[stream];
+      }
+    } else if (Array.isArray(d.output)) {
+      // One entry: the final output of this command. Several: the whole list.
+      const targets = d.output.length === 1 ? [[at, d.output[0]]] : d.output.map((entry, i) => [i, entry]);
+      for (const [target, final] of targets) if (isObject(final)) item.outputs[target] = { ...final };
+    }
+    this.linkShell(item);
+  }
+
+  // A shell_call_output shows the commands of the shell_call with the same call_id.
+  linkShell(item) {
+    const callId = item.data && item.data.call_id;
+    if (!callId) return;
+    for (const other of this.items.values()) {
+      if (other.type === "shell_call" && other.data && other.data.call_id === callId) item.callCommands = other.commands;
+    }
+  }
+
+  applyAudio(kind, d) {
+    const item = this.pseudo("~audio", this.lastIndex() + 0.5, { type: "audio", transcript: "", chunks: 0, bytes: 0, pieces: [], done: false, audioDone: false, transcriptDone: false });
+    const delta = typeof d.delta === "string" ? d.delta : null;
+    if (kind.field === "transcript") {
+      if (kind.phase === "delta" && delta !== null) item.transcript += delta;
+      else if (kind.phase === "done") item.transcriptDone = true;
+    } else if (kind.phase === "delta" && delta !== null) {
+      item.chunks += 1;
+      item.bytes += Math.floor((delta.length * 3) / 4) - (delta.endsWith("==") ? 2 : delta.endsWith("=") ? 1 : 0);
+      item.pieces.push(delta);
+    } else if (kind.phase === "done") {
+      item.audioDone = true;
+    }
+    item.done = item.audioDone && item.transcriptDone;
+  }
+
+  // -- reading -----------------------------------------------------------------------------
 
   takeDirty() {
     const keys = [...this.dirty];
     this.dirty.clear();
     return keys;
   }
-}
 
-function orderKeys(a, b) {
-  const na = a.startsWith("o") ? Number(a.slice(1)) : Infinity;
-  const nb = b.startsWith("o") ? Number(b.slice(1)) : Infinity;
-  return na - nb;
-}
-
-function summary(item, d) {
-  const i = d.summary_index || 0;
-  return (item.summary[i] ||= { type: "summary_text", text: "" });
-}
-
-function guessItemType(suffix) {
-  const head = suffix.split(".")[0];
-  if (head.startsWith("output_text") || head.startsWith("refusal") || head === "content_part") return "message";
-  if (head.startsWith("reasoning")) return "reasoning";
-  if (head.startsWith("function_call")) return "function_call";
-  if (head.startsWith("custom_tool_call")) return "custom_tool_call";
-  if (head.startsWith("code_interpreter")) return "code_interpreter_call";
-  if (head.startsWith("mcp_call")) return "mcp_call";
-  if (head.startsWith("mcp_list_tools")) return "mcp_list_tools";
-  if (head.startsWith("web_search")) return "web_search_call";
-  if (head.startsWith("file_search")) return "file_search_call";
-  if (head.startsWith("image_generation")) return "image_generation_call";
-  if (head.startsWith("shell_call_output")) return "shell_call_output";
-  if (head.startsWith("shell_call")) return "shell_call";
-  if (head.startsWith("audio")) return "audio";
-  if (head.startsWith("compaction")) return "compaction";
-  return "unknown";
-}
-
-function mergeFinal(item, final, added = false) {
-  for (const [key, value] of Object.entries(final)) {
-    if (key === "content" && Array.isArray(value)) {
-      if (added && !value.length) continue;
-      value.forEach((part, i) => {
-        const mine = item.content[i] || {};
-        item.content[i] = { ...mine, ...part, annotations: part.annotations || mine.annotations || [] };
-      });
-    } else if (key === "summary" && Array.isArray(value)) {
-      if (added && !value.length) continue;
-      value.forEach((part, i) => { item.summary[i] = { ...(item.summary[i] || {}), ...part }; });
-    } else if (added && (value === "" || value === null) && item[key]) {
-      continue;
-    } else {
-      item[key] = value;
+  /** Like the SDK's Response.output_text: every message's output_text parts, in order. */
+  outputText() {
+    let text = "";
+    for (const key of this.order) {
+      const item = this.items.get(key);
+      if (item.type !== "message") continue;
+      for (const part of item.content) if (part && part.type === "output_text") text += part.text;
     }
+    return text;
   }
 }
