@@ -1,0 +1,142 @@
+"""JSON API for comparing runs and for fan-out groups (session cookie; X-CSRFToken on writes).
+
+- ``GET /api/compare/?runs=1,2[,3,4]`` (or ``?group=<id>``): figures, series and word diffs.
+- ``POST /api/groups/`` ``{"input", "instructions", "variants": [{"provider", "model",
+  "instructions"?, "params"?, "label"?}, ...]}`` → 201 the group with its runs, all streaming.
+- ``GET /api/groups/`` the caller's groups; ``GET /api/groups/<id>/`` one group.
+Every run named must be visible to the caller, else 404 (the same answer as "no such run").
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from dashboard.api import api_view, error
+from dashboard.forms import RunRequestForm
+from streams.compare import BadCompareRequest, RunNotFound, load_compare, parse_run_ids
+from streams.groups import MAX_VARIANTS, Variant, group_json, group_run_ids, start_group
+from streams.models import RunGroup
+from streams.runs import TooManyActiveRuns
+
+GROUPS_PAGE = 50
+
+
+def visible_group(user: Any, group_id: int) -> RunGroup | None:
+    group = RunGroup.objects.filter(pk=group_id).first()
+    return group if group is not None and group.visible_to(user) else None
+
+
+def compare_ids(user: Any, query: Any) -> list[int]:
+    """Run ids from ``?runs=`` (commas and/or repeats) or ``?group=``; raises the usual errors."""
+    group_param = query.get("group", "")
+    if group_param and not query.getlist("runs"):
+        if not group_param.isdigit():
+            raise BadCompareRequest(f"group must be an id; got {group_param!r}")
+        group = visible_group(user, int(group_param))
+        if group is None:
+            raise RunNotFound(f"no such group: {group_param} (or it is not yours)")
+        return group_run_ids(group)
+    return parse_run_ids(query.getlist("runs"))
+
+
+def _compare(user: Any, query: Any) -> JsonResponse:
+    try:
+        ids = compare_ids(user, query)
+        return JsonResponse(load_compare(user, ids))
+    except BadCompareRequest as exc:
+        return error(str(exc), "bad_request", 400)
+    except RunNotFound as exc:
+        return error(str(exc), "not_found", 404)
+
+
+@api_view("GET")
+async def compare(request: HttpRequest) -> HttpResponse:
+    return await database_sync_to_async(_compare)(request.user, request.GET)
+
+
+@api_view("GET", "POST")
+async def groups(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return await _create_group(request)
+    return await database_sync_to_async(_list_groups)(request)
+
+
+def _list_groups(request: HttpRequest) -> JsonResponse:
+    found = RunGroup.objects.order_by("-created_at", "-id")
+    if not (request.user.is_staff and request.GET.get("all") == "1"):
+        found = found.filter(owner=request.user)
+    return JsonResponse({"groups": [group_json(group) for group in found[:GROUPS_PAGE]]})
+
+
+@api_view("GET")
+async def group_detail(request: HttpRequest, group_id: int) -> HttpResponse:
+    def load() -> HttpResponse:
+        group = visible_group(request.user, group_id)
+        if group is None:
+            return error("no such group (or it is not yours)", "not_found", 404)
+        return JsonResponse(group_json(group))
+
+    return await database_sync_to_async(load)()
+
+
+def _variants(body: dict[str, Any]) -> tuple[str, str, list[Variant]] | JsonResponse:
+    """Validate the body with the playground's form, once per variant; an error response if bad."""
+    raw = body.get("variants")
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_VARIANTS:
+        return error(f"variants must be a list of 1 to {MAX_VARIANTS} objects", "invalid", 400)
+    for key in ("input", "instructions"):
+        if key in body and not isinstance(body[key], str):
+            return error(f"{key} must be a string", "invalid", 400)
+    if not body.get("input", "").strip():
+        return error("the input is empty", "invalid", 400, fields={"input": ["the input is empty"]})
+    variants = []
+    input_text = ""
+    for position, spec in enumerate(raw):
+        if not isinstance(spec, dict):
+            return error(f"variant {position + 1} must be a JSON object", "invalid", 400)
+        label = spec.get("label", "")
+        if not isinstance(label, str):
+            return error(f"variant {position + 1}: label must be a string", "invalid", 400)
+        data = {
+            "provider": spec.get("provider", "simulator"),
+            "model": spec.get("model", ""),
+            "input": body.get("input", ""),
+            "instructions": spec["instructions"] if "instructions" in spec else body.get("instructions", ""),
+            "params": spec.get("params"),
+        }
+        if not all(isinstance(data[key], str) for key in ("provider", "model", "instructions")):
+            return error(f"variant {position + 1}: provider, model and instructions must be strings", "invalid", 400)
+        form = RunRequestForm(data)
+        if not form.is_valid():
+            fields = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+            first = next(iter(fields.values()))[0]
+            return error(f"variant {position + 1}: {first}", "invalid", 400, fields=fields, variant=position)
+        cleaned = form.cleaned_data
+        input_text = cleaned["input"]
+        variants.append(Variant(cleaned["provider"], cleaned["model"], cleaned.get("instructions", ""),
+                                cleaned["params"], label.strip()))
+    return input_text, body.get("instructions", ""), variants
+
+
+async def _create_group(request: HttpRequest) -> HttpResponse:
+    if request.content_type != "application/json":
+        return error("send a JSON body with Content-Type: application/json", "bad_request", 415)
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError as exc:
+        return error(f"the body is not valid JSON: {exc}", "bad_json", 400)
+    if not isinstance(body, dict):
+        return error("the body must be a JSON object", "bad_request", 400)
+    checked = await database_sync_to_async(_variants)(body)
+    if isinstance(checked, JsonResponse):
+        return checked
+    input_text, instructions, variants = checked
+    try:
+        group, _runs = await start_group(request.user, input_text, variants, instructions)
+    except TooManyActiveRuns as exc:
+        return error(str(exc), "too_many_active_runs", 429)
+    return JsonResponse(await database_sync_to_async(group_json)(group), status=201)
