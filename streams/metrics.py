@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 TERMINAL_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
+CHAT_CHUNK = "chat.completion.chunk"
 
 
 def is_token_delta(event_type: str) -> bool:
@@ -42,14 +43,15 @@ class MetricsAccumulator:
         self.delta_gaps: list[float] = []
         self.usage: dict[str, Any] | None = None
 
-    def observe(self, t: float, event_type: str, nbytes: int = 0, usage: dict | None = None) -> None:
+    def observe(self, t: float, event_type: str, nbytes: int = 0, usage: dict | None = None,
+                token: bool | None = None) -> None:
         self.event_count += 1
         self.counts[event_type] += 1
         self.bytes_received += nbytes
         if self.first_event_ms is None:
             self.first_event_ms = t
         self.last_event_ms = t
-        if is_token_delta(event_type):
+        if is_token_delta(event_type) if token is None else token:
             self.delta_count += 1
             if self.first_token_ms is None:
                 self.first_token_ms = t
@@ -62,11 +64,17 @@ class MetricsAccumulator:
     def observe_payload(self, t: float, event_type: str, payload: Any, nbytes: int = 0) -> None:
         """Like :meth:`observe`, picking usage out of a terminal event's response object."""
         usage = None
+        token = None
         if event_type in TERMINAL_TYPES and isinstance(payload, dict):
             response = payload.get("response")
             if isinstance(response, dict) and isinstance(response.get("usage"), dict):
                 usage = response["usage"]
-        self.observe(t, event_type, nbytes, usage)
+        elif event_type == CHAT_CHUNK and isinstance(payload, dict):
+            # A chat chunk is a token when it carries content, a refusal or tool-call arguments.
+            token = any(_chat_delta_has_output(choice) for choice in payload.get("choices") or [])
+            if isinstance(payload.get("usage"), dict):
+                usage = {"output_tokens": payload["usage"].get("completion_tokens"), **payload["usage"]}
+        self.observe(t, event_type, nbytes, usage, token)
 
     @property
     def output_tokens(self) -> tuple[int, bool]:
@@ -112,6 +120,13 @@ def compute_metrics(events: Iterable[tuple[float, str, Any, int]]) -> dict[str, 
     for t, event_type, payload, nbytes in events:
         accumulator.observe_payload(t, event_type, payload, nbytes)
     return accumulator.snapshot()
+
+
+def _chat_delta_has_output(choice: Any) -> bool:
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    if not isinstance(delta, dict):
+        return False
+    return bool(delta.get("content") or delta.get("refusal") or delta.get("tool_calls"))
 
 
 def _round(value: float | None) -> float | None:

@@ -31,6 +31,15 @@ TERMINAL_STATUSES = frozenset(
 ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.STREAMING})
 
 
+class ReviewState(models.TextChoices):
+    """Where a run stands in review; derived in one place: streams.review.refresh_review_state."""
+
+    UNREVIEWED = "unreviewed"
+    APPROVED = "approved"
+    FLAGGED = "flagged"
+    REJECTED = "rejected"
+
+
 class Run(models.Model):
     """One streamed request: what was asked, how it went, and a summary of what came back."""
 
@@ -59,6 +68,9 @@ class Run(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Denormalised from the latest Verdict and the run's flags (review queue and admin filters).
+    review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED,
+                                    db_index=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -73,11 +85,19 @@ class Run(models.Model):
 
     @property
     def input_text(self) -> str:
-        value = self.request.get("input", "") if isinstance(self.request, dict) else ""
+        """The prompt: Responses ``input``, or the last user message of a Chat Completions body."""
+        if not isinstance(self.request, dict):
+            return ""
+        if "input" not in self.request and isinstance(self.request.get("messages"), list):
+            users = [m for m in self.request["messages"] if isinstance(m, dict) and m.get("role") == "user"]
+            value = users[-1].get("content", "") if users else ""
+        else:
+            value = self.request.get("input", "")
         return value if isinstance(value, str) else json.dumps(value)
 
     def visible_to(self, user: Any) -> bool:
-        return bool(user and user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
+        return bool(user and user.is_authenticated
+                    and (user.is_staff or user.pk == self.owner_id or is_reviewer(user)))
 
 
 class Event(models.Model):
@@ -103,3 +123,216 @@ class Event(models.Model):
     @property
     def payload(self) -> Any:
         return json.loads(self.data)
+
+
+# --- Timelines: fan-out groups and replay tokens (issue 4) ------------------------------------
+
+
+class RunGroup(models.Model):
+    """Runs started together from one prompt (a playground fan-out), compared side by side."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="run_groups")
+    input = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Group {self.pk}"
+
+    def visible_to(self, user: Any) -> bool:
+        return bool(user and user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
+
+
+class RunGroupMember(models.Model):
+    """One variant of a group: which run, in which column, and what made it different."""
+
+    group = models.ForeignKey(RunGroup, on_delete=models.CASCADE, related_name="members")
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="group_membership")
+    position = models.PositiveSmallIntegerField()
+    label = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["group", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "position"], name="rungroupmember_position_unique")
+        ]
+
+
+class ReplayToken(models.Model):
+    """A bearer token that lets an API client replay one run at /replay/<id>/v1/responses.
+
+    Only a SHA-256 of the token is stored: it is shown once, when made, to the run's owner.
+    """
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="replay_token")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"replay token of run {self.run_id}"
+
+
+# --- Review: moderation rules, flags, verdicts (issue 5) ---------------------------------------
+
+REVIEWER_GROUP = "reviewer"
+
+
+def is_reviewer(user: Any) -> bool:
+    """Staff, or a member of the ``reviewer`` group. Cached on the user object (one query)."""
+    if not (user and user.is_authenticated and user.is_active):
+        return False
+    if user.is_staff:
+        return True
+    cached = getattr(user, "_streamscope_reviewer", None)
+    if cached is None:
+        cached = user.groups.filter(name=REVIEWER_GROUP).exists()
+        user._streamscope_reviewer = cached
+    return cached
+
+
+class ModerationRule(models.Model):
+    """A keyword list or regular expression checked live against what a run streams."""
+
+    class Kind(models.TextChoices):
+        KEYWORDS = "keywords", "Keyword list"
+        REGEX = "regex", "Regular expression"
+
+    class Scope(models.TextChoices):
+        OUTPUT_TEXT = "output_text", "Output text"
+        REASONING = "reasoning", "Reasoning"
+        TOOL_ARGUMENTS = "tool_arguments", "Tool arguments"
+        INPUT = "input", "Input"
+
+    class Action(models.TextChoices):
+        FLAG = "flag", "Flag the run"
+        STOP = "stop", "Flag and stop the run"
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.KEYWORDS)
+    patterns = models.TextField(help_text="Keyword list: one keyword or phrase per line. "
+                                          "Regular expression: one pattern (Python syntax).")
+    scope = models.CharField(max_length=20, choices=Scope.choices, default=Scope.OUTPUT_TEXT)
+    action = models.CharField(max_length=8, choices=Action.choices, default=Action.FLAG)
+    enabled = models.BooleanField(default=True)
+    case_sensitive = models.BooleanField(default=False)
+    whole_words = models.BooleanField(default=True, help_text="Keyword lists only: match whole words, "
+                                                               "so “kill” does not match “skill”.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from streams.rules import RuleError, compile_rule
+
+        try:
+            compile_rule(self.kind, self.patterns, case_sensitive=self.case_sensitive, whole_words=self.whole_words)
+        except RuleError as exc:
+            raise ValidationError({"patterns": str(exc)}) from exc
+
+
+class RunFlag(models.Model):
+    """A rule (or the moderation model) flagged a run: what matched, where, and at which event."""
+
+    class Source(models.TextChoices):
+        RULE = "rule", "Moderation rule"
+        MODEL = "model", "Moderation model"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="flags")
+    # The rule may be edited or deleted later; its name and action at match time are kept.
+    rule = models.ForeignKey(ModerationRule, on_delete=models.SET_NULL, null=True, blank=True, related_name="flags")
+    rule_name = models.CharField(max_length=200)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.RULE)
+    action = models.CharField(max_length=8, choices=ModerationRule.Action.choices, default=ModerationRule.Action.FLAG)
+    scope = models.CharField(max_length=20, choices=ModerationRule.Scope.choices)
+    # Seq of the event where the rule first matched (None: the input, or the moderation model).
+    seq = models.IntegerField(null=True, blank=True)
+    location = models.CharField(max_length=100, blank=True, default="")
+    matched_text = models.CharField(max_length=500, blank=True, default="")
+    # Span of the match in the accumulated text of that field (output part, arguments...).
+    start = models.PositiveIntegerField(null=True, blank=True)
+    end = models.PositiveIntegerField(null=True, blank=True)
+    context_before = models.CharField(max_length=200, blank=True, default="")
+    context_after = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # A rule flags a run once: at its first match.
+            models.UniqueConstraint(fields=["run", "rule"], condition=models.Q(rule__isnull=False),
+                                    name="runflag_run_rule_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} flagged by {self.rule_name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.pk,
+            "run": self.run_id,
+            "rule": self.rule_id,
+            "rule_name": self.rule_name,
+            "source": self.source,
+            "action": self.action,
+            "scope": self.scope,
+            "seq": self.seq,
+            "location": self.location,
+            "matched_text": self.matched_text,
+            "start": self.start,
+            "end": self.end,
+            "context_before": self.context_before,
+            "context_after": self.context_after,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
+
+class Verdict(models.Model):
+    """One reviewer's decision on a run. Never edited: a new verdict is a new row."""
+
+    class Kind(models.TextChoices):
+        APPROVED = "approved", "Approve"
+        FLAGGED = "flagged", "Flag"
+        REJECTED = "rejected", "Reject"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="verdicts")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True,
+                                 related_name="verdicts")
+    verdict = models.CharField(max_length=16, choices=Kind.choices)
+    note = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["run", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} on run {self.run_id}"
+
+
+class ModerationResult(models.Model):
+    """What an OpenAI-compatible /moderations endpoint said about a finished run's output."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="moderation")
+    model = models.CharField(max_length=200, blank=True, default="")
+    flagged = models.BooleanField(default=False)
+    categories = models.JSONField(default=dict, blank=True)  # {"harassment": true, ...}
+    category_scores = models.JSONField(default=dict, blank=True)
+    error = models.JSONField(null=True, blank=True)  # {"message"} when the endpoint failed
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"moderation of run {self.run_id}"
+
+    @property
+    def flagged_categories(self) -> list[str]:
+        return sorted(name for name, hit in (self.categories or {}).items() if hit)

@@ -23,6 +23,7 @@ from django.conf import settings
 from streams import store
 from streams.broadcast import publish_events, publish_status
 from streams.metrics import TERMINAL_TYPES, MetricsAccumulator
+from streams.moderation import LiveModerator, ModerationStopped
 from streams.models import Run, RunStatus
 from streams.providers import Provider, UnknownProvider, get_provider
 from streams.catalogue import DONE_MARKER, MALFORMED, event_type_for
@@ -61,15 +62,18 @@ class RunRunner:
         self.terminal_response: dict[str, Any] | None = None
         self.error_event: dict[str, Any] | None = None
         self.saw_done_marker = False
-        self.chat_finished = False
+        self.chat_finish_reason: str | None = None
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._finished = False
         self._last_text_save = 0.0
         self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
+        # An upstream that never closes (keep-alive comments forever) still ends some time.
+        self.max_duration_ms = settings.STREAMSCOPE_MAX_RUN_SECONDS * 1000.0
         self.flush_interval = settings.STREAMSCOPE_FLUSH_INTERVAL_MS / 1000.0
         self.flush_max = settings.STREAMSCOPE_FLUSH_MAX_EVENTS
+        self.moderator = LiveModerator(run_id)  # live moderation rules (streams/moderation.py)
 
     # --- recording events -----------------------------------------------------------------
 
@@ -81,6 +85,7 @@ class RunRunner:
         self.buffer.append(EventRecord(self.next_seq, t, event_type, data, nbytes))
         self.next_seq += 1
         self.metrics.observe_payload(t, event_type, payload, nbytes)
+        self.moderator.observe(self.next_seq - 1, event_type, payload)  # raises ModerationStopped
 
     def accept_frame(self, frame: SSEFrame, t: float) -> None:
         data = frame.data
@@ -122,7 +127,7 @@ class RunRunner:
                 if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                     self.text_parts.append(delta["content"])
                 if choice.get("finish_reason"):
-                    self.chat_finished = True
+                    self.chat_finish_reason = str(choice["finish_reason"])
         elif event_type.startswith("response.") and isinstance(payload.get("response"), dict):
             response = payload["response"]
             if not self.response_id and isinstance(response.get("id"), str):
@@ -162,10 +167,11 @@ class RunRunner:
             if final_fields:
                 fields.update(final_fields)
             rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]
-            await database_sync_to_async(store.append_events)(self.run_id, rows, fields)
+            await store.write_batch(self.run_id, rows, fields)  # grouped with other runs' batches
             self._last_write = time.monotonic()
             if batch:
                 await publish_events(self.run_id, batch[0].seq, [r.encoded() for r in batch])
+            await self.moderator.commit(final=final_fields is not None)  # store + publish new flags
 
     async def _flush_loop(self) -> None:
         while not self._finished:
@@ -218,13 +224,18 @@ class RunRunner:
         flusher = asyncio.create_task(self._flush_loop(), name=f"flush-run-{self.run_id}")
         status, error = RunStatus.FAILED, None
         try:
+            await self.moderator.load(run)
             status, error = await self._stream(client, provider, run)
+        except ModerationStopped as exc:  # a "stop" rule matched: close the upstream here
+            status, error = RunStatus.CANCELLED, exc.error()
+            if run.background and self.response_id:
+                await self._cancel_upstream(client, provider)
         except asyncio.CancelledError:
             status, error = RunStatus.CANCELLED, None
             if run.background and self.response_id:
                 await self._cancel_upstream(client, provider)
         except RunLimitExceeded as exc:
-            status, error = RunStatus.FAILED, {"message": str(exc), "code": "too_many_events"}
+            status, error = RunStatus.FAILED, {"message": str(exc), "code": "run_limit"}
         except Exception as exc:  # the run must end recorded, whatever broke
             log.exception("run %s failed inside Streamscope", self.run_id)
             status, error = RunStatus.FAILED, {"message": f"internal error: {exc!r}", "code": "internal_error"}
@@ -290,6 +301,10 @@ class RunRunner:
         async with open_stream(client, provider, **request) as response:
             async for chunk in iter_body(response, stall):
                 t = self._now()
+                if t > self.max_duration_ms:
+                    raise RunLimitExceeded(
+                        f"the stream ran longer than the limit of {self.max_duration_ms / 1000:g} s and was stopped"
+                    )
                 for frame in decoder.feed(chunk):
                     self.accept_frame(frame, t)
                 if decoder.ignored_lines:
@@ -329,7 +344,10 @@ class RunRunner:
             return RunStatus.FAILED, self._failure_error()
         if self.error_event is not None:
             return RunStatus.FAILED, self._failure_error()
-        if provider.protocol == "chat" and (self.saw_done_marker or self.chat_finished):
+        if provider.protocol == "chat" and (self.saw_done_marker or self.chat_finish_reason):
+            # Chat Completions says "ran out of tokens" with finish_reason, not a terminal event.
+            if self.chat_finish_reason in ("length", "content_filter"):
+                return RunStatus.INCOMPLETE, None
             return RunStatus.COMPLETED, None
         if self.next_seq == 0:
             return RunStatus.FAILED, {"message": "the upstream closed the stream without sending any event", "code": "empty_stream"}

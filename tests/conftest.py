@@ -100,3 +100,9 @@ def other_user(django_user_model):
 @pytest.fixture
 def staff_user(django_user_model):
     return django_user_model.objects.create_user("carol", password="carol-pass-123", is_staff=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: sync Playwright keeps an event loop running in the main thread for the
+    rest of the session, which would break every asyncio test collected after it."""
+    items.sort(key=lambda item: "/tests/e2e/" in str(item.fspath))

@@ -44,3 +44,20 @@ def test_audio_chunks_are_not_tokens():
     acc = MetricsAccumulator()
     acc.observe(5, "response.audio.delta")
     assert acc.snapshot()["ttft_ms"] is None
+
+
+def test_chat_chunks_with_content_count_as_tokens_and_usage_is_read():
+    def chunk(delta, usage=None):
+        payload = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}] if delta is not None else []}
+        if usage:
+            payload["usage"] = usage
+        return payload
+
+    figures = compute_metrics([
+        (10.0, "chat.completion.chunk", chunk({"role": "assistant"}), 0),
+        (30.0, "chat.completion.chunk", chunk({"content": "Hi"}), 0),
+        (50.0, "chat.completion.chunk", chunk({"content": " there"}), 0),
+        (60.0, "chat.completion.chunk", chunk(None, {"completion_tokens": 2, "prompt_tokens": 5}), 0),
+    ])
+    assert figures["ttft_ms"] == 30.0
+    assert figures["output_tokens"] == 2 and figures["output_tokens_estimated"] is False

@@ -239,3 +239,33 @@ async def test_chat_completions_stream_ends_with_done(upstream, user):
     assert [r[2] for r in rows] == ["chat.completion.chunk"] * 3 + ["streamscope.done"]
     assert run.output_text == "Hi there"
     assert upstream.requests[0]["path"] == "/v1/chat/completions"
+
+
+async def test_the_events_per_run_limit_stops_a_flood(upstream, user, settings):
+    settings.STREAMSCOPE_MAX_EVENTS_PER_RUN = 5
+    upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["w"] * 20)))]))
+    run = await new_run(user)
+    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    run, rows = await stored(run)
+    assert run.error["code"] == "run_limit" and "limit of 5 events" in run.error["message"]
+    assert len(rows) == 5
+
+
+async def test_an_upstream_that_never_closes_is_ended(upstream, user, settings):
+    settings.STREAMSCOPE_MAX_RUN_SECONDS = 0.3
+    keepalive = [(0.05, b": still here\n\n")] * 40  # bytes keep coming, so no stall, but no end either
+    upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a"], terminal=False))), *keepalive], ending="hang"))
+    run = await new_run(user)
+    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    run, rows = await stored(run)
+    assert run.error["code"] == "run_limit" and "longer than the limit" in run.error["message"]
+    assert len(rows) == 3
+
+
+async def test_chat_completion_cut_by_length_is_incomplete(upstream, user):
+    chunks = [{"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+              {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}]
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    upstream.scripts.append(Script(steps=[(0, body)]))
+    run = await new_run(user, provider="scripted-chat")
+    assert await RunRunner(run.pk).execute() == RunStatus.INCOMPLETE

@@ -74,7 +74,7 @@ export class EventList {
       if (this.rows.has(i)) continue;
       const e = this.events[i];
       const row = document.createElement("div");
-      row.className = `event-row fam-${familyOf(e.type)}`;
+      row.className = `event-row fam-${familyOf(e.type)}${e.type === "streamscope.malformed" ? " malformed" : ""}`;
       if (i === this.selected) row.classList.add("selected");
       row.dataset.index = i;
       row.setAttribute("role", "option");

@@ -1,6 +1,7 @@
 // The playground: pick provider and model, send a prompt, watch the run live on this page.
 
 import { apiPost } from "./api.js";
+import { FanOut } from "./fanout.js";
 import { RunView } from "./runview.js";
 import { RunSocket } from "./socket.js";
 
@@ -95,6 +96,7 @@ async function send() {
       if (view.isTerminal()) setRunning(false);
     },
     onConnection: (state) => view.setConnection(state),
+    onFlag: (flag) => view.addFlag(flag),
   });
   current = { id: created.id, socket };
   setRunning(true);
@@ -111,6 +113,8 @@ async function stop() {
   }
 }
 
+const fanout = new FanOut(form.querySelector("[data-fanout]"), providers, collectRequest, showFormError);
+
 form.addEventListener("submit", (e) => {
   e.preventDefault();
   send();
@@ -119,7 +123,8 @@ stopButton.addEventListener("click", stop);
 document.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
     e.preventDefault();
-    send();
+    if (fanout.isOpen()) fanout.send();
+    else send();
   } else if (e.key === "Escape") {
     stop();
   }

@@ -18,6 +18,7 @@ const socket = new RunSocket(run.id, {
     if (view.isTerminal() && stopButton) stopButton.disabled = true;
   },
   onConnection: (state) => view.setConnection(state),
+  onFlag: (flag) => view.addFlag(flag),
 });
 socket.start();
 

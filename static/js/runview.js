@@ -2,9 +2,11 @@
 // feed it event records and status frames; it renders once per animation frame.
 
 import { EventList } from "./eventlist.js";
+import { FlagPanel } from "./flags.js";
 import { isDelta } from "./families.js";
 import { OutputModel } from "./output.js";
 import { renderItem } from "./render.js";
+import { TimelinePanel } from "./timeline.js";
 
 const TERMINAL_STATUSES = new Set(["completed", "incomplete", "failed", "cancelled", "interrupted"]);
 
@@ -14,7 +16,9 @@ function fmtMs(value) {
 }
 
 export class RunView {
-  constructor(root) {
+  // options.timeline: a TimelinePanel living outside root (compare); otherwise root's
+  // [data-timeline] panel, if any, is built here. Views without an event list (compare) work too.
+  constructor(root, options = {}) {
     this.root = root;
     this.statusEl = root.querySelector("[data-status]");
     this.errorEl = root.querySelector("[data-error]");
@@ -25,7 +29,12 @@ export class RunView {
     this.rawTitle = root.querySelector("[data-raw-title]");
     this.metricEls = {};
     for (const node of root.querySelectorAll("[data-metric]")) this.metricEls[node.dataset.metric] = node;
-    this.list = new EventList(root.querySelector("[data-event-list]"), { onSelect: (e) => this.showRaw(e) });
+    const listEl = root.querySelector("[data-event-list]");
+    this.list = listEl ? new EventList(listEl, { onSelect: (e) => this.showRaw(e) }) : null;
+    const timelineEl = root.querySelector("[data-timeline]");
+    this.timeline = options.timeline || (timelineEl ? new TimelinePanel(timelineEl, {
+      filename: options.filename || "run", onPick: (seq) => this.list && this.list.selectSeq(seq),
+    }) : null);
     this.reset();
   }
 
@@ -38,12 +47,14 @@ export class RunView {
     hint.className = "muted placeholder";
     hint.textContent = "The streamed output appears here.";
     this.outputEl.append(hint);
-    this.list.clear();
+    if (this.flags) this.flags.clear();
+    if (this.list) this.list.clear();
+    if (this.timeline) this.timeline.reset();
     this.live = { ttfe: null, ttft: null, events: 0, deltas: 0, lastDelta: null, last: null };
     this.finalMetrics = null;
     this.frame = 0;
-    this.rawEl.textContent = "";
-    this.rawTitle.textContent = "Click an event to see its raw JSON";
+    if (this.rawEl) this.rawEl.textContent = "";
+    if (this.rawTitle) this.rawTitle.textContent = "Click an event to see its raw JSON";
     this.setError(null);
     this.setStatus("idle");
     this.renderMetrics();
@@ -71,7 +82,8 @@ export class RunView {
         live.lastDelta = e.t;
       }
     }
-    this.list.append(batch);
+    if (this.list) this.list.append(batch);
+    if (this.timeline) this.timeline.append(batch);
     this.renderOutput();
     this.renderMetrics();
     if (this.model.errors.length) {
@@ -98,6 +110,7 @@ export class RunView {
       const node = this.itemNodes.get(key);
       if (node && node !== this.outputEl.children[this.model.order.indexOf(key)]) this.outputEl.append(node);
     });
+    if (this.flags) this.flags.highlight(); // re-rendered items lose their marks
     if (this.model.unknown.size) {
       let note = this.outputEl.querySelector(".unknown-types");
       if (!note) {
@@ -107,6 +120,12 @@ export class RunView {
       note.textContent = `Kept ${[...this.model.unknown.values()].reduce((a, b) => a + b, 0)} events of types Streamscope does not know: ${[...this.model.unknown.keys()].join(", ")}`;
       this.outputEl.append(note);
     }
+  }
+
+  // A moderation flag (RunSocket's onFlag): shown above the output, its span marked in it.
+  addFlag(flag) {
+    if (!this.flags) this.flags = new FlagPanel(this);
+    this.flags.add(flag);
   }
 
   renderMetrics() {
@@ -133,6 +152,7 @@ export class RunView {
     if (error) this.setError(error);
     this.renderMetrics();
     this.root.dataset.state = status;
+    if (this.timeline) this.timeline.setFinal(TERMINAL_STATUSES.has(status));
   }
 
   setError(error) {
@@ -166,6 +186,8 @@ export class RunView {
   }
 
   showRaw(e) {
+    if (this.timeline) this.timeline.highlight(e.seq);
+    if (!this.rawEl) return;
     this.rawTitle.textContent = `#${e.seq} · ${e.t.toFixed(1)} ms · ${e.type}`;
     this.rawEl.textContent = JSON.stringify(e.data, null, 2);
   }

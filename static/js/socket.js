@@ -4,12 +4,13 @@
 const RETRY_MS = [250, 500, 1000, 2000, 4000, 8000];
 
 export class RunSocket {
-  constructor(runId, { after = -1, onEvents, onStatus, onConnection } = {}) {
+  constructor(runId, { after = -1, onEvents, onStatus, onConnection, onFlag } = {}) {
     this.runId = runId;
     this.lastSeq = after;
     this.onEvents = onEvents || (() => {});
     this.onStatus = onStatus || (() => {});
     this.onConnection = onConnection || (() => {});
+    this.onFlag = onFlag || (() => {}); // moderation flags: {"type": "flag", "flag": {...}}
     this.finished = false;
     this.closedByUs = false;
     this.attempt = 0;
@@ -65,6 +66,8 @@ export class RunSocket {
   async handle(frame) {
     if (frame.type === "events") {
       await this.deliver(frame.events);
+    } else if (frame.type === "flag") {
+      this.onFlag(frame.flag);
     } else if (frame.type === "status") {
       if (frame.last_seq !== null && frame.last_seq !== undefined && frame.last_seq > this.lastSeq) {
         await this.refill(frame.last_seq);
