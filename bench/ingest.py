@@ -8,7 +8,10 @@ Starts the simulator in its own Daphne process, asks it for one unthrottled stre
 printing events per second from first byte to last event persisted and published.
 Target (issue 2): pipeline >= 2x the SDK's parse-only rate.
 
-    .venv/bin/python bench/ingest.py [--tokens 50000] [--database sqlite|postgres]
+    .venv/bin/python bench/ingest.py [--tokens 50000] [--mode embedded|scaled]
+
+--mode scaled persists to a fresh PostgreSQL database (COPY) and publishes to Redis, as a stream
+worker does; the default (embedded) uses SQLite and the in-memory layer.
 """
 
 from __future__ import annotations
@@ -115,12 +118,42 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict]:
     return run.event_count, elapsed, {"status": run.status, "batches_flush_ms": settings.STREAMSCOPE_FLUSH_INTERVAL_MS}
 
 
+def use_scaled_services() -> str:
+    """Point Django at a fresh PostgreSQL database and Redis (before setup); returns the db name."""
+    from tests.scaled import PG_URL, REDIS_URL, Deployment, services_missing
+
+    missing = services_missing()
+    if missing:
+        raise SystemExit(f"--mode scaled needs Redis and PostgreSQL: {missing}")
+    deployment = Deployment(WORK)
+    deployment._admin(f'CREATE DATABASE "{deployment.db_name}"')
+    os.environ.update(DATABASE_URL=deployment.database_url, REDIS_URL=REDIS_URL,
+                      STREAMSCOPE_REDIS_PREFIX=deployment.env["STREAMSCOPE_REDIS_PREFIX"])
+    return deployment.db_name
+
+
+def drop_database(name: str) -> None:
+    from django.db import connections
+
+    from tests.scaled import PG_URL
+    import psycopg
+
+    connections.close_all()
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=50_000)
+    parser.add_argument("--mode", choices=["embedded", "scaled"], default="embedded",
+                        help="embedded: SQLite + in-memory layer (default); scaled: PostgreSQL + Redis")
     args = parser.parse_args()
+    scaled_db = use_scaled_services() if args.mode == "scaled" else None
     django.setup()
-    process, base_url = start_daphne(WORK, port=None)
+    # The simulator always runs embedded, in its own process.
+    sim_env = {"DATABASE_URL": "", "REDIS_URL": ""} if scaled_db else None
+    process, base_url = start_daphne(WORK, extra_env=sim_env, port=None)
     sim_url = base_url + "/sim/v1"
     try:
         raw_read(sim_url, 1000)  # warm up
@@ -130,6 +163,8 @@ def main() -> None:
         n_pipe, t_pipe, info = pipeline(sim_url, args.tokens)
     finally:
         stop_process(process)
+        if scaled_db:
+            drop_database(scaled_db)
     from django.conf import settings
 
     print(f"machine: {platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "

@@ -3,11 +3,22 @@
 Zulip's shape: join the group first, then send the backlog from the database, then forward
 live batches, skipping what was already sent and refilling any gap from the store (channel
 layers may drop messages). So a client gets every event after ``after`` exactly once, in order.
+
+A slow viewer never holds anyone up: Daphne buffers a socket's unsent output without limit, so
+when a viewer's buffer passes :data:`VIEWER_HIGH_WATER` bytes it stops getting live batches (they
+are in the store) and, once the buffer drains below :data:`VIEWER_LOW_WATER`, catches up from the
+store a page at a time. Memory per viewer stays bounded; the run and other viewers never wait.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -16,16 +27,52 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from streams import store
 from streams.broadcast import group_name
 from streams.models import TERMINAL_STATUSES, Run
+from streams.moderation import flags_json
 from streams.records import events_frame
+
+log = logging.getLogger(__name__)
 
 BACKLOG_PAGE = 2000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+VIEWER_HIGH_WATER = 1024 * 1024  # unsent bytes that make a viewer "behind"
+VIEWER_LOW_WATER = 256 * 1024  # a behind viewer catches up once its buffer is below this
+DRAIN_POLL_S = 0.05
+STATUS_CHECK_S = 5.0  # a live socket that hears nothing this long checks whether its run ended
+# Daphne refuses to send a websocket message over 1 MiB (its --websocket_max_message_size),
+# so a batch is split into frames of at most this many characters (< 1 MiB even as 4-byte UTF-8).
+FRAME_MAX_CHARS = 200_000
+
+
+def _transport_of(send: Any) -> Any | None:
+    """Daphne's Twisted transport behind an ASGI ``send`` (``partial(server.handle_reply,
+    protocol)``, possibly wrapped by Channels' session middleware), or None under another server
+    or a test communicator: then nothing is bounded."""
+    for _ in range(4):
+        if isinstance(send, functools.partial) and send.args:
+            transport = getattr(send.args[0], "transport", None)
+            if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
+                return transport
+            return None
+        send = getattr(getattr(send, "__self__", None), "real_send", None)  # InstanceSessionWrapper
+    return None
+
+
+def unsent_bytes(transport: Any) -> int:
+    """Bytes written to a Twisted TCP transport that the kernel has not accepted yet."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
 
 
 @database_sync_to_async
 def _load_run(run_id: int) -> Run | None:
     return Run.objects.filter(pk=run_id).first()
+
+
+@database_sync_to_async
+def _load_visible_run(run_id: int, user: Any) -> Run | None:
+    # visible_to may read the user's groups (reviewers): a query, so not on the event loop.
+    run = Run.objects.filter(pk=run_id).first()
+    return run if run is not None and run.visible_to(user) else None
 
 
 @database_sync_to_async
@@ -39,12 +86,14 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.group = group_name(self.run_id)
         self.last_sent = -1
         self.joined = False
+        self.behind = False
+        self.transport = _transport_of(self.base_send)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        run = await _load_run(self.run_id)
-        if run is None or not run.visible_to(user):
+        run = await _load_visible_run(self.run_id, user)
+        if run is None:
             # The same answer for "no such run" and "not yours": ids reveal nothing.
             await self.close(code=CLOSE_FORBIDDEN)
             return
@@ -62,32 +111,79 @@ class RunConsumer(AsyncWebsocketConsumer):
         else:
             # The status message published when streaming began may predate this socket.
             await self._send_status(run.status, {}, None, None)
+            self.watchdog = asyncio.create_task(self._watch_for_lost_end(), name=f"ws-run-{self.run_id}-watchdog")
+        await self._send_stored_flags()  # moderation flags so far; later ones come as run.flag
 
     async def disconnect(self, code: int) -> None:
+        watchdog = getattr(self, "watchdog", None)
+        if watchdog is not None:
+            watchdog.cancel()
         if self.joined:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _watch_for_lost_end(self) -> None:
+        """The final status is one channel-layer message and can be dropped like any other (a
+        web process that falls behind has its Redis queue capped). While nothing arrives, ask
+        this consumer every few seconds to look at the stored run; a message, so the check runs
+        between handlers, never inside one."""
+        self.last_message = time.monotonic()
+        while True:
+            await asyncio.sleep(STATUS_CHECK_S)
+            if time.monotonic() - self.last_message >= STATUS_CHECK_S:
+                try:
+                    await self.channel_layer.send(self.channel_name, {"type": "run.check"})
+                except Exception:  # a full channel has messages coming anyway
+                    log.debug("run %s: status check not queued", self.run_id)
+
+    async def run_check(self, message: dict) -> None:
+        if getattr(self, "ended", False):
+            return
+        run = await _load_run(self.run_id)
+        if run is not None and run.status in TERMINAL_STATUSES:
+            await self.run_status({"status": run.status, "metrics": run.metrics, "error": run.error,
+                                   "last_seq": run.event_count - 1})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Viewers only listen; a ping keeps proxies from closing an idle socket.
         if text_data == "ping":
             await self.send(text_data='{"type":"pong"}')
 
-    async def _send_stored(self, upto: int | None) -> None:
-        """Send stored events after last_sent (up to ``upto``), a page per frame."""
+    def unsent(self) -> int:
+        """Bytes this viewer's socket has not taken yet (0 when that cannot be known)."""
+        return unsent_bytes(self.transport) if self.transport is not None else 0
+
+    async def _send_stored(self, upto: int | None, wait: bool = True) -> bool:
+        """Send stored events after last_sent (up to ``upto``), a page per frame.
+
+        Between pages, a viewer whose buffer is above the low-water mark is given time to read
+        (``wait``) or left behind for now (``wait=False``, returns False); True once sent.
+        """
         while True:
+            while self.unsent() > VIEWER_LOW_WATER:
+                if not wait:
+                    return False
+                await asyncio.sleep(DRAIN_POLL_S)
             rows = await _events_after(self.run_id, self.last_sent, upto)
             if not rows:
-                return
-            await self.send(text_data=events_frame([encoded for _, encoded in rows]))
+                return True
+            await self._send_events([encoded for _, encoded in rows])
             self.last_sent = rows[-1][0]
             if len(rows) < BACKLOG_PAGE:
-                return
+                return True
 
     async def run_events(self, message: dict) -> None:
+        self.last_message = time.monotonic()
         first = message["first"]
         events = message["events"]
         last = first + len(events) - 1
         if last <= self.last_sent:
+            return
+        if self.behind or self.unsent() > VIEWER_HIGH_WATER:
+            # Slow viewer: skip live batches (the store has them) and catch up when it drains.
+            if not self.behind:
+                log.info("run %s: a viewer fell behind (%d bytes unsent); it catches up from the store",
+                         self.run_id, self.unsent())
+            self.behind = not await self._send_stored(upto=last, wait=False)
             return
         if first > self.last_sent + 1:
             # A batch went missing (dropped by the layer, or sent before we joined): refill.
@@ -97,18 +193,68 @@ class RunConsumer(AsyncWebsocketConsumer):
             # The store did not have the whole gap yet: never send out of order.
             await self._send_stored(upto=last)
             return
-        await self.send(text_data=events_frame(events[start:] if start else events))
+        if start:
+            await self._send_events(events[start:])
+        else:
+            for frame in _live_frames(self.run_id, first, events):
+                await self.send(text_data=frame)
         self.last_sent = last
 
+    async def _send_events(self, encoded_events: list[str]) -> None:
+        for frame in _frames(encoded_events):
+            await self.send(text_data=frame)
+
     async def run_status(self, message: dict) -> None:
+        self.last_message = time.monotonic()
+        if message["status"] in TERMINAL_STATUSES:
+            self.ended = True
+            watchdog = getattr(self, "watchdog", None)
+            if watchdog is not None and watchdog is not asyncio.current_task():
+                watchdog.cancel()
         last_seq = message.get("last_seq", -1)
         if last_seq is not None and last_seq > self.last_sent:
+            # The end: everything left goes out now, at the pace this viewer reads.
             await self._send_stored(upto=last_seq)
+            self.behind = False
         await self._send_status(message["status"], message.get("metrics") or {}, message.get("error"), last_seq)
+
+    async def run_flag(self, message: dict) -> None:
+        await self.send(text_data=json.dumps({"type": "flag", "flag": message["flag"]}))
+
+    async def _send_stored_flags(self) -> None:
+        for flag in await database_sync_to_async(flags_json)(self.run_id):
+            await self.send(text_data=json.dumps({"type": "flag", "flag": flag}))
 
     async def _send_status(self, status: str, metrics: dict, error: object, last_seq: int | None) -> None:
         frame = {"type": "status", "status": status, "metrics": metrics, "error": error, "last_seq": last_seq}
         await self.send(text_data=json.dumps(frame))
+
+
+def _frames(encoded_events: list[str]) -> list[str]:
+    """One frame per batch, split where it would pass FRAME_MAX_CHARS."""
+    frames, start, size = [], 0, 0
+    for index, encoded in enumerate(encoded_events):
+        size += len(encoded) + 1
+        if size > FRAME_MAX_CHARS and index > start:
+            frames.append(events_frame(encoded_events[start:index]))
+            start, size = index, len(encoded) + 1
+    frames.append(events_frame(encoded_events[start:]))
+    return frames
+
+
+# Every viewer of a run in this process gets the same live batch: build its frames once.
+_recent_frames: OrderedDict[tuple[int, int, int], list[str]] = OrderedDict()
+RECENT_FRAMES = 64
+
+
+def _live_frames(run_id: int, first: int, encoded_events: list[str]) -> list[str]:
+    key = (run_id, first, len(encoded_events))
+    frames = _recent_frames.get(key)
+    if frames is None:
+        frames = _recent_frames[key] = _frames(encoded_events)
+        if len(_recent_frames) > RECENT_FRAMES:
+            _recent_frames.popitem(last=False)
+    return frames
 
 
 def _after_param(query_string: bytes) -> int:

@@ -82,12 +82,29 @@ TEMPLATES = [
 ]
 
 
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
 def _database() -> dict:
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith(("postgres://", "postgresql://")):
-        from urllib.parse import unquote, urlparse
+        from urllib.parse import parse_qsl, unquote, urlparse
 
         parts = urlparse(url)
+        options: dict = dict(parse_qsl(parts.query))  # e.g. ?sslmode=require
+        pool_size = int(os.environ.get("STREAMSCOPE_DB_POOL_SIZE", "20"))
+        if pool_size and _has_module("psycopg_pool"):
+            # Daphne runs each request's sync DB work on a fresh thread, so persistent per-thread
+            # connections (CONN_MAX_AGE > 0) would leak; a pool lends a warm connection to each
+            # batch instead of a new TCP + auth handshake (see docs/scaling.md).
+            options["pool"] = {
+                "min_size": 2,
+                "max_size": pool_size,
+                "timeout": 10,
+            }
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")),
@@ -96,6 +113,8 @@ def _database() -> dict:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": 0,
+            "OPTIONS": options,
+            "TEST": {"NAME": os.environ.get("STREAMSCOPE_TEST_DB") or None},
         }
     if url and not url.startswith("sqlite:"):
         raise RuntimeError(f"DATABASE_URL scheme not supported: {url.split(':', 1)[0]}")
@@ -103,6 +122,10 @@ def _database() -> dict:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
+        # Reopening SQLite (and re-running the PRAGMAs) around every batch cost ~8% of a busy
+        # process; an idle connection costs nothing, and a finished request thread's connection
+        # is closed with its thread-local.
+        "CONN_MAX_AGE": 600,
         "OPTIONS": {
             # WAL lets viewers read while the runner writes; IMMEDIATE avoids lock upgrades.
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
@@ -117,19 +140,43 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Separates deployments (or test sessions) that share one Redis: channels, groups, cache keys.
+REDIS_PREFIX = os.environ.get("STREAMSCOPE_REDIS_PREFIX", "streamscope")
 if REDIS_URL:
+    # redis-py 8 changed two defaults that break channels_redis under load: a 5 s socket
+    # timeout, the same as its blocking BZPOPMIN (idle receives failed with TimeoutError, killing
+    # consumers and workers), and a pool of 100 connections that raises when exhausted (200 runs
+    # publishing at once failed their flushes).
+    _REDIS_HOST = {"address": REDIS_URL, "socket_timeout": 15, "max_connections": 2000}
     CHANNEL_LAYERS = {
+        # Viewers: Redis pub/sub. A batch is one PUBLISH and is pushed to every web process that
+        # has a viewer of the run; the list-based layer needs ~4 round trips per message on each
+        # side and one web process took at most ~2,000 batches/s (docs/scaling.md). At most once,
+        # like every layer: viewers refill gaps from the database.
         "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX},
+        },
+        # Stream workers: a queue (each launch goes to one worker and waits up to `expiry` for
+        # one) and the workers' control group. Capacity counts messages per channel.
+        "workers": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30},
-        }
+            "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX + ":w", "capacity": 1000, "expiry": 30},
+        },
     }
     # Login-failure counts must be shared by every web process.
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": REDIS_PREFIX,
+        }
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # Channels' InMemoryChannelLayer minus a deep copy of each event batch per viewer.
+            "BACKEND": "streams.memory_layer.BatchInMemoryChannelLayer",
             # Each message is a batch of events, so 1000 batches is a lot of headroom.
             "CONFIG": {"capacity": 1000, "expiry": 30},
         }
@@ -177,14 +224,19 @@ STREAMSCOPE_SIMULATOR_URL = os.environ.get(
 # Extra OpenAI-compatible providers as JSON: [{"name", "base_url", "key_env", "protocol",
 # "background", "models"}]. Only the key's variable *name* goes here; the key stays in env.
 STREAMSCOPE_EXTRA_PROVIDERS = os.environ.get("STREAMSCOPE_PROVIDERS", "")
-# Launcher backend: "asyncio" (in the web process) or a dotted path to a Launcher class.
+# Launcher backend: "asyncio" (runs are tasks in the web process that received them), "worker"
+# (runs are handed to `manage.py streamworker` processes over the Redis channel layer), or a
+# dotted path to a Launcher class.
 STREAMSCOPE_LAUNCHER = os.environ.get("STREAMSCOPE_LAUNCHER", "asyncio")
+# How many runs one stream worker executes at once before it leaves new ones to other workers.
+STREAMSCOPE_WORKER_MAX_RUNS = int(os.environ.get("STREAMSCOPE_WORKER_MAX_RUNS", "500"))
 # Flush buffered events to the database and the channel layer at least this often.
 STREAMSCOPE_FLUSH_INTERVAL_MS = float(os.environ.get("STREAMSCOPE_FLUSH_INTERVAL_MS", "25"))
 STREAMSCOPE_FLUSH_MAX_EVENTS = int(os.environ.get("STREAMSCOPE_FLUSH_MAX_EVENTS", "500"))
 # Limits that protect the server from one bad upstream or one busy user.
 STREAMSCOPE_MAX_EVENT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_EVENT_BYTES", str(8 * 1024 * 1024)))
 STREAMSCOPE_MAX_EVENTS_PER_RUN = int(os.environ.get("STREAMSCOPE_MAX_EVENTS_PER_RUN", "200000"))
+STREAMSCOPE_MAX_RUN_SECONDS = float(os.environ.get("STREAMSCOPE_MAX_RUN_SECONDS", "3600"))
 STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER = int(os.environ.get("STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER", "8"))
 STREAMSCOPE_MAX_IMPORT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_IMPORT_BYTES", str(50 * 1024 * 1024)))
 STREAMSCOPE_MAX_INPUT_CHARS = int(os.environ.get("STREAMSCOPE_MAX_INPUT_CHARS", "100000"))

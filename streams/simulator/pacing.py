@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class Pacing:
     jitter: float
     seed: str
     unthrottled: bool = False
+    # Add ``sim_stamp`` (wall-clock seconds) to each event as it is written: delay benchmarks.
+    stamp: bool = False
 
     @classmethod
     def unthrottled_pacing(cls) -> Pacing:
@@ -110,10 +113,12 @@ async def play(
     loop = asyncio.get_running_loop()
     batch: list[Frame] = []
     size = 0
+    stamped = _stamping if pacing.stamp else None
     if pacing.unthrottled:
         for step in steps:
-            frame = encode(step.event)
-            batch.append((step.event, frame))
+            event = stamped(step.event) if stamped else step.event
+            frame = encode(event)
+            batch.append((event, frame))
             size += len(frame)
             if size >= BATCH_BYTES:
                 yield batch
@@ -134,11 +139,16 @@ async def play(
                 wait = due - (loop.time() - start)
             if wait > 0:
                 await asyncio.sleep(wait)
-        frame = encode(step.event)
-        batch.append((step.event, frame))
+        event = stamped(step.event) if stamped else step.event
+        frame = encode(event)
+        batch.append((event, frame))
         size += len(frame)
         if size >= BATCH_BYTES:
             yield batch
             batch, size = [], 0
     if batch:
         yield batch
+
+
+def _stamping(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "sim_stamp": round(time.time(), 6)}

@@ -32,6 +32,8 @@ class Knobs:
     stall_ms: float | None = None
     stall_after: int | None = None
     drop_after: int | None = None
+    # Benchmarks: stamp each event with the wall-clock time it was written (``sim_stamp``).
+    stamp: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ def parse_knobs(metadata: Mapping[str, Any]) -> Knobs:
         stall_ms=_knob_number(metadata, "sim_stall_ms", 0, 3_600_000),
         stall_after=_knob_int(metadata, "sim_stall_after", MAX_SIM_TOKENS * 4),
         drop_after=_knob_int(metadata, "sim_drop_after", MAX_SIM_TOKENS * 4),
+        stamp=str(metadata.get("sim_stamp", "")).strip().lower() in ("1", "true", "yes"),
     )
 
 

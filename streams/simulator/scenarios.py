@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.simulator import scripts
@@ -356,7 +356,7 @@ def pacing_for(request: SimRequest, scenario: Scenario) -> Pacing:
     """Timing from the ``sim_*`` knobs, else the scenario's defaults, else seeded realistic ones."""
     knobs = request.knobs
     if knobs.unthrottled:
-        return Pacing.unthrottled_pacing()
+        return replace(Pacing.unthrottled_pacing(), stamp=knobs.stamp)
     seed = request.content_seed()
     timing = random.Random(seed + ":rates")
     return Pacing(
@@ -368,6 +368,7 @@ def pacing_for(request: SimRequest, scenario: Scenario) -> Pacing:
         ),
         jitter=_knob(knobs.jitter, scenario, "jitter", 0.35),
         seed=seed,
+        stamp=knobs.stamp,
     )
 
 

@@ -1,0 +1,280 @@
+"""What the benchmarks share: start Streamscope in either mode as real processes, log in, start runs
+through the API, and watch them over websockets, measuring each event's delay.
+
+Modes:
+  embedded - one Daphne process: SQLite, in-memory channel layer, runs as asyncio tasks in it.
+  scaled   - PostgreSQL (a fresh database) + Redis, a Daphne web process and a stream worker.
+The simulator always runs in a Daphne process of its own. Delay of an event = wall clock when a
+viewer receives it minus the ``sim_stamp`` the simulator wrote into it when it sent it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from tests.conftest import start_daphne, stop_process  # noqa: E402
+from tests.scaled import Deployment, services_missing  # noqa: E402
+
+USER, PASSWORD = "bench", "bench-pass-123"
+SEQ = re.compile(r'\{"seq":(\d+),"t":')
+STAMP = re.compile(r'"sim_stamp":([0-9.]+)')
+_connecting: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def connecting() -> asyncio.Semaphore:
+    """At most 25 websocket handshakes in flight at once (per event loop)."""
+    return _connecting.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(25))
+BENCH_ENV = {
+    "STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER": "100000",
+    "STREAMSCOPE_LOG_LEVEL": "WARNING",
+    "STREAMSCOPE_RECOVERY_INTERVAL_S": "2",
+}
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()} · {os.cpu_count()} cores ({cpu}) · {mem:.0f} GiB · Python {platform.python_version()}"
+
+
+class Stack:
+    """Streamscope in one mode. ``web`` is a base URL, ``executor_pid`` the process running runs."""
+
+    def __init__(self, mode: str, work: Path | None = None, webs: int = 1, extra_env: dict | None = None) -> None:
+        self.mode = mode
+        self.work = work or Path(tempfile.mkdtemp(prefix=f"streamscope-bench-{mode}-"))
+        self.extra_env = {**BENCH_ENV, **(extra_env or {})}
+        self.webs: list[str] = []
+        self.executor_pid = 0
+        self._processes: list[subprocess.Popen] = []
+        self._deployment: Deployment | None = None
+        self._n_webs = webs
+
+    def __enter__(self) -> Stack:
+        if self.mode == "scaled":
+            missing = services_missing()
+            if missing:
+                raise SystemExit(f"scaled mode needs Redis and PostgreSQL: {missing}")
+            self._deployment = Deployment(self.work, extra_env=self.extra_env)
+            self._deployment.env["STREAMSCOPE_LOG_LEVEL"] = self.extra_env["STREAMSCOPE_LOG_LEVEL"]
+            self._deployment.setup(users=((USER, PASSWORD),))
+            for _ in range(self._n_webs):
+                self.webs.append(self._deployment.start_web())
+            self.executor_pid = self._deployment.start_worker().pid
+            self.sim_url = self._deployment.sim_url
+            return self
+        sim_dir = self.work / "sim"
+        sim_dir.mkdir(parents=True, exist_ok=True)
+        sim, sim_base = start_daphne(sim_dir)
+        self._processes.append(sim)
+        self.sim_url = sim_base + "/sim/v1"
+        env = {**self.extra_env, "STREAMSCOPE_SIMULATOR_URL": self.sim_url}
+        self._manage(env, "migrate", "--noinput")
+        self._manage(env, "shell", "-c",
+                     f"from django.contrib.auth.models import User; User.objects.create_user({USER!r}, password={PASSWORD!r})")
+        for _ in range(self._n_webs):
+            process, base = start_daphne(self.work, extra_env=env)
+            self._processes.append(process)
+            self.webs.append(base)
+        self.executor_pid = self._processes[1].pid
+        return self
+
+    def _manage(self, env: dict, *args: str) -> None:
+        full = {**os.environ, "STREAMSCOPE_VAR_DIR": str(self.work), "DJANGO_SETTINGS_MODULE": "dashboard.settings", **env}
+        subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, check=True, capture_output=True)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._deployment is not None:
+            self._deployment.close()
+        for process in reversed(self._processes):
+            stop_process(process)
+
+    def describe(self) -> str:
+        if self.mode == "scaled":
+            return "scaled (PostgreSQL + Redis, runs in a stream-worker process)"
+        return "embedded (SQLite + in-memory layer, runs inside the Daphne process)"
+
+
+def login(base_url: str) -> httpx.Client:
+    client = httpx.Client(base_url=base_url, timeout=30)
+    client.get("/accounts/login/")
+    response = client.post("/accounts/login/", data={"username": USER, "password": PASSWORD,
+                                                       "csrfmiddlewaretoken": client.cookies["csrftoken"]})
+    if response.status_code != 302:
+        raise RuntimeError(f"login failed: {response.status_code}")
+    return client
+
+
+def run_body(tokens: int, rate: str, first_token_ms: int = 0, stamp: bool = True, seed: str = "7") -> dict:
+    metadata = {"sim_tokens": str(tokens), "sim_tokens_per_s": rate, "sim_first_token_ms": str(first_token_ms),
+                "sim_seed": seed, "sim_jitter": "0"}
+    if stamp:
+        metadata["sim_stamp"] = "1"
+    return {"provider": "simulator", "model": "sim-text", "input": "benchmark",
+            "params": {"metadata": metadata, "background": False}}
+
+
+async def start_runs(client: httpx.Client, bodies: list[dict], concurrency: int = 16) -> list[int]:
+    """POST every body to /api/runs/ (a few at a time); run ids in order."""
+    headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+    ids: list[int] = [0] * len(bodies)
+    gate = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(base_url=str(client.base_url), cookies=client.cookies, timeout=60) as session:
+        async def one(index: int, body: dict) -> None:
+            async with gate:
+                response = await session.post("/api/runs/", json=body, headers=headers)
+                if response.status_code != 201:
+                    raise RuntimeError(f"starting a run failed: {response.status_code} {response.text[:200]}")
+                ids[index] = response.json()["id"]
+
+        await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+    return ids
+
+
+@dataclass
+class Viewer:
+    """One websocket watching one run: every seq received and every stamped event's delay (ms)."""
+
+    base_url: str
+    cookies: dict
+    run_id: int
+    after: int = -1
+    seqs: list[int] = field(default_factory=list)
+    delays_ms: list[float] = field(default_factory=list)
+    final: dict | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    frames: int = 0
+    retries: int = 0
+
+    async def watch(self, timeout: float = 300.0) -> Viewer:
+        import websockets
+
+        cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        url = self.base_url.replace("http://", "ws://") + f"/ws/runs/{self.run_id}/?after={self.after}"
+        for attempt in range(5):
+            try:
+                async with connecting():
+                    socket = await websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": self.base_url},
+                                                      max_size=None, open_timeout=60, ping_interval=None)
+                break
+            except (OSError, websockets.exceptions.InvalidMessage, websockets.exceptions.InvalidHandshake):
+                # Hundreds of handshakes at once on a busy 2-core machine: an occasional one fails.
+                self.retries += 1
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            raise RuntimeError(f"could not open the websocket of run {self.run_id}")
+        async with socket:
+            self.connected.set()
+            async with asyncio.timeout(timeout):
+                async for raw in socket:
+                    received = time.time()
+                    if raw.startswith('{"type":"events"'):
+                        # 50 viewers x 3,000 events/s in one process: regexes instead of json.loads
+                        # keep this client from being the bottleneck. A record's "seq" key and the
+                        # simulator's "sim_stamp" can't occur unescaped inside a JSON string.
+                        self.frames += 1
+                        self.seqs.extend(map(int, SEQ.findall(raw)))
+                        self.delays_ms.extend((received - float(s)) * 1000.0 for s in STAMP.findall(raw))
+                        continue
+                    frame = json.loads(raw)
+                    if frame["type"] == "status" and frame["status"] not in ("queued", "streaming"):
+                        self.final = frame
+                        return self
+        return self
+
+    def exactly_once(self, count: int) -> bool:
+        return self.seqs == list(range(self.after + 1, count))
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(p / 100.0 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+class PeakMemory:
+    """Samples a process's RSS in a thread; ``peak`` in MiB."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        self.pid, self.every, self.peak, self._stop = pid, every, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss_mb(self.pid))
+            except OSError:
+                return
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def event_count(client: httpx.Client, run_id: int) -> tuple[str, int]:
+    run = client.get(f"/api/runs/{run_id}/").json()
+    return run["status"], run["event_count"]
+
+
+def wait_until_ended(client: httpx.Client, run_ids: list[int], timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(run_ids)
+    while pending and time.monotonic() < deadline:
+        for run_id in list(pending):
+            if event_count(client, run_id)[0] not in ("queued", "streaming"):
+                pending.discard(run_id)
+        time.sleep(0.5)
+    if pending:
+        raise RuntimeError(f"{len(pending)} runs did not end within {timeout}s")
+
+
+def modes_arg(parser) -> None:
+    parser.add_argument("--mode", choices=["embedded", "scaled", "both"], default="both",
+                        help="which deployment to measure (default: both)")
+
+
+def selected_modes(mode: str) -> list[str]:
+    return ["embedded", "scaled"] if mode == "both" else [mode]

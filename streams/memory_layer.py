@@ -1,0 +1,30 @@
+"""The embedded mode's in-memory channel layer, without a deep copy of every event batch per viewer.
+
+Channels' ``InMemoryChannelLayer`` deep-copies each message for each receiving channel, so that one
+receiver mutating it cannot affect another. An event batch is a list of immutable JSON strings:
+a shallow copy of the list gives the same protection at C speed. With 50 viewers of a 3,000
+events/s run the deep copies alone cost about 15% of a core (bench/fanout.py, docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from channels.exceptions import ChannelFull
+from channels.layers import InMemoryChannelLayer
+
+
+class BatchInMemoryChannelLayer(InMemoryChannelLayer):
+    async def send(self, channel: str, message: dict) -> None:
+        events = message.get("events") if message.get("type") == "run.events" else None
+        if not isinstance(events, list) or not all(type(e) is str for e in events[:1]):
+            await super().send(channel, message)
+            return
+        assert "__asgi_channel__" not in message
+        self.require_valid_channel_name(channel)
+        queue = self.channels.setdefault(channel, asyncio.Queue(maxsize=self.get_capacity(channel)))
+        try:
+            queue.put_nowait((time.time() + self.expiry, {**message, "events": list(events)}))
+        except asyncio.queues.QueueFull:
+            raise ChannelFull(channel) from None

@@ -1,0 +1,147 @@
+"""A scaled-out deployment on this machine, for tests and benchmarks: a fresh PostgreSQL database,
+a private Redis key prefix, Daphne web processes and stream-worker processes, all real.
+
+Services are found at ``STREAMSCOPE_TEST_REDIS_URL`` (default redis://127.0.0.1:6379/0) and
+``STREAMSCOPE_TEST_PG_URL`` (default postgres://postgres@127.0.0.1:5432/postgres);
+:func:`services_missing` says in words which one is not reachable.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+from tests.conftest import ROOT, free_port, start_daphne, stop_process
+
+REDIS_URL = os.environ.get("STREAMSCOPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_URL = os.environ.get("STREAMSCOPE_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def services_missing() -> str | None:
+    """None when Redis and PostgreSQL both answer, else why not (for pytest.skip)."""
+    try:
+        import psycopg
+        import redis
+    except ImportError as exc:
+        return f"scaled-out extras not installed ({exc.name}); run `make install`"
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # any failure means "not usable here"
+        return f"Redis not reachable at {REDIS_URL} ({exc}); .ci/run starts it"
+    try:
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except Exception as exc:
+        return f"PostgreSQL not reachable at {PG_URL} ({str(exc).strip()}); .ci/run starts it"
+    return None
+
+
+def _with_db(url: str, name: str) -> str:
+    return urlunparse(urlparse(url)._replace(path="/" + name))
+
+
+class Deployment:
+    """One scaled-out Streamscope: call :meth:`setup`, start processes, :meth:`close` at the end."""
+
+    def __init__(self, var_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.var_dir = var_dir
+        self.db_name = f"streamscope_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.database_url = _with_db(PG_URL, self.db_name)
+        self.sim_port = free_port()
+        self.env = {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": REDIS_URL,
+            "STREAMSCOPE_REDIS_PREFIX": f"sstest-{uuid.uuid4().hex[:8]}",
+            "STREAMSCOPE_LAUNCHER": "worker",
+            "STREAMSCOPE_RECOVERY_INTERVAL_S": "0.5",
+            "STREAMSCOPE_LOG_LEVEL": "INFO",
+            **(extra_env or {}),
+        }
+        self.processes: list[subprocess.Popen] = []
+        self.webs: list[str] = []
+        self.sim_url = ""
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(sql)
+
+    def setup(self, users: tuple[tuple[str, str], ...] = (("alice", "alice-pass-123"),)) -> None:
+        self._admin(f'CREATE DATABASE "{self.db_name}"')
+        # The simulator runs in its own embedded-mode process (own SQLite, no Redis).
+        sim_dir = self.var_dir / "sim"
+        sim_dir.mkdir(exist_ok=True)
+        process, base = start_daphne(sim_dir)
+        self.processes.append(process)
+        self.sim_url = base + "/sim/v1"
+        self.env["STREAMSCOPE_SIMULATOR_URL"] = self.sim_url
+        self.manage("migrate", "--noinput")
+        creates = ";".join(f"User.objects.create_user({name!r}, password={password!r})" for name, password in users)
+        self.manage("shell", "-c", f"from django.contrib.auth.models import User;{creates}")
+
+    def manage(self, *args: str) -> str:
+        env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(self.var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+               **self.env}
+        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
+                                text=True, check=False)
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def start_web(self) -> str:
+        process, base = start_daphne(self.var_dir, extra_env=self.env)
+        self.processes.append(process)
+        self.webs.append(base)
+        return base
+
+    def start_worker(self, *args: str, timeout: float = 30.0) -> subprocess.Popen:
+        """A ``manage.py streamworker`` process, returned once it says it is ready."""
+        log_path = self.var_dir / f"worker-{len(self.processes)}.log"
+        env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(self.var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+               **self.env}
+        log = open(log_path, "wb")
+        process = subprocess.Popen([sys.executable, "manage.py", "streamworker", *args], cwd=ROOT, env=env,
+                                   stdout=log, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        deadline = time.monotonic() + timeout
+        while b" ready: queue " not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"stream worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        return process
+
+    def sql(self, query: str, *params) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            return conn.execute(query, params).fetchall()
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                if "streamworker" in " ".join(map(str, process.args)):
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
+                else:
+                    stop_process(process)
+        try:
+            self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        except Exception as exc:  # never hide the test's own result behind cleanup
+            print(f"could not drop test database {self.db_name}: {exc}", file=sys.stderr)
+        try:
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            prefix = self.env["STREAMSCOPE_REDIS_PREFIX"]
+            keys = list(client.scan_iter(match=f"*{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        except Exception as exc:
+            print(f"could not clean Redis keys: {exc}", file=sys.stderr)

@@ -1,0 +1,64 @@
+"""Batched writes on the hot path: group commit across runs, raw updates, COPY/executemany."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from streams import store
+from streams.models import Event, Run, RunStatus
+from tests.factories import make_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def rows(run_id: int, seqs) -> list[tuple]:
+    return [(run_id, s, float(s), "response.output_text.delta", json.dumps({"delta": f"w{s}"})) for s in seqs]
+
+
+async def test_batches_of_many_runs_are_written_together_with_each_runs_fields(user, monkeypatch):
+    runs = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING) for _ in range(5)]
+    rounds = []
+    real = store.append_many
+    monkeypatch.setattr(store, "append_many", lambda batches: (rounds.append(len(batches)), real(batches))[1])
+    beat = timezone.now() - timedelta(seconds=3)
+    first = [store.write_batch(run.pk, rows(run.pk, range(3)), {"event_count": 3, "heartbeat_at": beat})
+             for run in runs]
+    await asyncio.gather(*first)
+    later = [store.write_batch(run.pk, rows(run.pk, range(3, 5)),
+                               {"event_count": 5, "heartbeat_at": beat, "output_text": "w0w1", "response_id": "resp_1",
+                                "last_upstream_seq": 4})
+             for run in runs]
+    await asyncio.gather(*later)
+    assert sum(rounds) == 10 and len(rounds) < 10  # grouped: fewer transactions than batches
+    for run in runs:
+        run = await Run.objects.aget(pk=run.pk)
+        assert (run.event_count, run.output_text, run.response_id, run.last_upstream_seq) == (5, "w0w1", "resp_1", 4)
+        assert run.heartbeat_at == beat
+        assert [e async for e in Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True)] == [0, 1, 2, 3, 4]
+
+
+async def test_final_fields_go_through_the_orm(user):
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    await store.write_batch(run.pk, rows(run.pk, [0]), {"event_count": 1, "status": RunStatus.COMPLETED,
+                                                        "metrics": {"events": 1}, "finished_at": timezone.now()})
+    run = await Run.objects.aget(pk=run.pk)
+    assert run.status == RunStatus.COMPLETED and run.metrics == {"events": 1} and run.finished_at
+
+
+async def test_one_bad_batch_fails_alone(user):
+    good, bad = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING) for _ in range(2)]
+    await store.write_batch(bad.pk, rows(bad.pk, [0]), {"event_count": 1})
+    results = await asyncio.gather(
+        store.write_batch(good.pk, rows(good.pk, [0, 1]), {"event_count": 2}),
+        store.write_batch(bad.pk, rows(bad.pk, [0]), {"event_count": 1}),  # seq 0 again: unique violation
+        return_exceptions=True,
+    )
+    assert results[0] is None and isinstance(results[1], Exception)
+    assert await Event.objects.filter(run=good).acount() == 2
+    assert (await Run.objects.aget(pk=good.pk)).event_count == 2
