@@ -29,6 +29,11 @@ test: install e2e-deps
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/concurrency.py
+	$(BIN)/python bench/history.py
+	$(BIN)/python bench/timeline.py
+	$(BIN)/python bench/moderation.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache

@@ -106,7 +106,8 @@ def _list_runs(request: HttpRequest) -> JsonResponse:
     )
 
 
-async def _create_run(request: HttpRequest) -> HttpResponse:
+def json_object_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+    """The request's JSON object, or the JSON error response that explains why there is none."""
     if request.content_type != "application/json":
         return error("send a JSON body with Content-Type: application/json", "bad_request", 415)
     try:
@@ -115,15 +116,27 @@ async def _create_run(request: HttpRequest) -> HttpResponse:
         return error(f"the body is not valid JSON: {exc}", "bad_json", 400)
     if not isinstance(body, dict):
         return error("the body must be a JSON object", "bad_request", 400)
+    return body
+
+
+def form_errors(form: Any, prefix: str = "invalid request", **extra: Any) -> JsonResponse:
+    """A 400 naming the first problem in the message and every problem under ``fields``."""
+    fields = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+    first = next(iter(fields.values()))[0]
+    return error(f"{prefix}: {first}", "invalid", 400, fields=fields, **extra)
+
+
+async def _create_run(request: HttpRequest) -> HttpResponse:
+    body = json_object_body(request)
+    if isinstance(body, JsonResponse):
+        return body
     for key in ("provider", "model", "input", "instructions"):
         if key in body and not isinstance(body[key], str):
             return error(f"{key} must be a string", "invalid", 400, fields={key: ["must be a string"]})
     data = {"provider": "simulator", **{k: body[k] for k in ("provider", "model", "input", "instructions") if k in body}}
     form = RunRequestForm({**data, "params": body.get("params")})
     if not await database_sync_to_async(form.is_valid)():
-        fields = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
-        first = next(iter(fields.values()))[0]
-        return error(f"invalid request: {first}", "invalid", 400, fields=fields)
+        return form_errors(form)
     cleaned = form.cleaned_data
     try:
         run = await start_run(

@@ -15,7 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from dashboard.api import api_view, error
+from dashboard.api import api_view, error, form_errors, json_object_body
 from dashboard.forms import RunRequestForm
 from streams.compare import BadCompareRequest, RunNotFound, load_compare, parse_run_ids
 from streams.groups import MAX_VARIANTS, Variant, group_json, group_run_ids, start_group
@@ -112,9 +112,7 @@ def _variants(body: dict[str, Any]) -> tuple[str, str, list[Variant]] | JsonResp
             return error(f"variant {position + 1}: provider, model and instructions must be strings", "invalid", 400)
         form = RunRequestForm(data)
         if not form.is_valid():
-            fields = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
-            first = next(iter(fields.values()))[0]
-            return error(f"variant {position + 1}: {first}", "invalid", 400, fields=fields, variant=position)
+            return form_errors(form, f"variant {position + 1}", variant=position)
         cleaned = form.cleaned_data
         input_text = cleaned["input"]
         variants.append(Variant(cleaned["provider"], cleaned["model"], cleaned.get("instructions", ""),
@@ -123,14 +121,9 @@ def _variants(body: dict[str, Any]) -> tuple[str, str, list[Variant]] | JsonResp
 
 
 async def _create_group(request: HttpRequest) -> HttpResponse:
-    if request.content_type != "application/json":
-        return error("send a JSON body with Content-Type: application/json", "bad_request", 415)
-    try:
-        body = json.loads(request.body or b"null")
-    except ValueError as exc:
-        return error(f"the body is not valid JSON: {exc}", "bad_json", 400)
-    if not isinstance(body, dict):
-        return error("the body must be a JSON object", "bad_request", 400)
+    body = json_object_body(request)
+    if isinstance(body, JsonResponse):
+        return body
     checked = await database_sync_to_async(_variants)(body)
     if isinstance(checked, JsonResponse):
         return checked

@@ -38,6 +38,7 @@ class AsyncioLauncher:
 
     def __init__(self) -> None:
         self.tasks: dict[int, asyncio.Task] = {}
+        self._bookkeeping: set[asyncio.Task] = set()
 
     async def launch(self, run_id: int, resume: bool = False) -> None:
         from streams.runner import RunRunner
@@ -53,7 +54,15 @@ class AsyncioLauncher:
     def _forget(self, run_id: int, task: asyncio.Task) -> None:
         if self.tasks.get(run_id) is task:
             del self.tasks[run_id]
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            # Cancelled before the runner's body ever ran, so nothing recorded the end: do it here.
+            self._bookkeeping.add(
+                asyncio.get_running_loop().create_task(database_sync_to_async(mark_orphan_cancelled)(run_id))
+            )
+            for pending in list(self._bookkeeping):
+                if pending.done():
+                    self._bookkeeping.discard(pending)
+        elif task.exception() is not None:
             log.error("run %s: runner task crashed", run_id, exc_info=task.exception())
 
     async def cancel(self, run_id: int) -> bool:

@@ -50,16 +50,20 @@ def _process_alive(worker: str) -> bool | None:
 def find_orphans() -> list[Run]:
     """Active runs whose executing process is dead (same host) or silent for too long."""
     stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S)
+    long_stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S * 6)
     candidates = Run.objects.filter(status__in=list(ACTIVE_STATUSES)).exclude(worker=WORKER_NAME)
     orphans = []
     for run in candidates.filter(Q(heartbeat_at__lt=stale_before) | ~Q(worker="") | Q(heartbeat_at__isnull=True)):
         alive = _process_alive(run.worker) if run.worker else None
+        last_sign = run.heartbeat_at or run.created_at
         if alive is False:
             orphans.append(run)
-        elif alive is None:
-            last_sign = run.heartbeat_at or run.created_at
-            if last_sign < stale_before:
-                orphans.append(run)
+        elif alive is None and last_sign < stale_before:
+            orphans.append(run)
+        elif alive and last_sign < long_stale_before:
+            # The process lives but this run's task stopped beating: a busy process still beats
+            # every 2 s, so only a much longer silence counts (taking over a live run would fork it).
+            orphans.append(run)
     return orphans
 
 

@@ -155,3 +155,17 @@ async def test_unknown_api_route_is_json_404(user):
     client = await client_for(user)
     response = await client.get("/api/nothing-here/")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+async def test_a_run_cancelled_before_its_task_starts_still_ends(user):
+    from streams.launcher import AsyncioLauncher
+
+    run = await sync_to_async(make_run)(user, status=RunStatus.QUEUED)
+    launcher = AsyncioLauncher()
+    await launcher.launch(run.pk)
+    assert await launcher.cancel(run.pk) is True  # before the task got to run a single line
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if (await Run.objects.aget(pk=run.pk)).status == RunStatus.CANCELLED:
+            break
+    assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.CANCELLED

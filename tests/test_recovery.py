@@ -121,3 +121,33 @@ def test_a_killed_process_that_cannot_resume_is_marked_interrupted(crash_setup):
     assert run["status"] == "interrupted"
     assert "could not be resumed" in run["error"]["message"]
     assert len(events(client, run_id)) == len(before)
+
+
+@pytest.mark.django_db
+def test_find_orphans_judges_by_process_and_heartbeat(user, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from streams.models import RunStatus
+    from streams.recovery import HOST, find_orphans
+    from tests.factories import make_run
+
+    settings.STREAMSCOPE_STALE_AFTER_S = 10
+    now = timezone.now()
+    me = f"{HOST}:{os.getppid()}"  # a live process on this host (the one that started the tests)
+    dead = f"{HOST}:999999999"
+    elsewhere = "other-host:123"
+    cases = {
+        "live process, fresh beat": (me, 5, False),
+        "live process, silent past 6x the limit": (me, 100, True),
+        "dead process on this host": (dead, 1, True),
+        "other host, fresh beat": (elsewhere, 5, False),
+        "other host, stale beat": (elsewhere, 20, True),
+    }
+    runs = {}
+    for name, (worker, age, _) in cases.items():
+        runs[name] = make_run(user, status=RunStatus.STREAMING, worker=worker, heartbeat_at=now - timedelta(seconds=age))
+    found = {run.pk for run in find_orphans()}
+    for name, (_, _, orphan) in cases.items():
+        assert (runs[name].pk in found) is orphan, name
