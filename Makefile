@@ -19,7 +19,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap --url http://127.0.0.1:$(PORT)/
 	@echo "Streamscope is starting on http://127.0.0.1:$(PORT)/ (simulator upstream built in; Ctrl+C stops)"
-	PORT=$(PORT) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) dashboard.asgi:application
+	PORT=$(PORT) $(BIN)/daphne -b 127.0.0.1 -p $(PORT) --websocket-max-message-size 16777216 dashboard.asgi:application
 
 e2e-deps:
 	bash scripts/ensure-chromium.sh

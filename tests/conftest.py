@@ -15,6 +15,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDINGS = ROOT.parent / "shared" / "recordings"
+# As the Makefile and Procfile run it: Daphne's 1 MiB default websocket message limit applies to
+# what it sends too, and one event (a partial image) can be larger (see docs/operations.md).
+DAPHNE_OPTIONS = ["--websocket-max-message-size", str(16 * 1024 * 1024)]
 
 
 def free_port() -> int:
@@ -45,7 +48,7 @@ def start_daphne(var_dir: Path, extra_env: dict[str, str] | None = None, port: i
     env.update(extra_env or {})
     log = open(var_dir / f"daphne-{port}.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "dashboard.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS, "dashboard.asgi:application"],
         cwd=ROOT,
         env=env,
         stdout=log,
