@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import start_daphne, stop_process
 from tests.e2e.conftest import manage
-from tests.test_recovery import login
+from tests.live import login
 
 
 def test_a_three_megabyte_event_reaches_the_viewer(tmp_path):

@@ -5,23 +5,15 @@ every event stored before the crash kept and no event doubled."""
 import json
 import os
 import signal
-import time
 
 import httpx
 import pytest
 
 from tests.conftest import start_daphne, stop_process
+from tests.live import login, wait_for
+from tests.live import stored_events as events
 from tests.e2e.conftest import manage
 
-
-
-def login(base_url: str, username: str, password: str) -> httpx.Client:
-    client = httpx.Client(base_url=base_url, timeout=10, follow_redirects=False)
-    client.get("/accounts/login/")
-    response = client.post("/accounts/login/", data={"username": username, "password": password,
-                                                       "csrfmiddlewaretoken": client.cookies["csrftoken"]})
-    assert response.status_code == 302, response.text
-    return client
 
 
 def start_run(client: httpx.Client, **params) -> int:
@@ -30,26 +22,6 @@ def start_run(client: httpx.Client, **params) -> int:
     response = client.post("/api/runs/", json=body, headers={"X-CSRFToken": client.cookies["csrftoken"]})
     assert response.status_code == 201, response.text
     return response.json()["id"]
-
-
-def events(client: httpx.Client, run_id: int) -> list[dict]:
-    out, after = [], -1
-    while True:
-        page = client.get(f"/api/runs/{run_id}/events/?after={after}&limit=5000").json()
-        out.extend(page["events"])
-        if page["next_after"] is None:
-            return out
-        after = page["next_after"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from tests.live import login, stored_events, wait_for
 from tests.scaled import Deployment, services_missing
 
 MISSING = services_missing()
@@ -38,15 +39,6 @@ def worker(deployment):
     return alive[0] if alive else deployment.start_worker()
 
 
-def login(base_url: str) -> httpx.Client:
-    client = httpx.Client(base_url=base_url, timeout=10)
-    client.get("/accounts/login/")
-    response = client.post("/accounts/login/", data={"username": "alice", "password": "alice-pass-123",
-                                                       "csrfmiddlewaretoken": client.cookies["csrftoken"]})
-    assert response.status_code == 302, response.text
-    return client
-
-
 def start_run(client: httpx.Client, **metadata: str) -> int:
     knobs = {"sim_seed": "5", **metadata}
     body = {"provider": "simulator", "model": "sim-text", "input": "scale out",
@@ -54,26 +46,6 @@ def start_run(client: httpx.Client, **metadata: str) -> int:
     response = client.post("/api/runs/", json=body, headers={"X-CSRFToken": client.cookies["csrftoken"]})
     assert response.status_code == 201, response.text
     return response.json()["id"]
-
-
-def stored_events(client: httpx.Client, run_id: int) -> list[dict]:
-    out, after = [], -1
-    while True:
-        page = client.get(f"/api/runs/{run_id}/events/", params={"after": after, "limit": 5000}).json()
-        out.extend(page["events"])
-        if page["next_after"] is None:
-            return out
-        after = page["next_after"]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def status_of(client: httpx.Client, run_id: int) -> str:

@@ -10,7 +10,9 @@ from playwright.sync_api import expect
 
 from tests.conftest import free_port, start_daphne
 from tests.e2e.conftest import screenshot
-from tests.test_recovery import crash_setup, events, login, start_run, wait_for  # noqa: F401
+from tests.live import login, wait_for
+from tests.live import stored_events as events
+from tests.test_recovery import crash_setup, start_run  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
