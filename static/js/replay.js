@@ -287,11 +287,15 @@ export class ReplayControls {
     this.scheduleUrl(player.playing ? 500 : 0);
   }
 
+  // While playing, the URL follows at most twice a second; a paused position is written at once,
+  // so a link copied (or a reload) right after pausing opens exactly there.
   scheduleUrl(delay) {
     clearTimeout(this.urlTimer);
-    this.urlTimer = setTimeout(() => {
+    const write = () => {
       replaceQuery({ speed: this.player.speed === MAX ? "max" : String(this.player.speed), at: this.player.positionParam() });
-    }, delay);
+    };
+    if (delay) this.urlTimer = setTimeout(write, delay);
+    else write();
   }
 
   flash(message) {
