@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -39,10 +38,6 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     if run is None or not run.visible_to(request.user):
         raise Http404("No such run")
     return render(request, "run_detail.html", {"run": run, "run_json": run_json(run), "catalogue": CATALOGUE})
-
-
-def pretty_json(value: object) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
