@@ -22,6 +22,7 @@ from channels.exceptions import ChannelFull
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from streams.broadcast import publish_status
@@ -40,6 +41,8 @@ MEMBERSHIP_REFRESH_S = 300.0
 # A cancel that arrives before the run is claimed here is remembered this long.
 EARLY_CANCEL_TTL_S = 120.0
 FULL_POLL_S = 0.2
+CLAIM_ATTEMPTS = 5
+CLAIM_BACKOFF_S = 0.05
 
 
 # --- the database side of a hand-off (sync; called through database_sync_to_async) -----------
@@ -174,11 +177,25 @@ class StreamWorker:
         except (KeyError, TypeError, ValueError):
             log.warning("ignoring a launch message without a run id: %r", message)
             return
-        # Off the thread the runs' batches are written on, so a claim never queues behind them.
-        if not await database_sync_to_async(claim, thread_sensitive=False)(run_id):
+        if not await self._claim(run_id):
             log.debug("run %s is already claimed or ended; launch message ignored", run_id)
             return
         await self._start(run_id, bool(message.get("resume")))
+
+    async def _claim(self, run_id: int) -> bool:
+        """Claim with a few retries: the launch message is gone once taken, so a passing database
+        error (a lock, a dropped pooled connection) must not leave the run queued until the
+        recovery sweep finds it."""
+        for attempt in range(CLAIM_ATTEMPTS):
+            try:
+                # Off the thread the runs' batches are written on, so a claim never queues behind them.
+                return await database_sync_to_async(claim, thread_sensitive=False)(run_id)
+            except (OperationalError, InterfaceError) as exc:
+                if attempt == CLAIM_ATTEMPTS - 1:
+                    raise
+                log.warning("run %s: claiming failed (%s); trying again", run_id, exc)
+                await asyncio.sleep(CLAIM_BACKOFF_S * 2**attempt)
+        return False
 
     async def _start(self, run_id: int, resume: bool) -> None:
         if self._early_cancels.pop(run_id, None) is not None:

@@ -11,6 +11,7 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.db import OperationalError
 
 from streams import worker as worker_module
 from django.core.exceptions import ImproperlyConfigured
@@ -149,3 +150,35 @@ def test_short_names_select_the_backend(settings):
                 get_launcher()
     finally:
         use_launcher(None)
+
+
+async def test_a_claim_that_meets_a_passing_database_error_is_retried(worker, user, monkeypatch):
+    run = await new_run(user)
+    real_claim, failures = worker_module.claim, []
+
+    def flaky_claim(run_id: int) -> bool:
+        if len(failures) < 2:
+            failures.append(run_id)
+            raise OperationalError("database table is locked: streams_run")
+        return real_claim(run_id)
+
+    monkeypatch.setattr(worker_module, "claim", flaky_claim)
+    monkeypatch.setattr(worker_module, "CLAIM_BACKOFF_S", 0.01)
+    await WorkerLauncher().launch(run.pk)
+    run = await wait_status(run.pk, {RunStatus.COMPLETED})
+    assert failures == [run.pk, run.pk] and worker.started == 1
+
+
+async def test_a_claim_that_keeps_failing_gives_up_and_leaves_the_run_to_recovery(simulator, user, monkeypatch):
+    run = await new_run(user)
+
+    def broken_claim(run_id: int) -> bool:
+        raise OperationalError("the database is gone")
+
+    monkeypatch.setattr(worker_module, "claim", broken_claim)
+    monkeypatch.setattr(worker_module, "CLAIM_BACKOFF_S", 0.0)
+    worker = StreamWorker()
+    with pytest.raises(OperationalError):
+        await worker.handle_launch({"run_id": run.pk})
+    assert worker.started == 0
+    assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.QUEUED
