@@ -179,7 +179,7 @@ for (const state of runs) {
     },
     onConnection: (conn) => state.view.setConnection(conn),
   });
-  socket.start();
+  socket.startWithHistory(state.run.event_count);
 }
 
 // --- synchronised replay -------------------------------------------------------------------

@@ -25,7 +25,7 @@ if (dataNode && form) {
     onConnection: (state) => view.setConnection(state),
     onFlag: (flag) => view.addFlag(flag),
   });
-  socket.start();
+  socket.startWithHistory(run.event_count);
 
   const note = form.querySelector("[data-verdict-note]");
   const buttons = new Map([...form.querySelectorAll("[data-key]")].map((b) => [b.dataset.key, b]));

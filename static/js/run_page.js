@@ -20,7 +20,7 @@ const socket = new RunSocket(run.id, {
   onConnection: (state) => view.setConnection(state),
   onFlag: (flag) => view.addFlag(flag),
 });
-socket.start();
+socket.startWithHistory(run.event_count);
 
 async function stop() {
   if (view.isTerminal() || !stopButton || stopButton.disabled) return;

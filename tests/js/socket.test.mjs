@@ -15,10 +15,15 @@ class FakeWebSocket {
 }
 globalThis.WebSocket = FakeWebSocket;
 globalThis.location = { protocol: "http:", host: "test" };
-const stored = Array.from({ length: 50 }, (_, seq) => ({ seq, t: seq, type: "x", data: {} }));
+let stored = Array.from({ length: 50 }, (_, seq) => ({ seq, t: seq, type: "x", data: {} }));
 const fetched = [];
+let failFetches = 0;
 globalThis.fetch = async (url) => {
   fetched.push(url);
+  if (failFetches > 0) {
+    failFetches -= 1;
+    return { ok: false, status: 503, json: async () => ({}) };
+  }
   const params = new URL(url, "http://test").searchParams;
   const after = Number(params.get("after"));
   const limit = Number(params.get("limit"));
@@ -64,4 +69,42 @@ test("refused sockets do not retry", async () => {
   socket.ws.onclose({ code: 4403 });
   assert.equal(sockets.length, count);
   assert.equal(states.at(-1), "refused");
+});
+
+test("a page that knows the stored count loads it through the API while the websocket opens after it", async () => {
+  stored = Array.from({ length: 12010 }, (_, seq) => ({ seq, t: seq, type: "x", data: {} }));
+  fetched.length = 0;
+  const got = [];
+  const socket = new RunSocket(11, { onEvents: (events) => got.push(...events.map((e) => e.seq)) });
+  socket.startWithHistory(12000);
+  assert.equal(sockets.at(-1).url, "ws://test/ws/runs/11/?after=11999");
+  // Three pages asked for at once, before any of them answered.
+  assert.deepEqual(fetched, [0, 1, 2].map((i) => `/api/runs/11/events/?after=${i * 5000 - 1}&limit=${Math.min(5000, 12000 - i * 5000)}`));
+  // A live frame that arrives while the history loads waits for it.
+  await frame(socket, stored.slice(12000, 12010));
+  assert.deepEqual(got, [...Array(12010).keys()]);
+  stored = stored.slice(0, 50);
+});
+
+test("when the history cannot be fetched, the live connection's gap refill fills it in", async () => {
+  stored = Array.from({ length: 30 }, (_, seq) => ({ seq, t: seq, type: "x", data: {} }));
+  failFetches = 1;
+  const got = [];
+  const socket = new RunSocket(12, { onEvents: (events) => got.push(...events.map((e) => e.seq)) });
+  const warn = console.warn;
+  console.warn = () => {};
+  try {
+    socket.startWithHistory(20);
+    await frame(socket, stored.slice(20, 30));
+  } finally {
+    console.warn = warn;
+  }
+  assert.deepEqual(got, [...Array(30).keys()]);
+  stored = stored.slice(0, 50);
+});
+
+test("no stored events: just the websocket, from the start", async () => {
+  const socket = new RunSocket(13, {});
+  socket.startWithHistory(0);
+  assert.equal(sockets.at(-1).url, "ws://test/ws/runs/13/?after=-1");
 });
