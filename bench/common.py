@@ -113,6 +113,20 @@ class Stack:
         for process in reversed(self._processes):
             stop_process(process)
 
+    def roles(self) -> dict[str, list[int]]:
+        """Process ids by what they do, for a CPU split (services found by their command name)."""
+        if self._deployment is not None:
+            processes = self._deployment.processes
+            roles = {"simulator": [processes[0].pid],
+                     "web": [p.pid for p in processes[1:] if "daphne" in " ".join(map(str, p.args))],
+                     "stream worker": [self.executor_pid]}
+        else:
+            roles = {"simulator": [self._processes[0].pid], "web + runs": [p.pid for p in self._processes[1:]]}
+        roles["benchmark clients"] = [os.getpid()]
+        roles["postgresql"] = pids_named("postgres")
+        roles["redis"] = pids_named("redis-server")
+        return roles
+
     def describe(self) -> str:
         if self.mode == "scaled":
             return "scaled (PostgreSQL + Redis, runs in a stream-worker process)"
@@ -252,6 +266,53 @@ class PeakMemory:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pids_named(name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == name:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuSplit:
+    """CPU seconds each role's processes used between ``__enter__`` and ``__exit__``."""
+
+    def __init__(self, roles: dict[str, list[int]]) -> None:
+        self.roles = roles
+        self.used: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        totals = {}
+        for role, pids in self.roles.items():
+            total = 0.0
+            for pid in pids:
+                try:
+                    total += cpu_seconds(pid)
+                except OSError:  # a service's short-lived backend
+                    pass
+            totals[role] = total
+        return totals
+
+    def __enter__(self) -> CpuSplit:
+        self._start, self._clock = self._read(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.elapsed = time.monotonic() - self._clock
+        end = self._read()
+        self.used = {role: end[role] - self._start[role] for role in self.roles if self.roles[role]}
+
+    def describe(self) -> str:
+        parts = [f"{role} {seconds:.1f} s" for role, seconds in self.used.items()]
+        total = sum(self.used.values())
+        return (f"CPU by process over {self.elapsed:.1f} s: " + ", ".join(parts)
+                + f"; total {total:.1f} s = {total / self.elapsed:.2f} of {os.cpu_count()} cores")
 
 
 def event_count(client: httpx.Client, run_id: int) -> tuple[str, int]:

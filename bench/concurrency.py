@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import time
 
-from common import (PeakMemory, Stack, Viewer, cpu_seconds, event_count, login, machine, modes_arg,
+from common import (CpuSplit, PeakMemory, Stack, Viewer, cpu_seconds, event_count, login, machine, modes_arg,
                     percentile, rss_mb, run_body, selected_modes, start_runs)
 
 
@@ -27,7 +27,7 @@ async def measure(stack: Stack, runs: int, rate: int, seconds: float) -> dict:
     started = time.monotonic()
     ids = await start_runs(client, bodies)
     watchers = [Viewer(stack.webs[i % len(stack.webs)], dict(client.cookies), run_id) for i, run_id in enumerate(ids)]
-    with PeakMemory(stack.executor_pid) as memory:
+    with PeakMemory(stack.executor_pid) as memory, CpuSplit(stack.roles()) as split:
         await asyncio.gather(*(w.watch() for w in watchers))
     elapsed = time.monotonic() - started
     results = [event_count(client, run_id) for run_id in ids]
@@ -43,6 +43,7 @@ async def measure(stack: Stack, runs: int, rate: int, seconds: float) -> dict:
         "peak": memory.peak,
         "cpu": cpu_seconds(stack.executor_pid) - cpu_before,
         "elapsed": elapsed,
+        "split": split.describe(),
     }
 
 
@@ -71,6 +72,7 @@ def main() -> None:
         print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms  [{verdict}]")
         print(f"    run executor: RSS {r['baseline']:.0f} -> peak {r['peak']:.0f} MiB = {per_run:.0f} KiB per active run; "
               f"{r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s")
+        print(f"    {r['split']}")
 
 
 if __name__ == "__main__":

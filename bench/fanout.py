@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import time
 
-from common import (PeakMemory, Stack, Viewer, cpu_seconds, event_count, login, machine, modes_arg,
+from common import (CpuSplit, PeakMemory, Stack, Viewer, cpu_seconds, event_count, login, machine, modes_arg,
                     percentile, run_body, selected_modes, start_runs)
 
 
@@ -25,7 +25,7 @@ async def measure(stack: Stack, viewers: int, rate: int, seconds: float) -> dict
     watchers = [Viewer(stack.webs[i % len(stack.webs)], dict(client.cookies), run_id) for i in range(viewers)]
     cpu_before = cpu_seconds(stack.executor_pid)
     started = time.monotonic()
-    with PeakMemory(stack.executor_pid) as memory:
+    with PeakMemory(stack.executor_pid) as memory, CpuSplit(stack.roles()) as split:
         await asyncio.gather(*(w.watch() for w in watchers))
     elapsed = time.monotonic() - started
     status, count = event_count(client, run_id)
@@ -41,6 +41,7 @@ async def measure(stack: Stack, viewers: int, rate: int, seconds: float) -> dict
         "elapsed": elapsed,
         "cpu": cpu_seconds(stack.executor_pid) - cpu_before,
         "rss": memory.peak,
+        "split": split.describe(),
     }
 
 
@@ -63,6 +64,7 @@ def main() -> None:
               f"{r['complete']}/{args.viewers}; ~{r['frames']:.0f} frames per viewer")
         print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms  [{verdict}]")
         print(f"    run executor: {r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s, peak RSS {r['rss']:.0f} MiB")
+        print(f"    {r['split']}")
 
 
 if __name__ == "__main__":
