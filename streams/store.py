@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
+import re
+import sqlite3
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -32,10 +35,52 @@ def _copy_sql() -> str:
     return f"COPY {table} (run_id, seq, t, type, data) FROM STDIN"
 
 
+# SQLite as one statement per batch: the rows travel as one JSON array that SQLite unpacks with
+# json_each. executemany steps once per row and Python's sqlite3 lets go of the GIL around every
+# step; with the event loop busy in the other thread, taking it back costs up to the 5 ms switch
+# interval each time: 10,000 rows took 28 s instead of 28 ms (docs/performance.md). One step per
+# batch gives the GIL back once. UPDATE ... FROM needs SQLite 3.33.
+SQLITE_JSON_BATCHES = sqlite3.sqlite_version_info >= (3, 33)
+
+
+def _json_batch(values: Sequence[Sequence[Any]]) -> str | None:
+    """The values as one JSON array for json_each, or None when SQLite would not give them back
+    exactly: its JSON functions end a text at a NUL character (an event type or an output text
+    can hold one, unescaped from "\\u0000"), which json.dumps writes as an unescaped \\u0000."""
+    if connection.vendor != "sqlite" or not SQLITE_JSON_BATCHES:
+        return None
+    encoded = json.dumps(values, ensure_ascii=False)
+    if "\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
+        return None
+    return encoded
+
+
+# \u0000 after an even number of backslashes (zero included): a NUL, not the text "\u0000".
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _execute_unlogged(cursor: Any, sql: str, batch: str) -> None:
+    """Execute past Django's debug cursor: with DEBUG on it renders each statement with its
+    parameters quoted (by a query of its own) and keeps the last 9,000, and these parameters are
+    whole batches of events, megabytes each."""
+    with connection.wrap_database_errors:
+        cursor.cursor.execute(sql, [batch])
+
+
+def _json_values(count: int) -> list[str]:
+    """SQL for the first ``count`` values of each row of a json_each(...) AS j."""
+    return [f"json_extract(j.value, '$[{i}]')" for i in range(count)]
+
+
+def _sqlite_insert_sql() -> str:
+    table = connection.ops.quote_name(Event._meta.db_table)
+    columns = ("run_id", "seq", "t", "type", "data")
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(_json_values(len(columns)))} FROM json_each(%s) AS j"
+
+
 def _insert_rows(rows: Sequence[Row]) -> None:
     """PostgreSQL gets the rows through COPY: one round trip whatever the batch size (about 10x
-    faster than executemany for 500 rows, see docs/scaling.md). SQLite, in process, takes
-    executemany at full speed."""
+    faster than executemany for 500 rows, see docs/scaling.md); SQLite one JSON array."""
     if not rows:
         return
     with connection.cursor() as cursor:
@@ -43,6 +88,8 @@ def _insert_rows(rows: Sequence[Row]) -> None:
             with cursor.cursor.copy(_copy_sql()) as copy:
                 for row in rows:
                     copy.write_row(row)
+        elif (batch := _json_batch(rows)) is not None:
+            _execute_unlogged(cursor, _sqlite_insert_sql(), batch)
         else:
             cursor.executemany(_insert_sql(), rows)
 
@@ -81,6 +128,13 @@ def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
     table = quote(Run._meta.db_table)
     with connection.cursor() as cursor:
         for columns, params in by_columns.items():
+            batch = _json_batch(params)
+            if batch is not None:
+                # One statement for every run (see _insert_rows); the id is each row's last value.
+                assignments = ", ".join(f"{quote(c)} = {v}" for c, v in zip(columns, _json_values(len(columns))))
+                _execute_unlogged(cursor, f"UPDATE {table} SET {assignments} FROM json_each(%s) AS j "
+                                  f"WHERE {table}.{quote('id')} = json_extract(j.value, '$[{len(columns)}]')", batch)
+                continue
             assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
             cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)
 

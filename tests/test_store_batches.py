@@ -62,3 +62,56 @@ async def test_one_bad_batch_fails_alone(user):
     assert results[0] is None and isinstance(results[1], Exception)
     assert await Event.objects.filter(run=good).acount() == 2
     assert (await Run.objects.aget(pk=good.pk)).event_count == 2
+
+
+TRICKY = ["héllo 🎉", 'quote " back \\ slash \n new line \t tab', '{"delta":"\\u0000 escaped, not a NUL"}',
+          "\u2028\u2029", "\x7f", "x" * 300_000, ""]
+
+
+@pytest.mark.parametrize("sqlite_json", [True, False], ids=["one-statement", "executemany"])
+async def test_every_value_is_stored_exactly_whichever_way_the_batch_goes(user, monkeypatch, sqlite_json):
+    monkeypatch.setattr(store, "SQLITE_JSON_BATCHES", sqlite_json)
+    runs = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING) for _ in range(2)]
+    batch = []
+    for run in runs:
+        batch.append((run.pk, [(run.pk, seq, 1234.5678901234567 * (seq + 1) / 3, f"type.{seq}", text)
+                               for seq, text in enumerate(TRICKY)],
+                      {"event_count": len(TRICKY), "output_text": TRICKY[1] + TRICKY[0], "response_id": "resp_ü",
+                       "last_upstream_seq": None, "heartbeat_at": timezone.now()}))
+    # A NUL in a type or text: SQLite's JSON functions would cut the text there, so that batch
+    # takes the executemany path and keeps it whole.
+    batch[1][1].append((runs[1].pk, len(TRICKY), 0.5, "odd\x00type", "{}"))
+    batch[1][2]["output_text"] = "before\x00after"
+    statements = []
+    real_json_batch = store._json_batch
+    monkeypatch.setattr(store, "_json_batch", lambda values: statements.append(v := real_json_batch(values)) or v)
+    await sync_to_async(store.append_many)(batch[:1])
+    await sync_to_async(store.append_many)(batch[1:])
+    if sqlite_json:  # rows and fields of the clean batch as one statement each, never for the NUL batch
+        assert [v is not None for v in statements] == [True, True, False, False]
+    for run, (_, written, fields) in zip(runs, batch):
+        stored = [row async for row in Event.objects.filter(run=run).order_by("seq").values_list("run_id", "seq", "t", "type", "data")]
+        assert stored == written
+        run = await Run.objects.aget(pk=run.pk)
+        assert (run.output_text, run.response_id, run.last_upstream_seq) == (fields["output_text"], "resp_ü", None)
+        assert run.heartbeat_at == fields["heartbeat_at"]
+
+
+async def test_batches_stay_out_of_the_debug_query_log(user, settings):
+    """With DEBUG on, Django keeps each statement with its parameters; a batch is megabytes."""
+    from django.db import connection, reset_queries
+
+    if not store.SQLITE_JSON_BATCHES or connection.vendor != "sqlite":
+        pytest.skip("the one-statement batch is SQLite's path")
+    settings.DEBUG = True
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    big = [(run.pk, seq, 0.0, "t", "x" * 100_000) for seq in range(20)]
+
+    def write_and_log() -> list[dict]:
+        reset_queries()
+        store.append_many([(run.pk, big, {"event_count": 20})])
+        return list(connection.queries)
+
+    logged = await sync_to_async(write_and_log)()
+    assert sum(len(q["sql"]) for q in logged) < 10_000
+    assert await Event.objects.filter(run=run).acount() == 20
