@@ -21,6 +21,7 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -81,6 +82,17 @@ def _events_after(run_id: int, after: int, upto: int | None) -> list[tuple[int, 
 
 
 class RunConsumer(AsyncWebsocketConsumer):
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch without its ``aclose_old_connections()`` before every handler: that
+        is a hop to the one thread all database work runs on, so each live batch for each viewer
+        queued behind the runs' writes (hundreds of ms with 200 runs, docs/performance.md). These
+        handlers reach the database only through database_sync_to_async, which closes stale
+        connections itself."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self) -> None:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         self.group = group_name(self.run_id)

@@ -1,4 +1,5 @@
-"""The embedded mode's in-memory channel layer, without a deep copy of every event batch per viewer.
+"""The embedded mode's in-memory channel layer, without a deep copy of every event batch per viewer
+and without a sweep of every channel on every receive.
 
 Channels' ``InMemoryChannelLayer`` deep-copies each message for each receiving channel, so that one
 receiver mutating it cannot affect another. An event batch is a list of immutable JSON strings:
@@ -15,7 +16,20 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
 
+# Channels sweeps every channel and group for expired messages on each receive: O(viewers) per
+# message, ~5% of a process with 200 viewers. Once a second keeps expiry within a second.
+CLEAN_EVERY_S = 1.0
+
+
 class BatchInMemoryChannelLayer(InMemoryChannelLayer):
+    _last_clean = 0.0
+
+    def _clean_expired(self) -> None:
+        now = time.monotonic()
+        if now - self._last_clean >= CLEAN_EVERY_S:
+            self._last_clean = now
+            super()._clean_expired()
+
     async def send(self, channel: str, message: dict) -> None:
         events = message.get("events") if message.get("type") == "run.events" else None
         if not isinstance(events, list) or not all(type(e) is str for e in events[:1]):

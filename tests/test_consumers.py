@@ -121,3 +121,51 @@ async def test_staff_may_watch_anyones_run(user, staff_user):
     connected, _ = await comm.connect()
     assert connected
     await comm.disconnect()
+
+
+async def test_a_live_batch_reaches_the_viewer_while_the_database_thread_is_busy(user):
+    """Live batches need no database: they must not wait behind the runs' writes, which hold the
+    one thread database work runs on (Channels' default dispatch hops there for every message)."""
+    import asyncio
+    import threading
+
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=3)
+    comm = communicator(run.pk, user)
+    await comm.connect()
+    release = threading.Event()
+    busy = None
+    try:
+        seqs, _ = await receive_seqs(comm, 2)
+        await asyncio.sleep(0.3)  # connect() ends with queries of its own (the run's status, its flags)
+        busy = asyncio.ensure_future(sync_to_async(release.wait)(10))  # what a long group commit looks like
+        await asyncio.sleep(0.05)
+        await publish_events(run.pk, 3, encoded([3, 4]))
+        seqs, _ = await receive_seqs(comm, 4, timeout=5)
+        assert seqs == [3, 4] and not busy.done()
+    finally:
+        release.set()
+        if busy is not None:
+            await busy
+        await comm.disconnect()
+
+
+async def test_expired_messages_are_still_swept_but_not_on_every_receive(monkeypatch):
+    from streams import memory_layer
+
+    layer = memory_layer.BatchInMemoryChannelLayer(expiry=0.05)
+    sweeps = []
+    real = memory_layer.InMemoryChannelLayer._clean_expired
+    monkeypatch.setattr(memory_layer.InMemoryChannelLayer, "_clean_expired", lambda self: (sweeps.append(1), real(self)))
+    await layer.send("stale.inmemory!a", {"type": "x"})
+    await layer.send("live.inmemory!b", {"type": "y"})
+    for _ in range(5):
+        await layer.send("live.inmemory!b", {"type": "y"})
+        await layer.receive("live.inmemory!b")
+    assert len(sweeps) == 1
+    import asyncio
+
+    await asyncio.sleep(0.06)
+    layer._last_clean -= memory_layer.CLEAN_EVERY_S
+    await layer.send("live.inmemory!b", {"type": "y"})
+    await layer.receive("live.inmemory!b")
+    assert len(sweeps) == 2 and "stale.inmemory!a" not in layer.channels
