@@ -154,7 +154,8 @@ if REDIS_URL:
         # side and one web process took at most ~2,000 batches/s (docs/scaling.md). At most once,
         # like every layer: viewers refill gaps from the database.
         "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # channels_redis' pub/sub layer, with a round's batches published in one round trip.
+            "BACKEND": "streams.redis_layer.BatchPubSubChannelLayer",
             "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX},
         },
         # Stream workers: a queue (each launch goes to one worker and waits up to `expiry` for
@@ -230,8 +231,10 @@ STREAMSCOPE_EXTRA_PROVIDERS = os.environ.get("STREAMSCOPE_PROVIDERS", "")
 STREAMSCOPE_LAUNCHER = os.environ.get("STREAMSCOPE_LAUNCHER", "asyncio")
 # How many runs one stream worker executes at once before it leaves new ones to other workers.
 STREAMSCOPE_WORKER_MAX_RUNS = int(os.environ.get("STREAMSCOPE_WORKER_MAX_RUNS", "500"))
-# Flush buffered events to the database and the channel layer at least this often.
+# Flush buffered events to the database and the channel layer this often; with many runs in one
+# process the interval grows towards the maximum (streams/flushclock.py, docs/performance.md).
 STREAMSCOPE_FLUSH_INTERVAL_MS = float(os.environ.get("STREAMSCOPE_FLUSH_INTERVAL_MS", "25"))
+STREAMSCOPE_FLUSH_INTERVAL_MAX_MS = float(os.environ.get("STREAMSCOPE_FLUSH_INTERVAL_MAX_MS", "100"))
 STREAMSCOPE_FLUSH_MAX_EVENTS = int(os.environ.get("STREAMSCOPE_FLUSH_MAX_EVENTS", "500"))
 # Limits that protect the server from one bad upstream or one busy user.
 STREAMSCOPE_MAX_EVENT_BYTES = int(os.environ.get("STREAMSCOPE_MAX_EVENT_BYTES", str(8 * 1024 * 1024)))

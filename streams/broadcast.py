@@ -6,6 +6,9 @@ is written first and viewers refill any gap from it: see dashboard/consumers.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -16,14 +19,66 @@ def group_name(run_id: int) -> str:
 
 
 async def publish_events(run_id: int, first_seq: int, encoded_events: list[str]) -> None:
-    """One message carries a whole batch; consumers splice it into a frame without re-encoding."""
+    """One message carries a whole batch; consumers splice it into a frame without re-encoding.
+    Batches of runs flushed in the same round go out together (:class:`GroupPublisher`)."""
     if not encoded_events:
         return
+    message = {"type": "run.events", "first": first_seq, "events": encoded_events}
+    await _publisher().send(group_name(run_id), message)
+
+
+class GroupPublisher:
+    """Like streams.store.GroupWriter, for publishing: a message waits while a send is in flight,
+    and the next send takes every message that arrived meanwhile, as one ``group_send_many`` when
+    the layer has it (streams/redis_layer.py: one Redis round trip), else side by side."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._pending: list[tuple[str, dict[str, Any], asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def send(self, group: str, message: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((group, message, done))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain(), name="streamscope-group-publisher",
+                                          context=contextvars.Context())
+        await done
+
+    async def _drain(self) -> None:
+        send_many = getattr(self.layer, "group_send_many", None)
+        while self._pending:
+            group, self._pending = self._pending, []
+            try:
+                if send_many is not None and len(group) > 1:
+                    await send_many([(name, message) for name, message, _ in group])
+                    results: list[Any] = [None] * len(group)
+                else:
+                    results = await asyncio.gather(
+                        *(self.layer.group_send(name, message) for name, message, _ in group), return_exceptions=True
+                    )
+            except Exception as exc:
+                results = [exc] * len(group)
+            for (*_, done), result in zip(group, results):
+                if done.done():
+                    continue
+                if isinstance(result, BaseException):
+                    done.set_exception(result)
+                else:
+                    done.set_result(None)
+
+
+_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, GroupPublisher]] = weakref.WeakKeyDictionary()
+
+
+def _publisher() -> GroupPublisher:
     layer = get_channel_layer()
-    await layer.group_send(
-        group_name(run_id),
-        {"type": "run.events", "first": first_seq, "events": encoded_events},
-    )
+    per_loop = _publishers.setdefault(asyncio.get_running_loop(), {})
+    publisher = per_loop.get(id(layer))
+    if publisher is None or publisher.layer is not layer:
+        publisher = per_loop[id(layer)] = GroupPublisher(layer)
+    return publisher
 
 
 async def publish_status(run_id: int, status: str, metrics: dict[str, Any], error: Any = None,

@@ -1,8 +1,8 @@
 """Executing one run: stream from the upstream, timestamp, store and publish every event.
 
-The reader appends records to a buffer; a flusher writes the buffer to the database in one
-statement and then publishes it to viewers as one message, every few milliseconds or sooner
-when the buffer fills. Database first, then publish: a viewer that misses a message can always
+The reader appends records to a buffer; the process's flush clock (streams/flushclock.py)
+writes the buffer to the database in one statement and then publishes it to viewers as one
+message, every few milliseconds, or the run does so itself as soon as the buffer fills. Database first, then publish: a viewer that misses a message can always
 refill from the store.
 """
 
@@ -22,6 +22,7 @@ from django.conf import settings
 
 from streams import store
 from streams.broadcast import publish_events, publish_status
+from streams.flushclock import flush_clock
 from streams.metrics import TERMINAL_TYPES, MetricsAccumulator
 from streams.moderation import LiveModerator, ModerationStopped
 from streams.models import Run, RunStatus
@@ -64,14 +65,14 @@ class RunRunner:
         self.saw_done_marker = False
         self.chat_finish_reason: str | None = None
         self._flush_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._finished = False
+        self._kicked: asyncio.Task | None = None
+        self._flush_error: BaseException | None = None
+        self._closed = False  # the final flush happened
         self._last_text_save = 0.0
         self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
         # An upstream that never closes (keep-alive comments forever) still ends some time.
         self.max_duration_ms = settings.STREAMSCOPE_MAX_RUN_SECONDS * 1000.0
-        self.flush_interval = settings.STREAMSCOPE_FLUSH_INTERVAL_MS / 1000.0
         self.flush_max = settings.STREAMSCOPE_FLUSH_MAX_EVENTS
         self.moderator = LiveModerator(run_id)  # live moderation rules (streams/moderation.py)
 
@@ -153,6 +154,8 @@ class RunRunner:
 
     async def flush(self, final_fields: dict[str, Any] | None = None) -> None:
         async with self._flush_lock:
+            if self._closed:
+                return  # a tick that began before the run ended must not rewrite its final fields
             batch, self.buffer = self.buffer, []
             fields: dict[str, Any] = {"event_count": self.next_seq, "heartbeat_at": store.now()}
             if self.last_upstream_seq is not None:
@@ -168,32 +171,46 @@ class RunRunner:
                 fields.update(final_fields)
             rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]
             await store.write_batch(self.run_id, rows, fields)  # grouped with other runs' batches
+            self._closed = final_fields is not None
             self._last_write = time.monotonic()
             if batch:
-                await publish_events(self.run_id, batch[0].seq, [r.encoded() for r in batch])
+                try:
+                    await publish_events(self.run_id, batch[0].seq, [r.encoded() for r in batch])
+                except Exception as exc:
+                    # Stored already; viewers refill what a lost publish did not bring them.
+                    log.warning("run %s: publishing events %d.. failed: %r", self.run_id, batch[0].seq, exc)
             await self.moderator.commit(final=final_fields is not None)  # store + publish new flags
 
-    async def _flush_loop(self) -> None:
-        while not self._finished:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            quiet_for = time.monotonic() - self._last_write
-            if self.buffer or quiet_for > HEARTBEAT_S:
-                # A quiet stream still writes a heartbeat, so other processes know it is alive.
-                try:
-                    await self.flush()
-                except Exception:
-                    log.exception("run %s: storing a batch of events failed", self.run_id)
-                    raise
+    # What the flush clock asks of a run (streams/flushclock.py).
+
+    def flush_due(self, now: float) -> bool:
+        if self._flush_lock.locked():
+            return False  # its last flush is still being written: the next tick takes the rest
+        # A quiet stream still writes a heartbeat, so other processes know it is alive.
+        return bool(self.buffer) or now - self._last_write > HEARTBEAT_S
+
+    def flush_failed(self, error: BaseException) -> None:
+        log.error("run %s: storing a batch of events failed", self.run_id, exc_info=error)
+        self._flush_error = error
+
+    def kick(self) -> None:
+        """Flush now rather than at the next tick (a full buffer, a resume note)."""
+        if self._kicked is None or self._kicked.done():
+            self._kicked = asyncio.create_task(self._kicked_flush(), name=f"flush-run-{self.run_id}")
+
+    async def _kicked_flush(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:
+            self.flush_failed(exc)
 
     def _after_chunk(self) -> bool:
-        """Wake the flusher when the buffer is full; True when the reader should wait for it."""
+        """Kick a flush when the buffer is full; True when the reader should wait for one."""
+        if self._flush_error is not None:
+            raise self._flush_error  # the run ends failed, recorded by _finish
         size = len(self.buffer)
         if size >= self.flush_max:
-            self._wake.set()
+            self.kick()
         return size >= self.flush_max * 8
 
     # --- the run ---------------------------------------------------------------------------
@@ -221,7 +238,8 @@ class RunRunner:
             self.run_id, status=RunStatus.STREAMING, started_at=started, worker=WORKER_NAME, heartbeat_at=store.now()
         )
         await publish_status(self.run_id, RunStatus.STREAMING, {}, None)
-        flusher = asyncio.create_task(self._flush_loop(), name=f"flush-run-{self.run_id}")
+        clock = flush_clock()
+        clock.register(self)
         status, error = RunStatus.FAILED, None
         try:
             await self.moderator.load(run)
@@ -240,12 +258,7 @@ class RunRunner:
             log.exception("run %s failed inside Streamscope", self.run_id)
             status, error = RunStatus.FAILED, {"message": f"internal error: {exc!r}", "code": "internal_error"}
         finally:
-            self._finished = True
-            self._wake.set()
-            try:
-                await flusher
-            except Exception:
-                pass
+            clock.unregister(self)
             if own_client:
                 await client.aclose()
         return await self._finish(status, error)
@@ -288,7 +301,7 @@ class RunRunner:
                     "reason": exc.message,
                 }
                 self._add("streamscope.resume", json.dumps(note), self._now(), 0)
-                self._wake.set()
+                self.kick()
                 await asyncio.sleep(0.25 * 2 ** (attempts - 1))
                 continue
             except EventTooLarge as exc:

@@ -269,3 +269,52 @@ async def test_chat_completion_cut_by_length_is_incomplete(upstream, user):
     upstream.scripts.append(Script(steps=[(0, body)]))
     run = await new_run(user, provider="scripted-chat")
     assert await RunRunner(run.pk).execute() == RunStatus.INCOMPLETE
+
+
+async def test_many_runs_are_flushed_by_one_clock_together(upstream, user, monkeypatch):
+    from streams import flushclock, store
+
+    rounds = []
+    real = store.append_many
+    monkeypatch.setattr(store, "append_many", lambda batches: (rounds.append(len(batches)), real(batches))[1])
+    words = [f"w{i} " for i in range(20)]
+    runs = [await new_run(user) for _ in range(6)]
+    for _ in runs:
+        body = sse(*text_stream(words))
+        upstream.scripts.append(Script(steps=[(0.01, body[i:i + 200]) for i in range(0, len(body), 200)]))
+    statuses = await asyncio.gather(*(RunRunner(run.pk).execute() for run in runs))
+    assert statuses == [RunStatus.COMPLETED] * 6
+    for run in runs:
+        run, rows = await stored(run)
+        assert [r[0] for r in rows] == list(range(len(words) + 3)) and run.output_text == "".join(words)
+    assert max(rounds) > 1  # batches of several runs shared a transaction
+    assert not flushclock.flush_clock().runs  # every run left the clock
+
+
+async def test_a_tick_that_arrives_after_the_final_flush_changes_nothing(upstream, user):
+    upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a", "b"])))]))
+    run = await new_run(user)
+    runner = RunRunner(run.pk)
+    assert await runner.execute() == RunStatus.COMPLETED
+    runner.text_parts.append("late")
+    runner._last_text_save = 0.0
+    await runner.flush()  # what a tick computed before the run ended would do
+    run, _ = await stored(run)
+    assert run.output_text == "ab" and run.status == RunStatus.COMPLETED
+
+
+async def test_a_failing_store_ends_the_run_failed_instead_of_losing_events_silently(upstream, user, monkeypatch):
+    from streams import store
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    words = [f"w{i} " for i in range(2000)]
+    upstream.scripts.append(Script(steps=[(0, sse(*text_stream(words)))]))
+    run = await new_run(user)
+    runner = RunRunner(run.pk)
+    runner.flush_max = 10
+    monkeypatch.setattr(store, "write_batch", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        await runner.execute()  # even the final write fails: the error reaches the launcher
+    assert runner._flush_error is not None
