@@ -8,21 +8,9 @@ import {
   positionAfterSeq, positionAtTime, replayTimes, step,
 } from "./replay_clock.js";
 
-const MAX_PER_FRAME = 4000;
+export { fetchAllEvents } from "./event_pages.js";
 
-// All stored events of a run, page by page, from the JSON API.
-export async function fetchAllEvents(runId) {
-  const events = [];
-  let after = -1;
-  for (;;) {
-    const response = await fetch(`/api/runs/${runId}/events/?after=${after}&limit=5000`, { credentials: "same-origin" });
-    if (!response.ok) throw new Error(`could not load the events of run ${runId}: HTTP ${response.status}`);
-    const page = await response.json();
-    events.push(...page.events);
-    if (page.next_after === null || !page.events.length) return events;
-    after = page.next_after;
-  }
-}
+const MAX_PER_FRAME = 4000;
 
 // A track: one run's events replayed into one RunView. offset shifts it on the shared axis
 // (compare aligned at first token: offset = that run's time to first token).

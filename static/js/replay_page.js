@@ -21,7 +21,7 @@ async function main() {
   view.setConnection("loading events…");
   let events;
   try {
-    events = await fetchAllEvents(run.id);
+    events = await fetchAllEvents(run.id, run.event_count);
   } catch (err) {
     view.setError({ message: err.message });
     return;

@@ -1,9 +1,9 @@
 // Watching a run over its websocket: exactly-once, in-order delivery of event records,
 // with automatic reconnection (resuming after the last seq seen) and gap refill from the API.
 
+import { fetchRange } from "./event_pages.js";
+
 const RETRY_MS = [250, 500, 1000, 2000, 4000, 8000];
-const PAGE_SIZE = 5000; // the events API's largest page
-const PAGES_IN_FLIGHT = 4;
 
 export class RunSocket {
   constructor(runId, { after = -1, onEvents, onStatus, onConnection, onFlag } = {}) {
@@ -62,8 +62,7 @@ export class RunSocket {
   }
 
   // A page that knows the run already has `count` stored events: fetch those through the API
-  // (pages of 5,000 with several in flight: 3x faster than the websocket's backlog for a 20,000
-  // event run) while the websocket opens after them; its frames wait until the history is in.
+  // (pipelined pages, event_pages.js: faster than the websocket's backlog for a 20,000-event run) while the websocket opens after them; its frames wait until the history is in.
   startWithHistory(count) {
     if (!(count > 0)) {
       this.start();
@@ -108,36 +107,11 @@ export class RunSocket {
     this.onEvents(fresh);
   }
 
-  // Fetch stored events after lastSeq up to `upto` (inclusive) from the API. Seqs are dense, so
-  // the pages' offsets are known up front and up to PAGES_IN_FLIGHT are requested at once; the
-  // pages are still delivered in order and filtered, so a short page only costs another round.
+  // Fetch stored events after lastSeq up to `upto` (inclusive) from the API.
   async refill(upto) {
-    while (this.lastSeq < upto) {
-      const pages = [];
-      for (let after = this.lastSeq; after < upto && pages.length < PAGES_IN_FLIGHT; after += PAGE_SIZE) {
-        pages.push(this.fetchPage(after, Math.min(PAGE_SIZE, upto - after)));
-      }
-      // Settle all before throwing, so no request is left unobserved.
-      const results = await Promise.allSettled(pages);
-      let progressed = false;
-      for (const result of results) {
-        if (result.status === "rejected") throw result.reason;
-        const events = result.value.events.filter((e) => e.seq > this.lastSeq && e.seq <= upto);
-        if (!events.length) continue;
-        if (progressed && events[0].seq !== this.lastSeq + 1) break; // a short page before: ask again
-        this.lastSeq = events[events.length - 1].seq;
-        this.onEvents(events);
-        progressed = true;
-      }
-      if (!progressed) return;
-    }
-  }
-
-  async fetchPage(after, limit) {
-    const response = await fetch(`/api/runs/${this.runId}/events/?after=${after}&limit=${limit}`, {
-      credentials: "same-origin",
+    await fetchRange(this.runId, this.lastSeq, upto, (events) => {
+      this.lastSeq = events[events.length - 1].seq;
+      this.onEvents(events);
     });
-    if (!response.ok) throw new Error(`refill failed: HTTP ${response.status}`);
-    return response.json();
   }
 }

@@ -27,12 +27,15 @@ globalThis.fetch = async (url) => {
   const params = new URL(url, "http://test").searchParams;
   const after = Number(params.get("after"));
   const limit = Number(params.get("limit"));
-  const events = stored.filter((e) => e.seq > after).slice(0, limit);
-  return { ok: true, json: async () => ({ events, next_after: null }) };
+  const rest = stored.filter((e) => e.seq > after);
+  const events = rest.slice(0, limit);
+  const nextAfter = rest.length > limit ? events[events.length - 1].seq : null;
+  return { ok: true, json: async () => ({ events, next_after: nextAfter }) };
 };
 globalThis.setTimeout = (fn) => { fn(); return 0; };
 
 const { RunSocket } = await import("../../static/js/socket.js");
+const { fetchAllEvents } = await import("../../static/js/event_pages.js");
 
 function frame(socket, events) {
   socket.ws.onmessage({ data: JSON.stringify({ type: "events", events }) });
@@ -107,4 +110,14 @@ test("no stored events: just the websocket, from the start", async () => {
   const socket = new RunSocket(13, {});
   socket.startWithHistory(0);
   assert.equal(sockets.at(-1).url, "ws://test/ws/runs/13/?after=-1");
+});
+
+test("fetchAllEvents: pipelined up to the known count, then whatever the store has beyond it", async () => {
+  stored = Array.from({ length: 12010 }, (_, seq) => ({ seq, t: seq, type: "x", data: {} }));
+  for (const count of [12000, 0, 20000]) {
+    fetched.length = 0;
+    const events = await fetchAllEvents(5, count);
+    assert.deepEqual(events.map((e) => e.seq), [...Array(12010).keys()], `count ${count}`);
+  }
+  stored = stored.slice(0, 50);
 });
