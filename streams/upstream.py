@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
+from streams.netbackend import AsyncioBackend
 from streams.providers import Provider
 
 ERROR_BODY_LIMIT = 64 * 1024
@@ -52,10 +54,27 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
+def _transport() -> httpx.AsyncHTTPTransport:
+    """httpx's transport with its connection pool on streams.netbackend's asyncio backend (a
+    cheaper read per event than anyio's). httpx has no argument for the backend, so the pool it
+    built is replaced by an equal one that has it; httpx is pinned below 0.29 for this."""
+    transport = httpx.AsyncHTTPTransport(verify=_tls_context(), trust_env=False)
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=_tls_context(),
+        max_connections=100,  # httpx's default limits
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        http1=True,
+        http2=False,
+        network_backend=AsyncioBackend(),
+    )
+    return transport
+
+
 def make_client(connect_timeout: float, stall_timeout: float) -> httpx.AsyncClient:
     # read= is the stall limit: the longest wait for the next bytes of the body.
     timeout = httpx.Timeout(connect=connect_timeout, read=stall_timeout, write=30.0, pool=connect_timeout)
-    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, verify=_tls_context())
+    return httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, transport=_transport())
 
 
 async def _read_error_body(response: httpx.Response) -> Any:
