@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/history.py
 	$(BIN)/python bench/timeline.py
 	$(BIN)/python bench/moderation.py
+	$(BIN)/python bench/reader.py
 
 clean:
 	rm -rf $(VENV) var staticfiles .pytest_cache
