@@ -55,9 +55,8 @@ class GroupPublisher:
                     await send_many([(name, message) for name, message, _ in group])
                     results: list[Any] = [None] * len(group)
                 else:
-                    results = await asyncio.gather(
-                        *(self.layer.group_send(name, message) for name, message, _ in group), return_exceptions=True
-                    )
+                    sends = (self.layer.group_send(name, message) for name, message, _ in group)
+                    results = await asyncio.gather(*sends, return_exceptions=True)
             except Exception as exc:
                 results = [exc] * len(group)
             for (*_, done), result in zip(group, results):
@@ -69,7 +68,10 @@ class GroupPublisher:
                     done.set_result(None)
 
 
-_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, GroupPublisher]] = weakref.WeakKeyDictionary()
+# Per event loop, per layer object (tests swap layers).
+_publishers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, GroupPublisher]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _publisher() -> GroupPublisher:

@@ -2,8 +2,8 @@
 
 The reader appends records to a buffer; the process's flush clock (streams/flushclock.py)
 writes the buffer to the database in one statement and then publishes it to viewers as one
-message, every few milliseconds, or the run does so itself as soon as the buffer fills. Database first, then publish: a viewer that misses a message can always
-refill from the store.
+message, every few milliseconds, or the run does so itself as soon as the buffer fills.
+Database first, then publish: a viewer that misses a message can always refill from the store.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def _json_values(count: int) -> list[str]:
 def _sqlite_insert_sql() -> str:
     table = connection.ops.quote_name(Event._meta.db_table)
     columns = ("run_id", "seq", "t", "type", "data")
-    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {', '.join(_json_values(len(columns)))} FROM json_each(%s) AS j"
+    values = ", ".join(_json_values(len(columns)))
+    return f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} FROM json_each(%s) AS j"
 
 
 def _insert_rows(rows: Sequence[Row]) -> None:
@@ -131,9 +132,11 @@ def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
             batch = _json_batch(params)
             if batch is not None:
                 # One statement for every run (see _insert_rows); the id is each row's last value.
-                assignments = ", ".join(f"{quote(c)} = {v}" for c, v in zip(columns, _json_values(len(columns))))
-                _execute_unlogged(cursor, f"UPDATE {table} SET {assignments} FROM json_each(%s) AS j "
-                                  f"WHERE {table}.{quote('id')} = json_extract(j.value, '$[{len(columns)}]')", batch)
+                values = _json_values(len(columns) + 1)  # the run's id last
+                assignments = ", ".join(f"{quote(c)} = {v}" for c, v in zip(columns, values))
+                sql = (f"UPDATE {table} SET {assignments} FROM json_each(%s) AS j "
+                       f"WHERE {table}.{quote('id')} = {values[-1]}")
+                _execute_unlogged(cursor, sql, batch)
                 continue
             assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
             cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)
