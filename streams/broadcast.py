@@ -7,11 +7,12 @@ is written first and viewers refill any gap from it: see dashboard/consumers.py.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import weakref
 from typing import Any
 
 from channels.layers import get_channel_layer
+
+from streams.rounds import Rounds
 
 
 def group_name(run_id: int) -> str:
@@ -27,45 +28,28 @@ async def publish_events(run_id: int, first_seq: int, encoded_events: list[str])
     await _publisher().send(group_name(run_id), message)
 
 
-class GroupPublisher:
+class GroupPublisher(Rounds[tuple[str, dict[str, Any]]]):
     """Like streams.store.GroupWriter, for publishing: a message waits while a send is in flight,
     and the next send takes every message that arrived meanwhile, as one ``group_send_many`` when
     the layer has it (streams/redis_layer.py: one Redis round trip), else side by side."""
 
+    task_name = "streamscope-group-publisher"
+
     def __init__(self, layer: Any) -> None:
+        super().__init__()
         self.layer = layer
-        self._pending: list[tuple[str, dict[str, Any], asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
 
     async def send(self, group: str, message: dict[str, Any]) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._pending.append((group, message, done))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain(), name="streamscope-group-publisher",
-                                          context=contextvars.Context())
-        await done
+        await self.submit((group, message))
 
-    async def _drain(self) -> None:
+    async def send_round(self, items: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
         send_many = getattr(self.layer, "group_send_many", None)
-        while self._pending:
-            group, self._pending = self._pending, []
-            try:
-                if send_many is not None and len(group) > 1:
-                    await send_many([(name, message) for name, message, _ in group])
-                    results: list[Any] = [None] * len(group)
-                else:
-                    sends = (self.layer.group_send(name, message) for name, message, _ in group)
-                    results = await asyncio.gather(*sends, return_exceptions=True)
-            except Exception as exc:
-                results = [exc] * len(group)
-            for (*_, done), result in zip(group, results):
-                if done.done():
-                    continue
-                if isinstance(result, BaseException):
-                    done.set_exception(result)
-                else:
-                    done.set_result(None)
+        if send_many is not None and len(items) > 1:
+            await send_many(items)
+            return [None] * len(items)
+        results = await asyncio.gather(*(self.layer.group_send(name, message) for name, message in items),
+                                       return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
 
 # Per event loop, per layer object (tests swap layers).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import re
 import sqlite3
@@ -17,9 +16,11 @@ from django.utils import timezone
 
 from streams.models import Event, Run
 from streams.records import encode_record
+from streams.rounds import Rounds
 
 _INSERT = None
 Row = tuple[int, int, float, str, str]  # (run_id, seq, t, type, data)
+Batch = tuple[int, Sequence[Row], dict[str, Any] | None]  # (run_id, rows, run fields)
 
 
 def _insert_sql() -> str:
@@ -108,7 +109,7 @@ def append_events(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] |
 FLUSH_FIELDS = frozenset({"event_count", "heartbeat_at", "last_upstream_seq", "response_id", "output_text"})
 
 
-def append_many(batches: Sequence[tuple[int, Sequence[Row], dict[str, Any] | None]]) -> None:
+def append_many(batches: Sequence[Batch]) -> None:
     """Several runs' batches in one transaction: one insert for all rows, then the runs' updates."""
     with transaction.atomic():
         _insert_rows([row for _, rows, _ in batches for row in rows])
@@ -148,7 +149,7 @@ def _db_value(column: str, value: Any) -> Any:
     return value
 
 
-class GroupWriter:
+class GroupWriter(Rounds[Batch]):
     """Group commit for every run executing on one event loop.
 
     Each run flushes every few milliseconds; with hundreds of runs in a process, one transaction
@@ -157,45 +158,27 @@ class GroupWriter:
     batch that arrived meanwhile: one transaction per round, no delay when the process is idle.
     """
 
-    def __init__(self) -> None:
-        self._pending: list[tuple[int, Sequence[Row], dict[str, Any] | None, asyncio.Future]] = []
-        self._task: asyncio.Task | None = None
+    task_name = "streamscope-group-writer"
 
     async def write(self, run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] | None) -> None:
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._pending.append((run_id, rows, run_fields, done))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain(), name="streamscope-group-writer",
-                                          context=contextvars.Context())
-        await done
+        await self.submit((run_id, rows, run_fields))
 
-    async def _drain(self) -> None:
-        while self._pending:
-            group, self._pending = self._pending, []
+    async def send_round(self, items: list[Batch]) -> list[BaseException | None]:
+        try:
+            await database_sync_to_async(append_many)(items)
+            return [None] * len(items)
+        except Exception:
+            pass
+        # One bad batch must not fail its neighbours: write each on its own.
+        results: list[BaseException | None] = []
+        for run_id, rows, run_fields in items:
             try:
-                await database_sync_to_async(append_many)([item[:3] for item in group])
-            except Exception:
-                # One bad batch must not fail its neighbours: write each on its own.
-                for run_id, rows, run_fields, done in group:
-                    try:
-                        await database_sync_to_async(append_events)(run_id, rows, run_fields)
-                    except Exception as exc:
-                        _settle(done, exc)
-                    else:
-                        _settle(done, None)
+                await database_sync_to_async(append_events)(run_id, rows, run_fields)
+            except Exception as exc:
+                results.append(exc)
             else:
-                for *_, done in group:
-                    _settle(done, None)
-
-
-def _settle(done: asyncio.Future, error: BaseException | None) -> None:
-    if done.done():  # the flushing run was cancelled meanwhile; the write happened anyway
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+                results.append(None)
+        return results
 
 
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupWriter] = weakref.WeakKeyDictionary()
