@@ -99,13 +99,13 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict]:
     call_command("migrate", verbosity=0)
     user, _ = get_user_model().objects.get_or_create(username="bench")
     from streams.models import Run
-    from streams.runner import RunRunner
-    from streams.runs import create_run
+    from streams.live.executor import RunExecutor
+    from streams.live.control import create_run
 
     run = create_run(user, "simulator", "sim-text", "benchmark", "", {"metadata": body_for(tokens)["metadata"], "background": False})
 
     async def go():
-        runner = RunRunner(run.pk)
+        runner = RunExecutor(run.pk)
         start = time.perf_counter()
         await runner.execute()
         end = time.perf_counter()

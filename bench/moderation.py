@@ -25,7 +25,7 @@ import django  # noqa: E402
 django.setup()
 
 from streams.models import ModerationRule  # noqa: E402
-from streams.moderation import LiveModerator  # noqa: E402
+from streams.review.moderation import LiveModerator  # noqa: E402
 
 REGEXES = [r"sk-[A-Za-z0-9]{20,}", r"\b\d{3}-\d{2}-\d{4}\b", r"password\s*[:=]\s*\S+", r"(?:zq|xj)\w+tion",
            r"BEGIN [A-Z ]+PRIVATE KEY", r"\b[A-Z]{2}\d{2}[A-Z0-9]{10,30}\b", r"ignore (?:all|previous) instructions",

@@ -1,5 +1,5 @@
 """Reader benchmark: CPU per event of reading many slow streams, httpx's default network backend
-beside Streamscope's asyncio backend (streams/netbackend.py).
+beside Streamscope's asyncio backend (streams/upstream/asyncio_backend.py).
 
 A server process writes N chunked streams of small SSE events at R events/s each (one write per
 event, as the simulator and real upstreams do); this process reads them all through httpx with
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 
-from streams.upstream import make_client  # noqa: E402
+from streams.upstream.client import make_client  # noqa: E402
 
 EVENT = b'data: {"type":"response.output_text.delta","sequence_number":1,"delta":" word","item_id":"msg_1"}\n\n'
 

@@ -90,8 +90,8 @@ def create_run(count: int) -> int:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from streams import store
-    from streams.metrics import compute_metrics
+    from streams.pipeline import store
+    from streams.protocol.metrics import compute_metrics
     from streams.models import Run
 
     call_command("migrate", verbosity=0)

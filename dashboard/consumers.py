@@ -13,7 +13,6 @@ store a page at a time. Memory per viewer stays bounded; the run and other viewe
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import time
@@ -25,11 +24,12 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from streams import store
-from streams.broadcast import group_name
+from dashboard.serializers import flags_json
+from dashboard.twisted_shim import transport_of, unsent_bytes
+from streams.pipeline import store
+from streams.pipeline.broadcast import group_name
 from streams.models import TERMINAL_STATUSES, Run
-from streams.moderation import flags_json
-from streams.records import events_frame
+from streams.protocol.records import events_frame
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +45,6 @@ STATUS_CHECK_S = 5.0  # a live socket that hears nothing this long checks whethe
 FRAME_MAX_CHARS = 200_000
 
 
-def _transport_of(send: Any) -> Any | None:
-    """Daphne's Twisted transport behind an ASGI ``send`` (``partial(server.handle_reply,
-    protocol)``, possibly wrapped by Channels' session middleware), or None under another server
-    or a test communicator: then nothing is bounded."""
-    for _ in range(4):
-        if isinstance(send, functools.partial) and send.args:
-            transport = getattr(send.args[0], "transport", None)
-            if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
-                return transport
-            return None
-        send = getattr(getattr(send, "__self__", None), "real_send", None)  # InstanceSessionWrapper
-    return None
-
-
-def unsent_bytes(transport: Any) -> int:
-    """Bytes written to a Twisted TCP transport that the kernel has not accepted yet."""
-    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-
-
 @database_sync_to_async
 def _load_run(run_id: int) -> Run | None:
     return Run.objects.filter(pk=run_id).first()
@@ -72,8 +53,7 @@ def _load_run(run_id: int) -> Run | None:
 @database_sync_to_async
 def _load_visible_run(run_id: int, user: Any) -> Run | None:
     # visible_to may read the user's groups (reviewers): a query, so not on the event loop.
-    run = Run.objects.filter(pk=run_id).first()
-    return run if run is not None and run.visible_to(user) else None
+    return Run.objects.visible_to(user).filter(pk=run_id).first()
 
 
 @database_sync_to_async
@@ -99,7 +79,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.last_sent = -1
         self.joined = False
         self.behind = False
-        self.transport = _transport_of(self.base_send)
+        self.transport = transport_of(self.base_send)
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)

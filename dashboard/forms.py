@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from streams.providers import get_providers
+from streams.upstream.providers import get_providers
 
 # Parameters passed through to the upstream body, with their accepted types and ranges.
 PARAM_RULES: dict[str, tuple[type | tuple[type, ...], float | None, float | None]] = {

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "streams",
+    "simulator",
     "dashboard",
 ]
 
@@ -155,7 +156,7 @@ if REDIS_URL:
         # like every layer: viewers refill gaps from the database.
         "default": {
             # channels_redis' pub/sub layer, with a round's batches published in one round trip.
-            "BACKEND": "streams.redis_layer.BatchPubSubChannelLayer",
+            "BACKEND": "streams.pipeline.redis_layer.BatchPubSubChannelLayer",
             "CONFIG": {"hosts": [_REDIS_HOST], "prefix": REDIS_PREFIX},
         },
         # Stream workers: a queue (each launch goes to one worker and waits up to `expiry` for
@@ -177,7 +178,7 @@ else:
     CHANNEL_LAYERS = {
         "default": {
             # Channels' InMemoryChannelLayer minus a deep copy of each event batch per viewer.
-            "BACKEND": "streams.memory_layer.BatchInMemoryChannelLayer",
+            "BACKEND": "streams.pipeline.memory_layer.BatchInMemoryChannelLayer",
             # Each message is a batch of events, so 1000 batches is a lot of headroom.
             "CONFIG": {"capacity": 1000, "expiry": 30},
         }
@@ -188,7 +189,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-CSRF_FAILURE_VIEW = "dashboard.views.csrf_failure"
+CSRF_FAILURE_VIEW = "dashboard.pages.errors.csrf_failure"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -232,7 +233,7 @@ STREAMSCOPE_LAUNCHER = os.environ.get("STREAMSCOPE_LAUNCHER", "asyncio")
 # How many runs one stream worker executes at once before it leaves new ones to other workers.
 STREAMSCOPE_WORKER_MAX_RUNS = int(os.environ.get("STREAMSCOPE_WORKER_MAX_RUNS", "500"))
 # Flush buffered events to the database and the channel layer this often; with many runs in one
-# process the interval grows towards the maximum (streams/flushclock.py, docs/performance.md).
+# process the interval grows towards the maximum (streams/pipeline/flush_clock.py, docs/performance.md).
 STREAMSCOPE_FLUSH_INTERVAL_MS = float(os.environ.get("STREAMSCOPE_FLUSH_INTERVAL_MS", "25"))
 STREAMSCOPE_FLUSH_INTERVAL_MAX_MS = float(os.environ.get("STREAMSCOPE_FLUSH_INTERVAL_MAX_MS", "100"))
 STREAMSCOPE_FLUSH_MAX_EVENTS = int(os.environ.get("STREAMSCOPE_FLUSH_MAX_EVENTS", "500"))

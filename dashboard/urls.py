@@ -3,40 +3,42 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from dashboard import api, compare_api, replay_api, timeline_views, views
-from dashboard import review_views
-from dashboard import import_views
+from dashboard.api import compare as compare_api
+from dashboard.api import fanout as fanout_api
+from dashboard.api import replay as replay_api
+from dashboard.api import runs as runs_api
 from dashboard.auth import RateLimitedLoginView
+from dashboard.pages import compare, exports, imports, replay, review, runs
 
 urlpatterns = [
-    path("", views.playground, name="playground"),
-    path("runs/", views.run_list, name="run_list"),
-    path("runs/<int:run_id>/", views.run_detail, name="run_detail"),
-    # Import and export of recorded streams (issue 3).
-    path("runs/import/", import_views.import_run, name="run_import"),
-    path("runs/<int:run_id>/export.sse", import_views.export_sse, name="run_export_sse"),
-    path("runs/<int:run_id>/export.jsonl", import_views.export_jsonl, name="run_export_jsonl"),
-    path("api/runs/", api.runs, name="api_runs"),
-    path("api/runs/<int:run_id>/", api.run_detail, name="api_run_detail"),
-    path("api/runs/<int:run_id>/events/", api.run_events, name="api_run_events"),
-    path("api/runs/<int:run_id>/cancel/", api.run_cancel, name="api_run_cancel"),
-    path("api/providers/", api.providers, name="api_providers"),
-    # Timelines: replay, replay as an upstream, compare, fan-out groups (issue 4).
-    path("runs/<int:run_id>/replay/", timeline_views.replay, name="run_replay"),
-    path("compare/", timeline_views.compare, name="compare"),
+    path("", runs.playground, name="playground"),
+    path("runs/", runs.run_list, name="run_list"),
+    path("runs/<int:run_id>/", runs.run_detail, name="run_detail"),
+    # Import and export of recorded streams.
+    path("runs/import/", imports.import_run, name="run_import"),
+    path("runs/<int:run_id>/export.sse", exports.export_sse, name="run_export_sse"),
+    path("runs/<int:run_id>/export.jsonl", exports.export_jsonl, name="run_export_jsonl"),
+    path("api/runs/", runs_api.runs, name="api_runs"),
+    path("api/runs/<int:run_id>/", runs_api.run_detail, name="api_run_detail"),
+    path("api/runs/<int:run_id>/events/", runs_api.run_events, name="api_run_events"),
+    path("api/runs/<int:run_id>/cancel/", runs_api.run_cancel, name="api_run_cancel"),
+    path("api/providers/", runs_api.providers, name="api_providers"),
+    # Timelines: replay, replay as an upstream, compare, fan-out groups.
+    path("runs/<int:run_id>/replay/", replay.replay, name="run_replay"),
+    path("compare/", compare.compare, name="compare"),
     path("replay/<int:run_id>/v1/responses", replay_api.responses, name="replay_upstream"),
     path("api/runs/<int:run_id>/replay-token/", replay_api.replay_token, name="api_replay_token"),
     path("api/compare/", compare_api.compare, name="api_compare"),
-    path("api/groups/", compare_api.groups, name="api_groups"),
-    path("api/groups/<int:group_id>/", compare_api.group_detail, name="api_group_detail"),
-    # Review queue (issue 5).
-    path("review/", review_views.review_queue, name="review_queue"),
-    path("review/<int:run_id>/verdict/", review_views.review_verdict, name="review_verdict"),
-    path("review/<int:run_id>/skip/", review_views.review_skip, name="review_skip"),
-    path("sim/v1/", include("streams.simulator.urls")),
+    path("api/groups/", fanout_api.groups, name="api_groups"),
+    path("api/groups/<int:group_id>/", fanout_api.group_detail, name="api_group_detail"),
+    # Review queue.
+    path("review/", review.review_queue, name="review_queue"),
+    path("review/<int:run_id>/verdict/", review.review_verdict, name="review_verdict"),
+    path("review/<int:run_id>/skip/", review.review_skip, name="review_skip"),
+    path("sim/v1/", include("simulator.urls")),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
 ]
 
-handler404 = "dashboard.views.not_found"
+handler404 = "dashboard.pages.errors.not_found"

@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Count, QuerySet
@@ -19,11 +20,11 @@ from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from streams.exports import export_jsonl
+from streams.history.export import export_jsonl
 from streams.models import ModerationResult, ModerationRule, Run, RunFlag, Verdict, is_reviewer
-from streams.rebuild import rebuild_output
-from streams.review import history, record_verdicts
-from streams.rules import RuleError, compile_rule, find_all
+from streams.protocol.rebuild import rebuild_output
+from streams.review.verdicts import history, record_verdicts
+from streams.review.rules import RuleError, compile_rule, find_all
 
 EVENTS_PER_PAGE = 100
 EVENT_DATA_PREVIEW = 2000
@@ -238,8 +239,28 @@ def run_review_context(run: Run, events_page: str | None) -> dict[str, Any]:
 
 # --- moderation rules -------------------------------------------------------------------------
 
+class ModerationRuleForm(forms.ModelForm):
+    """A rule is saved only when it compiles (a bad regex, an empty list, a pattern too slow)."""
+
+    class Meta:
+        model = ModerationRule
+        fields = "__all__"
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if "patterns" in self.errors:
+            return data
+        try:
+            compile_rule(data.get("kind") or ModerationRule.Kind.KEYWORDS, data.get("patterns") or "",
+                         case_sensitive=bool(data.get("case_sensitive")), whole_words=bool(data.get("whole_words")))
+        except RuleError as exc:
+            self.add_error("patterns", str(exc))
+        return data
+
+
 @admin.register(ModerationRule)
 class ModerationRuleAdmin(admin.ModelAdmin):
+    form = ModerationRuleForm
     list_display = ("name", "kind", "scope", "action", "enabled", "case_sensitive", "runs_flagged", "updated_at")
     list_filter = ("enabled", "kind", "scope", "action")
     search_fields = ("name", "patterns")

@@ -32,12 +32,32 @@ ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.STREAMING})
 
 
 class ReviewState(models.TextChoices):
-    """Where a run stands in review; derived in one place: streams.review.refresh_review_state."""
+    """Where a run stands in review; derived in one place: streams.review.verdicts.refresh_review_state."""
 
     UNREVIEWED = "unreviewed"
     APPROVED = "approved"
     FLAGGED = "flagged"
     REJECTED = "rejected"
+
+
+class RunQuerySet(models.QuerySet):
+    """Who may do what with runs: the one access rule every page, API view, consumer and tool uses.
+
+    - *See* (read pages, API, websocket, export, compare, judge): the owner, staff and reviewers.
+    - *Act* (cancel, replay as an upstream, make replay tokens): the owner and staff only.
+    """
+
+    def visible_to(self, user: Any) -> RunQuerySet:
+        if not (user and user.is_authenticated and user.is_active):
+            return self.none()
+        if user.is_staff or is_reviewer(user):
+            return self
+        return self.filter(owner=user)
+
+    def controllable_by(self, user: Any) -> RunQuerySet:
+        if not (user and user.is_authenticated and user.is_active):
+            return self.none()
+        return self if user.is_staff else self.filter(owner=user)
 
 
 class Run(models.Model):
@@ -72,6 +92,8 @@ class Run(models.Model):
     review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED,
                                     db_index=True)
 
+    objects = RunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status"])]
@@ -96,8 +118,14 @@ class Run(models.Model):
         return value if isinstance(value, str) else json.dumps(value)
 
     def visible_to(self, user: Any) -> bool:
-        return bool(user and user.is_authenticated
-                    and (user.is_staff or user.pk == self.owner_id or is_reviewer(user)))
+        """The instance form of :meth:`RunQuerySet.visible_to`, for a run already loaded."""
+        if not (user and user.is_authenticated and user.is_active):
+            return False
+        return user.is_staff or user.pk == self.owner_id or is_reviewer(user)
+
+    def controllable_by(self, user: Any) -> bool:
+        """The instance form of :meth:`RunQuerySet.controllable_by`."""
+        return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.pk == self.owner_id))
 
 
 class Event(models.Model):
@@ -128,6 +156,14 @@ class Event(models.Model):
 # --- Timelines: fan-out groups and replay tokens (issue 4) ------------------------------------
 
 
+class RunGroupQuerySet(models.QuerySet):
+    def visible_to(self, user: Any) -> RunGroupQuerySet:
+        """A group is seen by its owner and staff (its runs keep their own rule)."""
+        if not (user and user.is_authenticated and user.is_active):
+            return self.none()
+        return self if user.is_staff else self.filter(owner=user)
+
+
 class RunGroup(models.Model):
     """Runs started together from one prompt (a playground fan-out), compared side by side."""
 
@@ -135,14 +171,17 @@ class RunGroup(models.Model):
     input = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    objects = RunGroupQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"Group {self.pk}"
 
-    def visible_to(self, user: Any) -> bool:
-        return bool(user and user.is_authenticated and (user.is_staff or user.pk == self.owner_id))
+    def run_ids(self) -> list[int]:
+        """The group's runs in column order."""
+        return list(self.members.order_by("position").values_list("run_id", flat=True))
 
 
 class RunGroupMember(models.Model):
@@ -228,16 +267,6 @@ class ModerationRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        from streams.rules import RuleError, compile_rule
-
-        try:
-            compile_rule(self.kind, self.patterns, case_sensitive=self.case_sensitive, whole_words=self.whole_words)
-        except RuleError as exc:
-            raise ValidationError({"patterns": str(exc)}) from exc
 
 
 class RunFlag(models.Model):

@@ -158,7 +158,7 @@ async def test_unknown_api_route_is_json_404(user):
 
 
 async def test_a_run_cancelled_before_its_task_starts_still_ends(user):
-    from streams.launcher import AsyncioLauncher
+    from streams.live.launcher import AsyncioLauncher
 
     run = await sync_to_async(make_run)(user, status=RunStatus.QUEUED)
     launcher = AsyncioLauncher()

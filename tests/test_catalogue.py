@@ -9,10 +9,10 @@ import typing
 import pytest
 from openai.types.responses import ResponseStreamEvent
 
-from streams import catalogue
-from streams.catalogue import FAMILIES, FAMILY_NAMES, catalogue_json, describe, event_type_for
-from streams.metrics import TERMINAL_TYPES as METRICS_TERMINAL_TYPES
-from streams.metrics import is_token_delta
+from streams.protocol import catalogue
+from streams.protocol.catalogue import FAMILIES, FAMILY_NAMES, catalogue_json, describe, event_type_for
+from streams.protocol.metrics import TERMINAL_TYPES as METRICS_TERMINAL_TYPES
+from streams.protocol.metrics import is_token_delta
 
 
 def sdk_event_types() -> set[str]:

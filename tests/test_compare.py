@@ -1,10 +1,10 @@
-"""Comparing runs: the figures (streams/compare.py), /api/compare/ and the /compare/ page."""
+"""Comparing runs: the figures (streams/history/compare.py), /api/compare/ and the /compare/ page."""
 
 import json
 
 import pytest
 
-from streams.compare import (
+from streams.history.compare import (
     BadCompareRequest,
     cumulative_tokens,
     delta_to_first,

@@ -9,9 +9,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from dashboard.routing import websocket_urlpatterns
-from streams.broadcast import publish_events, publish_status
+from streams.pipeline.broadcast import publish_events, publish_status
 from streams.models import RunStatus
-from streams.records import encode_record
+from streams.protocol.records import encode_record
 from tests.factories import add_events, make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -150,7 +150,7 @@ async def test_a_live_batch_reaches_the_viewer_while_the_database_thread_is_busy
 
 
 async def test_expired_messages_are_still_swept_but_not_on_every_receive(monkeypatch):
-    from streams import memory_layer
+    from streams.pipeline import memory_layer
 
     layer = memory_layer.BatchInMemoryChannelLayer(expiry=0.05)
     sweeps = []

@@ -9,8 +9,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from streams.exports import export_jsonl, export_sse, sse_frame
-from streams.imports import import_stream
+from streams.history.export import export_jsonl, export_sse, sse_frame
+from streams.history.importer import import_stream
 from streams.models import Event, Run
 
 RECORDINGS_WITH_EVENT_LINES = [
@@ -88,7 +88,7 @@ def test_sse_export_gives_back_malformed_input(user):
 
 
 def test_sse_frames_of_runner_malformed_records():
-    # streams/runner.py marks stray lines with where="line" and bad data with where="data".
+    # streams/live/executor.py marks stray lines with where="line" and bad data with where="data".
     line = json.dumps({"raw": "<html>", "error": "line is not an SSE field", "where": "line"})
     bad = json.dumps({"raw": "{x", "error": "invalid JSON in data line: ...", "event": "e", "where": "data"})
     assert sse_frame("streamscope.malformed", line) == "<html>\n\n"

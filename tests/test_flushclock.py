@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from streams import flushclock
-from streams.flushclock import FlushClock, interval_for
+from streams.pipeline import flush_clock as flushclock
+from streams.pipeline.flush_clock import FlushClock, interval_for
 
 
 class FakeRun:

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from streams.groups import Variant
+from streams.live.fanout import Variant
 from streams.models import Run, RunGroup
 from tests.test_runner import text_stream
 from tests.upstreams import Script, ScriptedUpstream, sse

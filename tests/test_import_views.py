@@ -10,8 +10,8 @@ from asgiref.sync import sync_to_async
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import AsyncClient, Client
 
-from streams.exports import export_jsonl, export_sse
-from streams.imports import import_stream
+from streams.history.export import export_jsonl, export_sse
+from streams.history.importer import import_stream
 from streams.models import Run
 
 SSE = (
@@ -197,7 +197,7 @@ async def logged_in(user) -> AsyncClient:
 
 @pytest.mark.django_db(transaction=True)
 async def test_exports_stream_sse_and_jsonl_to_the_owner(user, monkeypatch):
-    monkeypatch.setattr("dashboard.import_views.EXPORT_BATCH", 2)  # several trips to the database
+    monkeypatch.setattr("dashboard.pages.exports.EXPORT_BATCH", 2)  # several trips to the database
     run = await sync_to_async(import_stream)(SSE.encode(), owner=user, filename="a.sse")
     client = await logged_in(user)
     sse = await client.get(f"/runs/{run.pk}/export.sse")

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.imports import ImportFailed, import_stream, parse_stream
+from streams.history.importer import ImportFailed, import_stream, parse_stream
 from streams.models import Event, Run
 
 EXPECTED_STATUS = {

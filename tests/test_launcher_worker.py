@@ -13,14 +13,15 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import OperationalError
 
-from streams import worker as worker_module
+from streams.live import worker as worker_module
 from django.core.exceptions import ImproperlyConfigured
 
-from streams.launcher import AsyncioLauncher, WorkerLauncher, get_launcher, use_launcher
+from streams.live.launcher import AsyncioLauncher, get_launcher, use_launcher
+from streams.live.worker import WorkerLauncher
 from streams.models import Run, RunStatus
-from streams.runner import WORKER_NAME
-from streams.runs import create_run
-from streams.worker import RUNS_CHANNEL, StreamWorker
+from streams.live.executor import WORKER_NAME
+from streams.live.control import create_run
+from streams.live.worker import RUNS_CHANNEL, StreamWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -127,7 +128,7 @@ async def test_a_full_worker_leaves_new_runs_queued_until_it_has_room(simulator,
 
 async def test_a_run_recovery_claimed_in_a_web_process_is_released_for_a_worker(worker, user):
     run = await new_run(user)
-    # What streams.recovery does before it relaunches: claim the row for this process.
+    # What streams.live.recovery does before it relaunches: claim the row for this process.
     await Run.objects.filter(pk=run.pk).aupdate(worker=WORKER_NAME)
     assert not await database_sync_to_async(worker_module.claim)(run.pk)
     await WorkerLauncher().launch(run.pk)

@@ -1,4 +1,4 @@
-from streams.metrics import MetricsAccumulator, compute_metrics, percentile
+from streams.protocol.metrics import MetricsAccumulator, compute_metrics, percentile
 
 
 def test_percentile_nearest_rank():

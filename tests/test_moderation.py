@@ -11,11 +11,11 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from dashboard.routing import websocket_urlpatterns
-from streams import moderation_model
-from streams.broadcast import group_name
+from streams.review import moderation_model
+from streams.pipeline.broadcast import group_name
 from streams.models import ModerationResult, ModerationRule, ReviewState, Run, RunFlag, RunStatus
-from streams.moderation import LiveModerator, fields_of, input_text
-from streams.runner import RunRunner
+from streams.review.moderation import LiveModerator, fields_of, input_text
+from streams.live.executor import RunExecutor
 from tests.factories import make_run
 from tests.test_runner import RESP, text_stream
 from tests.upstreams import Script, ScriptedUpstream, sse
@@ -120,7 +120,7 @@ async def test_a_flag_rule_flags_the_run_live_at_the_event_where_it_first_matche
     upstream.scripts.append(Script(steps=[(0, body[: len(body) // 2]), (0.05, body[len(body) // 2 :])]))
     run = await new_run(user)
     layer, channel = await listen(run.pk)
-    assert await RunRunner(run.pk).execute() == RunStatus.COMPLETED
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     (flag,) = await flags_of(run)
     # seqs: 0 created, 1 in_progress, 2.. deltas; "fr" + "uit" completes the match at delta 4 (seq 5).
     assert flag == {"rule_name": "no fruit", "action": "flag", "scope": "output_text", "seq": 5,
@@ -143,7 +143,7 @@ async def test_a_stop_rule_cuts_the_stream_right_there(upstream, user):
     # The rest would come a second later; the run must not wait for it.
     upstream.scripts.append(Script(steps=[(0, sse(*first)), (1.0, sse(*rest))]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.CANCELLED
+    assert await RunExecutor(run.pk).execute() == RunStatus.CANCELLED
     run, rows = await reload(run)
     assert run.error["code"] == "moderation_stopped"
     assert "stopped by moderation rule “stopper”" in run.error["message"] and "event #4" in run.error["message"]
@@ -155,7 +155,7 @@ async def test_a_stop_rule_cuts_the_stream_right_there(upstream, user):
 async def test_a_stop_rule_on_the_input_never_sends_the_request(upstream, user):
     await rule("no secrets in prompts", r"sk-[A-Za-z0-9]{8,}", kind="regex", scope="input", action="stop")
     run = await new_run(user, input_text="my key is sk-abcdefgh1234, summarise it")
-    assert await RunRunner(run.pk).execute() == RunStatus.CANCELLED
+    assert await RunExecutor(run.pk).execute() == RunStatus.CANCELLED
     assert upstream.requests == []
     run, rows = await reload(run)
     assert rows == [] and "the request was not sent" in run.error["message"]
@@ -169,7 +169,7 @@ async def test_a_stop_rule_cancels_a_background_response_upstream(upstream, user
                                    ending="hang"))
     upstream.scripts.append(Script(content_type="application/json", steps=[(0, b"{}")]))
     run = await new_run(user, provider="scripted-bg", background=True)
-    assert await RunRunner(run.pk).execute() == RunStatus.CANCELLED
+    assert await RunExecutor(run.pk).execute() == RunStatus.CANCELLED
     assert upstream.requests[-1]["method"] == "POST"
     assert upstream.requests[-1]["path"].endswith(f"/responses/{RESP['id']}/cancel")
 
@@ -178,7 +178,7 @@ async def test_disabled_rules_do_nothing(upstream, user):
     await rule("off", "here", enabled=False)
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["here ", "it is"])))]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.COMPLETED
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     assert await flags_of(run) == []
     run, _ = await reload(run)
     assert run.review_state == ReviewState.UNREVIEWED
@@ -188,7 +188,7 @@ async def test_a_match_in_the_last_delta_is_flagged_when_the_stream_ends(upstrea
     await rule("last word", "goodbye")
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["say ", "goodbye"])))]))
     run = await new_run(user)
-    await RunRunner(run.pk).execute()
+    await RunExecutor(run.pk).execute()
     (flag,) = await flags_of(run)
     assert (flag["matched_text"], flag["seq"]) == ("goodbye", 3)
 
@@ -249,7 +249,7 @@ async def test_a_finished_run_is_checked_by_the_model_when_configured(upstream, 
     settings.STREAMSCOPE_MODERATION_URL = sim_server
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a bomb ", "in the text"])))]))
     run = await new_run(user)
-    await RunRunner(run.pk).execute()
+    await RunExecutor(run.pk).execute()
     for _ in range(100):
         result = await ModerationResult.objects.filter(run_id=run.pk).afirst()
         if result is not None:

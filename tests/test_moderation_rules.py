@@ -1,10 +1,10 @@
-"""The rules engine (streams/rules.py): validation, matches across delta boundaries, bounded work."""
+"""The rules engine (streams/review/rules.py): validation, matches across delta boundaries, bounded work."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.rules import (
+from streams.review.rules import (
     CONTEXT_CHARS,
     REGEX_DEFAULT_LOOKBACK,
     SLICE_CHARS,

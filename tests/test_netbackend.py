@@ -1,4 +1,4 @@
-"""The upstream clients' asyncio network backend (streams/netbackend.py) under httpcore/httpx:
+"""The upstream clients' asyncio network backend (streams/upstream/asyncio_backend.py) under httpcore/httpx:
 TLS, flow control on big bodies, and the errors httpx must keep raising. The runner's tests
 (tests/test_runner.py) cover stalls, drops and refused connections through the same client."""
 
@@ -14,8 +14,8 @@ import httpcore
 import httpx
 import pytest
 
-from streams.netbackend import HIGH_WATER, AsyncioBackend
-from streams.upstream import make_client
+from streams.upstream.asyncio_backend import HIGH_WATER, AsyncioBackend
+from streams.upstream.client import make_client
 
 
 async def start_server(body: bytes, ssl_context: ssl.SSLContext | None = None, close_after: int | None = None):

@@ -1,4 +1,4 @@
-"""The browser's OutputModel (static/js/output.js, run under Node) rebuilds what streams/rebuild.py
+"""The browser's OutputModel (static/js/output.js, run under Node) rebuilds what streams/protocol/rebuild.py
 rebuilds: the same output_text, item types in the same order, the same status and error, for
 every shared recording, every simulator scenario (Responses and Chat Completions) and a few
 hand-made edge cases (unknown types, malformed lines, events before their item)."""
@@ -11,11 +11,11 @@ import subprocess
 
 import pytest
 
-from streams.catalogue import catalogue_json, event_type_for
-from streams.imports import parse_stream
-from streams.rebuild import rebuild_output
-from streams.simulator.chat import plan_chat
-from streams.simulator.scenarios import SCENARIOS, build_events
+from streams.protocol.catalogue import catalogue_json, event_type_for
+from streams.history.importer import parse_stream
+from streams.protocol.rebuild import rebuild_output
+from simulator.chat import plan_chat
+from simulator.scenarios import SCENARIOS, build_events
 from tests.conftest import RECORDINGS, ROOT
 
 NODE = shutil.which("node")

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from channels.layers import get_channel_layer
 
-from streams import broadcast
-from streams.broadcast import GroupPublisher, group_name, publish_events
+from streams.pipeline import broadcast
+from streams.pipeline.broadcast import GroupPublisher, group_name, publish_events
 from tests.scaled import REDIS_URL, services_missing
 
 
@@ -67,7 +67,7 @@ async def test_the_in_memory_layer_receives_every_runs_batch_in_order():
 
 @pytest.mark.skipif(services_missing() is not None, reason=f"needs Redis: {services_missing()}")
 async def test_the_redis_layer_publishes_a_round_in_one_pipeline_to_the_right_groups():
-    from streams.redis_layer import BatchPubSubChannelLayer
+    from streams.pipeline.redis_layer import BatchPubSubChannelLayer
 
     layer = BatchPubSubChannelLayer(hosts=[REDIS_URL], prefix=f"test-{uuid.uuid4().hex[:8]}")
     try:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from openai.types.responses import Response
 
-from streams.catalogue import event_type_for
-from streams.rebuild import OutputRebuilder, rebuild_output
-from streams.sse import SSEDecoder
+from streams.protocol.catalogue import event_type_for
+from streams.protocol.rebuild import OutputRebuilder, rebuild_output
+from streams.protocol.sse import SSEDecoder
 
 RECORDING_NAMES = [
     "background-resume-starting-after-0.sse",
@@ -38,7 +38,7 @@ DONE_TYPES = ("done", "response.content_part.done", "response.output_item.done")
 
 
 def read_events(path: Path) -> list[tuple[str, object]]:
-    """(type, payload) pairs of a recording, decoded independently of streams.imports."""
+    """(type, payload) pairs of a recording, decoded independently of streams.history.importer."""
     decoder = SSEDecoder()
     frames = decoder.feed(path.read_bytes()) + decoder.close()[0]
     events: list[tuple[str, object]] = []

@@ -102,7 +102,7 @@ def test_find_orphans_judges_by_process_and_heartbeat(user, settings):
     from django.utils import timezone
 
     from streams.models import RunStatus
-    from streams.recovery import HOST, find_orphans
+    from streams.live.recovery import HOST, find_orphans
     from tests.factories import make_run
 
     settings.STREAMSCOPE_STALE_AFTER_S = 10

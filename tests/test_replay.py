@@ -1,4 +1,4 @@
-"""Replay position logic (streams/replay.py) and its browser twin (static/js/replay_clock.js)."""
+"""Replay position logic (streams/history/replay_clock.py) and its browser twin (static/js/replay_clock.js)."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from streams.replay import (
+from streams.history.replay_clock import (
     MAX,
     UNTIMED_PACE_MS,
     BadReplayParameter,

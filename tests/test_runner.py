@@ -7,9 +7,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from streams.broadcast import group_name
+from streams.pipeline.broadcast import group_name
 from streams.models import Run, RunStatus
-from streams.runner import RunRunner
+from streams.live.executor import RunExecutor
 from tests.upstreams import Script, ScriptedUpstream, sse
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -85,7 +85,7 @@ async def test_a_good_stream_is_stored_exactly_and_published_once(upstream, user
     upstream.scripts.append(Script(steps=[(0, body[:100]), (0.02, body[100:300]), (0.02, body[300:])]))
     run = await new_run(user)
     layer, channel = await listen(run.pk)
-    assert await RunRunner(run.pk).execute() == RunStatus.COMPLETED
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     run, rows = await stored(run)
     assert [r[0] for r in rows] == list(range(len(events)))
     assert [r[2] for r in rows] == [e["type"] for e in events]
@@ -110,7 +110,7 @@ async def test_http_error_is_recorded_with_status_and_body(upstream, user):
     body = {"error": {"message": "Invalid 'temperature'", "type": "invalid_request_error", "code": "bad", "param": "temperature"}}
     upstream.scripts.append(Script(status=400, content_type="application/json", steps=[(0, json.dumps(body).encode())]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert rows == []
     assert run.error["http_status"] == 400
@@ -123,7 +123,7 @@ async def test_malformed_json_line_is_kept_and_the_stream_goes_on(upstream, user
     body = sse(*events[:3]) + b"data: {not json\n\n" + sse(*events[3:])
     upstream.scripts.append(Script(steps=[(0, body)]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.COMPLETED
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     run, rows = await stored(run)
     malformed = [r for r in rows if r[2] == "streamscope.malformed"]
     assert len(malformed) == 1
@@ -134,7 +134,7 @@ async def test_malformed_json_line_is_kept_and_the_stream_goes_on(upstream, user
 async def test_connection_refused_fails_clearly(settings, user):
     settings.STREAMSCOPE_EXTRA_PROVIDERS = json.dumps([{"name": "scripted", "base_url": "http://127.0.0.1:9/v1"}])
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, _ = await stored(run)
     assert run.error["code"] == "connect_error"
     assert "could not connect" in run.error["message"]
@@ -143,7 +143,7 @@ async def test_connection_refused_fails_clearly(settings, user):
 async def test_a_stall_ends_the_run_as_failed(upstream, user):
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a"], terminal=False)))], ending="hang"))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert run.error["code"] == "stalled"
     assert len(rows) == 3  # what arrived before the stall is kept
@@ -152,7 +152,7 @@ async def test_a_stall_ends_the_run_as_failed(upstream, user):
 async def test_a_dropped_connection_keeps_what_arrived(upstream, user):
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a", "b"], terminal=False)))], ending="drop"))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert run.error["code"] in ("connection_dropped", "truncated_stream")
     assert len(rows) == 4
@@ -168,7 +168,7 @@ async def test_nested_error_event_then_failed(upstream, user):
     ]
     upstream.scripts.append(Script(steps=[(0, sse(*events))]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert run.error == {"message": "You exceeded your quota", "code": "insufficient_quota"}
     assert [r[2] for r in rows] == ["response.created", "error", "response.failed"]
@@ -177,7 +177,7 @@ async def test_nested_error_event_then_failed(upstream, user):
 async def test_a_body_that_is_not_sse_is_recorded_and_fails(upstream, user):
     upstream.scripts.append(Script(content_type="text/html", steps=[(0, b"<html>\n<body>Bad gateway</body>\n</html>\n")]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert [json.loads(r[3])["raw"] for r in rows] == ["<html>", "<body>Bad gateway</body>", "</html>"]
     assert run.error["code"] == "truncated_stream"
@@ -188,7 +188,7 @@ async def test_an_oversized_event_fails_the_run_and_keeps_the_rest(upstream, use
     events = text_stream(["a"], terminal=False)
     upstream.scripts.append(Script(steps=[(0, sse(*events)), (0, b"data: " + b"x" * 20_000)], ending="hang"))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert run.error["code"] == "event_too_large"
     assert len(rows) == 3
@@ -200,7 +200,7 @@ async def test_resume_after_a_drop_keeps_every_event_exactly_once(upstream, user
     # The resumed stream starts after the last seq received (3), as OpenAI's does.
     upstream.scripts.append(Script(steps=[(0, sse(*events[4:]))]))
     run = await new_run(user, provider="scripted-bg", background=True)
-    assert await RunRunner(run.pk).execute() == RunStatus.COMPLETED
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     run, rows = await stored(run)
     upstream_rows = [r for r in rows if not r[2].startswith("streamscope.")]
     assert [json.loads(r[3])["sequence_number"] for r in upstream_rows] == list(range(len(events)))
@@ -214,7 +214,7 @@ async def test_cancel_stops_the_run_and_cancels_upstream(upstream, user):
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a"], terminal=False)))], ending="hang"))
     upstream.scripts.append(Script(content_type="application/json", steps=[(0, b"{}")]))
     run = await new_run(user, provider="scripted-bg", background=True)
-    task = asyncio.create_task(RunRunner(run.pk).execute())
+    task = asyncio.create_task(RunExecutor(run.pk).execute())
     for _ in range(100):
         await asyncio.sleep(0.02)
         if len((await stored(run))[1]) >= 3:
@@ -234,7 +234,7 @@ async def test_chat_completions_stream_ends_with_done(upstream, user):
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     upstream.scripts.append(Script(steps=[(0, body)]))
     run = await new_run(user, provider="scripted-chat")
-    assert await RunRunner(run.pk).execute() == RunStatus.COMPLETED
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     run, rows = await stored(run)
     assert [r[2] for r in rows] == ["chat.completion.chunk"] * 3 + ["streamscope.done"]
     assert run.output_text == "Hi there"
@@ -245,7 +245,7 @@ async def test_the_events_per_run_limit_stops_a_flood(upstream, user, settings):
     settings.STREAMSCOPE_MAX_EVENTS_PER_RUN = 5
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["w"] * 20)))]))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert run.error["code"] == "run_limit" and "limit of 5 events" in run.error["message"]
     assert len(rows) == 5
@@ -256,7 +256,7 @@ async def test_an_upstream_that_never_closes_is_ended(upstream, user, settings):
     keepalive = [(0.05, b": still here\n\n")] * 40  # bytes keep coming, so no stall, but no end either
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a"], terminal=False))), *keepalive], ending="hang"))
     run = await new_run(user)
-    assert await RunRunner(run.pk).execute() == RunStatus.FAILED
+    assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
     assert run.error["code"] == "run_limit" and "longer than the limit" in run.error["message"]
     assert len(rows) == 3
@@ -268,11 +268,12 @@ async def test_chat_completion_cut_by_length_is_incomplete(upstream, user):
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     upstream.scripts.append(Script(steps=[(0, body)]))
     run = await new_run(user, provider="scripted-chat")
-    assert await RunRunner(run.pk).execute() == RunStatus.INCOMPLETE
+    assert await RunExecutor(run.pk).execute() == RunStatus.INCOMPLETE
 
 
 async def test_many_runs_are_flushed_by_one_clock_together(upstream, user, monkeypatch):
-    from streams import flushclock, store
+    from streams.pipeline import flush_clock as flushclock
+    from streams.pipeline import store
 
     rounds = []
     real = store.append_many
@@ -282,7 +283,7 @@ async def test_many_runs_are_flushed_by_one_clock_together(upstream, user, monke
     for _ in runs:
         body = sse(*text_stream(words))
         upstream.scripts.append(Script(steps=[(0.01, body[i:i + 200]) for i in range(0, len(body), 200)]))
-    statuses = await asyncio.gather(*(RunRunner(run.pk).execute() for run in runs))
+    statuses = await asyncio.gather(*(RunExecutor(run.pk).execute() for run in runs))
     assert statuses == [RunStatus.COMPLETED] * 6
     for run in runs:
         run, rows = await stored(run)
@@ -294,7 +295,7 @@ async def test_many_runs_are_flushed_by_one_clock_together(upstream, user, monke
 async def test_a_tick_that_arrives_after_the_final_flush_changes_nothing(upstream, user):
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(["a", "b"])))]))
     run = await new_run(user)
-    runner = RunRunner(run.pk)
+    runner = RunExecutor(run.pk)
     assert await runner.execute() == RunStatus.COMPLETED
     runner.text_parts.append("late")
     runner._last_text_save = 0.0
@@ -304,7 +305,7 @@ async def test_a_tick_that_arrives_after_the_final_flush_changes_nothing(upstrea
 
 
 async def test_a_failing_store_ends_the_run_failed_instead_of_losing_events_silently(upstream, user, monkeypatch):
-    from streams import store
+    from streams.pipeline import store
 
     async def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -312,7 +313,7 @@ async def test_a_failing_store_ends_the_run_failed_instead_of_losing_events_sile
     words = [f"w{i} " for i in range(2000)]
     upstream.scripts.append(Script(steps=[(0, sse(*text_stream(words)))]))
     run = await new_run(user)
-    runner = RunRunner(run.pk)
+    runner = RunExecutor(run.pk)
     runner.flush_max = 10
     monkeypatch.setattr(store, "write_batch", broken)
     with pytest.raises(RuntimeError, match="disk full"):

@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
-from streams.simulator.pacing import encode_sse
-from streams.simulator.scenarios import SCENARIOS, build_events, scenario_ids
+from simulator.pacing import encode_sse
+from simulator.scenarios import SCENARIOS, build_events, scenario_ids
 
 FAST = {"sim_tokens_per_s": "max", "sim_tokens": "12"}
 PROMPT = "How do server-sent events work?"

@@ -1,4 +1,4 @@
-"""The simulator's pure parts: scenarios as event lists, no server (streams.simulator.*)."""
+"""The simulator's pure parts: scenarios as event lists, no server (simulator.*)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.responses import ResponseStreamEvent
 
-from streams.simulator import chat, images, moderation
-from streams.simulator.errors import SimulatorError
-from streams.simulator.request import parse_request
-from streams.simulator.scenarios import (
+from simulator import chat, images, moderation
+from simulator.errors import SimulatorError
+from simulator.request import parse_request
+from simulator.scenarios import (
     DEFAULT_SCENARIO,
     SCENARIOS,
     build_events,
@@ -26,7 +26,7 @@ from streams.simulator.scenarios import (
     plan_response,
     scenario_ids,
 )
-from streams.simulator.text import json_tokens, tokenize
+from simulator.text import json_tokens, tokenize
 
 SDK_CLASSES = {
     typing.get_args(cls.model_fields["type"].annotation)[0]: cls

@@ -15,9 +15,9 @@ from channels.testing import WebsocketCommunicator
 
 from dashboard import consumers
 from dashboard.consumers import RunConsumer
-from streams.broadcast import publish_events, publish_status
+from streams.pipeline.broadcast import publish_events, publish_status
 from streams.models import RunStatus
-from streams.records import encode_record
+from streams.protocol.records import encode_record
 from tests.conftest import start_daphne, stop_process
 from tests.e2e.conftest import manage
 from tests.factories import add_events, make_run

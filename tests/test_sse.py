@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.sse import EventTooLarge, SSEDecoder
+from streams.protocol.sse import EventTooLarge, SSEDecoder
 
 STREAM = (
     b"event: response.created\ndata: {\"a\":1}\n\n"

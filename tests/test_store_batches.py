@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from streams import store
+from streams.pipeline import store
 from streams.models import Event, Run, RunStatus
 from tests.factories import make_run
 

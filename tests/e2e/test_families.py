@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from streams.simulator.scenarios import SCENARIOS
+from simulator.scenarios import SCENARIOS
 from tests.conftest import RECORDINGS
 from tests.e2e.conftest import screenshot
 

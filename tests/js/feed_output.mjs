@@ -1,7 +1,7 @@
 // Feed event records to the browser's OutputModel under Node and print what it rebuilt.
 // stdin: {"catalogue": {...}, "runs": {"name": [{seq, t, type, data}, ...], ...}}
 // stdout: {"name": {"output_text", "items": [{key, type, index, done}], "status", "errors", "unknown", "malformed"}}
-// Used by tests/test_output_model.py to hold the JS model to streams/rebuild.py.
+// Used by tests/test_output_model.py to hold the JS model to streams/protocol/rebuild.py.
 
 import { OutputModel } from "../../static/js/output.js";
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.exports import export_jsonl, export_sse
+from streams.history.export import export_jsonl, export_sse
 from streams.models import Run
 
 EXPORTERS = {"sse": export_sse, "jsonl": export_jsonl}

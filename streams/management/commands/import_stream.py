@@ -7,7 +7,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.imports import ImportFailed, import_stream, max_import_bytes
+from streams.history.importer import ImportFailed, import_stream, max_import_bytes
 
 
 class Command(BaseCommand):

@@ -9,10 +9,10 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.broadcast import group_name
+from streams.pipeline.broadcast import group_name
 from streams.models import TERMINAL_STATUSES
-from streams.runner import RunRunner
-from streams.runs import TooManyActiveRuns, create_run
+from streams.live.executor import RunExecutor
+from streams.live.control import TooManyActiveRuns, create_run
 
 
 def _preview(data: object) -> str:
@@ -82,7 +82,7 @@ class Command(BaseCommand):
         layer = get_channel_layer()
         channel = await layer.new_channel()
         await layer.group_add(group_name(run_id), channel)
-        task = asyncio.create_task(RunRunner(run_id).execute())
+        task = asyncio.create_task(RunExecutor(run_id).execute())
         try:
             while True:
                 message = await layer.receive(channel)

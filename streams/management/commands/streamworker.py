@@ -10,11 +10,12 @@ import signal
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.launcher import use_launcher
-from streams.runner import WORKER_NAME
-from streams.worker import RUNS_CHANNEL, StreamWorker, workers_layer
+from streams.live.launcher import use_launcher
+from streams.live.recovery import start_housekeeping
+from streams.live.executor import WORKER_NAME
+from streams.live.worker import RUNS_CHANNEL, StreamWorker, workers_layer
 
-log = logging.getLogger("streams.worker")
+log = logging.getLogger("streams.live.worker")
 
 
 class Command(BaseCommand):
@@ -45,8 +46,6 @@ class Command(BaseCommand):
             os._exit(0)
 
     async def serve(self, max_runs: int | None, drain_seconds: float) -> int:
-        from streams.recovery import start_housekeeping
-
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,58 @@
+"""What every API view shares: the JSON error shape, login and method checks, body parsing."""
+
+from __future__ import annotations
+
+import json
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def error(message: str, code: str, status: int, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": {"message": message, "code": code, **extra}}, status=status)
+
+
+def run_not_found() -> JsonResponse:
+    return error("no such run (or it is not yours)", "not_found", 404)
+
+
+def api_view(*methods: str):
+    """Login (JSON 401, not a redirect) and allowed methods for an async API view."""
+
+    def decorate(view):
+        @login_not_required
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                return error(f"method {request.method} not allowed here", "method_not_allowed", 405)
+            user = await request.auser()
+            if not user.is_authenticated:
+                return error("log in first (session cookie)", "not_authenticated", 401)
+            request.user = user
+            return await view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def json_object_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
+    """The request's JSON object, or the JSON error response that explains why there is none."""
+    if request.content_type != "application/json":
+        return error("send a JSON body with Content-Type: application/json", "bad_request", 415)
+    try:
+        body = json.loads(request.body or b"null")
+    except ValueError as exc:
+        return error(f"the body is not valid JSON: {exc}", "bad_json", 400)
+    if not isinstance(body, dict):
+        return error("the body must be a JSON object", "bad_request", 400)
+    return body
+
+
+def form_errors(form: Any, prefix: str = "invalid request", **extra: Any) -> JsonResponse:
+    """A 400 naming the first problem in the message and every problem under ``fields``."""
+    fields = {name: [str(message) for message in messages] for name, messages in form.errors.items()}
+    first = next(iter(fields.values()))[0]
+    return error(f"{prefix}: {first}", "invalid", 400, fields=fields, **extra)

@@ -1,0 +1,124 @@
+"""Runs in the JSON API: list and start them, read one and its events, cancel one, list providers.
+
+Session cookie auth; writes need the X-CSRFToken header.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+from dashboard.api.common import api_view, error, form_errors, json_object_body, run_not_found
+from dashboard.forms import RunRequestForm
+from dashboard.serializers import run_json
+from streams.pipeline import store
+from streams.models import Run
+from streams.upstream.providers import get_providers
+from streams.live.control import TooManyActiveRuns, cancel_run, start_run
+
+PAGE_SIZE = 50
+MAX_EVENTS_PAGE = 5000
+
+
+@database_sync_to_async
+def _visible_run(user: Any, run_id: int) -> Run | None:
+    return Run.objects.visible_to(user).select_related("owner").filter(pk=run_id).first()
+
+
+@api_view("GET", "POST")
+async def runs(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return await _create_run(request)
+    return await database_sync_to_async(_list_runs)(request)
+
+
+def _list_runs(request: HttpRequest) -> JsonResponse:
+    try:
+        page = max(1, int(request.GET.get("page", "1")))
+    except ValueError:
+        return error("page must be a positive integer", "bad_request", 400)
+    runs_qs = Run.objects.visible_to(request.user).select_related("owner").order_by("-created_at", "-id")
+    if request.GET.get("all") != "1":
+        runs_qs = runs_qs.filter(owner=request.user)
+    start = (page - 1) * PAGE_SIZE
+    page_runs = list(runs_qs[start : start + PAGE_SIZE + 1])
+    has_next = len(page_runs) > PAGE_SIZE
+    return JsonResponse(
+        {"runs": [run_json(run) for run in page_runs[:PAGE_SIZE]], "page": page,
+         "next_page": page + 1 if has_next else None}
+    )
+
+
+async def _create_run(request: HttpRequest) -> HttpResponse:
+    body = json_object_body(request)
+    if isinstance(body, JsonResponse):
+        return body
+    for key in ("provider", "model", "input", "instructions"):
+        if key in body and not isinstance(body[key], str):
+            return error(f"{key} must be a string", "invalid", 400, fields={key: ["must be a string"]})
+    data = {"provider": "simulator", **{k: body[k] for k in ("provider", "model", "input", "instructions") if k in body}}
+    form = RunRequestForm({**data, "params": body.get("params")})
+    if not await database_sync_to_async(form.is_valid)():
+        return form_errors(form)
+    cleaned = form.cleaned_data
+    try:
+        run = await start_run(
+            request.user, cleaned["provider"], cleaned["model"], cleaned["input"],
+            cleaned.get("instructions", ""), cleaned["params"],
+        )
+    except TooManyActiveRuns as exc:
+        return error(str(exc), "too_many_active_runs", 429)
+    return JsonResponse(
+        {"id": run.pk, "status": run.status, "url": reverse("run_detail", args=[run.pk]), "ws": f"/ws/runs/{run.pk}/"},
+        status=201,
+    )
+
+
+@api_view("GET")
+async def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = await _visible_run(request.user, run_id)
+    if run is None:
+        return run_not_found()
+    return JsonResponse(run_json(run))
+
+
+@api_view("GET")
+async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = await _visible_run(request.user, run_id)
+    if run is None:
+        return run_not_found()
+    try:
+        after = int(request.GET.get("after", "-1"))
+        limit = int(request.GET.get("limit", "1000"))
+    except ValueError:
+        return error("after and limit must be integers", "bad_request", 400)
+    if limit < 1 or limit > MAX_EVENTS_PAGE:
+        return error(f"limit must be between 1 and {MAX_EVENTS_PAGE}", "bad_request", 400)
+    rows = await database_sync_to_async(store.encoded_events_after)(run.pk, max(after, -1), limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_after = rows[-1][0] if more and rows else None
+    # Records are spliced in pre-encoded: the event data goes out exactly as it was stored.
+    body = '{"events":[' + ",".join(encoded for _, encoded in rows) + '],"next_after":' + json.dumps(next_after) + "}"
+    return HttpResponse(body, content_type="application/json")
+
+
+@api_view("POST")
+async def run_cancel(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = await _visible_run(request.user, run_id)
+    if run is None:
+        return run_not_found()
+    if not await database_sync_to_async(run.controllable_by)(request.user):
+        return error("only the run's owner (or staff) can cancel it", "forbidden", 403)
+    await cancel_run(run)
+    run = await _visible_run(request.user, run_id)
+    return JsonResponse({"id": run.pk, "status": run.status}, status=202)
+
+
+@api_view("GET")
+async def providers(request: HttpRequest) -> HttpResponse:
+    return JsonResponse({"providers": [p.public() for p in get_providers().values()]})

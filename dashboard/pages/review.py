@@ -1,0 +1,108 @@
+"""The review queue: staff and members of the ``reviewer`` group judge finished runs one by one.
+
+``GET /review/`` shows the next run waiting (or ``?run=<id>``); verdicts and skips are POSTs
+that redirect back to the queue with the same filters. Everyone else gets a 403.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from dashboard.pages.common import CATALOGUE
+from dashboard.serializers import run_json
+from streams.models import ModerationResult, ModerationRule, Run, Verdict
+from streams.review.verdicts import (
+    QueueFilters,
+    history,
+    is_reviewer,
+    next_in_queue,
+    queue_runs,
+    record_verdict,
+    remember_skip,
+)
+
+SKIP_SESSION_KEY = "review_skipped"
+NOTE_MAX_CHARS = 5000
+
+
+def reviewer_required(view):
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not is_reviewer(request.user):
+            raise PermissionDenied("The review queue is for staff and members of the reviewer group.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _skipped(request: HttpRequest) -> list[int]:
+    return [int(v) for v in request.session.get(SKIP_SESSION_KEY, []) if isinstance(v, int)]
+
+
+def _queue_url(filters: QueueFilters) -> str:
+    query = filters.to_query()
+    return reverse("review_queue") + (f"?{query}" if query else "")
+
+
+@reviewer_required
+def review_queue(request: HttpRequest) -> HttpResponse:
+    filters = QueueFilters.from_query(request.GET)
+    skipped = _skipped(request)
+    requested = request.GET.get("run", "")
+    if requested:
+        run = Run.objects.visible_to(request.user).select_related("owner").filter(pk=int(requested)).first() if requested.isdigit() else None
+        if run is None:
+            raise Http404("No such run")
+    else:
+        run = next_in_queue(request.user, filters, skipped)
+    waiting = queue_runs(request.user, filters, skipped).count()
+    context: dict[str, Any] = {
+        "run": run,
+        "filters": filters,
+        "filter_query": filters.to_query(),
+        "waiting": waiting,
+        "skipped_count": len(skipped),
+        "models": Run.objects.order_by("model").values_list("model", flat=True).distinct(),
+        "rules": ModerationRule.objects.order_by("name").values_list("pk", "name"),
+        "verdict_kinds": Verdict.Kind.choices,
+    }
+    if run is not None:
+        context.update(
+            run_json=run_json(run),
+            catalogue=CATALOGUE,
+            flags=list(run.flags.all()),
+            verdicts=history(run),
+            moderation=ModerationResult.objects.filter(run=run).first(),
+        )
+    return render(request, "review.html", context)
+
+
+@require_POST
+@reviewer_required
+def review_verdict(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = Run.objects.visible_to(request.user).filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such run")
+    verdict = request.POST.get("verdict", "")
+    if verdict not in Verdict.Kind.values:
+        return HttpResponse(f"Unknown verdict {verdict!r}: use approved, flagged or rejected.", status=400,
+                            content_type="text/plain; charset=utf-8")
+    record_verdict(run, request.user, verdict, request.POST.get("note", "")[:NOTE_MAX_CHARS])
+    request.session[SKIP_SESSION_KEY] = [r for r in _skipped(request) if r != run.pk]
+    return HttpResponseRedirect(_queue_url(QueueFilters.from_query(request.POST)))
+
+
+@require_POST
+@reviewer_required
+def review_skip(request: HttpRequest, run_id: int) -> HttpResponse:
+    if not Run.objects.visible_to(request.user).filter(pk=run_id).exists():
+        raise Http404("No such run")
+    request.session[SKIP_SESSION_KEY] = remember_skip(_skipped(request), run_id)
+    return HttpResponseRedirect(_queue_url(QueueFilters.from_query(request.POST)))

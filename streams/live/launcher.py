@@ -1,0 +1,107 @@
+"""Where runs execute. Views call :func:`get_launcher` and never care which backend it is.
+
+The embedded default, :class:`AsyncioLauncher`, runs each run as an asyncio task on the loop of
+the process that received the request (Daphne's). :class:`streams.live.worker.WorkerLauncher` (``STREAMSCOPE_LAUNCHER=
+worker``) hands runs to stream-worker processes over the Redis channel layer; see docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+from channels.layers import InMemoryChannelLayer, get_channel_layer
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from streams.live.executor import RunExecutor
+from streams.models import ACTIVE_STATUSES, Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+
+class Launcher(Protocol):
+    async def launch(self, run_id: int, resume: bool = False) -> None:
+        """Start executing a queued run (or resume an orphaned one) and return at once."""
+
+    async def cancel(self, run_id: int) -> bool:
+        """Ask the run to stop; True when something was running it."""
+
+
+class AsyncioLauncher:
+    """Runs as tasks on the current event loop; keeps a strong reference to each task."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, asyncio.Task] = {}
+        self._bookkeeping: set[asyncio.Task] = set()
+
+    async def launch(self, run_id: int, resume: bool = False) -> None:
+        # A fresh context: the task must not inherit the request's (asgiref ties thread-sensitive
+        # database calls to a per-request executor that is gone once the response is sent).
+        task = asyncio.get_running_loop().create_task(
+            RunExecutor(run_id, resume=resume).execute(), name=f"run-{run_id}", context=contextvars.Context()
+        )
+        self.tasks[run_id] = task
+        task.add_done_callback(lambda done, run_id=run_id: self._forget(run_id, done))
+
+    def _forget(self, run_id: int, task: asyncio.Task) -> None:
+        if self.tasks.get(run_id) is task:
+            del self.tasks[run_id]
+        if task.cancelled():
+            # Cancelled before the runner's body ever ran, so nothing recorded the end: do it here.
+            self._bookkeeping.add(
+                asyncio.get_running_loop().create_task(database_sync_to_async(mark_orphan_cancelled)(run_id))
+            )
+            for pending in list(self._bookkeeping):
+                if pending.done():
+                    self._bookkeeping.discard(pending)
+        elif task.exception() is not None:
+            log.error("run %s: runner task crashed", run_id, exc_info=task.exception())
+
+    async def cancel(self, run_id: int) -> bool:
+        task = self.tasks.get(run_id)
+        if task is not None and not task.done():
+            task.cancel()
+            return True
+        # Nothing here runs it (the process that did is gone): end it in the store.
+        await database_sync_to_async(mark_orphan_cancelled)(run_id)
+        return False
+
+
+def mark_orphan_cancelled(run_id: int) -> None:
+    Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(
+        status=RunStatus.CANCELLED, finished_at=timezone.now()
+    )
+
+
+# Short names for STREAMSCOPE_LAUNCHER. Dotted paths, so this module does not import the worker
+# (which builds on AsyncioLauncher): the dependency runs one way.
+BACKENDS = {"asyncio": "streams.live.launcher.AsyncioLauncher", "worker": "streams.live.worker.WorkerLauncher"}
+
+_launcher: Launcher | None = None
+
+
+def get_launcher() -> Launcher:
+    """This process's launcher: ``STREAMSCOPE_LAUNCHER`` (a short name or a dotted path)."""
+    global _launcher
+    if _launcher is None:
+        backend = settings.STREAMSCOPE_LAUNCHER
+        if backend == "worker" and isinstance(get_channel_layer(), InMemoryChannelLayer):
+            raise ImproperlyConfigured(
+                "STREAMSCOPE_LAUNCHER=worker hands runs to stream-worker processes over the channel "
+                "layer, and the in-memory layer reaches no other process: set REDIS_URL"
+            )
+        factory = import_string(BACKENDS.get(backend, backend))
+        _launcher = factory()
+    return _launcher
+
+
+def use_launcher(launcher: Launcher | None) -> None:
+    """Set this process's launcher (a stream worker runs what it is handed locally)."""
+    global _launcher
+    _launcher = launcher

@@ -1,0 +1,131 @@
+"""Finding runs whose process died, and taking them over.
+
+Every live process runs a housekeeper (Daphne: scheduled when the ASGI app is imported; a worker
+calls :func:`start_housekeeping`). Every few seconds it looks for active runs that nobody runs any
+more: the process named in ``Run.worker`` is gone from this host, or its heartbeat is stale. It
+claims each one atomically (so two processes never take the same run), then resumes it from its
+last stored event when the upstream still has the response (background mode), else marks it
+``interrupted``. Events stored before the crash are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from streams.live.launcher import get_launcher
+from streams.pipeline.broadcast import publish_status
+from streams.models import ACTIVE_STATUSES, Run, RunStatus
+from streams.live.executor import WORKER_NAME
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+_housekeeper: asyncio.Task | None = None
+
+
+def _process_alive(worker: str) -> bool | None:
+    """True/False for a worker on this host; None when it lives elsewhere (can't tell)."""
+    host, _, pid = worker.rpartition(":")
+    if host != HOST or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def find_orphans() -> list[Run]:
+    """Active runs whose executing process is dead (same host) or silent for too long."""
+    stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S)
+    long_stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S * 6)
+    candidates = Run.objects.filter(status__in=list(ACTIVE_STATUSES)).exclude(worker=WORKER_NAME)
+    orphans = []
+    for run in candidates.filter(Q(heartbeat_at__lt=stale_before) | ~Q(worker="") | Q(heartbeat_at__isnull=True)):
+        alive = _process_alive(run.worker) if run.worker else None
+        last_sign = run.heartbeat_at or run.created_at
+        if alive is False:
+            orphans.append(run)
+        elif alive is None and last_sign < stale_before:
+            orphans.append(run)
+        elif alive and last_sign < long_stale_before:
+            # The process lives but this run's task stopped beating: a busy process still beats
+            # every 2 s, so only a much longer silence counts (taking over a live run would fork it).
+            orphans.append(run)
+    return orphans
+
+
+def claim(run: Run) -> bool:
+    """Take the run over unless another process was quicker (compare-and-set on the row)."""
+    claimed = Run.objects.filter(
+        pk=run.pk, status=run.status, worker=run.worker, heartbeat_at=run.heartbeat_at
+    ).update(worker=WORKER_NAME, heartbeat_at=timezone.now())
+    return claimed == 1
+
+
+def resumable(run: Run) -> bool:
+    return bool(run.background and run.response_id and run.last_upstream_seq is not None)
+
+
+def mark_interrupted(run: Run) -> None:
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.INTERRUPTED,
+        finished_at=timezone.now(),
+        error={
+            "message": "the process streaming this run stopped (crash or restart) and the upstream "
+            "response could not be resumed; the events stored before that are all kept",
+            "code": "interrupted",
+        },
+    )
+
+
+async def recover_once() -> list[int]:
+    """One sweep: returns the ids of runs this process took over."""
+    taken = []
+    for run in await database_sync_to_async(find_orphans)():
+        if not await database_sync_to_async(claim)(run):
+            continue
+        taken.append(run.pk)
+        if run.status == RunStatus.QUEUED and not run.started_at:
+            log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
+            await get_launcher().launch(run.pk)
+        elif resumable(run):
+            log.warning("run %s lost its process (%s); resuming after upstream seq %s",
+                        run.pk, run.worker, run.last_upstream_seq)
+            await get_launcher().launch(run.pk, resume=True)
+        else:
+            log.warning("run %s lost its process (%s) and cannot be resumed; marked interrupted", run.pk, run.worker)
+            await database_sync_to_async(mark_interrupted)(run)
+            fresh = await Run.objects.aget(pk=run.pk)
+            await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
+    return taken
+
+
+async def housekeep() -> None:
+    while True:
+        try:
+            await recover_once()
+        except Exception:
+            log.exception("recovery sweep failed; trying again shortly")
+        await asyncio.sleep(settings.STREAMSCOPE_RECOVERY_INTERVAL_S)
+
+
+def start_housekeeping(loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Start the sweep on ``loop`` (default: the running loop), once per process."""
+    global _housekeeper
+    if _housekeeper is not None and not _housekeeper.done():
+        return
+    loop = loop or asyncio.get_running_loop()
+    _housekeeper = loop.create_task(housekeep(), name="streamscope-housekeeper", context=contextvars.Context())
