@@ -8,7 +8,7 @@ from dashboard.api import fanout as fanout_api
 from dashboard.api import replay as replay_api
 from dashboard.api import runs as runs_api
 from dashboard.auth import RateLimitedLoginView
-from dashboard.pages import compare, exports, imports, replay, review, runs
+from dashboard.pages import compare, exports, imports, replay, review, runs, tokens
 
 urlpatterns = [
     path("", runs.playground, name="playground"),
@@ -35,6 +35,8 @@ urlpatterns = [
     path("review/", review.review_queue, name="review_queue"),
     path("review/<int:run_id>/verdict/", review.review_verdict, name="review_verdict"),
     path("review/<int:run_id>/skip/", review.review_skip, name="review_skip"),
+    # Personal API tokens (Authorization: Bearer on the JSON API and the gateway).
+    path("settings/tokens/", tokens.tokens, name="tokens"),
     path("sim/v1/", include("simulator.urls")),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -19,7 +19,10 @@ def run_not_found() -> JsonResponse:
 
 
 def api_view(*methods: str):
-    """Login (JSON 401, not a redirect) and allowed methods for an async API view."""
+    """Login (JSON 401, not a redirect) and allowed methods for an async API view.
+
+    A session or an API token (``Authorization: Bearer``, see dashboard/tokens.py) signs a caller in.
+    """
 
     def decorate(view):
         @login_not_required
@@ -27,9 +30,13 @@ def api_view(*methods: str):
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
                 return error(f"method {request.method} not allowed here", "method_not_allowed", 405)
+            rejected = getattr(request, "bearer_rejected", None)  # dashboard.tokens.BearerTokenMiddleware
+            if rejected:
+                return error(rejected, "invalid_token", 401)
             user = await request.auser()
             if not user.is_authenticated:
-                return error("log in first (session cookie)", "not_authenticated", 401)
+                return error("log in first (session cookie) or send Authorization: Bearer <API token>",
+                             "not_authenticated", 401)
             request.user = user
             return await view(request, *args, **kwargs)
 
