@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
 from django.conf import settings
 
+from streams.protocol import values
 from streams.upstream.providers import get_providers
+
+# Tools, metadata and the rest are sent upstream and stored with the run: bounded.
+MAX_PARAMS_BYTES = 256 * 1024
 
 # Parameters passed through to the upstream body, with their accepted types and ranges.
 PARAM_RULES: dict[str, tuple[type | tuple[type, ...], float | None, float | None]] = {
@@ -38,7 +43,7 @@ class RunRequestForm(forms.Form):
         return name
 
     def clean_input(self) -> str:
-        value = self.cleaned_data["input"]
+        value = values.clean_text(self.cleaned_data["input"])
         if not value.strip():
             raise forms.ValidationError("the input is empty")
         if len(value) > settings.STREAMSCOPE_MAX_INPUT_CHARS:
@@ -48,7 +53,7 @@ class RunRequestForm(forms.Form):
         return value
 
     def clean_instructions(self) -> str:
-        value = self.cleaned_data.get("instructions") or ""
+        value = values.clean_text(self.cleaned_data.get("instructions") or "")
         if len(value) > settings.STREAMSCOPE_MAX_INPUT_CHARS:
             raise forms.ValidationError("the instructions are too long")
         return value
@@ -59,6 +64,13 @@ class RunRequestForm(forms.Form):
             return {}
         if not isinstance(params, dict):
             raise forms.ValidationError("params must be a JSON object")
+        try:
+            params = values.clean_json(params)
+            size = len(json.dumps(params, ensure_ascii=False, allow_nan=False).encode())
+        except (values.BadValue, ValueError) as exc:
+            raise forms.ValidationError(f"params: {exc}") from None
+        if size > MAX_PARAMS_BYTES:
+            raise forms.ValidationError(f"params are {size} bytes as JSON; the limit is {MAX_PARAMS_BYTES}")
         cleaned: dict[str, Any] = {}
         errors = []
         for key, value in params.items():

@@ -1,9 +1,17 @@
-"""Response headers every page gets."""
+"""Response headers every page gets, and JSON (never a technical page) for API errors."""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import logging
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
+
+log = logging.getLogger(__name__)
+
+# Machine-facing paths: their callers expect JSON errors, whatever DEBUG says.
+JSON_PATHS = ("/api/", "/gateway/", "/replay/", "/sim/")
 
 # No inline scripts or styles anywhere: every page's JS and CSS is a static file.
 # data: and blob: images are partial images from image-generation streams.
@@ -31,3 +39,18 @@ class ContentSecurityPolicyMiddleware(MiddlewareMixin):
         if not request.path.startswith("/admin/"):
             response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
         return response
+
+
+class JsonErrorsMiddleware(MiddlewareMixin):
+    """An exception in an API view becomes a JSON error: with DEBUG on, Django would otherwise answer
+    with its technical page (settings and source) and an HTML page is no use to an API client."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not request.path.startswith(JSON_PATHS):
+            return None
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse({"error": {"message": "the body is too large", "code": "body_too_large",
+                                           "type": "invalid_request_error"}}, status=413)
+        log.error("%s %s failed", request.method, request.path, exc_info=exception)
+        return JsonResponse({"error": {"message": "internal error; the server log has the details",
+                                       "code": "internal_error", "type": "server_error"}}, status=500)

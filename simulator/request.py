@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -213,6 +214,32 @@ def parse_knobs(metadata: Mapping[str, Any]) -> Knobs:
         drop_after=_knob_int(metadata, "sim_drop_after", MAX_SIM_TOKENS * 4),
         stamp=str(metadata.get("sim_stamp", "")).strip().lower() in ("1", "true", "yes"),
     )
+
+
+MAX_BODY_DEPTH = 64
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def checked_body(body: Any) -> Any:
+    """A decoded body with bounded nesting (every later walk and echo of it stays shallow) and lone
+    UTF-16 surrogates replaced by U+FFFD (UTF-8 cannot encode them, so echoing one would break the
+    stream); :class:`SimulatorError` (HTTP 400) when it nests too deeply."""
+    root = [body]
+    stack: list[tuple[Any, int]] = [(root, 0)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            raise invalid(f"The request body is nested more than {MAX_BODY_DEPTH} levels deep.")
+        keys = list(container) if isinstance(container, dict) else range(len(container))
+        for key in keys:
+            value = container[key]
+            if isinstance(value, str) and not value.isascii():
+                container[key] = _LONE_SURROGATE.sub("\ufffd", value)
+            elif isinstance(value, (dict, list)):
+                stack.append((value, depth + 1))
+            if isinstance(key, str) and not key.isascii() and _LONE_SURROGATE.search(key):
+                container[_LONE_SURROGATE.sub("\ufffd", key)] = container.pop(key)
+    return root[0]
 
 
 def parse_request(body: Any, model: str | None = None) -> SimRequest:

@@ -29,7 +29,7 @@ from simulator.connection import ConnectionNotFound, drop_connection
 from simulator.errors import APIErrorSpec, SimulatorError, invalid, not_found
 from simulator.moderation import moderate
 from simulator.pacing import encode_data_only, encode_sse, play, to_json
-from simulator.request import parse_request
+from simulator.request import checked_body, parse_request
 from simulator.scenarios import SCENARIOS, SEEDED_EPOCH, Plan, get_scenario, plan_response
 
 logger = logging.getLogger("simulator")
@@ -97,12 +97,13 @@ def openai_api(*methods: str) -> Callable[[View], View]:
 
 def _body(request: HttpRequest) -> Any:
     try:
-        return json.loads(request.body or b"null")
-    except ValueError:
+        body = json.loads(request.body or b"null")
+    except (ValueError, RecursionError):
         raise invalid(
             "We could not parse the JSON body of your request. The OpenAI API expects a JSON payload, "
             "but what was sent was not valid JSON."
         ) from None
+    return checked_body(body)
 
 
 def _fresh(seeded: bool) -> dict[str, Any]:

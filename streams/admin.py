@@ -23,6 +23,7 @@ from django.urls import path, reverse
 from streams.history.export import export_jsonl
 from streams.models import ModerationResult, ModerationRule, Run, RunFlag, Verdict, is_reviewer
 from streams.protocol.rebuild import rebuild_output
+from streams.protocol.values import BadValue, parse_id
 from streams.review.verdicts import history, record_verdicts
 from streams.review.rules import RuleError, compile_rule, find_all
 
@@ -57,8 +58,12 @@ class FlaggedByRuleFilter(admin.SimpleListFilter):
         return [(str(rule.pk), rule.name) for rule in ModerationRule.objects.order_by("name")]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if self.value() and self.value().isdigit():
-            return queryset.filter(pk__in=RunFlag.objects.filter(rule_id=int(self.value())).values("run_id"))
+        try:
+            rule_id = parse_id(self.value(), "rule") if self.value() else None
+        except BadValue:
+            return queryset.none()
+        if rule_id is not None:
+            return queryset.filter(pk__in=RunFlag.objects.filter(rule_id=rule_id).values("run_id"))
         return queryset
 
 

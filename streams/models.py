@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+from streams.protocol.values import BadValue, clean_json, clean_text
+
 
 class RunStatus(models.TextChoices):
     QUEUED = "queued"
@@ -100,6 +102,23 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.provider}/{self.model}, {self.status})"
+
+    @classmethod
+    def from_db(cls, db: str | None, field_names: Any, values: Any) -> Run:
+        """Every page, export and API answer reads runs through here: text that UTF-8 cannot encode
+        (a lone surrogate stored before the edges cleaned input) is shown as U+FFFD instead of
+        failing the whole page. New text is cleaned where it comes in; this covers what is stored."""
+        run = super().from_db(db, field_names, values)
+        for name in ("request", "error", "usage", "metrics"):
+            value = run.__dict__.get(name)
+            if isinstance(value, (dict, list)):
+                try:
+                    run.__dict__[name] = clean_json(value)
+                except BadValue:
+                    run.__dict__[name] = {"note": "not shown: nested too deeply"}
+        if isinstance(run.__dict__.get("output_text"), str):
+            run.__dict__["output_text"] = clean_text(run.__dict__["output_text"])
+        return run
 
     @property
     def is_active(self) -> bool:

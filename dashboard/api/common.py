@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from functools import wraps
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from streams.protocol import values
 
 
 def error(message: str, code: str, status: int, **extra: Any) -> JsonResponse:
@@ -46,16 +49,29 @@ def api_view(*methods: str):
 
 
 def json_object_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
-    """The request's JSON object, or the JSON error response that explains why there is none."""
+    """The request's JSON object, or the JSON error response that explains why there is none.
+
+    Parsed by :func:`streams.protocol.values.loads`: bounded depth, finite numbers, no lone
+    surrogates; a body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is a 413, never Django's HTML page.
+    """
     if request.content_type != "application/json":
         return error("send a JSON body with Content-Type: application/json", "bad_request", 415)
     try:
-        body = json.loads(request.body or b"null")
-    except ValueError as exc:
-        return error(f"the body is not valid JSON: {exc}", "bad_json", 400)
+        raw = request.body
+    except RequestDataTooBig:
+        return body_too_large()
+    try:
+        body = values.loads(raw or b"null")
+    except values.BadValue as exc:
+        return error(f"the body is not usable JSON: {exc}", "bad_json", 400)
     if not isinstance(body, dict):
         return error("the body must be a JSON object", "bad_request", 400)
     return body
+
+
+def body_too_large() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error(f"the body is larger than {limit} bytes", "body_too_large", 413, limit=limit)
 
 
 def form_errors(form: Any, prefix: str = "invalid request", **extra: Any) -> JsonResponse:

@@ -11,18 +11,19 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.api.common import api_view, error
 from streams.models import Run
+from streams.protocol import values
 from streams.history.replay_clock import BadReplayParameter, parse_speed
 from streams.history.replay_upstream import (
     final_response,
@@ -82,9 +83,11 @@ async def responses(request: HttpRequest, run_id: int) -> HttpResponse:
     if isinstance(run, JsonResponse):
         return run
     try:
-        body = json.loads(request.body or b"{}")
-    except ValueError:
-        return openai_error("the body is not valid JSON", 400)
+        body = values.loads(request.body or b"{}")
+    except RequestDataTooBig:
+        return openai_error("the body is too large", 413)
+    except values.BadValue as exc:
+        return openai_error(f"the body is not usable JSON: {exc}", 400)
     if not isinstance(body, dict):
         return openai_error("the body must be a JSON object", 400)
     metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}

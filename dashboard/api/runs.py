@@ -16,11 +16,13 @@ from dashboard.api.common import api_view, error, form_errors, json_object_body,
 from dashboard.forms import RunRequestForm
 from dashboard.serializers import run_json
 from streams.pipeline import store
+from streams.protocol.values import MAX_ID, BadValue, parse_int, parse_signed_int
 from streams.models import Run
 from streams.upstream.providers import get_providers
 from streams.live.control import TooManyActiveRuns, cancel_run, start_run
 
 PAGE_SIZE = 50
+MAX_PAGE = 1_000_000
 MAX_EVENTS_PAGE = 5000
 
 
@@ -38,9 +40,9 @@ async def runs(request: HttpRequest) -> HttpResponse:
 
 def _list_runs(request: HttpRequest) -> JsonResponse:
     try:
-        page = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        return error("page must be a positive integer", "bad_request", 400)
+        page = parse_int(request.GET.get("page", "1"), "page", minimum=1, maximum=MAX_PAGE)
+    except BadValue as exc:
+        return error(str(exc), "bad_request", 400)
     runs_qs = Run.objects.visible_to(request.user).select_related("owner").order_by("-created_at", "-id")
     if request.GET.get("all") != "1":
         runs_qs = runs_qs.filter(owner=request.user)
@@ -92,12 +94,10 @@ async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
     if run is None:
         return run_not_found()
     try:
-        after = int(request.GET.get("after", "-1"))
-        limit = int(request.GET.get("limit", "1000"))
-    except ValueError:
-        return error("after and limit must be integers", "bad_request", 400)
-    if limit < 1 or limit > MAX_EVENTS_PAGE:
-        return error(f"limit must be between 1 and {MAX_EVENTS_PAGE}", "bad_request", 400)
+        after = parse_signed_int(request.GET.get("after", "-1"), "after", minimum=-1, maximum=MAX_ID)
+        limit = parse_int(request.GET.get("limit", "1000"), "limit", minimum=1, maximum=MAX_EVENTS_PAGE)
+    except BadValue as exc:
+        return error(str(exc), "bad_request", 400)
     rows = await database_sync_to_async(store.encoded_events_after)(run.pk, max(after, -1), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]

@@ -10,6 +10,7 @@ from dashboard.pages.replay import SPEEDS
 from dashboard.serializers import run_json
 from streams.history.compare import MAX_RUNS, BadCompareRequest, RunNotFound, compare_ids, load_compare
 from streams.models import Run, RunGroup
+from streams.protocol.values import parse_id
 
 
 def compare(request: HttpRequest) -> HttpResponse:
@@ -33,7 +34,8 @@ def compare(request: HttpRequest) -> HttpResponse:
         "runs_json": [run_json(runs[run_id]) for run_id in ids],
         "catalogue": CATALOGUE,
         "speeds": SPEEDS,
-        "group_id": int(group_id) if group_id.isdigit() else None,
+        # compare_ids has parsed it already when the runs came from the group
+        "group_id": parse_id(group_id, "group") if group_id and not request.GET.getlist("runs") else None,
         "max_runs": MAX_RUNS,
     }
     return render(request, "compare.html", context)

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from dashboard.pages.common import CATALOGUE
 from dashboard.serializers import run_json
 from streams.models import ModerationResult, ModerationRule, Run, Verdict
+from streams.protocol.values import BadValue, parse_id
 from streams.review.verdicts import (
     QueueFilters,
     history,
@@ -30,6 +31,18 @@ from streams.review.verdicts import (
 
 SKIP_SESSION_KEY = "review_skipped"
 NOTE_MAX_CHARS = 5000
+
+
+def _bad_request(message: str) -> HttpResponse:
+    return HttpResponse(message, status=400, content_type="text/plain; charset=utf-8")
+
+
+def _id_or_zero(text: str) -> int:
+    """An id from the query, or 0 (no run has it) when it is not one: "no such run" either way."""
+    try:
+        return parse_id(text, "run")
+    except BadValue:
+        return 0
 
 
 def reviewer_required(view):
@@ -53,11 +66,14 @@ def _queue_url(filters: QueueFilters) -> str:
 
 @reviewer_required
 def review_queue(request: HttpRequest) -> HttpResponse:
-    filters = QueueFilters.from_query(request.GET)
+    try:
+        filters = QueueFilters.from_query(request.GET)
+    except BadValue as exc:
+        return _bad_request(str(exc))
     skipped = _skipped(request)
     requested = request.GET.get("run", "")
     if requested:
-        run = Run.objects.visible_to(request.user).select_related("owner").filter(pk=int(requested)).first() if requested.isdigit() else None
+        run = Run.objects.visible_to(request.user).select_related("owner").filter(pk=_id_or_zero(requested)).first()
         if run is None:
             raise Http404("No such run")
     else:
@@ -92,11 +108,14 @@ def review_verdict(request: HttpRequest, run_id: int) -> HttpResponse:
         raise Http404("No such run")
     verdict = request.POST.get("verdict", "")
     if verdict not in Verdict.Kind.values:
-        return HttpResponse(f"Unknown verdict {verdict!r}: use approved, flagged or rejected.", status=400,
-                            content_type="text/plain; charset=utf-8")
+        return _bad_request(f"Unknown verdict {verdict!r}: use approved, flagged or rejected.")
+    try:  # every field is checked before anything is written
+        filters = QueueFilters.from_query(request.POST)
+    except BadValue as exc:
+        return _bad_request(str(exc))
     record_verdict(run, request.user, verdict, request.POST.get("note", "")[:NOTE_MAX_CHARS])
     request.session[SKIP_SESSION_KEY] = [r for r in _skipped(request) if r != run.pk]
-    return HttpResponseRedirect(_queue_url(QueueFilters.from_query(request.POST)))
+    return HttpResponseRedirect(_queue_url(filters))
 
 
 @require_POST
@@ -104,5 +123,9 @@ def review_verdict(request: HttpRequest, run_id: int) -> HttpResponse:
 def review_skip(request: HttpRequest, run_id: int) -> HttpResponse:
     if not Run.objects.visible_to(request.user).filter(pk=run_id).exists():
         raise Http404("No such run")
+    try:
+        filters = QueueFilters.from_query(request.POST)
+    except BadValue as exc:
+        return _bad_request(str(exc))
     request.session[SKIP_SESSION_KEY] = remember_skip(_skipped(request), run_id)
-    return HttpResponseRedirect(_queue_url(QueueFilters.from_query(request.POST)))
+    return HttpResponseRedirect(_queue_url(filters))

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, is_token_delta
+from streams.protocol.values import BadValue, parse_id
 from streams.models import TERMINAL_STATUSES, Event, Run, RunGroup
 
 MAX_RUNS = 4
@@ -41,10 +42,12 @@ def parse_run_ids(values: Sequence[str]) -> list[int]:
             part = part.strip()
             if not part:
                 continue
-            if not part.isdigit() or int(part) <= 0:
-                raise BadCompareRequest(f"run ids are positive integers; got {part!r}")
-            if int(part) not in ids:
-                ids.append(int(part))
+            try:
+                run_id = parse_id(part, "run id")
+            except BadValue as exc:
+                raise BadCompareRequest(str(exc)) from None
+            if run_id not in ids:
+                ids.append(run_id)
     if not ids:
         raise BadCompareRequest("name the runs to compare: ?runs=<id>,<id>")
     if len(ids) > MAX_RUNS:
@@ -209,9 +212,11 @@ class RunNotFound(LookupError):
 def compare_ids(user: Any, runs_params: list[str], group_param: str = "") -> list[int]:
     """Run ids from ``?runs=`` (commas and/or repeats) or ``?group=``; raises the usual errors."""
     if group_param and not runs_params:
-        if not group_param.isdigit():
-            raise BadCompareRequest(f"group must be an id; got {group_param!r}")
-        group = RunGroup.objects.visible_to(user).filter(pk=int(group_param)).first()
+        try:
+            group_id = parse_id(group_param, "group")
+        except BadValue as exc:
+            raise BadCompareRequest(str(exc)) from None
+        group = RunGroup.objects.visible_to(user).filter(pk=group_id).first()
         if group is None:
             raise RunNotFound(f"no such group: {group_param} (or it is not yours)")
         return group.run_ids()

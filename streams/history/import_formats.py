@@ -235,13 +235,14 @@ def _parse_jsonl(content: bytes) -> ParsedStream:
         )
         data = _clean_text(record["data"])
         payload = _loads(data)
-        collector.add(
-            t,
-            record["type"],
-            data,
-            None if payload is _INVALID else payload,
-            len(data.encode("utf-8")),
-        )
+        if payload is _INVALID:
+            # Event.data is spliced verbatim into API answers and websocket frames, so only text
+            # proven to be one JSON value is kept as data; anything else is kept as a malformed
+            # event that quotes it (re-encoded), as SSE imports do.
+            collector.malformed(data, "the record's data is not one valid JSON value", len(line), t,
+                                where="record")
+            continue
+        collector.add(t, record["type"], data, payload, len(data.encode("utf-8")))
     metrics = run.get("metrics") if isinstance(run.get("metrics"), dict) else {}
     parsed = ParsedStream(
         "jsonl", collector.events, timed=metrics.get("timed") is not False, header_run=run

@@ -56,8 +56,10 @@ def parse_speed(value: str | float | None, default: float = 1.0) -> float:
             raise BadReplayParameter(
                 f"speed must be a number from {MIN_SPEED} to {MAX_SPEED:g}, or max; got {value!r}"
             ) from None
-    else:
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         speed = float(value)
+    else:
+        raise BadReplayParameter(f"speed must be a number from {MIN_SPEED} to {MAX_SPEED:g}, or max; got {value!r}")
     if not math.isfinite(speed) or not MIN_SPEED <= speed <= MAX_SPEED:
         raise BadReplayParameter(f"speed must be from {MIN_SPEED} to {MAX_SPEED:g} (or max); got {value!r}")
     return speed

@@ -30,6 +30,7 @@ from streams.upstream.providers import Provider, UnknownProvider, get_provider
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.records import EventRecord
 from streams.protocol.sse import EventTooLarge, SSEDecoder, SSEFrame
+from streams.protocol.values import BadValue, clean_json, clean_text
 from streams.upstream.client import UpstreamError, iter_body, make_client, open_stream
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class RunExecutor:
             raise RunLimitExceeded(
                 f"the run reached the limit of {self.max_events} events and was stopped"
             )
+        event_type = clean_text(event_type)  # the upstream names it: "\ud800" must not reach the store
         self.buffer.append(EventRecord(self.next_seq, t, event_type, data, nbytes))
         self.next_seq += 1
         self.metrics.observe_payload(t, event_type, payload, nbytes)
@@ -96,7 +98,7 @@ class RunExecutor:
             return
         try:
             payload = json.loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             record = {"raw": data[:RAW_KEEP], "error": f"invalid JSON in data line: {exc}", "where": "data"}
             if frame.event:
                 record["event"] = frame.event
@@ -400,9 +402,11 @@ class RunExecutor:
         metrics = self.metrics.snapshot(duration_ms=duration)
         final = {
             "status": status,
-            "error": error,
-            "output_text": output_text,
-            "usage": usage,
+            "error": _storable(error),
+            # Upstream text may carry lone surrogates (JSON "\ud800" escapes) no database or page
+            # can encode: stored with U+FFFD instead (the events keep the exact bytes).
+            "output_text": clean_text(output_text),
+            "usage": _storable(usage),
             "metrics": metrics,
             "finished_at": store.now(),
         }
@@ -410,6 +414,14 @@ class RunExecutor:
         await publish_status(self.run_id, status, metrics, error, last_seq=self.next_seq - 1)
         log.info("run %s ended %s after %d events", self.run_id, status, self.next_seq)
         return status
+
+
+def _storable(value: Any) -> Any:
+    """An upstream JSON value made safe to store: no lone surrogates, bounded nesting."""
+    try:
+        return clean_json(value)
+    except BadValue as exc:
+        return {"note": f"not stored: {exc}"}
 
 
 def _response_output_text(response: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
+from streams.protocol.values import clean_text, parse_id
 from streams.models import (
     REVIEWER_GROUP,
     TERMINAL_STATUSES,
@@ -72,11 +73,12 @@ class QueueFilters:
 
     @classmethod
     def from_query(cls, query: Any) -> QueueFilters:
-        rule = str(query.get("rule") or "")
+        """The filters in a query or form; :class:`BadValue` when ``rule`` is not an id."""
+        rule = str(query.get("rule") or "").strip()
         return cls(
             flagged_only=query.get("flagged") in ("1", "on", "true"),
-            model=str(query.get("model") or "")[:200],
-            rule_id=int(rule) if rule.isdigit() else None,
+            model=clean_text(str(query.get("model") or "")[:200]),
+            rule_id=parse_id(rule, "rule") if rule else None,
         )
 
     def to_query(self) -> str:

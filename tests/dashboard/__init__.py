@@ -1,0 +1,1 @@
+"""Tests of dashboard/: the API, pages, websocket consumers, permissions and security."""
