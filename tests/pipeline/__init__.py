@@ -1,0 +1,1 @@
+"""Tests of streams/pipeline/: batched stores, publishing rounds, the flush clock."""

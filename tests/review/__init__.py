@@ -1,0 +1,1 @@
+"""Tests of streams/review/: live moderation, the rules engine, the review queue and verdicts."""

@@ -1,0 +1,1 @@
+"""Tests of streams/upstream/: the upstream HTTP client and its network backend."""
