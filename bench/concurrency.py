@@ -1,6 +1,6 @@
 """Concurrency benchmark: 200 runs at 50 events/s each, all at once, each watched by one viewer.
 
-Target (issue 6): nothing lost (every run completes with every event stored and every viewer gets
+Target: nothing lost (every run completes with every event stored and every viewer gets
 every event exactly once), p99 delay from the simulator writing an event to its viewer receiving
 it under 250 ms, and the memory each active run costs the process executing it.
 

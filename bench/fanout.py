@@ -1,6 +1,6 @@
 """Fan-out benchmark: one run at 3,000 events/s watched by 50 websocket viewers, in each mode.
 
-Target (issue 6): every viewer gets every event exactly once; p99 delay from the simulator writing
+Target: every viewer gets every event exactly once; p99 delay from the simulator writing
 an event (its ``sim_stamp``) to a viewer receiving it under 100 ms. The 50 viewers live in this
 process and connect before the first token; the delay includes this process's own parsing.
 

@@ -6,7 +6,7 @@ Starts the simulator in its own Daphne process, asks it for one unthrottled stre
   3. SDK (memory)  - the SDK parsing the same bytes from memory (no network, no simulator),
   4. pipeline      - Streamscope's runner: parse + persist (SQLite, batched) + publish (channel layer),
 printing events per second from first byte to last event persisted and published.
-Target (issue 2): pipeline >= 2x the SDK's parse-only rate.
+Target: pipeline >= 2x the SDK's parse-only rate.
 
     .venv/bin/python bench/ingest.py [--tokens 50000] [--mode embedded|scaled]
 

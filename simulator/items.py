@@ -168,7 +168,7 @@ def _tone(position: int, samples: int = 480) -> str:
 
 def apply_patch(b: ResponseBuilder, path: str, diff: str) -> Iterator[Step]:
     """An apply_patch call streamed with ``response.apply_patch_call_operation_diff.*``: event
-    types seen from gpt-5.1 on the wire that no SDK version declares (PROTOCOL.md §1.2)."""
+    types seen from gpt-5.1 on the wire that no SDK version declares (docs/events.md, unknown types)."""
     if b.exhausted:
         return
     index, item_id, call_id = b.next_output_index(), b.new_id("apc"), b.call_id()

@@ -362,8 +362,3 @@ class VerdictAdmin(ReadOnlyAdmin):
     search_fields = ("note",)
     list_select_related = ("run", "reviewer")
     raw_id_fields = ("run",)
-
-
-def run_admin_url(run_id: int) -> str:
-    return reverse("admin:streams_run_change", args=[run_id])
-

@@ -3,8 +3,8 @@ and without a sweep of every channel on every receive.
 
 Channels' ``InMemoryChannelLayer`` deep-copies each message for each receiving channel, so that one
 receiver mutating it cannot affect another. An event batch is a list of immutable JSON strings:
-a shallow copy of the list gives the same protection at C speed. With 50 viewers of a 3,000
-events/s run the deep copies alone cost about 15% of a core (bench/fanout.py, docs/performance.md).
+a shallow copy of the list gives the same protection at C speed. With many viewers of a fast
+run the deep copies alone were a large share of a core (bench/fanout.py, docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from channels.layers import InMemoryChannelLayer
 
 
 # Channels sweeps every channel and group for expired messages on each receive: O(viewers) per
-# message, ~5% of a process with 200 viewers. Once a second keeps expiry within a second.
+# message, a visible share of a process with hundreds of viewers. Once a second keeps expiry within a second.
 CLEAN_EVERY_S = 1.0
 
 

@@ -1,11 +1,12 @@
 """The scaled mode's viewers' layer: Channels' Redis pub/sub layer plus ``group_send_many``.
 
 ``RedisPubSubChannelLayer`` publishes under a per-connection lock, one round trip at a time, so a
-worker holding 200 runs queued each round's 200 PUBLISHes behind each other: ~800 ms from commit
-to the last viewer at 200 runs x 50 events/s (docs/performance.md). ``group_send_many`` sends a
+worker holding hundreds of runs queued each round's PUBLISHes behind each other, and the last
+viewer heard of a commit most of a second late (docs/performance.md). ``group_send_many`` sends a
 round's messages as one pipeline per shard: one round trip. It reaches into the layer's shard
 objects (``_get_shard``, ``_lock``, ``_ensure_redis``, ``_redis``), so pyproject.toml keeps
-channels-redis below the next minor version; tests/test_scaled_out.py runs it against Redis.
+channels-redis below the next minor version; tests/pipeline/test_shims.py checks those names and
+tests/live/test_scaled_out.py runs it against Redis.
 """
 
 from __future__ import annotations

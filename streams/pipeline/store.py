@@ -38,8 +38,8 @@ def _copy_sql() -> str:
 
 # SQLite as one statement per batch: the rows travel as one JSON array that SQLite unpacks with
 # json_each. executemany steps once per row and Python's sqlite3 lets go of the GIL around every
-# step; with the event loop busy in the other thread, taking it back costs up to the 5 ms switch
-# interval each time: 10,000 rows took 28 s instead of 28 ms (docs/performance.md). One step per
+# step; with the event loop busy in the other thread, taking it back costs up to the interpreter's
+# switch interval each time: a thousandfold slowdown (docs/performance.md). One step per
 # batch gives the GIL back once. UPDATE ... FROM needs SQLite 3.33.
 SQLITE_JSON_BATCHES = sqlite3.sqlite_version_info >= (3, 33)
 
@@ -105,7 +105,7 @@ def append_events(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] |
 
 
 # Fields a flush writes on every batch; updated with raw executemany instead of one ORM query
-# per run (200 runs per round: ~60 ms of ORM compiling on the thread that writes every batch).
+# per run (with hundreds of runs per round, ORM compiling dominated the thread that writes every batch).
 FLUSH_FIELDS = frozenset({"event_count", "heartbeat_at", "last_upstream_seq", "response_id", "output_text"})
 
 
@@ -153,8 +153,7 @@ class GroupWriter(Rounds[Batch]):
     """Group commit for every run executing on one event loop.
 
     Each run flushes every few milliseconds; with hundreds of runs in a process, one transaction
-    per flush saturates the single thread Channels runs database work on (200 runs x 40 flushes/s
-    of ~2.5 ms each). So a batch waits while a write is in flight, and the next write takes every
+    per flush saturates the single thread Channels runs database work on (docs/performance.md). So a batch waits while a write is in flight, and the next write takes every
     batch that arrived meanwhile: one transaction per round, no delay when the process is idle.
     """
 

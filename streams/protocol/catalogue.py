@@ -174,7 +174,7 @@ _SDK_ROWS = [  # the 59 types of openai 3.57.0's ResponseStreamEvent union
     ("response.audio.transcript.delta",          "audio", DELTA, _, "transcript", "delta", _),
     ("response.audio.transcript.done",           "audio", DONE, _, "transcript", _, _),
 ]
-# Names older SDKs knew (PROTOCOL.md §1.3), with today's name; replayed recordings carry them.
+# Names older SDKs knew, with today's name; replayed recordings carry them.
 _HISTORICAL_ROWS = {
     "response.code_interpreter_call.code.delta": "response.code_interpreter_call_code.delta",
     "response.code_interpreter_call.code.done": "response.code_interpreter_call_code.done",
@@ -243,10 +243,6 @@ def describe(event_type: str) -> EventKind:
     if event_type.startswith(STREAMSCOPE_PREFIX):
         return EventKind(event_type, "streamscope", MARKER)
     return EventKind(event_type, "unknown", known=False)
-
-
-def is_known(event_type: str) -> bool:
-    return describe(event_type).known
 
 
 def event_type_for(payload: Any, event_name: str = "") -> str:

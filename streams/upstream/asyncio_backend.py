@@ -2,8 +2,8 @@
 
 httpx's default backend goes through anyio, whose socket stream resumes and pauses the transport
 around every read (two epoll_ctl calls) and opens a cancel scope per read for the timeout. A run
-reads once per event, so with 200 runs at 50 events/s that was ~15% of the process executing
-them (bench/concurrency.py, docs/performance.md). Here a protocol keeps what arrives in a buffer,
+reads once per event, so under many concurrent runs that was a visible share of the process
+executing them (figures in docs/performance.md). Here a protocol keeps what arrives in a buffer,
 pausing the transport only when the buffer is full, and a read with data waiting returns at once.
 
 The contract is httpcore's ``AsyncNetworkBackend`` / ``AsyncNetworkStream``: reads return b"" at

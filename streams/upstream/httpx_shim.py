@@ -19,8 +19,8 @@ from streams.upstream.asyncio_backend import AsyncioBackend
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    # Building a context loads the CA bundle (~20-30 ms of CPU on the event loop): 200 runs
-    # starting together spent seconds here. One shared, read-only context serves every client.
+    # Building a context loads the CA bundle, which is slow CPU work on the event loop, and runs
+    # starting together paid it each (docs/performance.md). One shared, read-only context serves all.
     return httpx.create_ssl_context(trust_env=False)
 
 
