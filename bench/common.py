@@ -89,7 +89,7 @@ class Stack:
             return self
         sim_dir = self.work / "sim"
         sim_dir.mkdir(parents=True, exist_ok=True)
-        sim, sim_base = start_daphne(sim_dir)
+        sim, sim_base = start_daphne(sim_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1"})
         self._processes.append(sim)
         self.sim_url = sim_base + "/sim/v1"
         env = {**self.extra_env, "STREAMSCOPE_SIMULATOR_URL": self.sim_url}

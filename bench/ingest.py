@@ -152,7 +152,7 @@ def main() -> None:
     scaled_db = use_scaled_services() if args.mode == "scaled" else None
     django.setup()
     # The simulator always runs embedded, in its own process.
-    sim_env = {"DATABASE_URL": "", "REDIS_URL": ""} if scaled_db else None
+    sim_env = {"STREAMSCOPE_SIMULATOR_OPEN": "1", **({"DATABASE_URL": "", "REDIS_URL": ""} if scaled_db else {})}
     process, base_url = start_daphne(WORK, extra_env=sim_env, port=None)
     sim_url = base_url + "/sim/v1"
     try:

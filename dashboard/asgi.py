@@ -13,16 +13,22 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+import logging  # noqa: E402
+
 from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from streams.live.recovery import start_housekeeping  # noqa: E402
+from streams.upstream.providers import note_listening_address, simulator_url  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
-class StartHousekeeping:
-    """Start this process's recovery sweep (taking over runs whose process died) on the event loop
-    of the first connection. Daphne sends no ASGI lifespan events, and this is the public way to be
-    on its loop; every browser watching a run reconnects within seconds, so the sweep starts then."""
+class FirstConnection:
+    """What this process can only learn once it serves: on the first connection, start the recovery
+    sweep on the server's event loop (Daphne sends no ASGI lifespan events) and learn the address
+    the server listens on, which is where its own runs reach the built-in simulator (however the
+    server was started: `make run`, `daphne -p 9000 ...`, a Procfile)."""
 
     def __init__(self, app):
         self.app = app
@@ -31,12 +37,22 @@ class StartHousekeeping:
     async def __call__(self, scope, receive, send):
         if not self.started and scope["type"] in ("http", "websocket"):
             self.started = True
+            server = scope.get("server")
+            if server and server[1] and note_listening_address(str(server[0]), int(server[1])):
+                if settings.STREAMSCOPE_SIMULATOR_ENABLED and not settings.STREAMSCOPE_SIMULATOR_URL:
+                    log.info("runs reach the built-in simulator at %s", simulator_url())
             if settings.STREAMSCOPE_RECOVERY_INTERVAL_S:
                 start_housekeeping()
         return await self.app(scope, receive, send)
 
 
-application = StartHousekeeping(ProtocolTypeRouter(
+if settings.STREAMSCOPE_SIMULATOR_URL:
+    log.info("runs reach the built-in simulator at %s (STREAMSCOPE_SIMULATOR_URL)", simulator_url())
+elif settings.STREAMSCOPE_SIMULATOR_ENABLED:
+    log.info("runs will reach the built-in simulator at this server's own address, learned from the "
+                "first connection it serves")
+
+application = FirstConnection(ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),

@@ -59,10 +59,12 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "dashboard.tokens.BearerTokenMiddleware",  # Authorization: Bearer <API token> on /api/ and /gateway/
+    "dashboard.simulator_gate.SimulatorGateMiddleware",  # who may call /sim/, and how much
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "dashboard.middleware.ContentSecurityPolicyMiddleware",
+    "dashboard.middleware.JsonErrorsMiddleware",
 ]
 
 ROOT_URLCONF = "dashboard.urls"
@@ -216,14 +218,23 @@ LOGGING = {
     "loggers": {
         "streams": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
         "dashboard": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+        "simulator": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
     },
 }
 
 # --- Streamscope -----------------------------------------------------------------------------
-# Where the built-in simulator is reached. `make run` serves it from the same Daphne process.
-STREAMSCOPE_SIMULATOR_URL = os.environ.get(
-    "STREAMSCOPE_SIMULATOR_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/sim/v1"
-)
+# The built-in simulator (/sim/v1/): on in development, off in production unless turned on.
+# Callers need a session, an API token or the server's own internal key (docs/operations.md);
+# STREAMSCOPE_SIMULATOR_OPEN=1 drops that for a simulator-only process used as a load generator.
+STREAMSCOPE_SIMULATOR_ENABLED = os.environ.get("STREAMSCOPE_SIMULATOR", "0" if PRODUCTION else "1") == "1"
+STREAMSCOPE_SIMULATOR_OPEN = os.environ.get("STREAMSCOPE_SIMULATOR_OPEN", "0") == "1"
+# Per caller (user or API token owner): concurrent simulator streams, and frames per second.
+STREAMSCOPE_SIMULATOR_MAX_STREAMS = int(os.environ.get("STREAMSCOPE_SIMULATOR_MAX_STREAMS", "16"))
+STREAMSCOPE_SIMULATOR_MAX_FRAMES_PER_S = float(os.environ.get("STREAMSCOPE_SIMULATOR_MAX_FRAMES_PER_S", "5000"))
+# Where runs reach the simulator. Unset: wherever this server listens, learned from the first
+# connection it serves (so `daphne -p 9000 ...` works without PORT). Stream workers serve no HTTP:
+# set it to a web process's address there (docs/scaling.md).
+STREAMSCOPE_SIMULATOR_URL = os.environ.get("STREAMSCOPE_SIMULATOR_URL", "")
 # Extra OpenAI-compatible providers as JSON: [{"name", "base_url", "key_env", "protocol",
 # "background", "models"}]. Only the key's variable *name* goes here; the key stays in env.
 STREAMSCOPE_EXTRA_PROVIDERS = os.environ.get("STREAMSCOPE_PROVIDERS", "")

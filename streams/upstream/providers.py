@@ -6,6 +6,8 @@ outgoing request's headers: never in a Run, an Event, a log line, a page or a fr
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,7 +16,32 @@ from django.conf import settings
 
 from simulator.scenarios import scenario_ids
 
-SIMULATOR_KEY = "sim-local-not-a-secret"
+_listening_at: str | None = None
+
+
+def simulator_key() -> str:
+    """The credential this deployment's own runs send to its built-in simulator: derived from the
+    secret key, so every process of one deployment agrees and nobody outside can guess it."""
+    digest = hmac.new(settings.SECRET_KEY.encode(), b"streamscope built-in simulator", hashlib.sha256)
+    return "sim-internal-" + digest.hexdigest()
+
+
+def note_listening_address(host: str, port: int) -> bool:
+    """Remember where this process serves HTTP (from its first connection); True the first time."""
+    global _listening_at
+    if _listening_at is not None:
+        return False
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    _listening_at = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return True
+
+
+def simulator_url() -> str:
+    """Where runs reach the simulator: ``STREAMSCOPE_SIMULATOR_URL``, else this server itself."""
+    if settings.STREAMSCOPE_SIMULATOR_URL:
+        return settings.STREAMSCOPE_SIMULATOR_URL
+    return f"{_listening_at or 'http://127.0.0.1:' + os.environ.get('PORT', '8000')}/sim/v1"
 
 
 @dataclass(frozen=True)
@@ -30,8 +57,8 @@ class Provider:
     models: tuple[str, ...] = field(default_factory=tuple)
 
     def api_key(self) -> str | None:
-        if self.name == "simulator":
-            return SIMULATOR_KEY
+        if self.name in ("simulator", "simulator-chat"):
+            return simulator_key()
         return os.environ.get(self.key_env) if self.key_env else None
 
     def headers(self) -> dict[str, str]:
@@ -94,14 +121,14 @@ def get_providers() -> dict[str, Provider]:
         Provider(
             name="simulator",
             label="Simulator (built in)",
-            base_url=settings.STREAMSCOPE_SIMULATOR_URL,
+            base_url=simulator_url(),
             supports_background=True,
             models=_simulator_models(),
         ),
         Provider(
             name="simulator-chat",
             label="Simulator (Chat Completions)",
-            base_url=settings.STREAMSCOPE_SIMULATOR_URL,
+            base_url=simulator_url(),
             protocol="chat",
             models=("sim-text", "sim-function-calls"),
         ),

@@ -1,0 +1,126 @@
+"""Who may call the built-in simulator (``/sim/``), and how much of it one caller gets.
+
+The simulator streams tens of thousands of tokens or holds a connection for minutes on request, so
+it is never open to strangers: with ``STREAMSCOPE_SIMULATOR_ENABLED`` off (production's default)
+it answers 404; on, a caller needs a session, a personal API token, or this deployment's internal
+key (:func:`streams.upstream.providers.simulator_key`, what the server's own runs send). A
+person's streams are bounded in number and in frames per second. Refusals are OpenAI-shaped
+error JSON, so SDKs show them plainly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+from dashboard.tokens import authenticate_token
+from streams.upstream.providers import simulator_key
+
+PREFIX = "/sim/"
+SERVER = "server"
+
+
+def openai_refusal(message: str, status: int, code: str) -> JsonResponse:
+    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
+    return JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)
+
+
+class CallerBudget:
+    """Open streams and a frame-rate bucket per caller, in this process."""
+
+    def __init__(self) -> None:
+        self.open_streams: dict[str, int] = defaultdict(int)
+        self.buckets: dict[str, tuple[float, float]] = {}  # caller -> (tokens, last refill)
+
+    async def take_frame(self, caller: str) -> None:
+        rate = settings.STREAMSCOPE_SIMULATOR_MAX_FRAMES_PER_S
+        while True:
+            now = time.monotonic()
+            tokens, last = self.buckets.get(caller, (rate, now))
+            tokens = min(rate, tokens + (now - last) * rate)
+            if tokens >= 1:
+                self.buckets[caller] = (tokens - 1, now)
+                return
+            self.buckets[caller] = (tokens, now)
+            await asyncio.sleep((1 - tokens) / rate)
+
+    def open(self, caller: str, response: HttpResponse) -> None:
+        """Count a stream as open until the server closes its response (also when the client left
+        before the first byte), and meter its frames."""
+        self.open_streams[caller] += 1
+        counted = [True]
+        server_close = response.close
+
+        def close() -> None:
+            if counted.pop() if counted else False:
+                self.open_streams[caller] -= 1
+                if self.open_streams[caller] <= 0:
+                    del self.open_streams[caller]
+            server_close()
+
+        response.close = close  # the server calls it once the response is done or abandoned
+        response.streaming_content = self.metered(caller, aiter(response.streaming_content))
+
+    async def metered(self, caller: str, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in content:
+            await self.take_frame(caller)
+            yield chunk
+
+
+BUDGET = CallerBudget()
+
+
+async def caller_of(request: HttpRequest) -> str | None:
+    """``"server"`` for the internal key, ``"user:<id>"`` for a token or session, else None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() == "bearer" and secret:
+        if hmac.compare_digest(secret.encode(), simulator_key().encode()):
+            return SERVER
+        token = await database_sync_to_async(authenticate_token)(secret)
+        if token is not None:
+            return f"user:{token.owner_id}"
+    user = await request.auser()
+    if user.is_authenticated:
+        return f"user:{user.pk}"
+    return None
+
+
+class SimulatorGateMiddleware:
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response: Any) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(get_response):
+            markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(PREFIX):
+            return await self.get_response(request)
+        if not settings.STREAMSCOPE_SIMULATOR_ENABLED:
+            return openai_refusal("The built-in simulator is off on this server (STREAMSCOPE_SIMULATOR=1 turns "
+                                  "it on).", 404, "simulator_off")
+        if settings.STREAMSCOPE_SIMULATOR_OPEN:
+            return await self.get_response(request)
+        caller = await caller_of(request)
+        if caller is None:
+            return openai_refusal("The simulator needs a Streamscope API token (Authorization: Bearer <token>, "
+                                  "made at /settings/tokens/) or a logged-in session.", 401, "invalid_api_key")
+        if caller != SERVER and BUDGET.open_streams[caller] >= settings.STREAMSCOPE_SIMULATOR_MAX_STREAMS:
+            return openai_refusal(f"You already have {BUDGET.open_streams[caller]} simulator streams open; the limit "
+                                  f"is {settings.STREAMSCOPE_SIMULATOR_MAX_STREAMS}.", 429, "too_many_streams")
+        response = await self.get_response(request)
+        if caller != SERVER and getattr(response, "streaming", False):
+            BUDGET.open(caller, response)
+        return response
