@@ -24,6 +24,7 @@ def run_json(run: Run) -> dict[str, Any]:
         "error": run.error,
         "event_count": run.event_count,
         "imported": run.imported,
+        "source": run.source,
         "background": run.background,
         "created_at": run.created_at.isoformat() if run.created_at else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,

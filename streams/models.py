@@ -33,6 +33,15 @@ TERMINAL_STATUSES = frozenset(
 ACTIVE_STATUSES = frozenset({RunStatus.QUEUED, RunStatus.STREAMING})
 
 
+class RunSource(models.TextChoices):
+    """Where a run came from (API ``source``; filter ``?source=``)."""
+
+    PLAYGROUND = "playground"  # started by Streamscope itself: playground, JSON API, manage.py stream
+    GATEWAY = "gateway"  # an application's request through /gateway/<provider>/v1/
+    IMPORT = "import"  # an imported recording
+    FANOUT = "fanout"  # one variant of a fan-out group
+
+
 class ReviewState(models.TextChoices):
     """Where a run stands in review; derived in one place: streams.review.verdicts.refresh_review_state."""
 
@@ -86,6 +95,8 @@ class Run(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     event_count = models.PositiveIntegerField(default=0)
     imported = models.BooleanField(default=False)
+    # Where the run came from: the playground (and API/CLI), the gateway, an import, a fan-out group.
+    source = models.CharField(max_length=16, choices=RunSource.choices, default=RunSource.PLAYGROUND, db_index=True)
     source_name = models.CharField(max_length=255, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)

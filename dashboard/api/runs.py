@@ -17,7 +17,7 @@ from dashboard.forms import RunRequestForm
 from dashboard.serializers import run_json
 from streams.pipeline import store
 from streams.protocol.values import MAX_ID, BadValue, parse_int, parse_signed_int
-from streams.models import Run
+from streams.models import Run, RunSource
 from streams.upstream.providers import get_providers
 from streams.live.control import TooManyActiveRuns, cancel_run, start_run
 
@@ -46,6 +46,11 @@ def _list_runs(request: HttpRequest) -> JsonResponse:
     runs_qs = Run.objects.visible_to(request.user).select_related("owner").order_by("-created_at", "-id")
     if request.GET.get("all") != "1":
         runs_qs = runs_qs.filter(owner=request.user)
+    source = request.GET.get("source")
+    if source:
+        if source not in RunSource.values:
+            return error(f"source must be one of {', '.join(RunSource.values)}", "bad_request", 400)
+        runs_qs = runs_qs.filter(source=source)
     start = (page - 1) * PAGE_SIZE
     page_runs = list(runs_qs[start : start + PAGE_SIZE + 1])
     has_next = len(page_runs) > PAGE_SIZE

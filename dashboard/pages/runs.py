@@ -8,7 +8,7 @@ from django.shortcuts import render
 
 from dashboard.pages.common import CATALOGUE
 from dashboard.serializers import run_json
-from streams.models import Run
+from streams.models import Run, RunSource
 from streams.upstream.providers import get_providers
 
 
@@ -25,8 +25,14 @@ def run_list(request: HttpRequest) -> HttpResponse:
     show_all = request.GET.get("all") == "1"
     if not show_all:
         runs = runs.filter(owner=request.user)
+    source = request.GET.get("source", "")
+    if source in RunSource.values:
+        runs = runs.filter(source=source)
+    else:
+        source = ""
     page = Paginator(runs, 50).get_page(request.GET.get("page"))
-    return render(request, "run_list.html", {"page": page, "show_all": show_all})
+    return render(request, "run_list.html", {"page": page, "show_all": show_all, "source": source,
+                                             "sources": RunSource.values})
 
 
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:

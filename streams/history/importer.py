@@ -96,7 +96,7 @@ def import_stream(
     fields = _run_fields(parsed, rebuilt)
     with transaction.atomic():
         run = Run.objects.create(
-            owner=owner, imported=True, source_name=filename[:255], provider="import", **fields
+            owner=owner, imported=True, source="import", source_name=filename[:255], provider="import", **fields
         )
         batch: list[Event] = []
         for seq, event in enumerate(parsed.events):

@@ -13,7 +13,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from streams.models import ACTIVE_STATUSES, Run, RunGroup, RunGroupMember
+from streams.models import ACTIVE_STATUSES, Run, RunGroup, RunGroupMember, RunSource
 from streams.live.control import TooManyActiveRuns, start_run
 
 MAX_VARIANTS = 4
@@ -58,6 +58,8 @@ def _create_group(owner: Any, input_text: str) -> RunGroup:
 
 def _add_member(group: RunGroup, run: Run, position: int, label: str) -> None:
     RunGroupMember.objects.create(group=group, run=run, position=position, label=label)
+    Run.objects.filter(pk=run.pk).update(source=RunSource.FANOUT)
+    run.source = RunSource.FANOUT
 
 
 async def start_group(owner: Any, input_text: str, variants: list[Variant],

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from streams.live.launcher import get_launcher
 from streams.pipeline.broadcast import publish_status
-from streams.models import ACTIVE_STATUSES, Run, RunStatus
+from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
 from streams.live.executor import WORKER_NAME
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,10 @@ def claim(run: Run) -> bool:
 
 
 def resumable(run: Run) -> bool:
-    return bool(run.background and run.response_id and run.last_upstream_seq is not None)
+    # A gateway run belongs to its client's connection (and maybe the client's own key): when the
+    # process serving it dies, that connection is gone too, so the run ends interrupted.
+    return bool(run.background and run.response_id and run.last_upstream_seq is not None
+                and run.source != RunSource.GATEWAY)
 
 
 def mark_interrupted(run: Run) -> None:
