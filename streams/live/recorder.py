@@ -1,0 +1,290 @@
+"""Recording one run's events: timestamp, buffer, store and publish them, moderate, and end the run.
+
+:class:`RunRecorder` is what every way of streaming a run shares: the executor (Streamscope asks the
+upstream itself, streams/live/executor.py) and the gateway (an application asks through
+Streamscope, streams/gateway/). The reader feeds it SSE frames; the process's flush clock
+(streams/pipeline/flush_clock.py) writes the buffer to the database in one statement and then
+publishes it to viewers as one message, every few milliseconds, or the run does so itself as soon
+as the buffer fills. Database first, then publish: a viewer that misses a message can always
+refill from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from django.conf import settings
+
+from streams.models import RunStatus
+from streams.pipeline import store
+from streams.pipeline.broadcast import publish_events, publish_status
+from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
+from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator
+from streams.protocol.records import EventRecord
+from streams.protocol.sse import SSEFrame
+from streams.protocol.values import BadValue, clean_json, clean_text
+from streams.review.moderation import LiveModerator
+
+log = logging.getLogger(__name__)
+
+RAW_KEEP = 64 * 1024  # how much of a malformed line is kept in its event
+HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
+WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class RunLimitExceeded(Exception):
+    pass
+
+
+class RunRecorder:
+    """The recording half of a run: events in, batches to the store and the viewers, the end."""
+
+    def __init__(self, run_id: int) -> None:
+        self.run_id = run_id
+        self.buffer: list[EventRecord] = []
+        self.next_seq = 0
+        self.t0 = 0.0
+        self.metrics = MetricsAccumulator()
+        self.text_parts: list[str] = []
+        self.response_id = ""
+        self.last_upstream_seq: int | None = None
+        self.terminal_type: str | None = None
+        self.terminal_response: dict[str, Any] | None = None
+        self.error_event: dict[str, Any] | None = None
+        self.saw_done_marker = False
+        self.chat_finish_reason: str | None = None
+        self._flush_lock = asyncio.Lock()
+        self._kicked: asyncio.Task | None = None
+        self._flush_error: BaseException | None = None
+        self._closed = False  # the final flush happened
+        self._last_text_save = 0.0
+        self._last_write = time.monotonic()
+        self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
+        # An upstream that never closes (keep-alive comments forever) still ends some time.
+        self.max_duration_ms = settings.STREAMSCOPE_MAX_RUN_SECONDS * 1000.0
+        self.flush_max = settings.STREAMSCOPE_FLUSH_MAX_EVENTS
+        self.moderator = LiveModerator(run_id)  # live moderation rules (streams/review/moderation.py)
+
+    # --- recording events -----------------------------------------------------------------
+
+    def _add(self, event_type: str, data: str, t: float, nbytes: int, payload: Any = None) -> None:
+        if self.next_seq >= self.max_events:
+            raise RunLimitExceeded(
+                f"the run reached the limit of {self.max_events} events and was stopped"
+            )
+        event_type = clean_text(event_type)  # the upstream names it: "\ud800" must not reach the store
+        self.buffer.append(EventRecord(self.next_seq, t, event_type, data, nbytes))
+        self.next_seq += 1
+        self.metrics.observe_payload(t, event_type, payload, nbytes)
+        self.moderator.observe(self.next_seq - 1, event_type, payload)  # raises ModerationStopped
+
+    def accept_frame(self, frame: SSEFrame, t: float) -> None:
+        data = frame.data
+        if data == "[DONE]":
+            self.saw_done_marker = True
+            self._add(DONE_MARKER, '{"raw":"[DONE]"}', t, frame.nbytes)
+            return
+        try:
+            payload = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            record = {"raw": data[:RAW_KEEP], "error": f"invalid JSON in data line: {exc}", "where": "data"}
+            if frame.event:
+                record["event"] = frame.event
+            if len(data) > RAW_KEEP:
+                record["truncated_from"] = len(data)
+            self._add(MALFORMED, json.dumps(record), t, frame.nbytes)
+            return
+        event_type = event_type_for(payload, frame.event)
+        if isinstance(payload, dict):
+            sequence_number = payload.get("sequence_number")
+            if isinstance(sequence_number, int):
+                if self.last_upstream_seq is not None and sequence_number <= self.last_upstream_seq:
+                    return  # already stored before a resume: keep every event exactly once
+                self.last_upstream_seq = sequence_number
+            self._understand(event_type, payload)
+        self._add(event_type, data, t, frame.nbytes, payload)
+
+    def _understand(self, event_type: str, payload: dict[str, Any]) -> None:
+        """The little the runner itself must know; full understanding lives in rebuild.py."""
+        if event_type == "response.output_text.delta":
+            delta = payload.get("delta")
+            if isinstance(delta, str):
+                self.text_parts.append(delta)
+        elif event_type == "chat.completion.chunk":
+            for choice in payload.get("choices") or []:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta") or {}
+                if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                    self.text_parts.append(delta["content"])
+                if choice.get("finish_reason"):
+                    self.chat_finish_reason = str(choice["finish_reason"])
+        elif event_type.startswith("response.") and isinstance(payload.get("response"), dict):
+            response = payload["response"]
+            if not self.response_id and isinstance(response.get("id"), str):
+                self.response_id = response["id"]
+            if event_type in TERMINAL_TYPES:
+                self.terminal_type = event_type
+                self.terminal_response = response
+        elif event_type == "error":
+            self.error_event = payload
+
+    def record_ignored_lines(self, lines: list[bytes], t: float) -> None:
+        for line in lines:
+            text = line.decode("utf-8", errors="replace")
+            self._add(
+                MALFORMED,
+                json.dumps({"raw": text, "error": "line is not an SSE field (expected data:, event:, id:, retry: or :comment)",
+                            "where": "line"}),
+                t,
+                len(line),
+            )
+
+    # --- flushing --------------------------------------------------------------------------
+
+    async def flush(self, final_fields: dict[str, Any] | None = None) -> None:
+        async with self._flush_lock:
+            if self._closed:
+                return  # a tick that began before the run ended must not rewrite its final fields
+            batch, self.buffer = self.buffer, []
+            fields: dict[str, Any] = {"event_count": self.next_seq, "heartbeat_at": store.now()}
+            if self.last_upstream_seq is not None:
+                fields["last_upstream_seq"] = self.last_upstream_seq
+            if self.response_id:
+                fields["response_id"] = self.response_id
+            clock = time.monotonic()
+            if clock - self._last_text_save > 1.0:
+                # Output text is rewritten whole, so save it about once a second while live.
+                fields["output_text"] = "".join(self.text_parts)
+                self._last_text_save = clock
+            if final_fields:
+                fields.update(final_fields)
+            rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]
+            await store.write_batch(self.run_id, rows, fields)  # grouped with other runs' batches
+            self._closed = final_fields is not None
+            self._last_write = time.monotonic()
+            if batch:
+                try:
+                    await publish_events(self.run_id, batch[0].seq, [r.encoded() for r in batch])
+                except Exception as exc:
+                    # Stored already; viewers refill what a lost publish did not bring them.
+                    log.warning("run %s: publishing events %d.. failed: %r", self.run_id, batch[0].seq, exc)
+            await self.moderator.commit(final=final_fields is not None)  # store + publish new flags
+
+    # What the flush clock asks of a run (streams/pipeline/flush_clock.py).
+
+    def flush_due(self, now: float) -> bool:
+        if self._flush_lock.locked():
+            return False  # its last flush is still being written: the next tick takes the rest
+        # A quiet stream still writes a heartbeat, so other processes know it is alive.
+        return bool(self.buffer) or now - self._last_write > HEARTBEAT_S
+
+    def flush_failed(self, error: BaseException) -> None:
+        log.error("run %s: storing a batch of events failed", self.run_id, exc_info=error)
+        self._flush_error = error
+
+    def kick(self) -> None:
+        """Flush now rather than at the next tick (a full buffer, a resume note)."""
+        if self._kicked is None or self._kicked.done():
+            self._kicked = asyncio.create_task(self._kicked_flush(), name=f"flush-run-{self.run_id}")
+
+    async def _kicked_flush(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:
+            self.flush_failed(exc)
+
+    def _after_chunk(self) -> bool:
+        """Kick a flush when the buffer is full; True when the reader should wait for one."""
+        if self._flush_error is not None:
+            raise self._flush_error  # the run ends failed, recorded by _finish
+        size = len(self.buffer)
+        if size >= self.flush_max:
+            self.kick()
+        return size >= self.flush_max * 8
+
+    # --- the end of the run -----------------------------------------------------------------
+
+    def _outcome(self, protocol: str) -> tuple[str, Any]:
+        """How the stream ended: a status and an error, from what it said (``protocol``: responses or chat)."""
+        if self.terminal_type == "response.completed":
+            return RunStatus.COMPLETED, None
+        if self.terminal_type == "response.incomplete":
+            return RunStatus.INCOMPLETE, None
+        if self.terminal_type == "response.failed":
+            return RunStatus.FAILED, self._failure_error()
+        if self.error_event is not None:
+            return RunStatus.FAILED, self._failure_error()
+        if protocol == "chat" and (self.saw_done_marker or self.chat_finish_reason):
+            # Chat Completions says "ran out of tokens" with finish_reason, not a terminal event.
+            if self.chat_finish_reason in ("length", "content_filter"):
+                return RunStatus.INCOMPLETE, None
+            return RunStatus.COMPLETED, None
+        if self.next_seq == 0:
+            return RunStatus.FAILED, {"message": "the upstream closed the stream without sending any event", "code": "empty_stream"}
+        return RunStatus.FAILED, {
+            "message": "the upstream closed the stream before a terminal event (response.completed, .incomplete or .failed)",
+            "code": "truncated_stream",
+        }
+
+    def _failure_error(self) -> dict[str, Any]:
+        """The error as the upstream described it: nested or flat ``error`` event, or response.error."""
+        detail: dict[str, Any] = {}
+        if self.error_event is not None:
+            nested = self.error_event.get("error")
+            detail = nested if isinstance(nested, dict) else self.error_event
+        elif self.terminal_response and isinstance(self.terminal_response.get("error"), dict):
+            detail = self.terminal_response["error"]
+        message = detail.get("message") or "the upstream reported a failure"
+        return {"message": str(message), "code": str(detail.get("code") or detail.get("type") or "upstream_failed")}
+
+    def _now(self) -> float:
+        return (time.monotonic() - self.t0) * 1000.0
+
+    async def _finish(self, status: str, error: Any) -> str:
+        output_text = "".join(self.text_parts)
+        usage = None
+        if self.terminal_response:
+            usage = self.terminal_response.get("usage")
+            output_text = _response_output_text(self.terminal_response) or output_text
+        duration = self._now() if self.t0 else None
+        metrics = self.metrics.snapshot(duration_ms=duration)
+        final = {
+            "status": status,
+            "error": _storable(error),
+            # Upstream text may carry lone surrogates (JSON "\ud800" escapes) no database or page
+            # can encode: stored with U+FFFD instead (the events keep the exact bytes).
+            "output_text": clean_text(output_text),
+            "usage": _storable(usage),
+            "metrics": metrics,
+            "finished_at": store.now(),
+        }
+        await self.flush(final_fields=final)
+        await publish_status(self.run_id, status, metrics, error, last_seq=self.next_seq - 1)
+        log.info("run %s ended %s after %d events", self.run_id, status, self.next_seq)
+        return status
+
+
+def _storable(value: Any) -> Any:
+    """An upstream JSON value made safe to store: no lone surrogates, bounded nesting."""
+    try:
+        return clean_json(value)
+    except BadValue as exc:
+        return {"note": f"not stored: {exc}"}
+
+
+def _response_output_text(response: dict[str, Any]) -> str:
+    """Concatenated output_text parts of message items, as the SDK's ``output_text`` does."""
+    parts = []
+    for item in response.get("output") or []:
+        if isinstance(item, dict) and item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    parts.append(part.get("text") or "")
+    return "".join(parts)
