@@ -1,6 +1,7 @@
 // Small helpers for the JSON API: CSRF header on writes, JSON errors turned into messages.
 
-function csrfToken() {
+// The CSRF token: the page's form field if it has one, else Django's cookie.
+export function csrfToken() {
   const input = document.querySelector("input[name=csrfmiddlewaretoken]");
   if (input) return input.value;
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);

@@ -23,7 +23,7 @@ export function theme() {
   return themeCache;
 }
 
-// Nearest-rank percentile of a sorted array, as streams/metrics.py computes it.
+// Nearest-rank percentile of a sorted array, as streams/protocol/metrics.py computes it.
 export function percentile(sorted, fraction) {
   if (!sorted.length) return null;
   return sorted[Math.max(1, Math.ceil(fraction * sorted.length)) - 1];
@@ -33,15 +33,6 @@ export function gapStats(gaps) {
   const sorted = Float64Array.from(gaps).sort();
   return { sorted, count: sorted.length, p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95),
     max: sorted.length ? sorted[sorted.length - 1] : null };
-}
-
-export function fmtMs(value, digits = 1) {
-  if (value === null || value === undefined || Number.isNaN(value)) return "–";
-  const abs = Math.abs(value);
-  if (abs >= 10000) return `${(value / 1000).toFixed(1)} s`;
-  if (abs >= 1000) return `${(value / 1000).toFixed(2)} s`;
-  if (abs >= 100 || digits === 0) return `${Math.round(value)} ms`;
-  return `${value.toFixed(digits)} ms`;
 }
 
 export function niceStep(range, targetTicks) {

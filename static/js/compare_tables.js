@@ -1,7 +1,9 @@
 // The compare page's tables and diff: metrics with the difference to the first run, event counts
 // by type, and the word-level diff of final outputs. Everything goes in with textContent.
 
-import { fmtMs, gapStats } from "./charts.js";
+import { gapStats } from "./charts.js";
+import { fmtMs } from "./format.js";
+import { el } from "./render_util.js";
 
 export const METRICS = [
   ["ttfe_ms", "First event", "time"],
@@ -14,13 +16,6 @@ export const METRICS = [
   ["gap_p95_ms", "Gap p95", "time"],
   ["gap_max_ms", "Gap max", "time"],
 ];
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
 
 function format(kind, value) {
   if (value === null || value === undefined) return "–";

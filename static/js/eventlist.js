@@ -1,7 +1,7 @@
 // A virtualised list of event records: only the rows in view exist in the DOM, so a run of
 // 200,000 events scrolls as lightly as one of 20.
 
-import { familyOf } from "./families.js";
+import { familyOf } from "./catalogue.js";
 
 const ROW = 22;
 

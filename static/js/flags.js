@@ -2,12 +2,7 @@
 // matched, the match in context) and the matched span highlighted in the rendered output text.
 // Model output reaches the DOM only through text nodes and textContent.
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (text !== undefined && text !== null) node.textContent = text;
-  return node;
-}
+import { el } from "./render_util.js";
 
 const SCOPE_LABELS = { output_text: "output text", reasoning: "reasoning", tool_arguments: "tool arguments", input: "input" };
 

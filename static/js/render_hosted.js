@@ -3,8 +3,7 @@
 // images replacing each other as they sharpen, then the final image).
 
 import { el, externalLink, hostOf, imageDataUrl, itemHead, liveBlock } from "./render_util.js";
-
-const str = (value) => (typeof value === "string" ? value : "");
+import { str } from "./values.js";
 
 function sourceList(sources) {
   const list = el("ul", "sources");
@@ -43,7 +42,7 @@ export function webSearchView(node) {
         p.append(externalLink(action.url, action.url));
         body.append(p);
       } else if (action.type === "find_in_page") {
-        const p = el("p", "search-action", `Looked for “${str(action.pattern)}” in `);
+        const p = el("p", "search-action", `Looked for “${str(action.pattern, "")}” in `);
         p.append(externalLink(action.url, action.url));
         body.append(p);
       }
@@ -119,7 +118,7 @@ export function codeInterpreterView(node) {
       for (const out of list) {
         if (!out || typeof out !== "object") continue;
         if (out.type === "logs") {
-          outputs.append(el("div", "part-label", "Output"), el("pre", "code output-log", str(out.logs)));
+          outputs.append(el("div", "part-label", "Output"), el("pre", "code output-log", str(out.logs, "")));
         } else if (out.type === "image" && typeof out.url === "string" && out.url.startsWith("data:image/")) {
           const img = el("img", "generated");
           img.alt = "code interpreter output image";

@@ -2,7 +2,8 @@
 // response-level audio (transcript, chunks, a play button) and the outcome of the response
 // (failed with its error, incomplete with its reason, usage when it completed).
 
-import { el, fmtBytes, syncText } from "./render_util.js";
+import { fmtBytes } from "./format.js";
+import { el, syncText } from "./render_util.js";
 
 const SHOWN_MALFORMED = 50;
 const AUDIO_RATE = 24000; // Responses audio deltas are 24 kHz mono PCM16

@@ -2,9 +2,9 @@
 // hosted shell, apply_patch, compaction, and a generic card for anything else. Search, code
 // interpreter and image generation live in render_hosted.js.
 
-import { el, fmtBytes, itemHead, liveBlock, prettyJson, syncText } from "./render_util.js";
-
-const str = (value) => (typeof value === "string" ? value : "");
+import { fmtBytes } from "./format.js";
+import { el, itemHead, liveBlock, prettyJson, syncText } from "./render_util.js";
+import { str } from "./values.js";
 
 /** Arguments as they stream: indented while partial, formatted once parseable. */
 function argumentsBlock(parent) {
@@ -49,7 +49,7 @@ export function functionCallView(node) {
   const args = argumentsBlock(node);
   return {
     update(item) {
-      head.update(item, { name: str(item.data.name) });
+      head.update(item, { name: str(item.data.name, "") });
       call.textContent = item.data.call_id ? `call_id ${item.data.call_id}` : "";
       call.hidden = !item.data.call_id;
       args(item.arguments, item.done);
@@ -64,7 +64,7 @@ export function customToolView(node) {
   node.append(head.node, call, input.node);
   return {
     update(item) {
-      head.update(item, { name: str(item.data.name) });
+      head.update(item, { name: str(item.data.name, "") });
       call.textContent = item.data.call_id ? `call_id ${item.data.call_id}` : "";
       call.hidden = !item.data.call_id;
       input.set(item.input || "");
@@ -82,8 +82,8 @@ export function mcpCallView(node) {
   const error = errorBox(node);
   return {
     update(item) {
-      const server = str(item.data.server_label);
-      head.update(item, { name: [server, str(item.data.name)].filter(Boolean).join(" · ") });
+      const server = str(item.data.server_label, "");
+      head.update(item, { name: [server, str(item.data.name, "")].filter(Boolean).join(" · ") });
       args(item.arguments, item.done || item.phase === "failed");
       const out = item.data.output;
       const text = typeof out === "string" ? prettyJson(out).state === "valid" ? prettyJson(out).text : out : out ? JSON.stringify(out, null, 2) : "";
@@ -102,13 +102,13 @@ export function mcpListToolsView(node) {
   const error = errorBox(node);
   return {
     update(item) {
-      const server = str(item.data.server_label);
+      const server = str(item.data.server_label, "");
       head.update(item, { name: server });
       list.replaceChildren();
       for (const tool of Array.isArray(item.data.tools) ? item.data.tools : []) {
         if (!tool || typeof tool !== "object") continue;
         const li = el("li");
-        li.append(el("code", null, str(tool.name) || "?"));
+        li.append(el("code", null, str(tool.name, "") || "?"));
         if (tool.description) li.append(el("span", "muted", ` — ${tool.description}`));
         list.append(li);
       }
@@ -125,7 +125,7 @@ export function mcpApprovalView(node) {
   const args = argumentsBlock(node);
   return {
     update(item) {
-      head.update(item, { name: [str(item.data.server_label), str(item.data.name)].filter(Boolean).join(" · ") });
+      head.update(item, { name: [str(item.data.server_label, ""), str(item.data.name, "")].filter(Boolean).join(" · ") });
       args(item.data.arguments, true);
     },
   };
@@ -177,8 +177,8 @@ export function shellOutputView(node) {
         const view = blocks[i];
         const command = item.callCommands && item.callCommands[i];
         view.command.textContent = command ? `$ ${command}` : `command ${i + 1}`;
-        syncText(view.stdout, str(out.stdout));
-        syncText(view.stderr, str(out.stderr));
+        syncText(view.stdout, str(out.stdout, ""));
+        syncText(view.stderr, str(out.stderr, ""));
         view.stdout.hidden = !out.stdout;
         view.stderr.hidden = !out.stderr;
         const outcome = out.outcome && typeof out.outcome === "object" ? out.outcome : null;
@@ -204,7 +204,7 @@ export function compactionView(node) {
   return {
     update(item) {
       head.update(item);
-      const size = str(item.data.encrypted_content).length;
+      const size = str(item.data.encrypted_content, "").length;
       text.textContent = item.done
         ? `The conversation context was compacted${size ? ` into ${size.toLocaleString()} chars of encrypted_content` : ""}.`
         : "Compacting the conversation context…";
@@ -220,7 +220,7 @@ export function applyPatchView(node) {
   return {
     update(item) {
       const op = item.data.operation && typeof item.data.operation === "object" ? item.data.operation : {};
-      head.update(item, { name: [str(op.type).replaceAll("_", " "), str(op.path)].filter(Boolean).join(" ") });
+      head.update(item, { name: [str(op.type, "").replaceAll("_", " "), str(op.path, "")].filter(Boolean).join(" ") });
       const text = item.diff || "";
       if (text === shown) return;
       shown = text;

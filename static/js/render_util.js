@@ -1,5 +1,6 @@
-// Small DOM helpers shared by the item renderers. Model output only ever reaches the page
-// through textContent, Text nodes or attributes checked here (links: http/https only).
+// Small DOM helpers shared by the item renderers, the flag panel and the compare tables (el() is
+// the one element builder). Model output only ever reaches the page through textContent, Text
+// nodes or attributes checked here (links: http/https only).
 
 export function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -128,14 +129,6 @@ function indentPartial(source) {
     }
   }
   return out;
-}
-
-/** Human size: 1234 -> "1.2 KB". */
-export function fmtBytes(n) {
-  if (!Number.isFinite(n)) return "";
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
 export function cssName(value) {

@@ -1,14 +1,12 @@
 // Replaying stored runs through the same RunView (and timeline) that shows live runs.
 // ReplayPlayer drives one or more tracks on one shared clock (compare replays several runs in
 // step); ReplayControls binds the play/step/speed/scrub bar to a player. Position rules live in
-// replay_clock.js (the twin of streams/replay.py).
+// replay_clock.js (the twin of streams/history/replay_clock.py).
 
 import {
   MAX, UNTIMED_PACE_MS, bisectRight, endMs, formatPosition, isUntimed, nextOfType, parseSpeed,
   positionAfterSeq, positionAtTime, replayTimes, step,
 } from "./replay_clock.js";
-
-export { fetchAllEvents } from "./event_pages.js";
 
 const MAX_PER_FRAME = 4000;
 

@@ -1,5 +1,5 @@
-// Replay position logic, pure: the browser's twin of streams/replay.py (same rules, same names in
-// camelCase; tests/test_replay.py runs both on the same inputs). A position is
+// Replay position logic, pure: the browser's twin of streams/history/replay_clock.py (same rules,
+// same names in camelCase; tests/test_replay.py runs both on the same inputs). A position is
 // { index, clockMs }: events[0..index) are shown and the clock stands at clockMs on the run's axis.
 
 export const MIN_SPEED = 0.25;

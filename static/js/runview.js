@@ -3,17 +3,15 @@
 
 import { EventList } from "./eventlist.js";
 import { FlagPanel } from "./flags.js";
-import { isDelta } from "./families.js";
-import { OutputModel } from "./output.js";
+import { isDelta } from "./catalogue.js";
+import { fmtMs } from "./format.js";
+import { OutputModel } from "./output_model.js";
 import { renderItem } from "./render.js";
+import { isTerminalStatus } from "./run_status.js";
 import { TimelinePanel } from "./timeline.js";
 
-const TERMINAL_STATUSES = new Set(["completed", "incomplete", "failed", "cancelled", "interrupted"]);
-
-function fmtMs(value) {
-  if (value === null || value === undefined) return "–";
-  return value >= 10000 ? `${(value / 1000).toFixed(1)} s` : `${Math.round(value)} ms`;
-}
+// The metric cards: whole milliseconds up to 10 s ("1234 ms"), then seconds.
+const cardMs = (value) => fmtMs(value, 0, 10000);
 
 export class RunView {
   // options.timeline: a TimelinePanel living outside root (compare); otherwise root's
@@ -134,11 +132,11 @@ export class RunView {
     let tokensPerS = null;
     if (live.deltas > 1 && live.lastDelta > live.ttft) tokensPerS = live.deltas / ((live.lastDelta - live.ttft) / 1000);
     const values = {
-      ttfe_ms: fmtMs(final ? final.ttfe_ms : live.ttfe),
-      ttft_ms: fmtMs(final ? final.ttft_ms : live.ttft),
+      ttfe_ms: cardMs(final ? final.ttfe_ms : live.ttfe),
+      ttft_ms: cardMs(final ? final.ttft_ms : live.ttft),
       events: String(final && final.events !== undefined ? final.events : live.events),
       tokens_per_s: (final ? final.tokens_per_s : tokensPerS) ? (final ? final.tokens_per_s : tokensPerS).toFixed(1) : "–",
-      duration_ms: fmtMs(final ? final.duration_ms : live.last),
+      duration_ms: cardMs(final ? final.duration_ms : live.last),
     };
     for (const [key, text] of Object.entries(values)) if (this.metricEls[key]) this.metricEls[key].textContent = text;
     if (this.countEl) this.countEl.textContent = `(${live.events})`;
@@ -148,11 +146,11 @@ export class RunView {
     this.status = status;
     this.statusEl.textContent = status;
     this.statusEl.className = `status-badge status-${status}`;
-    if (metrics && TERMINAL_STATUSES.has(status) && Object.keys(metrics).length) this.finalMetrics = metrics;
+    if (metrics && isTerminalStatus(status) && Object.keys(metrics).length) this.finalMetrics = metrics;
     if (error) this.setError(error);
     this.renderMetrics();
     this.root.dataset.state = status;
-    if (this.timeline) this.timeline.setFinal(TERMINAL_STATUSES.has(status));
+    if (this.timeline) this.timeline.setFinal(isTerminalStatus(status));
   }
 
   setError(error) {
@@ -182,7 +180,7 @@ export class RunView {
   }
 
   isTerminal() {
-    return TERMINAL_STATUSES.has(this.status);
+    return isTerminalStatus(this.status);
   }
 
   showRaw(e) {

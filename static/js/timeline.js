@@ -3,14 +3,14 @@
 // details, click-to-select, zoom (wheel, buttons, keys) and pan (drag), a token-rate chart and a
 // histogram of gaps between deltas. Several panels can share one Viewport (compare).
 
-import { drawHistogram, drawRateChart, fitCanvas, fmtMs, gapStats, theme } from "./charts.js";
+import { catalogueData } from "./catalogue.js";
+import { drawHistogram, drawRateChart, fitCanvas, gapStats, theme } from "./charts.js";
+import { fmtMs } from "./format.js";
 import { exportPicture } from "./svgctx.js";
-import { catalogueData, TimelineModel } from "./timeline_model.js";
+import { TimelineModel } from "./timeline_model.js";
 import { RULER, gutterFor, laneHeight, paintTimeline, timelineHeight } from "./timeline_paint.js";
 import { fillTip } from "./timeline_tip.js";
 import { Viewport } from "./viewport.js";
-
-export { Viewport };
 
 const CHART_INTERVAL_MS = 250;
 const RATE_H = 96;

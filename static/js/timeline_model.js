@@ -2,9 +2,8 @@
 // seq, family and lane (one lane per output item plus the response lifecycle lane), the markers
 // (first event, first token, end) and the token-delta times behind the rate chart and gap histogram.
 
-import { familyOf, isDelta } from "./families.js";
+import { catalogueData, familyOf, isDelta, isTerminalEvent } from "./catalogue.js";
 
-const TERMINAL = new Set(["response.completed", "response.failed", "response.incomplete"]);
 const ITEM_LABELS = {
   message: "message", reasoning: "reasoning", function_call: "function call", custom_tool_call: "custom tool",
   web_search_call: "web search", file_search_call: "file search", code_interpreter_call: "code interpreter",
@@ -13,15 +12,6 @@ const ITEM_LABELS = {
   local_shell_call: "local shell", apply_patch_call: "apply patch", compaction: "compaction", audio: "audio",
   computer_call: "computer",
 };
-
-let catalogue = null;
-export function catalogueData() {
-  if (!catalogue) {
-    const node = document.getElementById("catalogue-data");
-    catalogue = node ? JSON.parse(node.textContent) : { families: [], types: {} };
-  }
-  return catalogue;
-}
 
 export function itemLabel(type) {
   if (!type) return "item";
@@ -137,7 +127,7 @@ export class TimelineModel {
         else this.gaps.push(t - this.tokens.a[this.tokens.n - 1]);
         this.tokens.push(t);
       }
-      if (TERMINAL.has(record.type)) {
+      if (isTerminalEvent(record.type)) {
         this.end = t;
         const usage = record.data && record.data.response && record.data.response.usage;
         if (usage && Number.isInteger(usage.output_tokens)) this.usageTokens = usage.output_tokens;

@@ -2,7 +2,8 @@
 // per event coloured by family, markers for first event / first token / end, replay cursor.
 // Cost is bounded by pixels, not events: at most one mark per lane, pixel column and family.
 
-import { FONT, drawTimeAxis, fmtMs, theme } from "./charts.js";
+import { FONT, drawTimeAxis, theme } from "./charts.js";
+import { fmtMs } from "./format.js";
 
 // Room for lane labels on the left; narrower on small screens.
 export function gutterFor(width) {

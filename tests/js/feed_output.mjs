@@ -3,7 +3,7 @@
 // stdout: {"name": {"output_text", "items": [{key, type, index, done}], "status", "errors", "unknown", "malformed"}}
 // Used by tests/test_output_model.py to hold the JS model to streams/protocol/rebuild.py.
 
-import { OutputModel } from "../../static/js/output.js";
+import { OutputModel } from "../../static/js/output_model.js";
 
 const chunks = [];
 for await (const chunk of process.stdin) chunks.push(chunk);

@@ -1,12 +1,11 @@
 // Chat Completions chunks (`chat.completion.chunk`) into the OutputModel: one message per
 // choice (output_text and refusal parts, logprobs), then one function_call per tool call — the
-// same shape streams/chat.py rebuilds, so pages treat both protocols alike.
+// same shape streams/protocol/chat_chunks.py rebuilds, so pages treat both protocols alike.
+
+import { index, isObject } from "./values.js";
 
 const INCOMPLETE_FINISH = new Set(["length", "content_filter"]);
 const CHAT_BASE = 1e6; // chat items sort after any Responses items
-
-const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
-const index = (value) => (Number.isInteger(value) && value >= 0 ? value : null);
 
 /** Feed one chunk to `model` (an OutputModel). */
 export function applyChat(model, chunk) {

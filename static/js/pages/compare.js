@@ -1,18 +1,21 @@
 // The compare page: up to four runs on one time axis. Each run is followed over its websocket
 // (RunSocket, live or stored alike) into a compact RunView whose timeline sits in the stacked
 // timelines card; all timelines share one Viewport. Figures of finished runs come from
-// /api/compare/ (streams/compare.py); a run still streaming shows live figures from its timeline.
+// /api/compare/ (streams/history/compare.py); a run still streaming shows live figures from its
+// timeline.
 
-import { RUN_COLOURS, drawLines, fitCanvas, fmtMs } from "./charts.js";
-import { liveMetrics, renderCountsTable, renderDiff, renderMetricsTable } from "./compare_tables.js";
-import { ReplayControls, ReplayPlayer, ReplayTrack, replaceQuery } from "./replay.js";
-import { BadReplayParameter, parseSpeed } from "./replay_clock.js";
-import { RunView } from "./runview.js";
-import { RunSocket } from "./socket.js";
-import { exportPicture } from "./svgctx.js";
-import { TimelinePanel, Viewport } from "./timeline.js";
+import { RUN_COLOURS, drawLines, fitCanvas } from "../charts.js";
+import { liveMetrics, renderCountsTable, renderDiff, renderMetricsTable } from "../compare_tables.js";
+import { fmtMs } from "../format.js";
+import { ReplayControls, ReplayPlayer, ReplayTrack, replaceQuery } from "../replay.js";
+import { BadReplayParameter, parseSpeed } from "../replay_clock.js";
+import { isTerminalStatus } from "../run_status.js";
+import { RunView } from "../runview.js";
+import { RunSocket } from "../socket.js";
+import { exportPicture } from "../svgctx.js";
+import { TimelinePanel } from "../timeline.js";
+import { Viewport } from "../viewport.js";
 
-const TERMINAL = new Set(["completed", "incomplete", "failed", "cancelled", "interrupted"]);
 const page = document.querySelector("[data-compare]");
 let data = JSON.parse(document.getElementById("compare-data").textContent);
 const runsJson = JSON.parse(document.getElementById("runs-data").textContent);
@@ -74,7 +77,7 @@ function applyAlignment() {
 }
 
 // --- figures ---------------------------------------------------------------------------------
-function isLive(state) { return !TERMINAL.has(state.status); }
+function isLive(state) { return !isTerminalStatus(state.status); }
 
 function rowsForTables() {
   return runs.map((state) => ({
@@ -170,9 +173,9 @@ for (const state of runs) {
       const was = state.status;
       state.status = frame.status;
       if (!player) state.view.setStatus(frame.status, frame.metrics, frame.error);
-      if (TERMINAL.has(frame.status)) {
+      if (isTerminalStatus(frame.status)) {
         state.loaded = true;
-        if (!TERMINAL.has(was)) refreshFromServer();
+        if (!isTerminalStatus(was)) refreshFromServer();
       }
       scheduleCharts();
       maybeEnableReplay();

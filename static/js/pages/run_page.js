@@ -1,8 +1,8 @@
 // The run page: the stored run, caught up from the log and then followed live.
 
-import { apiPost } from "./api.js";
-import { RunView } from "./runview.js";
-import { RunSocket } from "./socket.js";
+import { apiPost } from "../api.js";
+import { RunView } from "../runview.js";
+import { RunSocket } from "../socket.js";
 
 const run = JSON.parse(document.getElementById("run-data").textContent);
 const view = new RunView(document.querySelector("[data-runview]"));

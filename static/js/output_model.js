@@ -1,26 +1,20 @@
 // Rebuilding a response's output items from its events, in the browser, as they arrive.
-// Same rules as streams/rebuild.py (and streams/chat.py), driven by the same catalogue (the
-// server embeds it as JSON): items are addressed by output_index (or item_id), deltas append,
-// a full value (*.done, content_part.done, output_item.done) wins, the terminal response only
-// fills items the stream never showed. Chat Completions chunks are folded in by output_chat.js.
-// Renderers (render.js) draw each item type its own way.
+// Same rules as streams/protocol/rebuild.py (and chat_chunks.py), driven by the same catalogue
+// (the server embeds it as JSON; catalogue.js reads it): items are addressed by output_index (or
+// item_id), deltas append, a full value (*.done, content_part.done, output_item.done) wins, the
+// terminal response only fills items the stream never showed. Chat Completions chunks are folded
+// in by chat_chunks.js. Renderers (render.js) draw each item type its own way.
 // Besides output items the model keeps run-level "pseudo items" the page shows in the same
 // flow: malformed lines, response-level audio and the outcome (incomplete / failed).
 
-import { applyChat } from "./output_chat.js";
+import { catalogueData } from "./catalogue.js";
+import { applyChat } from "./chat_chunks.js";
+import { index, isObject, str } from "./values.js";
 
 const TERMINAL_STATUS = { "response.completed": "completed", "response.incomplete": "incomplete", "response.failed": "failed" };
 const PART_TYPES = { text: "output_text", refusal: "refusal", reasoning_text: "reasoning_text" };
 const STRING_FIELDS = new Set(["arguments", "input", "code", "diff"]);
 
-function pageCatalogue() {
-  const node = globalThis.document ? globalThis.document.getElementById("catalogue-data") : null;
-  return node ? JSON.parse(node.textContent) : null;
-}
-
-const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
-const index = (value) => (Number.isInteger(value) && value >= 0 ? value : null);
-const str = (value) => (typeof value === "string" ? value : null);
 // A delta's text: a string, or (older SDKs' reasoning deltas) an object with `text`.
 const deltaText = (value) => (typeof value === "string" ? value : isObject(value) && typeof value.text === "string" ? value.text : null);
 
@@ -38,7 +32,7 @@ function newPart(source, fallbackType) {
 
 export class OutputModel {
   constructor({ catalogue = null } = {}) {
-    this.catalogue = catalogue || pageCatalogue() || { types: {} };
+    this.catalogue = catalogue || catalogueData();
     this.items = new Map(); // key -> item (output items and pseudo items)
     this.order = []; // keys in display order
     this.dirty = new Set();

@@ -1,8 +1,8 @@
 // The review queue page: the run under review in the shared run view (live over its websocket),
 // and verdicts from the keyboard: A approve, F flag, R reject, N skip, / note, Esc leaves the note.
 
-import { RunView } from "./runview.js";
-import { RunSocket } from "./socket.js";
+import { RunView } from "../runview.js";
+import { RunSocket } from "../socket.js";
 
 const filters = document.querySelector("[data-review-filters]");
 if (filters) {

@@ -1,9 +1,9 @@
 // The playground: pick provider and model, send a prompt, watch the run live on this page.
 
-import { apiPost } from "./api.js";
-import { FanOut } from "./fanout.js";
-import { RunView } from "./runview.js";
-import { RunSocket } from "./socket.js";
+import { apiPost } from "../api.js";
+import { FanOut } from "../fanout.js";
+import { RunView } from "../runview.js";
+import { RunSocket } from "../socket.js";
 
 const providers = JSON.parse(document.getElementById("providers-data").textContent);
 const form = document.querySelector("[data-prompt-form]");

@@ -1,6 +1,8 @@
 // The admin's "Test this rule" box: sends the rule as typed (saved or not) and a sample text to
 // the server, then shows the sample with every match marked. Text only ever goes in via textContent.
 
+import { csrfToken } from "../api.js";
+
 const box = document.querySelector("[data-rule-test]");
 
 function field(id) {
@@ -40,7 +42,6 @@ async function runTest() {
   if (field("id_case_sensitive").checked) body.set("case_sensitive", "on");
   if (field("id_whole_words").checked) body.set("whole_words", "on");
   body.set("sample", sample);
-  const token = document.querySelector("input[name=csrfmiddlewaretoken]");
   showError("");
   let response;
   try {
@@ -48,7 +49,7 @@ async function runTest() {
       method: "POST",
       body,
       credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRFToken": token ? token.value : "" },
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
     });
   } catch (err) {
     showError(`The test could not reach the server: ${err.message}`);

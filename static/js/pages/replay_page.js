@@ -1,11 +1,12 @@
 // The replay page: a stored run played back through the shared RunView at its original pace,
 // with the position and speed kept in the URL (?speed=0.25..10|max&at=<ms>|seq<N>).
 
-import { apiPost } from "./api.js";
-import { fmtMs } from "./charts.js";
-import { ReplayControls, ReplayPlayer, ReplayTrack, fetchAllEvents } from "./replay.js";
-import { BadReplayParameter, UNTIMED_PACE_MS, parsePosition, parseSpeed } from "./replay_clock.js";
-import { RunView } from "./runview.js";
+import { apiPost, csrfToken } from "../api.js";
+import { fetchAllEvents } from "../event_pages.js";
+import { fmtMs } from "../format.js";
+import { ReplayControls, ReplayPlayer, ReplayTrack } from "../replay.js";
+import { BadReplayParameter, UNTIMED_PACE_MS, parsePosition, parseSpeed } from "../replay_clock.js";
+import { RunView } from "../runview.js";
 
 const run = JSON.parse(document.getElementById("run-data").textContent);
 const view = new RunView(document.querySelector("[data-runview]"), { filename: `run-${run.id}-replay` });
@@ -109,7 +110,7 @@ function bindTokenBox() {
     try {
       const response = await fetch(`/api/runs/${id}/replay-token/`, {
         method: "DELETE", credentials: "same-origin",
-        headers: { "X-CSRFToken": (document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/) || [])[1] || "" },
+        headers: { "X-CSRFToken": csrfToken() },
       });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       shown.hidden = true;
