@@ -1,10 +1,23 @@
-// Run statuses, as streams/models.py defines them (RunStatus, ACTIVE_STATUSES, TERMINAL_STATUSES):
-// a run is queued, then streaming, then ends in one of the terminal statuses. The pages do not
-// embed these sets yet, so this is the browser's one copy; keep it in step with models.py.
+// Run statuses come from the server: the catalogue JSON each run page embeds (#catalogue-data)
+// carries {statuses: {active, terminal}} from streams/models.py. The fallback below is only for a
+// page without the catalogue and for Node's unit tests, which have no page.
 
-export const ACTIVE_STATUSES = new Set(["queued", "streaming"]);
-export const TERMINAL_STATUSES = new Set(["completed", "incomplete", "failed", "cancelled", "interrupted"]);
+import { catalogueData } from "./catalogue.js";
+
+const FALLBACK = {
+  active: ["queued", "streaming"],
+  terminal: ["cancelled", "completed", "failed", "incomplete", "interrupted"],
+};
+
+function statuses() {
+  const embedded = catalogueData().statuses;
+  return embedded && Array.isArray(embedded.terminal) && Array.isArray(embedded.active) ? embedded : FALLBACK;
+}
 
 export function isTerminalStatus(status) {
-  return TERMINAL_STATUSES.has(status);
+  return statuses().terminal.includes(status);
+}
+
+export function isActiveStatus(status) {
+  return statuses().active.includes(status);
 }

@@ -2,7 +2,7 @@
 // with automatic reconnection (resuming after the last seq seen) and gap refill from the API.
 
 import { fetchRange } from "./event_pages.js";
-import { ACTIVE_STATUSES } from "./run_status.js";
+import { isActiveStatus } from "./run_status.js";
 
 const RETRY_MS = [250, 500, 1000, 2000, 4000, 8000];
 
@@ -91,7 +91,7 @@ export class RunSocket {
       if (frame.last_seq !== null && frame.last_seq !== undefined && frame.last_seq > this.lastSeq) {
         await this.refill(frame.last_seq);
       }
-      const terminal = !ACTIVE_STATUSES.has(frame.status);
+      const terminal = !isActiveStatus(frame.status);
       if (terminal) this.finished = true;
       this.onStatus(frame);
       if (terminal) this.onConnection("done");
