@@ -8,6 +8,15 @@ A slow viewer never holds anyone up: Daphne buffers a socket's unsent output wit
 when a viewer's buffer passes :data:`VIEWER_HIGH_WATER` bytes it stops getting live batches (they
 are in the store) and, once the buffer drains below :data:`VIEWER_LOW_WATER`, catches up from the
 store a page at a time. Memory per viewer stays bounded; the run and other viewers never wait.
+
+Refusals are said with close codes the page understands (static/js/socket.js stops reconnecting on
+them): the socket is accepted first and then closed with 4401 (not logged in) or 4403 (may not see
+the run; also for "no such run"). Closing *before* accepting would make Daphne answer the handshake
+with HTTP 403, which a browser reports as 1006, indistinguishable from a network error. A socket
+lives no longer than its session: logging out closes it at once (the consumer joins its session's
+group, dashboard/auth.py), and every :data:`SESSION_CHECK_S` it re-checks that the session still
+holds its user and that the user may still see the run (expiry, password change, deactivation,
+reviewer role removed), closing with 4401 or 4403 otherwise.
 """
 
 from __future__ import annotations
@@ -17,18 +26,24 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user as get_session_user
+from django.contrib.auth import get_user_model
 
+from dashboard.auth import session_group
 from dashboard.serializers import flags_json
 from dashboard.twisted_shim import transport_of, unsent_bytes
+from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
 from streams.pipeline.broadcast import group_name
-from streams.models import TERMINAL_STATUSES, Run
 from streams.protocol.records import events_frame
 
 log = logging.getLogger(__name__)
@@ -40,6 +55,7 @@ VIEWER_HIGH_WATER = 1024 * 1024  # unsent bytes that make a viewer "behind"
 VIEWER_LOW_WATER = 256 * 1024  # a behind viewer catches up once its buffer is below this
 DRAIN_POLL_S = 0.05
 STATUS_CHECK_S = 5.0  # a live socket that hears nothing this long checks whether its run ended
+SESSION_CHECK_S = 30.0  # how often an open socket re-checks its session and the user's access
 # Daphne refuses to send a websocket message over 1 MiB (its --websocket_max_message_size),
 # so a batch is split into frames of at most this many characters (< 1 MiB even as 4-byte UTF-8).
 FRAME_MAX_CHARS = 200_000
@@ -57,6 +73,24 @@ def _load_visible_run(run_id: int, user: Any) -> Run | None:
 
 
 @database_sync_to_async
+def _refusal(session_key: str | None, user_pk: Any, run_id: int) -> int | None:
+    """Why a socket opened by ``user_pk`` with this session must close now (a close code), or None
+    while the session still holds that user and the user may still see the run. The session is
+    read afresh from its store: the scope's copy was loaded once, at the handshake. (A scope with
+    no session at all, as a test may build, has only the user to re-read.)"""
+    if session_key:
+        session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+        user = get_session_user(SimpleNamespace(session=session))
+    else:
+        user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
+    if user is None or not user.is_authenticated or user.pk != user_pk:
+        return CLOSE_UNAUTHENTICATED
+    if not Run.objects.visible_to(user).filter(pk=run_id).exists():
+        return CLOSE_FORBIDDEN
+    return None
+
+
+@database_sync_to_async
 def _events_after(run_id: int, after: int, upto: int | None) -> list[tuple[int, str]]:
     return store.encoded_events_after(run_id, after, BACKLOG_PAGE, upto)
 
@@ -68,6 +102,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         queued behind the runs' writes (hundreds of ms with 200 runs, docs/performance.md). These
         handlers reach the database only through database_sync_to_async, which closes stale
         connections itself."""
+        if getattr(self, "refused", False) and message["type"] != "websocket.disconnect":
+            return  # closing: nothing more goes out
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -80,19 +116,26 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.joined = False
         self.behind = False
         self.transport = transport_of(self.base_send)
+        session = self.scope.get("session")
+        self.session_key = getattr(session, "session_key", None)
+        self.session_group = session_group(self.session_key) if self.session_key else None
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED, accept=True)
             return
+        self.user_pk = user.pk
         run = await _load_visible_run(self.run_id, user)
         if run is None:
             # The same answer for "no such run" and "not yours": ids reveal nothing.
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.refuse(CLOSE_FORBIDDEN, accept=True)
             return
         self.last_sent = _after_param(self.scope.get("query_string", b""))
+        if self.session_group:
+            await self.channel_layer.group_add(self.session_group, self.channel_name)
         await self.channel_layer.group_add(self.group, self.channel_name)
         self.joined = True
         await self.accept()
+        self.session_watch = asyncio.create_task(self._watch_session(), name=f"ws-run-{self.run_id}-session")
         await self._send_stored(upto=None)
         run = await _load_run(self.run_id)
         if run is None:
@@ -106,12 +149,39 @@ class RunConsumer(AsyncWebsocketConsumer):
             self.watchdog = asyncio.create_task(self._watch_for_lost_end(), name=f"ws-run-{self.run_id}-watchdog")
         await self._send_stored_flags()  # moderation flags so far; later ones come as run.flag
 
+    async def refuse(self, code: int, accept: bool = False) -> None:
+        """Close with ``code``; during the handshake, accept first so that the browser sees the
+        code rather than a failed handshake (see the module doc)."""
+        self.refused = True
+        if accept:
+            await self.accept()
+        await self.close(code=code)
+
     async def disconnect(self, code: int) -> None:
-        watchdog = getattr(self, "watchdog", None)
-        if watchdog is not None:
-            watchdog.cancel()
+        for task in (getattr(self, "watchdog", None), getattr(self, "session_watch", None)):
+            if task is not None:
+                task.cancel()
         if self.joined:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            if self.session_group:
+                await self.channel_layer.group_discard(self.session_group, self.channel_name)
+
+    async def session_ended(self, message: dict) -> None:
+        """The session logged out (dashboard/auth.py sends this to the session's group)."""
+        await self.refuse(CLOSE_UNAUTHENTICATED)
+
+    async def _watch_session(self) -> None:
+        while True:
+            await asyncio.sleep(SESSION_CHECK_S)
+            try:
+                await self.channel_layer.send(self.channel_name, {"type": "session.check"})
+            except Exception:  # a full channel: the next round asks again
+                log.debug("run %s: session check not queued", self.run_id, exc_info=True)
+
+    async def session_check(self, message: dict) -> None:
+        code = await _refusal(self.session_key, self.user_pk, self.run_id)
+        if code is not None:
+            await self.refuse(code)
 
     async def _watch_for_lost_end(self) -> None:
         """The final status is one channel-layer message and can be dropped like any other (a

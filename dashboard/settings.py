@@ -193,6 +193,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 CSRF_FAILURE_VIEW = "dashboard.pages.errors.csrf_failure"
+# Every password check goes through the login brake (dashboard/auth.py): /accounts/login/,
+# /admin/login/ and any other form that calls authenticate().
+AUTHENTICATION_BACKENDS = ["dashboard.auth.BrakedModelBackend"]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
