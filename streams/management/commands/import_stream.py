@@ -29,21 +29,18 @@ class Command(BaseCommand):
     def handle(self, *args, path: str, user: str | None, entry: int | None, **options):
         owner = self._owner(user)
         file = Path(path)
+        limit = max_import_bytes()
         try:
-            size = file.stat().st_size
+            content = _read_at_most(file, limit)
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        if size > max_import_bytes():
-            # Refuse before reading it all into memory.
+        if content is None:
             raise CommandError(
-                f"{path} is {size} bytes; the import limit is {max_import_bytes()} "
-                "bytes (setting STREAMSCOPE_MAX_IMPORT_BYTES)"
+                f"{path} holds more than {limit} bytes; the import limit is {limit} bytes "
+                "(setting STREAMSCOPE_MAX_IMPORT_BYTES)"
             )
         try:
-            content = file.read_bytes()
             run = import_stream(content, owner=owner, filename=file.name, har_entry=entry)
-        except OSError as exc:
-            raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except ImportFailed as exc:
             raise CommandError(f"cannot import {path}: {exc}") from exc
         for note in getattr(run, "import_notes", []):
@@ -68,3 +65,12 @@ class Command(BaseCommand):
                 "with `manage.py createsuperuser` (or `manage.py bootstrap`)"
             )
         return owner
+
+
+def _read_at_most(file: Path, limit: int) -> bytes | None:
+    """The file's bytes, or None when it holds more than ``limit``. Reads at most ``limit + 1``
+    bytes whatever the file claims to be: a pipe, a FIFO or a device (``/dev/zero``) reports no
+    useful size, and a regular file may grow while it is read."""
+    with file.open("rb") as stream:
+        content = stream.read(limit + 1)
+    return None if len(content) > limit else content
