@@ -1,11 +1,15 @@
 # Streamscope: `make run` starts the dashboard, `make test` runs every test. Both install first.
+# For developers: `make test-fast` runs the in-process tests only (see FAST_TESTS).
 PYTHON ?= python3.11
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# No browser, no server processes (Daphne, simulator, workers), no PostgreSQL/Redis: the markers
+# are registered in pyproject.toml and applied in tests/conftest.py. Under a minute on 2 cores.
+FAST_TESTS := -m "not e2e and not server and not services"
 
-.PHONY: install run test e2e-deps bench clean
+.PHONY: install run test test-fast e2e-deps bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +30,9 @@ e2e-deps:
 
 test: install e2e-deps
 	bash scripts/run-tests.sh
+
+test-fast: install
+	bash scripts/run-tests.sh $(FAST_TESTS)
 
 bench: install
 	$(BIN)/python bench/ingest.py

@@ -1,86 +1,90 @@
-"""Fixtures every test module may need: users, a real Daphne serving the simulator."""
+"""Fixtures every test folder may need (users, a scripted upstream, a real Daphne serving the
+simulator, a crash-test app) and the markers derived from them.
+
+Helpers that are not fixtures live in tests/support/; no test module imports another test module
+or a conftest.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-RECORDINGS = ROOT.parent / "shared" / "recordings"
-# As the Makefile and Procfile run it: Daphne's 1 MiB default websocket message limit applies to
-# what it sends too, and one event (a partial image) can be larger (see docs/operations.md).
-DAPHNE_OPTIONS = ["--websocket-max-message-size", str(16 * 1024 * 1024)]
+from tests.support.servers import RECORDINGS, manage, start_daphne, stop_process
+from tests.support.upstreams import ScriptedUpstream
+
+# Tests using any of these fixtures start real processes: they get the ``server`` marker, so
+# ``make test-fast`` (-m "not e2e and not server and not services") leaves them out.
+SERVER_FIXTURES = {"sim_server", "live_app", "crash_setup"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+@pytest.fixture(scope="session", autouse=True)
+def fast_password_hashing():
+    """Hash test passwords with MD5: the default PBKDF2 costs about half a second of CPU per user
+    created or login checked, which made account set-up most of the in-process suite's time. The
+    servers the tests start run with the real settings (and real hashing)."""
+    from django.test.utils import override_settings
 
-
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited early with code {process.returncode}")
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server did not answer at {url} within {timeout}s")
-
-
-def start_daphne(var_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None):
-    """Start ``daphne dashboard.asgi:application`` in a subprocess; returns (process, base_url)."""
-    port = port or free_port()
-    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "PORT": str(port)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
-    env.update(extra_env or {})
-    log = open(var_dir / f"daphne-{port}.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS, "dashboard.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base_url + "/sim/v1/models", process)
-    except Exception:
-        process.kill()
-        raise
-    return process, base_url
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(scope="session")
 def sim_server(tmp_path_factory) -> Iterator[str]:
     """A real Daphne process serving the app; yields its simulator base URL (…/sim/v1)."""
     var_dir = tmp_path_factory.mktemp("sim-server")
-    process, base_url = start_daphne(var_dir)
+    process, base_url = start_daphne(var_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1"})  # a simulator-only process
     try:
         yield base_url + "/sim/v1"
     finally:
         stop_process(process)
+
+
+@pytest.fixture
+def crash_setup(tmp_path):
+    """A simulator in its own process, and an app database with one user (alice): for tests that
+    start, kill and restart the app's own process (tests/live/test_recovery.py and the browser's
+    reconnect test). Yields (app var dir, env for the app, list of processes to stop at the end)."""
+    sim_dir, app_dir = tmp_path / "sim", tmp_path / "app"
+    sim_dir.mkdir()
+    app_dir.mkdir()
+    sim_process, sim_url = start_daphne(sim_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1"})
+    manage(app_dir, "migrate", "--noinput")
+    manage(app_dir, "shell", "-c",
+           "from django.contrib.auth.models import User; User.objects.create_user('alice', password='alice-pass-123')")
+    env = {"STREAMSCOPE_SIMULATOR_URL": sim_url + "/sim/v1", "STREAMSCOPE_RECOVERY_INTERVAL_S": "0.5"}
+    processes = [sim_process]
+    yield app_dir, env, processes
+    for process in processes:
+        if process.poll() is None:
+            stop_process(process)
+
+
+@pytest.fixture
+def upstream_settings() -> dict:
+    """Django settings the ``upstream`` fixture applies beside its providers. Empty: the defaults.
+    A module overrides this fixture when its faults need other limits (say, a short stall timeout)."""
+    return {}
+
+
+@pytest.fixture
+async def upstream(settings, upstream_settings):
+    """A scripted upstream (tests/support/upstreams.py) registered as three providers: ``scripted``
+    (Responses), ``scripted-bg`` (Responses, background mode) and ``scripted-chat`` (Chat
+    Completions). Tests push :class:`Script` objects onto ``upstream.scripts``."""
+    server = await ScriptedUpstream().start()
+    settings.STREAMSCOPE_EXTRA_PROVIDERS = json.dumps([
+        {"name": "scripted", "base_url": server.base_url},
+        {"name": "scripted-bg", "base_url": server.base_url, "background": True},
+        {"name": "scripted-chat", "base_url": server.base_url, "protocol": "chat"},
+    ])
+    for name, value in upstream_settings.items():
+        setattr(settings, name, value)
+    yield server
+    await server.stop()
 
 
 @pytest.fixture
@@ -106,6 +110,10 @@ def staff_user(django_user_model):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Browser tests last: sync Playwright keeps an event loop running in the main thread for the
+    """Mark server tests by the fixtures they use (browser tests start Daphne too), then put the
+    browser tests last: sync Playwright keeps an event loop running in the main thread for the
     rest of the session, which would break every asyncio test collected after it."""
+    for item in items:
+        if item.get_closest_marker("e2e") or SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
     items.sort(key=lambda item: "/tests/e2e/" in str(item.fspath))

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, start_daphne, stop_process
+from tests.support.servers import manage, start_daphne, stop_process
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = ROOT / "test-artifacts"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
                "--disable-component-update", "--disable-sync", "--disable-quic"]
-
-
-def manage(var_dir: Path, *args: str, env: dict | None = None) -> str:
-    full_env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings", **(env or {})}
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True, text=True, check=True)
-    return result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +67,3 @@ def page_factory(browser, live_app):
     for context in contexts:
         context.close()
 
-
-def screenshot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

@@ -13,8 +13,8 @@ import pytest
 from playwright.sync_api import expect
 
 from simulator.scenarios import SCENARIOS
-from tests.conftest import RECORDINGS
-from tests.e2e.conftest import screenshot
+from tests.support.browser import screenshot
+from tests.support.servers import RECORDINGS, manage
 
 pytestmark = pytest.mark.e2e
 
@@ -151,7 +151,10 @@ def check_run_page(page, errors, api, url, run_id, selectors, name):
 
 
 def test_the_simulator_lists_every_scenario_this_test_covers(live_app):
-    listed = {m["id"] for m in httpx.get(live_app["url"] + "/sim/v1/models").json()["data"]}
+    # The simulator answers a person's API token (and refuses strangers: tests/dashboard/test_simulator_gate.py).
+    token = manage(live_app["var_dir"], "create_token", "alice").strip().splitlines()[-1]
+    answer = httpx.get(live_app["url"] + "/sim/v1/models", headers={"Authorization": f"Bearer {token}"})
+    listed = {m["id"] for m in answer.json()["data"]}
     assert listed == {s.id for s in SCENARIOS}
 
 

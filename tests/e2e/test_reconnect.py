@@ -8,16 +8,15 @@ import signal
 import pytest
 from playwright.sync_api import expect
 
-from tests.conftest import free_port, start_daphne
-from tests.e2e.conftest import screenshot
-from tests.live import login, wait_for
-from tests.live import stored_events as events
-from tests.test_recovery import crash_setup, start_run  # noqa: F401
+from tests.support.browser import screenshot
+from tests.support.live import login, start_run, wait_for
+from tests.support.live import stored_events as events
+from tests.support.servers import free_port, start_daphne
 
 pytestmark = pytest.mark.e2e
 
 
-def test_page_reconnects_after_the_server_dies_and_ends_exact(crash_setup, browser):  # noqa: F811
+def test_page_reconnects_after_the_server_dies_and_ends_exact(crash_setup, browser):
     app_dir, env, processes = crash_setup
     port = free_port()
     app, url = start_daphne(app_dir, extra_env=env, port=port)

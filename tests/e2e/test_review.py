@@ -8,7 +8,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import manage, screenshot
+from tests.support.browser import screenshot
+from tests.support.servers import manage
 
 pytestmark = pytest.mark.e2e
 

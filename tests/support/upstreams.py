@@ -18,6 +18,28 @@ class Script:
     ending: str = "close"
 
 
+# A Responses object as it looks while in progress; text_stream's events carry it.
+RESP = {"id": "resp_1", "object": "response", "status": "in_progress", "output": [], "usage": None}
+
+
+def text_stream(words, *, seq_from=0, terminal=True):
+    """A Responses stream that writes ``words`` as deltas (and completes, unless ``terminal`` is
+    false), from sequence number ``seq_from`` on: what a resumed stream sends after a cut."""
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": RESP},
+        {"type": "response.in_progress", "sequence_number": 1, "response": RESP},
+    ]
+    for word in words:
+        events.append({"type": "response.output_text.delta", "sequence_number": len(events), "item_id": "msg_1",
+                       "output_index": 0, "content_index": 0, "delta": word, "obfuscation": "xyz"})
+    if terminal:
+        final = {**RESP, "status": "completed", "usage": {"output_tokens": len(words)},
+                 "output": [{"type": "message", "id": "msg_1",
+                             "content": [{"type": "output_text", "text": "".join(words)}]}]}
+        events.append({"type": "response.completed", "sequence_number": len(events), "response": final})
+    return [e for e in events if e["sequence_number"] >= seq_from]
+
+
 def sse(*events: dict, event_lines: bool = True) -> bytes:
     out = b""
     for event in events:

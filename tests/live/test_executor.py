@@ -7,43 +7,18 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from streams.pipeline.broadcast import group_name
-from streams.models import Run, RunStatus
 from streams.live.executor import RunExecutor
-from tests.upstreams import Script, ScriptedUpstream, sse
+from streams.models import Run, RunStatus
+from streams.pipeline.broadcast import group_name
+from tests.support.upstreams import RESP, Script, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-RESP = {"id": "resp_1", "object": "response", "status": "in_progress", "output": [], "usage": None}
-
-
-def text_stream(words, *, seq_from=0, terminal=True):
-    events = [
-        {"type": "response.created", "sequence_number": 0, "response": RESP},
-        {"type": "response.in_progress", "sequence_number": 1, "response": RESP},
-    ]
-    for word in words:
-        events.append({"type": "response.output_text.delta", "sequence_number": len(events), "item_id": "msg_1",
-                       "output_index": 0, "content_index": 0, "delta": word, "obfuscation": "xyz"})
-    if terminal:
-        final = {**RESP, "status": "completed", "usage": {"output_tokens": len(words)},
-                 "output": [{"type": "message", "id": "msg_1", "content": [{"type": "output_text", "text": "".join(words)}]}]}
-        events.append({"type": "response.completed", "sequence_number": len(events), "response": final})
-    return [e for e in events if e["sequence_number"] >= seq_from]
-
 
 @pytest.fixture
-async def upstream(settings):
-    server = await ScriptedUpstream().start()
-    settings.STREAMSCOPE_EXTRA_PROVIDERS = json.dumps([
-        {"name": "scripted", "base_url": server.base_url},
-        {"name": "scripted-bg", "base_url": server.base_url, "background": True},
-        {"name": "scripted-chat", "base_url": server.base_url, "protocol": "chat"},
-    ])
-    settings.STREAMSCOPE_STALL_TIMEOUT_S = 0.5
-    settings.STREAMSCOPE_CONNECT_TIMEOUT_S = 2
-    yield server
-    await server.stop()
+def upstream_settings():
+    # Fault tests wait for stalls and refused connections: short limits keep them quick.
+    return {"STREAMSCOPE_STALL_TIMEOUT_S": 0.5, "STREAMSCOPE_CONNECT_TIMEOUT_S": 2}
 
 
 @sync_to_async

@@ -6,39 +6,14 @@ import json
 import os
 import signal
 
-import httpx
 import pytest
 
-from tests.conftest import start_daphne, stop_process
-from tests.live import login, wait_for
-from tests.live import stored_events as events
-from tests.e2e.conftest import manage
+from tests.support.live import login, start_run, wait_for
+from tests.support.live import stored_events as events
+from tests.support.servers import manage, start_daphne
 
-
-
-def start_run(client: httpx.Client, **params) -> int:
-    body = {"provider": "simulator", "model": "sim-text", "input": "tell me a long story",
-            "params": {"metadata": {"sim_tokens_per_s": "25", "sim_tokens": "150", "sim_seed": "11"}, **params}}
-    response = client.post("/api/runs/", json=body, headers={"X-CSRFToken": client.cookies["csrftoken"]})
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
-
-
-@pytest.fixture
-def crash_setup(tmp_path):
-    """A simulator in its own process, and an app database with one user."""
-    sim_dir, app_dir = tmp_path / "sim", tmp_path / "app"
-    sim_dir.mkdir()
-    app_dir.mkdir()
-    sim_process, sim_url = start_daphne(sim_dir)
-    manage(app_dir, "migrate", "--noinput")
-    manage(app_dir, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('alice', password='alice-pass-123')")
-    env = {"STREAMSCOPE_SIMULATOR_URL": sim_url + "/sim/v1", "STREAMSCOPE_RECOVERY_INTERVAL_S": "0.5"}
-    processes = [sim_process]
-    yield app_dir, env, processes
-    for process in processes:
-        if process.poll() is None:
-            stop_process(process)
+# The crash tests are `server` tests through their crash_setup fixture (tests/conftest.py); the orphan
+# test at the end runs in process.
 
 
 def crash_mid_run(app_dir, env, processes, **params):
@@ -101,9 +76,9 @@ def test_find_orphans_judges_by_process_and_heartbeat(user, settings):
 
     from django.utils import timezone
 
-    from streams.models import RunStatus
     from streams.live.recovery import HOST, find_orphans
-    from tests.factories import make_run
+    from streams.models import RunStatus
+    from tests.support.factories import make_run
 
     settings.STREAMSCOPE_STALE_AFTER_S = 10
     now = timezone.now()

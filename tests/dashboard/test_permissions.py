@@ -13,7 +13,7 @@ from django.test import Client
 
 from dashboard.asgi import application
 from streams.models import RunStatus
-from tests.factories import make_run
+from tests.support.factories import make_run
 
 
 @pytest.fixture
@@ -126,6 +126,11 @@ async def connect(run_id, person=None):
     comm = WebsocketCommunicator(application, f"/ws/runs/{run_id}/", headers=headers)
     connected, code = await comm.connect(timeout=5)
     if connected:
+        # A refusal is a socket accepted and closed at once, with a code the page understands
+        # (a handshake refused outright reaches the browser as 1006: tests/dashboard/test_websocket_refusals.py).
+        first = await comm.receive_output(timeout=5)
+        if first["type"] == "websocket.close":
+            return False, first.get("code")
         await comm.disconnect()
     return connected, code
 

@@ -13,7 +13,7 @@ from streams.history.compare import (
     word_diff,
 )
 from streams.models import Event, Run, RunGroup, RunGroupMember
-from tests.factories import make_run
+from tests.support.factories import make_run
 
 
 def delta(t, text="x"):
@@ -195,7 +195,7 @@ def test_compare_page(client, user, other_user, two_runs):
     page = client.get(f"/compare/?runs={first.pk}&runs={second.pk}")
     assert page.status_code == 200
     html = page.content.decode()
-    assert 'id="compare-data"' in html and f'data-run-id="{first.pk}"' in html and "js/compare.js" in html
+    assert 'id="compare-data"' in html and f'data-run-id="{first.pk}"' in html and "js/pages/compare.js" in html
     assert "<script>" not in html and "style=" not in html
     assert client.get("/compare/").status_code == 200  # the picker
     assert client.get("/compare/?runs=1,2,3,4,5").status_code == 400

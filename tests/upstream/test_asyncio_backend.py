@@ -1,6 +1,6 @@
 """The upstream clients' asyncio network backend (streams/upstream/asyncio_backend.py) under httpcore/httpx:
 TLS, flow control on big bodies, and the errors httpx must keep raising. The runner's tests
-(tests/test_runner.py) cover stalls, drops and refused connections through the same client."""
+(tests/live/test_executor.py) cover stalls, drops and refused connections through the same client."""
 
 from __future__ import annotations
 

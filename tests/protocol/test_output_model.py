@@ -1,4 +1,4 @@
-"""The browser's OutputModel (static/js/output.js, run under Node) rebuilds what streams/protocol/rebuild.py
+"""The browser's OutputModel (static/js/output_model.js, run under Node) rebuilds what streams/protocol/rebuild.py
 rebuilds: the same output_text, item types in the same order, the same status and error, for
 every shared recording, every simulator scenario (Responses and Chat Completions) and a few
 hand-made edge cases (unknown types, malformed lines, events before their item)."""
@@ -11,12 +11,12 @@ import subprocess
 
 import pytest
 
-from streams.protocol.catalogue import catalogue_json, event_type_for
-from streams.history.importer import parse_stream
-from streams.protocol.rebuild import rebuild_output
 from simulator.chat import plan_chat
 from simulator.scenarios import SCENARIOS, build_events
-from tests.conftest import RECORDINGS, ROOT
+from streams.history.importer import parse_stream
+from streams.protocol.catalogue import catalogue_json, event_type_for
+from streams.protocol.rebuild import rebuild_output
+from tests.support.servers import RECORDINGS, ROOT
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed; the JS model needs it")

@@ -10,9 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from streams.pipeline import store
 from streams.models import Event, Run, RunStatus
-from tests.factories import make_run
+from streams.pipeline import store
+from tests.support.factories import make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,28 +11,21 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from dashboard.routing import websocket_urlpatterns
-from streams.review import moderation_model
-from streams.pipeline.broadcast import group_name
-from streams.models import ModerationResult, ModerationRule, ReviewState, Run, RunFlag, RunStatus
-from streams.review.moderation import LiveModerator, fields_of, input_text
 from streams.live.executor import RunExecutor
-from tests.factories import make_run
-from tests.test_runner import RESP, text_stream
-from tests.upstreams import Script, ScriptedUpstream, sse
+from streams.models import ModerationResult, ModerationRule, ReviewState, Run, RunFlag, RunStatus
+from streams.pipeline.broadcast import group_name
+from streams.review import moderation_model
+from streams.review.moderation import LiveModerator, fields_of, input_text
+from tests.support.factories import make_run
+from tests.support.upstreams import RESP, Script, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-async def upstream(settings):
-    server = await ScriptedUpstream().start()
-    settings.STREAMSCOPE_EXTRA_PROVIDERS = json.dumps([
-        {"name": "scripted", "base_url": server.base_url},
-        {"name": "scripted-bg", "base_url": server.base_url, "background": True},
-    ])
-    settings.STREAMSCOPE_STALL_TIMEOUT_S = 5
-    yield server
-    await server.stop()
+def upstream_settings():
+    # No script here stalls on purpose: a stall is a bug, so fail in seconds, not the default minute.
+    return {"STREAMSCOPE_STALL_TIMEOUT_S": 5}
 
 
 @sync_to_async

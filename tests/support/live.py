@@ -37,3 +37,13 @@ def wait_for(predicate, timeout: float, what: str):
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def start_run(client: httpx.Client, **params) -> int:
+    """Start a slow simulator run (25 tokens/s, 150 tokens: six seconds) through the API; its id.
+    ``params`` go into the request's params (``background=False`` makes it unresumable)."""
+    body = {"provider": "simulator", "model": "sim-text", "input": "tell me a long story",
+            "params": {"metadata": {"sim_tokens_per_s": "25", "sim_tokens": "150", "sim_seed": "11"}, **params}}
+    response = client.post("/api/runs/", json=body, headers={"X-CSRFToken": client.cookies["csrftoken"]})
+    assert response.status_code == 201, response.text
+    return response.json()["id"]

@@ -6,9 +6,10 @@ import json
 
 import pytest
 
-from tests.conftest import start_daphne, stop_process
-from tests.e2e.conftest import manage
-from tests.live import login
+from tests.support.live import login
+from tests.support.servers import manage, start_daphne, stop_process
+
+pytestmark = pytest.mark.server  # Daphne serves it, as the Makefile does
 
 
 def test_a_three_megabyte_event_reaches_the_viewer(tmp_path):

@@ -15,10 +15,9 @@ from django.db import connection
 from django.test import AsyncClient
 
 from streams.models import Run, RunStatus
-from tests.conftest import ROOT
-from tests.factories import make_run
-from tests.test_runner import text_stream
-from tests.upstreams import Script, ScriptedUpstream, sse
+from tests.support.factories import make_run
+from tests.support.servers import ROOT
+from tests.support.upstreams import Script, ScriptedUpstream, sse, text_stream
 
 SECRET = "sk-streamscope-TEST-SECRET-9f8e7d6c5b4a"
 

@@ -10,7 +10,13 @@ import pytest
 from openai.types.responses import ResponseStreamEvent
 
 from streams.protocol import catalogue
-from streams.protocol.catalogue import FAMILIES, FAMILY_NAMES, catalogue_json, describe, event_type_for
+from streams.protocol.catalogue import (
+    FAMILIES,
+    FAMILY_NAMES,
+    catalogue_json,
+    describe,
+    event_type_for,
+)
 from streams.protocol.metrics import TERMINAL_TYPES as METRICS_TERMINAL_TYPES
 from streams.protocol.metrics import is_token_delta
 

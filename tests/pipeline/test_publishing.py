@@ -10,7 +10,7 @@ from channels.layers import get_channel_layer
 
 from streams.pipeline import broadcast
 from streams.pipeline.broadcast import GroupPublisher, group_name, publish_events
-from tests.scaled import REDIS_URL, services_missing
+from tests.support.scaled import REDIS_URL, services_missing
 
 
 class RecordingLayer:
@@ -65,6 +65,7 @@ async def test_the_in_memory_layer_receives_every_runs_batch_in_order():
         assert firsts == [0, 1, 2]
 
 
+@pytest.mark.services
 @pytest.mark.skipif(services_missing() is not None, reason=f"needs Redis: {services_missing()}")
 async def test_the_redis_layer_publishes_a_round_in_one_pipeline_to_the_right_groups():
     from streams.pipeline.redis_layer import BatchPubSubChannelLayer

@@ -15,9 +15,8 @@ import pytest
 from openai import OpenAI
 
 from streams.models import ReplayToken
-from tests.conftest import start_daphne, stop_process
-from tests.e2e.conftest import manage
-from tests.factories import make_run
+from tests.support.factories import make_run
+from tests.support.servers import manage, start_daphne, stop_process
 
 SIM_PARAMS = {"metadata": {"sim_tokens_per_s": "80", "sim_tokens": "24", "sim_seed": "11", "sim_first_token_ms": "120"}}
 
@@ -75,6 +74,7 @@ def sdk(app, run_id: int, token: str, **kwargs) -> OpenAI:
     return OpenAI(base_url=f"{app['url']}/replay/{run_id}/v1", api_key=token, max_retries=0, **kwargs)
 
 
+@pytest.mark.server
 def test_sdk_stream_gets_the_recorded_events_at_their_pace(replay_app):
     run = replay_app["run"]
     client = sdk(replay_app, run["id"], replay_app["token"])
@@ -89,6 +89,7 @@ def test_sdk_stream_gets_the_recorded_events_at_their_pace(replay_app):
     assert elapsed_ms >= 0.9 * wire[-1]["t"]
 
 
+@pytest.mark.server
 def test_sdk_stream_helper_and_a_speed_factor(replay_app):
     run = replay_app["run"]
     client = sdk(replay_app, run["id"], replay_app["token"])
@@ -103,6 +104,7 @@ def test_sdk_stream_helper_and_a_speed_factor(replay_app):
     assert elapsed_ms >= 0.9 * run["events"][-1]["t"] / 4
 
 
+@pytest.mark.server
 def test_speed_max_query_and_non_streaming(replay_app):
     run = replay_app["run"]
     client = sdk(replay_app, run["id"], replay_app["token"], default_query={"speed": "max"})
@@ -114,6 +116,7 @@ def test_speed_max_query_and_non_streaming(replay_app):
         list(bad.responses.create(model="m", input="x", stream=True))
 
 
+@pytest.mark.server
 def test_tokens_open_only_their_own_run(replay_app):
     run, bobs_run = replay_app["run"], replay_app["bobs_run"]
     for run_id, token in [(run["id"], "ssr_wrong"), (run["id"], replay_app["bobs_token"]),
@@ -124,6 +127,7 @@ def test_tokens_open_only_their_own_run(replay_app):
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "missing_api_key"
 
 
+@pytest.mark.server
 def test_a_revoked_token_stops_working(replay_app):
     bob, bobs_run = replay_app["bob"], replay_app["bobs_run"]
     token = bob.post(f"/api/runs/{bobs_run['id']}/replay-token/", headers=csrf(bob)).json()["token"]
@@ -137,6 +141,7 @@ def test_a_revoked_token_stops_working(replay_app):
         client.responses.create(model="m", input="x", stream=True)
 
 
+@pytest.mark.server
 def test_a_browser_session_may_replay_its_own_runs_with_csrf(replay_app):
     alice, bob, run = replay_app["alice"], replay_app["bob"], replay_app["run"]
     url = f"/replay/{run['id']}/v1/responses?speed=max"
@@ -182,7 +187,7 @@ def test_replay_page(client, user, other_user):
     page = client.get(f"/runs/{run.pk}/replay/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert "js/replay_page.js" in html and "data-replay-bar" in html and "data-upstream" in html
+    assert "js/pages/replay_page.js" in html and "data-replay-bar" in html and "data-upstream" in html
     assert "<script>" not in html and "style=" not in html
     client.force_login(other_user)
     assert client.get(f"/runs/{run.pk}/replay/").status_code == 404

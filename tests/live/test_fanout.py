@@ -9,18 +9,9 @@ from django.test import AsyncClient
 
 from streams.live.fanout import Variant
 from streams.models import Run, RunGroup
-from tests.test_runner import text_stream
-from tests.upstreams import Script, ScriptedUpstream, sse
+from tests.support.upstreams import Script, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def upstream(settings):
-    server = await ScriptedUpstream().start()
-    settings.STREAMSCOPE_EXTRA_PROVIDERS = json.dumps([{"name": "scripted", "base_url": server.base_url}])
-    yield server
-    await server.stop()
 
 
 async def client_for(user):

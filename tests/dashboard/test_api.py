@@ -8,19 +8,10 @@ from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
 from streams.models import Run, RunStatus
-from tests.factories import make_run
-from tests.test_runner import text_stream
-from tests.upstreams import Script, ScriptedUpstream, sse
+from tests.support.factories import make_run
+from tests.support.upstreams import Script, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-async def upstream(settings):
-    server = await ScriptedUpstream().start()
-    settings.STREAMSCOPE_EXTRA_PROVIDERS = json.dumps([{"name": "scripted", "base_url": server.base_url}])
-    yield server
-    await server.stop()
 
 
 async def client_for(user, csrf=False):

@@ -9,10 +9,10 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from dashboard.routing import websocket_urlpatterns
-from streams.pipeline.broadcast import publish_events, publish_status
 from streams.models import RunStatus
+from streams.pipeline.broadcast import publish_events, publish_status
 from streams.protocol.records import encode_record
-from tests.factories import add_events, make_run
+from tests.support.factories import add_events, make_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,14 +105,12 @@ async def test_a_missing_batch_is_refilled_from_the_store(user):
 
 async def test_strangers_and_anonymous_visitors_are_refused(user, other_user):
     run = await sync_to_async(make_run)(user, events=1)
-    for who in (other_user, AnonymousUser()):
-        comm = communicator(run.pk, who)
-        connected, code = await comm.connect()
-        assert not connected
-        assert code in (4401, 4403)
-    comm = communicator(run.pk + 999, user)
-    connected, code = await comm.connect()
-    assert not connected and code == 4403
+    # Accepted, then closed with the reason (4401/4403), so that a browser sees the code.
+    for who, reason in ((other_user, 4403), (AnonymousUser(), 4401), (user, None)):
+        comm = communicator(run.pk + 999 if reason is None else run.pk, who)
+        connected, _ = await comm.connect()
+        assert connected
+        assert await comm.receive_output() == {"type": "websocket.close", "code": reason or 4403}
 
 
 async def test_staff_may_watch_anyones_run(user, staff_user):

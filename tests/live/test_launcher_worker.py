@@ -1,6 +1,6 @@
 """The worker launcher and the stream worker in one process, over the in-memory channel layer.
 
-The hand-off protocol is the same as across processes (tests/test_scaled_out.py proves that
+The hand-off protocol is the same as across processes (tests/live/test_scaled_out.py proves that
 part with Redis and PostgreSQL): launch message → claim in the store → local task; cancel
 through the workers' group; duplicate messages start a run once.
 """
@@ -11,17 +11,15 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 
 from streams.live import worker as worker_module
-from django.core.exceptions import ImproperlyConfigured
-
-from streams.live.launcher import AsyncioLauncher, get_launcher, use_launcher
-from streams.live.worker import WorkerLauncher
-from streams.models import Run, RunStatus
-from streams.live.executor import WORKER_NAME
 from streams.live.control import create_run
-from streams.live.worker import RUNS_CHANNEL, StreamWorker
+from streams.live.executor import WORKER_NAME
+from streams.live.launcher import AsyncioLauncher, get_launcher, use_launcher
+from streams.live.worker import RUNS_CHANNEL, StreamWorker, WorkerLauncher
+from streams.models import Run, RunStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

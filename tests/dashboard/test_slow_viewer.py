@@ -15,12 +15,11 @@ from channels.testing import WebsocketCommunicator
 
 from dashboard import consumers
 from dashboard.consumers import RunConsumer
-from streams.pipeline.broadcast import publish_events, publish_status
 from streams.models import RunStatus
+from streams.pipeline.broadcast import publish_events, publish_status
 from streams.protocol.records import encode_record
-from tests.conftest import start_daphne, stop_process
-from tests.e2e.conftest import manage
-from tests.factories import add_events, make_run
+from tests.support.factories import add_events, make_run
+from tests.support.servers import manage, start_daphne, stop_process
 
 
 class GaugedConsumer(RunConsumer):
@@ -212,6 +211,7 @@ async def read_until_end(socket_) -> list[dict]:
     raise AssertionError("socket closed before the run ended")
 
 
+@pytest.mark.server
 async def test_a_browser_that_stops_reading_holds_up_neither_the_run_nor_the_other_viewer(app):
     base_url, var_dir = app
     client = login(base_url)

@@ -24,7 +24,7 @@ from streams.history.replay_clock import (
     schedule,
     step,
 )
-from tests.conftest import ROOT
+from tests.support.servers import ROOT
 
 TIMES = [5.0, 10.0, 10.0, 20.0, 40.0]
 TYPES = ["response.created", "response.output_text.delta", "response.output_text.delta", "response.output_text.done",

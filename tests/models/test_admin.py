@@ -10,7 +10,7 @@ from django.contrib import admin
 from django.test import Client
 
 from streams.models import Event, ModerationRule, ReviewState, Run, RunFlag, RunStatus, Verdict
-from tests.factories import make_run
+from tests.support.factories import make_run
 
 pytestmark = pytest.mark.django_db
 
@@ -155,7 +155,7 @@ def test_a_bad_regex_is_refused_with_a_clear_message(admin_client_):
 
 def test_the_rule_form_has_a_test_box_without_inline_script(admin_client_):
     html = admin_client_.get("/admin/streams/moderationrule/add/").content.decode()
-    assert "data-rule-test" in html and "js/rule_test.js" in html
+    assert "data-rule-test" in html and "js/pages/rule_test.js" in html
     assert "Test this rule" in html
 
 

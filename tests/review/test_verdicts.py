@@ -5,8 +5,14 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from streams.models import ModerationRule, ReviewState, Run, RunFlag, RunStatus, Verdict
-from streams.review.verdicts import QueueFilters, next_in_queue, queue_runs, record_verdict, refresh_review_state
-from tests.factories import make_run
+from streams.review.verdicts import (
+    QueueFilters,
+    next_in_queue,
+    queue_runs,
+    record_verdict,
+    refresh_review_state,
+)
+from tests.support.factories import make_run
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
-from tests.conftest import ROOT, free_port, start_daphne, stop_process
+from tests.support.servers import ROOT, free_port, start_daphne, stop_process
 
 REDIS_URL = os.environ.get("STREAMSCOPE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_URL = os.environ.get("STREAMSCOPE_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -77,7 +77,7 @@ class Deployment:
         # The simulator runs in its own embedded-mode process (own SQLite, no Redis).
         sim_dir = self.var_dir / "sim"
         sim_dir.mkdir(exist_ok=True)
-        process, base = start_daphne(sim_dir)
+        process, base = start_daphne(sim_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1"})
         self.processes.append(process)
         self.sim_url = base + "/sim/v1"
         self.env["STREAMSCOPE_SIMULATOR_URL"] = self.sim_url

@@ -13,11 +13,15 @@ import time
 import httpx
 import pytest
 
-from tests.live import login, stored_events, wait_for
-from tests.scaled import Deployment, services_missing
+from tests.support.live import login, stored_events, wait_for
+from tests.support.scaled import Deployment, services_missing
 
 MISSING = services_missing()
-pytestmark = pytest.mark.skipif(MISSING is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {MISSING}")
+pytestmark = [
+    pytest.mark.server,
+    pytest.mark.services,
+    pytest.mark.skipif(MISSING is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {MISSING}"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Tests of streams/history/: import, export, replay and comparison of stored runs."""

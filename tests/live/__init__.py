@@ -1,0 +1,1 @@
+"""Tests of streams/live/: executing runs, launchers and workers, recovery, fan-out groups, scale-out."""

@@ -1,0 +1,1 @@
+"""Tests of streams/models.py and streams/admin.py."""

@@ -1,0 +1,1 @@
+"""Tests of streams/protocol/: SSE decoding, the event catalogue, metrics, rebuilding output."""

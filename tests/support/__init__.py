@@ -1,0 +1,1 @@
+"""Helpers the tests share (plain functions and classes, no fixtures): servers, factories, upstreams."""

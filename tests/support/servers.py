@@ -1,0 +1,84 @@
+"""Real processes for tests: a free port, Daphne serving the app, ``manage.py`` commands, clean stops.
+
+Tests that use these start subprocesses, so they carry the ``server`` marker (tests/conftest.py
+adds it for the fixtures built on them; modules that call them directly set ``pytestmark``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]  # tests/support/servers.py -> the repository
+RECORDINGS = ROOT.parent / "shared" / "recordings"
+# As the Makefile and Procfile run it: Daphne's 1 MiB default websocket message limit applies to
+# what it sends too, and one event (a partial image) can be larger (see docs/operations.md).
+DAPHNE_OPTIONS = ["--websocket-max-message-size", str(16 * 1024 * 1024)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early with code {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server did not answer at {url} within {timeout}s")
+
+
+def start_daphne(var_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None):
+    """Start ``daphne dashboard.asgi:application`` in a subprocess; returns (process, base_url)."""
+    port = port or free_port()
+    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "PORT": str(port)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    env.update(extra_env or {})
+    log = open(var_dir / f"daphne-{port}.log", "wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS,
+         "dashboard.asgi:application"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base_url + "/sim/v1/models", process)
+    except Exception:
+        process.kill()
+        raise
+    return process, base_url
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def manage(var_dir: Path, *args: str, env: dict | None = None) -> str:
+    """Run ``manage.py <args>`` against the app whose state lives in ``var_dir``; returns its stdout."""
+    full_env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+                **(env or {})}
+    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True,
+                            text=True, check=True)
+    return result.stdout
