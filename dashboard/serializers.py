@@ -26,12 +26,51 @@ def run_json(run: Run) -> dict[str, Any]:
         "imported": run.imported,
         "source": run.source,
         "background": run.background,
+        "pinned": run.pinned,
+        "events_pruned_at": run.events_pruned_at.isoformat() if run.events_pruned_at else None,
         "created_at": run.created_at.isoformat() if run.created_at else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "url": reverse("run_detail", args=[run.pk]),
         "ws": f"/ws/runs/{run.pk}/",
     }
+
+
+SUMMARY_TEXT = 200  # characters of input and output a list item carries
+
+
+def run_summary_json(run: Run) -> dict[str, Any]:
+    """A run as a list shows it: its figures and the start of its input and output, not whole bodies."""
+    error = run.error if isinstance(run.error, dict) else None
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "provider": run.provider,
+        "model": run.model,
+        "owner": run.owner.get_username(),
+        "source": run.source,
+        "review_state": run.review_state,
+        "input": _clip(run.input_text),
+        "output": _clip(run.output_text),
+        "error": {"code": error.get("code"), "message": _clip(str(error.get("message") or ""))} if error else None,
+        "ttfb_ms": run.ttfb_ms,
+        "ttfc_ms": run.ttfc_ms,
+        "ttft_ms": run.ttft_ms,
+        "ttfr_ms": run.ttfr_ms,
+        "ttfa_ms": run.ttfa_ms,
+        "duration_ms": run.duration_ms,
+        "tokens_per_s": run.tokens_per_s,
+        "event_count": run.event_count,
+        "pinned": run.pinned,
+        "events_pruned_at": run.events_pruned_at.isoformat() if run.events_pruned_at else None,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "url": reverse("run_detail", args=[run.pk]),
+    }
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= SUMMARY_TEXT else text[: SUMMARY_TEXT - 1] + "…"
 
 
 def group_json(group: RunGroup) -> dict[str, Any]:

@@ -104,12 +104,40 @@ class Run(models.Model):
     # Denormalised from the latest Verdict and the run's flags (review queue and admin filters).
     review_state = models.CharField(max_length=16, choices=ReviewState.choices, default=ReviewState.UNREVIEWED,
                                     db_index=True)
+    # Figures of ``metrics`` copied into columns at the run's end, to sort, filter and summarise
+    # on (streams.protocol.metrics.COLUMN_KEYS; each is defined in docs/metrics.md).
+    ttfb_ms = models.FloatField(null=True, blank=True)
+    ttfc_ms = models.FloatField(null=True, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    ttfr_ms = models.FloatField(null=True, blank=True)
+    ttfa_ms = models.FloatField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    tokens_per_s = models.FloatField(null=True, blank=True)
+    # Retention (docs/operations.md): a pinned run keeps its events; a pruned one says when they went.
+    pinned = models.BooleanField(default=False)
+    events_pruned_at = models.DateTimeField(null=True, blank=True)
 
     objects = RunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]),
+            models.Index(fields=["status"]),
+            # Keyset pagination of the runs list: each sortable figure with the id as tiebreaker.
+            models.Index(fields=["created_at", "id"], name="run_created_id"),
+            models.Index(fields=["ttfb_ms", "id"], name="run_ttfb_id"),
+            models.Index(fields=["ttfc_ms", "id"], name="run_ttfc_id"),
+            models.Index(fields=["ttft_ms", "id"], name="run_ttft_id"),
+            models.Index(fields=["ttfr_ms", "id"], name="run_ttfr_id"),
+            models.Index(fields=["ttfa_ms", "id"], name="run_ttfa_id"),
+            models.Index(fields=["duration_ms", "id"], name="run_duration_id"),
+            models.Index(fields=["tokens_per_s", "id"], name="run_tokens_per_s_id"),
+            models.Index(fields=["event_count", "id"], name="run_event_count_id"),
+            # Insights: one model or provider over a range of days.
+            models.Index(fields=["model", "created_at"], name="run_model_created"),
+            models.Index(fields=["provider", "created_at"], name="run_provider_created"),
+        ]
 
     def __str__(self) -> str:
         return f"Run {self.pk} ({self.provider}/{self.model}, {self.status})"

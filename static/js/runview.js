@@ -10,6 +10,16 @@ import { renderItem } from "./render.js";
 import { isTerminalStatus } from "./run_status.js";
 import { TimelinePanel } from "./timeline.js";
 
+// Which first-time a Responses event type sets (streams/protocol/metrics.py, docs/metrics.md).
+const FIRST_OF_TYPE = {
+  "response.output_text.delta": "ttft",
+  "response.reasoning_text.delta": "ttfr",
+  "response.reasoning_summary_text.delta": "ttfr",
+  "response.function_call_arguments.delta": "ttfa",
+  "response.custom_tool_call_input.delta": "ttfa",
+  "response.mcp_call_arguments.delta": "ttfa",
+};
+
 // The metric cards: whole milliseconds up to 10 s ("1234 ms"), then seconds.
 const cardMs = (value) => fmtMs(value, 0, 10000);
 
@@ -48,7 +58,9 @@ export class RunView {
     if (this.flags) this.flags.clear();
     if (this.list) this.list.clear();
     if (this.timeline) this.timeline.reset();
-    this.live = { ttfe: null, ttft: null, events: 0, deltas: 0, lastDelta: null, last: null };
+    // Firsts as docs/metrics.md defines them; the stored metrics replace them at the run's end.
+    this.live = { ttfe: null, ttft: null, ttfc: null, ttfr: null, ttfa: null, firstDelta: null,
+      events: 0, deltas: 0, lastDelta: null, last: null };
     this.finalMetrics = null;
     this.frame = 0;
     if (this.rawEl) this.rawEl.textContent = "";
@@ -74,9 +86,13 @@ export class RunView {
       live.events += 1;
       if (live.ttfe === null) live.ttfe = e.t;
       live.last = e.t;
+      if (live.ttfc === null && e.type === "response.created") live.ttfc = e.t;
+      const first = FIRST_OF_TYPE[e.type];
+      if (first && live[first] === null) live[first] = e.t;
       if (isDelta(e.type)) {
         live.deltas += 1;
-        if (live.ttft === null) live.ttft = e.t;
+        if (live.firstDelta === null) live.firstDelta = e.t;
+        if (live.ttft === null && e.type === "chat.completion.chunk") live.ttft = e.t;
         live.lastDelta = e.t;
       }
     }
@@ -130,9 +146,13 @@ export class RunView {
     const live = this.live;
     const final = this.finalMetrics;
     let tokensPerS = null;
-    if (live.deltas > 1 && live.lastDelta > live.ttft) tokensPerS = live.deltas / ((live.lastDelta - live.ttft) / 1000);
+    if (live.deltas > 1 && live.lastDelta > live.firstDelta) tokensPerS = live.deltas / ((live.lastDelta - live.firstDelta) / 1000);
     const values = {
+      ttfb_ms: cardMs(final ? final.ttfb_ms : live.ttfe),
       ttfe_ms: cardMs(final ? final.ttfe_ms : live.ttfe),
+      ttfc_ms: cardMs(final ? final.ttfc_ms : live.ttfc),
+      ttfr_ms: cardMs(final ? final.ttfr_ms : live.ttfr),
+      ttfa_ms: cardMs(final ? final.ttfa_ms : live.ttfa),
       ttft_ms: cardMs(final ? final.ttft_ms : live.ttft),
       events: String(final && final.events !== undefined ? final.events : live.events),
       tokens_per_s: (final ? final.tokens_per_s : tokensPerS) ? (final ? final.tokens_per_s : tokensPerS).toFixed(1) : "–",

@@ -31,7 +31,7 @@ from streams.history.import_formats import (
     max_import_bytes,
     parse_stream,
 )
-from streams.protocol.metrics import compute_metrics
+from streams.protocol.metrics import column_values, compute_metrics
 from streams.models import TERMINAL_STATUSES, Event, Run, RunStatus
 from streams.protocol.rebuild import rebuild_output
 from streams.protocol.output_model import RebuiltOutput
@@ -57,8 +57,13 @@ __all__ = [
 BATCH_SIZE = 1000
 # Timing figures that mean nothing when the file carried no arrival times.
 TIMING_KEYS = (
+    "ttfb_ms",
     "ttfe_ms",
+    "ttfc_ms",
     "ttft_ms",
+    "ttfr_ms",
+    "ttfa_ms",
+    "ttfd_ms",
     "duration_ms",
     "tokens_per_s",
     "gap_p50_ms",
@@ -132,6 +137,7 @@ def _run_fields(parsed: ParsedStream, rebuilt: RebuiltOutput) -> dict[str, Any]:
             status = RunStatus.FAILED if rebuilt.error else RunStatus.INTERRUPTED
     request = parsed.request if parsed.request is not None else _request_from(response)
     model = header.get("model") or rebuilt.model or (request or {}).get("model") or ""
+    metrics = _metrics(parsed)
     fields = {
         "model": str(model)[:200],
         "request": request,
@@ -140,7 +146,8 @@ def _run_fields(parsed: ParsedStream, rebuilt: RebuiltOutput) -> dict[str, Any]:
         if isinstance(header.get("output_text"), str)
         else rebuilt.output_text,
         "usage": header.get("usage", rebuilt.usage),
-        "metrics": _metrics(parsed),
+        "metrics": metrics,
+        **column_values(metrics),
         "error": header.get("error", error),
         "response_id": str(header.get("response_id") or rebuilt.response_id or "")[:200],
         "event_count": len(parsed.events),
@@ -199,7 +206,7 @@ def _metrics(parsed: ParsedStream) -> dict[str, Any]:
         for key in TIMING_KEYS:
             metrics[key] = None
         if parsed.first_byte_ms is not None and parsed.events:
-            metrics["ttfe_ms"] = round(parsed.first_byte_ms, 1)
+            metrics["ttfe_ms"] = metrics["ttfb_ms"] = round(parsed.first_byte_ms, 1)
         if parsed.duration_ms is not None:
             metrics["duration_ms"] = round(parsed.duration_ms, 1)
     return metrics

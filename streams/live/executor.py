@@ -149,6 +149,7 @@ class RunExecutor(RunRecorder):
                     raise RunLimitExceeded(
                         f"the stream ran longer than the limit of {self.max_duration_ms / 1000:g} s and was stopped"
                     )
+                self.metrics.observe_bytes(t)
                 for frame in decoder.feed(chunk):
                     self.accept_frame(frame, t)
                 if decoder.ignored_lines:

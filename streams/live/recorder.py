@@ -25,7 +25,7 @@ from streams.models import RunStatus
 from streams.pipeline import store
 from streams.pipeline.broadcast import publish_events, publish_status
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
-from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator
+from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, column_values
 from streams.protocol.records import EventRecord
 from streams.protocol.sse import SSEFrame
 from streams.protocol.values import BadValue, clean_json, clean_text
@@ -263,6 +263,7 @@ class RunRecorder:
             "output_text": clean_text(output_text),
             "usage": _storable(usage),
             "metrics": metrics,
+            **column_values(metrics),  # the indexed copies the runs list sorts and filters on
             "finished_at": store.now(),
         }
         await self.flush(final_fields=final)

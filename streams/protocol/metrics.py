@@ -2,6 +2,12 @@
 
 The same accumulator serves the live runner (fed one event at a time) and stored or imported
 runs (fed from the database), so a run's metrics never depend on how it was recorded.
+
+Every "time to first ..." is in milliseconds since the request was sent, and each is defined
+once, in docs/metrics.md (and :data:`DEFINITIONS`, which the pages show as hover help):
+``ttfb_ms`` (first byte of the body), ``ttfe_ms`` (first event), ``ttfc_ms`` (``response.created``),
+``ttft_ms`` (first output-text delta), ``ttfr_ms`` (first reasoning delta), ``ttfa_ms`` (first
+tool-call argument delta), ``ttfd_ms`` (first token delta of any kind) and ``duration_ms``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,36 @@ from typing import Any
 
 TERMINAL_TYPES = frozenset({"response.completed", "response.failed", "response.incomplete"})
 CHAT_CHUNK = "chat.completion.chunk"
+
+OUTPUT_TEXT_TYPES = frozenset({"response.output_text.delta"})
+REASONING_TYPES = frozenset({"response.reasoning_text.delta", "response.reasoning_summary_text.delta"})
+TOOL_ARGUMENT_TYPES = frozenset({
+    "response.function_call_arguments.delta",
+    "response.custom_tool_call_input.delta",
+    "response.mcp_call_arguments.delta",
+})
+
+# One sentence per figure: docs/metrics.md says the same at more length; the pages show these on hover.
+DEFINITIONS: dict[str, str] = {
+    "ttfb_ms": "Time to first byte: from sending the request to the first byte of the response body "
+               "(runs recorded without it, e.g. imports: the first event).",
+    "ttfe_ms": "Time to first event: from sending the request to the first complete server-sent event.",
+    "ttfc_ms": "Time to response.created: from sending the request to the upstream's response.created event.",
+    "ttft_ms": "Time to first token: from sending the request to the first output-text delta "
+               "(response.output_text.delta, or a Chat Completions chunk with content). Reasoning and "
+               "tool calls do not count.",
+    "ttfr_ms": "Time to first reasoning: to the first reasoning text or reasoning summary delta.",
+    "ttfa_ms": "Time to first tool-call arguments: to the first function, custom tool or MCP call "
+               "argument delta.",
+    "ttfd_ms": "Time to first delta of any kind (text, refusal, reasoning, arguments, code...).",
+    "duration_ms": "Total: from sending the request to the run's end.",
+    "tokens_per_s": "Output tokens divided by the time from the first to the last token delta of any kind.",
+    "gap_p95_ms": "95th percentile of the gaps between consecutive token deltas (inter-token gap).",
+    "events": "Server-sent events stored for the run.",
+}
+
+# The figures kept in indexed columns of Run as well (sorting, filtering, insights).
+COLUMN_KEYS = ("ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms", "duration_ms", "tokens_per_s")
 
 
 def is_token_delta(event_type: str) -> bool:
@@ -32,7 +68,12 @@ class MetricsAccumulator:
     """Feed events in seq order with :meth:`observe`; read figures with :meth:`snapshot`."""
 
     def __init__(self) -> None:
+        self.first_byte_ms: float | None = None
         self.first_event_ms: float | None = None
+        self.created_ms: float | None = None
+        self.first_text_ms: float | None = None
+        self.first_reasoning_ms: float | None = None
+        self.first_arguments_ms: float | None = None
         self.first_token_ms: float | None = None
         self.last_event_ms: float | None = None
         self.last_token_ms: float | None = None
@@ -43,13 +84,36 @@ class MetricsAccumulator:
         self.delta_gaps: list[float] = []
         self.usage: dict[str, Any] | None = None
 
+    def observe_bytes(self, t: float) -> None:
+        """Body bytes arrived at ``t`` (the reader calls this per chunk; only the first counts)."""
+        if self.first_byte_ms is None:
+            self.first_byte_ms = t
+
     def observe(self, t: float, event_type: str, nbytes: int = 0, usage: dict | None = None,
-                token: bool | None = None) -> None:
+                token: bool | None = None, kind: str | None = None) -> None:
+        """One event. ``kind`` ("text", "reasoning", "arguments") says what a chat chunk carried;
+        Responses events are classified by their type."""
         self.event_count += 1
         self.counts[event_type] += 1
         self.bytes_received += nbytes
         if self.first_event_ms is None:
             self.first_event_ms = t
+        if self.first_byte_ms is None:
+            self.first_byte_ms = t  # no reader told us earlier: the first event brought the first byte
+        if self.created_ms is None and event_type == "response.created":
+            self.created_ms = t
+        if kind is None:
+            if event_type in OUTPUT_TEXT_TYPES:
+                kind = "text"
+            elif event_type in REASONING_TYPES:
+                kind = "reasoning"
+            elif event_type in TOOL_ARGUMENT_TYPES:
+                kind = "arguments"
+        if kind:
+            for first in kind.split(","):
+                attribute = _FIRST_BY_KIND[first]
+                if getattr(self, attribute) is None:
+                    setattr(self, attribute, t)
         self.last_event_ms = t
         if is_token_delta(event_type) if token is None else token:
             self.delta_count += 1
@@ -65,16 +129,19 @@ class MetricsAccumulator:
         """Like :meth:`observe`, picking usage out of a terminal event's response object."""
         usage = None
         token = None
+        kind = None
         if event_type in TERMINAL_TYPES and isinstance(payload, dict):
             response = payload.get("response")
             if isinstance(response, dict) and isinstance(response.get("usage"), dict):
                 usage = response["usage"]
         elif event_type == CHAT_CHUNK and isinstance(payload, dict):
             # A chat chunk is a token when it carries content, a refusal or tool-call arguments.
-            token = any(_chat_delta_has_output(choice) for choice in payload.get("choices") or [])
+            choices = payload.get("choices") or []
+            token = any(_chat_delta_has_output(choice) for choice in choices)
+            kind = ",".join(sorted({k for choice in choices for k in _chat_delta_kinds(choice)})) or None
             if isinstance(payload.get("usage"), dict):
                 usage = {"output_tokens": payload["usage"].get("completion_tokens"), **payload["usage"]}
-        self.observe(t, event_type, nbytes, usage, token)
+        self.observe(t, event_type, nbytes, usage, token, kind)
 
     @property
     def output_tokens(self) -> tuple[int, bool]:
@@ -92,8 +159,13 @@ class MetricsAccumulator:
             if span > 0:
                 tokens_per_s = round(tokens / span, 2)
         figures: dict[str, Any] = {
+            "ttfb_ms": _round(self.first_byte_ms),
             "ttfe_ms": _round(self.first_event_ms),
-            "ttft_ms": _round(self.first_token_ms),
+            "ttfc_ms": _round(self.created_ms),
+            "ttft_ms": _round(self.first_text_ms),
+            "ttfr_ms": _round(self.first_reasoning_ms),
+            "ttfa_ms": _round(self.first_arguments_ms),
+            "ttfd_ms": _round(self.first_token_ms),
             "duration_ms": _round(duration),
             "events": self.event_count,
             "output_tokens": tokens,
@@ -122,11 +194,43 @@ def compute_metrics(events: Iterable[tuple[float, str, Any, int]]) -> dict[str, 
     return accumulator.snapshot()
 
 
+def column_values(metrics: Any) -> dict[str, Any]:
+    """The indexed columns of Run (:data:`COLUMN_KEYS`) from a metrics dict: numbers or None."""
+    metrics = metrics if isinstance(metrics, dict) else {}
+    values: dict[str, Any] = {}
+    for key in COLUMN_KEYS:
+        value = metrics.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        values[key] = float(value) if ok else None
+    return values
+
+
+_FIRST_BY_KIND = {"text": "first_text_ms", "reasoning": "first_reasoning_ms", "arguments": "first_arguments_ms"}
+
+
 def _chat_delta_has_output(choice: Any) -> bool:
     delta = choice.get("delta") if isinstance(choice, dict) else None
     if not isinstance(delta, dict):
         return False
-    return bool(delta.get("content") or delta.get("refusal") or delta.get("tool_calls"))
+    return bool(delta.get("content") or delta.get("refusal") or delta.get("tool_calls")
+                or delta.get("reasoning_content") or delta.get("reasoning"))
+
+
+def _chat_delta_kinds(choice: Any) -> set[str]:
+    """What a chat chunk's delta carried: output text, reasoning (vLLM/DeepSeek style), tool arguments."""
+    delta = choice.get("delta") if isinstance(choice, dict) else None
+    if not isinstance(delta, dict):
+        return set()
+    kinds = set()
+    if isinstance(delta.get("content"), str) and delta["content"]:
+        kinds.add("text")
+    if delta.get("reasoning_content") or delta.get("reasoning"):
+        kinds.add("reasoning")
+    for call in delta.get("tool_calls") or []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict) and function.get("arguments"):
+            kinds.add("arguments")
+    return kinds
 
 
 def _round(value: float | None) -> float | None:
