@@ -5,10 +5,11 @@ from django.urls import include, path
 
 from dashboard.api import compare as compare_api
 from dashboard.api import fanout as fanout_api
+from dashboard.api import insights as insights_api
 from dashboard.api import replay as replay_api
 from dashboard.api import runs as runs_api
 from dashboard.auth import RateLimitedLoginView, admin_login
-from dashboard.pages import compare, exports, imports, replay, review, runs, tokens
+from dashboard.pages import compare, exports, imports, insights, replay, review, runs, tokens
 
 urlpatterns = [
     path("", runs.playground, name="playground"),
@@ -23,6 +24,9 @@ urlpatterns = [
     path("api/runs/<int:run_id>/events/", runs_api.run_events, name="api_run_events"),
     path("api/runs/<int:run_id>/cancel/", runs_api.run_cancel, name="api_run_cancel"),
     path("api/providers/", runs_api.providers, name="api_providers"),
+    # The fleet: latency and outcomes per model or provider over time.
+    path("insights/", insights.insights, name="insights"),
+    path("api/insights/", insights_api.insights, name="api_insights"),
     # Timelines: replay, replay as an upstream, compare, fan-out groups.
     path("runs/<int:run_id>/replay/", replay.replay, name="run_replay"),
     path("compare/", compare.compare, name="compare"),

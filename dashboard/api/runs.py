@@ -14,14 +14,14 @@ from django.urls import reverse
 
 from dashboard.api.common import api_view, error, form_errors, json_object_body, run_not_found
 from dashboard.forms import RunRequestForm
-from dashboard.serializers import run_json
+from dashboard.serializers import run_json, run_summary_json
+from streams.history import fleet
+from streams.live.control import TooManyActiveRuns, cancel_run, start_run
+from streams.models import Run
 from streams.pipeline import store
 from streams.protocol.values import MAX_ID, BadValue, parse_int, parse_signed_int
-from streams.models import Run, RunSource
 from streams.upstream.providers import get_providers
-from streams.live.control import TooManyActiveRuns, cancel_run, start_run
 
-PAGE_SIZE = 50
 MAX_PAGE = 1_000_000
 MAX_EVENTS_PAGE = 5000
 
@@ -39,25 +39,30 @@ async def runs(request: HttpRequest) -> HttpResponse:
 
 
 def _list_runs(request: HttpRequest) -> JsonResponse:
+    """``{"runs": [summary...], "next": cursor|null}``: filters, search, sort and keyset pages
+    (streams/history/fleet.py). The older ``page`` (offset pages, adds ``page``/``next_page``) and
+    ``all=1`` (everyone's runs the caller may see, not just their own) still work."""
     try:
-        page = parse_int(request.GET.get("page", "1"), "page", minimum=1, maximum=MAX_PAGE)
+        query = fleet.parse_run_query(request.GET, extra=("page", "all"), getlist=request.GET.getlist)
+        page = parse_int(request.GET["page"], "page", minimum=1, maximum=MAX_PAGE) if "page" in request.GET else None
+    except fleet.BadQuery as exc:
+        return error(str(exc), "bad_request", 400, param=exc.param)
     except BadValue as exc:
-        return error(str(exc), "bad_request", 400)
-    runs_qs = Run.objects.visible_to(request.user).select_related("owner").order_by("-created_at", "-id")
-    if request.GET.get("all") != "1":
+        return error(str(exc), "bad_request", 400, param="page")
+    if page is not None and query.cursor is not None:
+        return error("send either page or cursor, not both", "bad_request", 400, param="cursor")
+    runs_qs = Run.objects.visible_to(request.user).select_related("owner")
+    if request.GET.get("all") != "1" and not query.owner:
         runs_qs = runs_qs.filter(owner=request.user)
-    source = request.GET.get("source")
-    if source:
-        if source not in RunSource.values:
-            return error(f"source must be one of {', '.join(RunSource.values)}", "bad_request", 400)
-        runs_qs = runs_qs.filter(source=source)
-    start = (page - 1) * PAGE_SIZE
-    page_runs = list(runs_qs[start : start + PAGE_SIZE + 1])
-    has_next = len(page_runs) > PAGE_SIZE
-    return JsonResponse(
-        {"runs": [run_json(run) for run in page_runs[:PAGE_SIZE]], "page": page,
-         "next_page": page + 1 if has_next else None}
-    )
+    runs_qs = fleet.apply_filters(runs_qs, query)
+    if page is not None:
+        start = (page - 1) * query.limit
+        page_runs = list(fleet.ordered(runs_qs, query)[start : start + query.limit + 1])
+        has_next = len(page_runs) > query.limit
+        return JsonResponse({"runs": [run_summary_json(run) for run in page_runs[: query.limit]], "next": None,
+                             "page": page, "next_page": page + 1 if has_next else None})
+    page_runs, next_cursor = fleet.page_of(runs_qs, query)
+    return JsonResponse({"runs": [run_summary_json(run) for run in page_runs], "next": next_cursor})
 
 
 async def _create_run(request: HttpRequest) -> HttpResponse:

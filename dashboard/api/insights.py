@@ -1,0 +1,27 @@
+"""Insights in the JSON API: ``GET /api/insights/?group_by=model|provider&since=&until=&bucket=hour|day``."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+from dashboard.api.common import api_view, error
+from streams.history.fleet import BadQuery
+from streams.history.insights import insights as compute
+from streams.history.insights import parse_params
+from streams.models import Run
+
+
+@api_view("GET")
+async def insights(request: HttpRequest) -> HttpResponse:
+    return await database_sync_to_async(_insights)(request)
+
+
+def _insights(request: HttpRequest) -> JsonResponse:
+    try:
+        options = parse_params(request.GET)
+    except BadQuery as exc:
+        return error(str(exc), "bad_request", 400, param=exc.param)
+    runs = Run.objects.visible_to(request.user)
+    return JsonResponse(compute(runs, list_url=reverse("run_list"), **options))

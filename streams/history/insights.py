@@ -1,0 +1,152 @@
+"""Insights: latency, throughput and outcome rates per model or provider, and how they move over time.
+
+Computed over a queryset the caller passes in, which starts from ``Run.objects.visible_to``: a person
+sees figures over the runs they may see, no more. Counts and rates are SQL aggregates over the
+indexed columns; percentiles are nearest-rank (the rule of streams/protocol/metrics.py). On
+PostgreSQL they are ``percentile_disc`` aggregates (the same rule, in the database); elsewhere the
+group's sorted column values are fetched and ranked in Python (docs/metrics.md, "Insights").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from typing import Any
+from urllib.parse import urlencode
+
+from django.db import connection
+from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
+from django.db.models.functions import TruncDay, TruncHour
+
+from streams.history.fleet import BadQuery, parse_time
+from streams.models import RunFlag, RunSource, RunStatus
+from streams.protocol.metrics import percentile
+
+GROUP_BY = ("model", "provider")
+BUCKETS = {"hour": (TruncHour, timedelta(hours=1)), "day": (TruncDay, timedelta(days=1))}
+FIGURES = ("ttft_ms", "tokens_per_s", "duration_ms")
+FRACTIONS = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+RATES = {
+    "failed_rate": Q(status=RunStatus.FAILED),
+    "incomplete_rate": Q(status=RunStatus.INCOMPLETE),
+    "cancelled_rate": Q(status=RunStatus.CANCELLED),
+    "interrupted_rate": Q(status=RunStatus.INTERRUPTED),
+}
+PARAMS = frozenset({"group_by", "since", "until", "bucket", "model", "provider", "source"})
+DEFAULT_RANGE = timedelta(days=7)
+MAX_BUCKETS = 24 * 92  # an hourly series over three months at most
+
+
+class PercentileDisc(Aggregate):
+    """PostgreSQL's ``percentile_disc(f) WITHIN GROUP (ORDER BY x)``: the nearest-rank percentile."""
+
+    function = "percentile_disc"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = FloatField()
+
+    def __init__(self, expression: str, fraction: float, **extra: Any) -> None:
+        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+
+
+def parse_params(params: Mapping[str, str]) -> dict[str, Any]:
+    """The insight request's options, or BadQuery naming the parameter."""
+    unknown = sorted(set(params) - PARAMS)
+    if unknown:
+        raise BadQuery(unknown[0], f"unknown parameter{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+                                   f"(accepted: {', '.join(sorted(PARAMS))})")
+    group_by = params.get("group_by", "").strip() or "model"
+    if group_by not in GROUP_BY:
+        raise BadQuery("group_by", f"group_by must be model or provider; got {group_by[:40]!r}")
+    bucket = params.get("bucket", "").strip() or "day"
+    if bucket not in BUCKETS:
+        raise BadQuery("bucket", f"bucket must be hour or day; got {bucket[:40]!r}")
+    now = datetime.now(UTC)
+    until = parse_time(params["until"], "until", now) if params.get("until", "").strip() else now
+    since = parse_time(params["since"], "since", now) if params.get("since", "").strip() else until - DEFAULT_RANGE
+    if since >= until:
+        raise BadQuery("since", "since must be before until")
+    if (until - since) / BUCKETS[bucket][1] > MAX_BUCKETS:
+        raise BadQuery("bucket", f"that range holds more than {MAX_BUCKETS} {bucket}s; choose bucket=day or a "
+                                 "shorter range")
+    source = params.get("source", "").strip()
+    if source and source not in RunSource.values:
+        raise BadQuery("source", f"source must be one of {', '.join(RunSource.values)}")
+    filters = {name: params[name].strip()[:200] for name in ("model", "provider") if params.get(name, "").strip()}
+    if source:
+        filters["source"] = source
+    return {"group_by": group_by, "bucket": bucket, "since": since, "until": until, "filters": filters}
+
+
+def insights(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, until: datetime,
+             filters: Mapping[str, str], list_url: str = "/runs/") -> dict[str, Any]:
+    """``{"groups": [...], "series": [...]}`` over ``runs`` created in [since, until)."""
+    runs = runs.filter(created_at__gte=since, created_at__lt=until, **filters).order_by()
+    flagged = Q(pk__in=RunFlag.objects.values("run_id"))
+    counts = {name: Count("pk", filter=condition) for name, condition in RATES.items()}
+    counts["flagged_rate"] = Count("pk", filter=flagged)
+
+    def link(key: str, start: datetime, end: datetime) -> str:
+        query = {group_by: key, **{k: v for k, v in filters.items() if k != group_by},
+                 "since": start.isoformat(), "until": end.isoformat(), "all": "1"}
+        return f"{list_url}?{urlencode(query)}"
+
+    groups = []
+    rows = runs.values(group_by).annotate(runs=Count("pk"), **counts).order_by("-runs", group_by)
+    ranks = _percentiles(runs, [group_by])
+    for row in rows:
+        key = row[group_by]
+        entry: dict[str, Any] = {"key": key, "runs": row["runs"]}
+        for figure in FIGURES:
+            entry[figure] = ranks.get(figure, {}).get((key,), _empty())
+        for name in (*RATES, "flagged_rate"):
+            entry[name] = round(row[name] / row["runs"], 4) if row["runs"] else None
+        entry["runs_url"] = link(key, since, until)
+        groups.append(entry)
+
+    trunc, step = BUCKETS[bucket]
+    bucketed = runs.annotate(bucket=trunc("created_at", tzinfo=UTC))
+    point_rows = bucketed.values(group_by, "bucket").annotate(runs=Count("pk"), failed=counts["failed_rate"]) \
+        .order_by(group_by, "bucket")
+    point_ranks = _percentiles(bucketed, [group_by, "bucket"])
+    series: dict[str, list[dict[str, Any]]] = {}
+    for row in point_rows:
+        key, start = row[group_by], _aware(row["bucket"])
+        point: dict[str, Any] = {"t": start.isoformat(), "runs": row["runs"],
+                                 "failed_rate": round(row["failed"] / row["runs"], 4) if row["runs"] else None}
+        for figure in FIGURES:
+            point[figure] = point_ranks.get(figure, {}).get((key, row["bucket"]), _empty())
+        point["runs_url"] = link(key, max(start, since), min(start + step, until))
+        series.setdefault(key, []).append(point)
+    return {
+        "group_by": group_by, "bucket": bucket, "since": since.isoformat(), "until": until.isoformat(),
+        "groups": groups,
+        "series": [{"key": key, "points": points} for key, points in series.items()],
+    }
+
+
+def _percentiles(runs: QuerySet, keys: list[str]) -> dict[str, dict[tuple, dict[str, float | None]]]:
+    """figure → group key tuple → {"p50", "p95", "p99"} over the runs where the figure is known."""
+    result: dict[str, dict[tuple, dict[str, float | None]]] = {}
+    for figure in FIGURES:
+        known = runs.filter(**{f"{figure}__isnull": False})
+        by_group: dict[tuple, dict[str, float | None]] = {}
+        if connection.vendor == "postgresql":
+            aggregates = {name: PercentileDisc(figure, fraction) for name, fraction in FRACTIONS}
+            for row in known.values(*keys).annotate(**aggregates).order_by():
+                by_group[tuple(row[k] for k in keys)] = {name: row[name] for name, _ in FRACTIONS}
+        else:
+            rows = known.values_list(*keys, figure).order_by(*keys, figure)
+            for group, items in groupby(rows.iterator(chunk_size=5000), key=lambda r: r[: len(keys)]):
+                values = [item[-1] for item in items]
+                by_group[tuple(group)] = {name: percentile(values, fraction) for name, fraction in FRACTIONS}
+        result[figure] = by_group
+    return result
+
+
+def _empty() -> dict[str, None]:
+    return {name: None for name, _ in FRACTIONS}
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
