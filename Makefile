@@ -5,9 +5,10 @@ PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# No browser, no server processes (Daphne, simulator, workers), no PostgreSQL/Redis: the markers
-# are registered in pyproject.toml and applied in tests/conftest.py. Under a minute on 2 cores.
-FAST_TESTS := -m "not e2e and not server and not services"
+# No browser, no server processes (Daphne, simulator, workers), no PostgreSQL/Redis, no long
+# sweeps: the markers are registered in pyproject.toml (tests/conftest.py applies `server` from the
+# fixtures a test uses). Under a minute on 2 cores; keep it so by marking what makes it slower.
+FAST_TESTS := -m "not e2e and not server and not services and not slow"
 
 .PHONY: install run test test-fast e2e-deps bench clean
 

@@ -17,7 +17,7 @@ from tests.support.servers import RECORDINGS, manage, start_daphne, stop_process
 from tests.support.upstreams import ScriptedUpstream
 
 # Tests using any of these fixtures start real processes: they get the ``server`` marker, so
-# ``make test-fast`` (-m "not e2e and not server and not services") leaves them out.
+# ``make test-fast`` (-m "not e2e and not server and not services and not slow") leaves them out.
 SERVER_FIXTURES = {"sim_server", "live_app", "crash_setup"}
 
 

@@ -14,7 +14,8 @@ from streams.history.import_formats import ImportFailed, parse_stream
 from streams.live.launcher import use_launcher
 from streams.models import Run, RunStatus
 
-pytestmark = pytest.mark.django_db
+# `slow`: tens of seconds of requests in process; `make test` runs it, `make test-fast` does not.
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 HANG_S = 10.0
 TRICKY = ["\u00b2", "\u0663", "-1", "0", "1e3", "99999999999999999999", "NaN", "Infinity", "max", " 7 ", "1,2,3,4,5",
