@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from tests.conftest import start_daphne, stop_process  # noqa: E402
-from tests.scaled import Deployment, services_missing  # noqa: E402
+from tests.support.servers import start_daphne, stop_process  # noqa: E402
+from tests.support.scaled import Deployment, services_missing  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-pass-123"
 SEQ = re.compile(r'\{"seq":(\d+),"t":')

@@ -36,7 +36,7 @@ os.environ.setdefault("STREAMSCOPE_LOG_LEVEL", "WARNING")
 import django  # noqa: E402
 import httpx  # noqa: E402
 
-from tests.conftest import start_daphne, stop_process  # noqa: E402
+from tests.support.servers import start_daphne, stop_process  # noqa: E402
 
 
 def body_for(tokens: int) -> dict:
@@ -120,7 +120,7 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict]:
 
 def use_scaled_services() -> str:
     """Point Django at a fresh PostgreSQL database and Redis (before setup); returns the db name."""
-    from tests.scaled import PG_URL, REDIS_URL, Deployment, services_missing
+    from tests.support.scaled import PG_URL, REDIS_URL, Deployment, services_missing
 
     missing = services_missing()
     if missing:
@@ -135,7 +135,7 @@ def use_scaled_services() -> str:
 def drop_database(name: str) -> None:
     from django.db import connections
 
-    from tests.scaled import PG_URL
+    from tests.support.scaled import PG_URL
     import psycopg
 
     connections.close_all()

@@ -37,7 +37,7 @@ os.environ.setdefault("STREAMSCOPE_LOG_LEVEL", "WARNING")
 
 import django  # noqa: E402
 
-from tests.conftest import start_daphne, stop_process  # noqa: E402
+from tests.support.servers import start_daphne, stop_process  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
