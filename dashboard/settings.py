@@ -267,6 +267,11 @@ STREAMSCOPE_LOGIN_LOCKOUT_S = int(os.environ.get("STREAMSCOPE_LOGIN_LOCKOUT_S", 
 STREAMSCOPE_STALE_AFTER_S = float(os.environ.get("STREAMSCOPE_STALE_AFTER_S", "10"))
 STREAMSCOPE_RECOVERY_INTERVAL_S = float(os.environ.get("STREAMSCOPE_RECOVERY_INTERVAL_S", "2"))
 STREAMSCOPE_CONNECT_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_CONNECT_TIMEOUT_S", "10"))
+# Events of runs older than this many days are deleted (summaries, outputs, metrics, flags and
+# verdicts stay; pinned runs keep theirs) by the housekeeping loop, at most once an hour. Unset: kept forever.
+STREAMSCOPE_EVENT_RETENTION_DAYS = (int(os.environ["STREAMSCOPE_EVENT_RETENTION_DAYS"])
+                                    if os.environ.get("STREAMSCOPE_EVENT_RETENTION_DAYS", "").strip() else None)
+STREAMSCOPE_PRUNE_INTERVAL_S = float(os.environ.get("STREAMSCOPE_PRUNE_INTERVAL_S", "3600"))
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = os.environ.get("DJANGO_SECURE_SSL_REDIRECT", "1") == "1"

@@ -15,6 +15,7 @@ urlpatterns = [
     path("", runs.playground, name="playground"),
     path("runs/", runs.run_list, name="run_list"),
     path("runs/<int:run_id>/", runs.run_detail, name="run_detail"),
+    path("runs/<int:run_id>/pin/", runs.run_pin, name="run_pin"),
     # Import and export of recorded streams.
     path("runs/import/", imports.import_run, name="run_import"),
     path("runs/<int:run_id>/export.sse", exports.export_sse, name="run_export_sse"),

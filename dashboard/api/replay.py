@@ -25,6 +25,7 @@ from dashboard.api.common import api_view, error
 from streams.models import Run
 from streams.protocol import values
 from streams.history.replay_clock import BadReplayParameter, parse_speed
+from streams.history.retention import pruned_note
 from streams.history.replay_upstream import (
     final_response,
     issue_token,
@@ -97,6 +98,8 @@ async def responses(request: HttpRequest, run_id: int) -> HttpResponse:
         return openai_error(str(exc), 400, "invalid_value", param="speed")
     if run.is_active:
         return openai_error(f"run {run.pk} is still {run.status}; replay it once it has ended", 409, "run_active")
+    if run.events_pruned_at is not None:
+        return openai_error(pruned_note(run), 410, "events_pruned")
     if body.get("stream") is not True:
         final = await database_sync_to_async(final_response)(run)
         if final is None:

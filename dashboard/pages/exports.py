@@ -10,10 +10,11 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.http import Http404, HttpRequest, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_GET
 
 from streams.history import export as exports
+from streams.history import retention
 from streams.models import Run
 
 EXPORT_BATCH = 500  # pieces (events) per trip to the database thread
@@ -37,11 +38,13 @@ async def _in_batches(pieces: Iterator[str]) -> AsyncIterator[str]:
         yield "".join(batch)
 
 
-async def _export(request: HttpRequest, run_id: int, fmt: str) -> StreamingHttpResponse:
+async def _export(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse | StreamingHttpResponse:
     user = await request.auser()
     run = await _visible_run(user, run_id)
     if run is None:
         raise Http404("No such run")
+    if run.events_pruned_at is not None:
+        return HttpResponse(retention.pruned_note(run), status=410, content_type="text/plain; charset=utf-8")
     if fmt == "sse":
         pieces, content_type = exports.export_sse(run), "text/event-stream; charset=utf-8"
     else:
@@ -53,10 +56,10 @@ async def _export(request: HttpRequest, run_id: int, fmt: str) -> StreamingHttpR
 
 
 @require_GET
-async def export_sse(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+async def export_sse(request: HttpRequest, run_id: int) -> HttpResponse | StreamingHttpResponse:
     return await _export(request, run_id, "sse")
 
 
 @require_GET
-async def export_jsonl(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+async def export_jsonl(request: HttpRequest, run_id: int) -> HttpResponse | StreamingHttpResponse:
     return await _export(request, run_id, "jsonl")

@@ -10,6 +10,7 @@ from dashboard.serializers import run_json
 from streams.models import Run
 from streams.history.replay_clock import MAX_SPEED, MIN_SPEED
 from streams.history.replay_upstream import token_info
+from streams.history.retention import pruned_note
 
 SPEEDS = ["0.25", "0.5", "1", "2", "5", "10", "max"]
 
@@ -22,6 +23,7 @@ def replay(request: HttpRequest, run_id: int) -> HttpResponse:
     context = {
         "run": run,
         "run_json": run_json(run),
+        "pruned_note": pruned_note(run),
         "catalogue": CATALOGUE,
         "speeds": SPEEDS,
         "speed_range": f"{MIN_SPEED:g}–{MAX_SPEED:g}",

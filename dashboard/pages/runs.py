@@ -6,11 +6,12 @@ import csv
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from dashboard.pages.common import CATALOGUE
 from dashboard.serializers import run_json, run_summary_json
-from streams.history import fleet
+from streams.history import fleet, retention
 from streams.models import ReviewState, Run, RunSource, RunStatus, is_reviewer
 from streams.upstream.providers import get_providers
 
@@ -40,7 +41,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {
         "form": params, "statuses": RunStatus.values, "sources": RunSource.values,
         "review_states": ReviewState.values, "can_see_all": is_reviewer(request.user),
-        "sort_options": [(name, label) for name, label in SORT_LABELS.items()],
+        "sort_options": list(SORT_LABELS.items()),
     }
     try:
         query = fleet.parse_run_query(params, extra=("all", "format", "page"), getlist=params.getlist)
@@ -107,4 +108,17 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = Run.objects.visible_to(request.user).select_related("owner").filter(pk=run_id).first()
     if run is None:
         raise Http404("No such run")
-    return render(request, "run_detail.html", {"run": run, "run_json": run_json(run), "catalogue": CATALOGUE})
+    return render(request, "run_detail.html", {"run": run, "run_json": run_json(run), "catalogue": CATALOGUE,
+                                               "pruned_note": retention.pruned_note(run),
+                                               "can_pin": run.controllable_by(request.user)})
+
+
+@require_POST
+def run_pin(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Pin (``pinned=1``) or unpin a run: a pinned run keeps its events whatever the retention setting."""
+    run = Run.objects.controllable_by(request.user).filter(pk=run_id).first()
+    if run is None:
+        raise Http404("No such run")
+    pinned = request.POST.get("pinned") == "1"
+    Run.objects.filter(pk=run.pk).update(pinned=pinned)
+    return redirect("run_detail", run_id=run.pk)

@@ -6,6 +6,8 @@ more: the process named in ``Run.worker`` is gone from this host, or its heartbe
 claims each one atomically (so two processes never take the same run), then resumes it from its
 last stored event when the upstream still has the response (background mode), else marks it
 ``interrupted``. Events stored before the crash are never touched.
+
+The same loop applies event retention (:func:`prune_if_due`) when a deployment sets one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextvars
 import logging
 import os
 import socket
+import time
 from datetime import timedelta
 
 from channels.db import database_sync_to_async
@@ -22,6 +25,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from streams.history import retention
 from streams.live.launcher import get_launcher
 from streams.pipeline.broadcast import publish_status
 from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
@@ -117,12 +121,30 @@ async def recover_once() -> list[int]:
 
 
 async def housekeep() -> None:
+    last_prune = None
     while True:
         try:
             await recover_once()
         except Exception:
             log.exception("recovery sweep failed; trying again shortly")
+        last_prune = await prune_if_due(last_prune)
         await asyncio.sleep(settings.STREAMSCOPE_RECOVERY_INTERVAL_S)
+
+
+async def prune_if_due(last: float | None) -> float | None:
+    """Event retention (streams/history/retention.py), at most once per ``STREAMSCOPE_PRUNE_INTERVAL_S``
+    per process, when ``STREAMSCOPE_EVENT_RETENTION_DAYS`` is set. Returns when it last ran."""
+    days = settings.STREAMSCOPE_EVENT_RETENTION_DAYS
+    now = time.monotonic()
+    if days is None or (last is not None and now - last < settings.STREAMSCOPE_PRUNE_INTERVAL_S):
+        return last
+    try:
+        result = await database_sync_to_async(retention.prune_events)(timedelta(days=days))
+        if result.runs:
+            log.info("retention: deleted %d events of %d runs older than %d days", result.events, result.runs, days)
+    except Exception:
+        log.exception("pruning events failed; trying again in an hour")
+    return now
 
 
 def start_housekeeping(loop: asyncio.AbstractEventLoop | None = None) -> None:
