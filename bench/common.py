@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from tests.support.servers import start_daphne, stop_process  # noqa: E402
 from tests.support.scaled import Deployment, services_missing  # noqa: E402
+from tests.support.servers import start_daphne, stop_process  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-pass-123"
 SEQ = re.compile(r'\{"seq":(\d+),"t":')
@@ -95,7 +95,8 @@ class Stack:
         env = {**self.extra_env, "STREAMSCOPE_SIMULATOR_URL": self.sim_url}
         self._manage(env, "migrate", "--noinput")
         self._manage(env, "shell", "-c",
-                     f"from django.contrib.auth.models import User; User.objects.create_user({USER!r}, password={PASSWORD!r})")
+                     "from django.contrib.auth.models import User;"
+                     f" User.objects.create_user({USER!r}, password={PASSWORD!r})")
         for _ in range(self._n_webs):
             process, base = start_daphne(self.work, extra_env=env)
             self._processes.append(process)
@@ -104,7 +105,8 @@ class Stack:
         return self
 
     def _manage(self, env: dict, *args: str) -> None:
-        full = {**os.environ, "STREAMSCOPE_VAR_DIR": str(self.work), "DJANGO_SETTINGS_MODULE": "dashboard.settings", **env}
+        full = {**os.environ, "STREAMSCOPE_VAR_DIR": str(self.work), "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+                **env}
         subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full, check=True, capture_output=True)
 
     def __exit__(self, *exc: Any) -> None:
@@ -192,7 +194,8 @@ class Viewer:
         for attempt in range(5):
             try:
                 async with connecting():
-                    socket = await websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": self.base_url},
+                    socket = await websockets.connect(url,
+                                                      additional_headers={"Cookie": cookie, "Origin": self.base_url},
                                                       max_size=None, open_timeout=60, ping_interval=None)
                 break
             except (OSError, websockets.exceptions.InvalidMessage, websockets.exceptions.InvalidHandshake):

@@ -13,8 +13,22 @@ import argparse
 import asyncio
 import time
 
-from common import (CpuSplit, PeakMemory, Stack, Viewer, cpu_seconds, event_count, login, machine, modes_arg,
-                    percentile, rss_mb, run_body, selected_modes, start_runs)
+from common import (
+    CpuSplit,
+    PeakMemory,
+    Stack,
+    Viewer,
+    cpu_seconds,
+    event_count,
+    login,
+    machine,
+    modes_arg,
+    percentile,
+    rss_mb,
+    run_body,
+    selected_modes,
+    start_runs,
+)
 
 
 async def measure(stack: Stack, runs: int, rate: int, seconds: float) -> dict:
@@ -69,9 +83,10 @@ def main() -> None:
         print(f"  {stack.describe()}" + (f", flush every {args.flush_ms:g} ms" if args.flush_ms else ""))
         print(f"    runs completed {r['completed']}/{args.runs}, {r['events']} events; viewers with every event "
               f"exactly once: {r['complete']}/{args.runs}")
-        print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms  [{verdict}]")
-        print(f"    run executor: RSS {r['baseline']:.0f} -> peak {r['peak']:.0f} MiB = {per_run:.0f} KiB per active run; "
-              f"{r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s")
+        print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms"
+              f"  [{verdict}]")
+        print(f"    run executor: RSS {r['baseline']:.0f} -> peak {r['peak']:.0f} MiB = {per_run:.0f} KiB"
+              f" per active run; {r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s")
         print(f"    {r['split']}")
 
 

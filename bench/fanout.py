@@ -13,8 +13,21 @@ import argparse
 import asyncio
 import time
 
-from common import (CpuSplit, PeakMemory, Stack, Viewer, cpu_seconds, event_count, login, machine, modes_arg,
-                    percentile, run_body, selected_modes, start_runs)
+from common import (
+    CpuSplit,
+    PeakMemory,
+    Stack,
+    Viewer,
+    cpu_seconds,
+    event_count,
+    login,
+    machine,
+    modes_arg,
+    percentile,
+    run_body,
+    selected_modes,
+    start_runs,
+)
 
 
 async def measure(stack: Stack, viewers: int, rate: int, seconds: float) -> dict:
@@ -62,7 +75,8 @@ def main() -> None:
         print(f"  {stack.describe()}")
         print(f"    run {r['status']}, {r['events']} events; viewers with every event exactly once: "
               f"{r['complete']}/{args.viewers}; ~{r['frames']:.0f} frames per viewer")
-        print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms  [{verdict}]")
+        print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms"
+              f"  [{verdict}]")
         print(f"    run executor: {r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s, peak RSS {r['rss']:.0f} MiB")
         print(f"    {r['split']}")
 

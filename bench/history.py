@@ -17,7 +17,18 @@ import asyncio
 import statistics
 import time
 
-from common import Stack, Viewer, event_count, login, machine, modes_arg, run_body, selected_modes, start_runs, wait_until_ended
+from common import (
+    Stack,
+    Viewer,
+    event_count,
+    login,
+    machine,
+    modes_arg,
+    run_body,
+    selected_modes,
+    start_runs,
+    wait_until_ended,
+)
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -58,7 +69,8 @@ def measure(stack: Stack, events: int, repeat: int) -> dict:
     api_ms, (api_count, api_bytes, api_ok) = timed(lambda: api_pages(client, run_id), repeat)
     ws_ms, (ws_count, ws_ok, ws_frames) = timed(lambda: websocket_backlog(stack, client, run_id), repeat)
     page_ms, _ = timed(lambda: client.get(f"/runs/{run_id}/").raise_for_status(), repeat)
-    return {"status": status, "events": count, "summary": summary_ms, "api": api_ms, "api_ok": api_ok and api_count == count,
+    return {"status": status, "events": count, "summary": summary_ms, "api": api_ms,
+            "api_ok": api_ok and api_count == count,
             "api_mb": api_bytes / 1e6, "ws": ws_ms, "ws_ok": ws_ok and ws_count == count, "ws_frames": ws_frames,
             "page": page_ms}
 

@@ -82,7 +82,8 @@ def sdk_parse_memory(data: bytes) -> tuple[int, float]:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=data)
 
-    client = OpenAI(base_url="http://memory/v1", api_key="bench", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
+    client = OpenAI(base_url="http://memory/v1", api_key="bench",
+                    http_client=httpx.Client(transport=httpx.MockTransport(handler)))
     stream = client.responses.create(model="sim-text", input="x", stream=True)
     count, start = 0, time.perf_counter()
     for _event in stream:
@@ -98,11 +99,12 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict]:
     settings.STREAMSCOPE_SIMULATOR_URL = sim_url
     call_command("migrate", verbosity=0)
     user, _ = get_user_model().objects.get_or_create(username="bench")
-    from streams.models import Run
-    from streams.live.executor import RunExecutor
     from streams.live.control import create_run
+    from streams.live.executor import RunExecutor
+    from streams.models import Run
 
-    run = create_run(user, "simulator", "sim-text", "benchmark", "", {"metadata": body_for(tokens)["metadata"], "background": False})
+    run = create_run(user, "simulator", "sim-text", "benchmark", "",
+                     {"metadata": body_for(tokens)["metadata"], "background": False})
 
     async def go():
         runner = RunExecutor(run.pk)
@@ -120,7 +122,7 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict]:
 
 def use_scaled_services() -> str:
     """Point Django at a fresh PostgreSQL database and Redis (before setup); returns the db name."""
-    from tests.support.scaled import PG_URL, REDIS_URL, Deployment, services_missing
+    from tests.support.scaled import REDIS_URL, Deployment, services_missing
 
     missing = services_missing()
     if missing:
@@ -133,10 +135,10 @@ def use_scaled_services() -> str:
 
 
 def drop_database(name: str) -> None:
+    import psycopg
     from django.db import connections
 
     from tests.support.scaled import PG_URL
-    import psycopg
 
     connections.close_all()
     with psycopg.connect(PG_URL, autocommit=True) as conn:

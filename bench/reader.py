@@ -53,7 +53,8 @@ def serve(port: int, rate: float, seconds: float) -> None:
 
 
 async def read_all(url: str, streams: int, backend: str) -> tuple[int, float, float]:
-    client = make_client(10.0, 30.0) if backend == "asyncio" else httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+    client = make_client(10.0, 30.0) if backend == "asyncio" else httpx.AsyncClient(
+        timeout=httpx.Timeout(30.0, connect=10.0))
     total = 0
 
     async def one() -> None:
@@ -88,7 +89,8 @@ def main() -> None:
         finally:
             server.terminate()
             server.join()
-        print(f"  {backend:22s} {events} events in {wall:.1f} s: {cpu:.2f} s CPU = {cpu / events * 1e6:.1f} µs per event")
+        print(f"  {backend:22s} {events} events in {wall:.1f} s: {cpu:.2f} s CPU"
+              f" = {cpu / events * 1e6:.1f} µs per event")
 
 
 if __name__ == "__main__":

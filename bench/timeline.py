@@ -61,7 +61,8 @@ def synthetic_events(count: int) -> list[tuple[int, float, str, str]]:
     rows = [event(0, 180.0, {"type": "response.created", "response": resp}),
             event(1, 181.0, {"type": "response.in_progress", "response": resp})]
     deltas = count - 16
-    parts = [("reasoning", deltas // 5), ("message", deltas * 3 // 5), ("function_call", deltas - deltas // 5 - deltas * 3 // 5)]
+    parts = [("reasoning", deltas // 5), ("message", deltas * 3 // 5),
+             ("function_call", deltas - deltas // 5 - deltas * 3 // 5)]
     t = 240.0
     for index, (kind, n) in enumerate(parts):
         item_id = f"{kind[:2]}_{index}"
@@ -70,7 +71,8 @@ def synthetic_events(count: int) -> list[tuple[int, float, str, str]]:
         delta_type = {"reasoning": "response.reasoning_summary_text.delta", "message": "response.output_text.delta",
                       "function_call": "response.function_call_arguments.delta"}[kind]
         if kind == "message":
-            rows.append(event(len(rows), t, {"type": "response.content_part.added", "output_index": index, "item_id": item_id,
+            rows.append(event(len(rows), t, {"type": "response.content_part.added", "output_index": index,
+                                             "item_id": item_id,
                                              "content_index": 0, "part": {"type": "output_text", "text": ""}}))
         for i in range(n):
             t += 4.0 + (i * 7919 % 5) + (60.0 if i % 997 == 0 else 0.0)
@@ -90,9 +92,9 @@ def create_run(count: int) -> int:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
+    from streams.models import Run
     from streams.pipeline import store
     from streams.protocol.metrics import compute_metrics
-    from streams.models import Run
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", password=PASSWORD)
@@ -141,7 +143,8 @@ def replay_page(page, base_url: str, run_id: int, count: int) -> dict:
     ready = page.evaluate("performance.now()")
     t0 = page.evaluate("performance.now()")
     page.click("[data-step='-1']")
-    page.wait_for_function(f"document.querySelector('[data-event-count]').textContent === '({count - 1})'", polling="raf")
+    page.wait_for_function(f"document.querySelector('[data-event-count]').textContent === '({count - 1})'",
+                           polling="raf")
     return {"ready": ready, "step_back": page.evaluate("performance.now()") - t0}
 
 
@@ -215,13 +218,16 @@ def main() -> None:
     print(f"stored run: {args.events} events")
     for i, r in enumerate(runs, 1):
         print(f"  run page #{i}: DOM ready {r['dom']:.0f} ms · all events drawn {r['drawn']:.0f} ms · "
-              f"hover answered +{r['hover']:.0f} ms · click selects +{r['click']:.0f} ms → interactive {r['interactive']:.0f} ms")
+              f"hover answered +{r['hover']:.0f} ms · click selects +{r['click']:.0f} ms"
+              f" → interactive {r['interactive']:.0f} ms")
     best = min(r["interactive"] for r in runs)
     print(f"  time to interactive (best of {len(runs)}): {best:.0f} ms (target < 1000 ms)")
     for i, r in enumerate(replay, 1):
-        print(f"  replay page #{i}: ready at the end {r['ready']:.0f} ms · one step back (full rebuild) {r['step_back']:.0f} ms")
+        print(f"  replay page #{i}: ready at the end {r['ready']:.0f} ms"
+              f" · one step back (full rebuild) {r['step_back']:.0f} ms")
     print(f"  wheel zoom on {args.events} events: {describe(zoom)}")
-    print(f"live run at 3,000 tokens/s: {live_events} events in {live_s:.1f} s ({live_events / live_s:,.0f} events/s seen)")
+    print(f"live run at 3,000 tokens/s: {live_events} events in {live_s:.1f} s"
+          f" ({live_events / live_s:,.0f} events/s seen)")
     print(f"  frame intervals while streaming: {describe(frames)}")
 
 

@@ -9,12 +9,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 # Django must be set up before anything imports models (consumers do).
 django_asgi_app = get_asgi_application()
 
+import logging  # noqa: E402
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
-
-import logging  # noqa: E402
-
 from django.conf import settings  # noqa: E402
 
 from dashboard.routing import websocket_urlpatterns  # noqa: E402

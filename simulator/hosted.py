@@ -197,7 +197,8 @@ def mcp_list_tools(b: ResponseBuilder, server_label: str, fail: bool = False) ->
     yield b.event("response.mcp_list_tools.in_progress", **where)
     if fail:
         yield b.event("response.mcp_list_tools.failed", WORK, _work(b, 300, 700), **where)
-        error = f"Error retrieving tool list from MCP server: '{server_label}'. Http status code: 503 (Service Unavailable)"
+        error = (f"Error retrieving tool list from MCP server: '{server_label}'."
+                 " Http status code: 503 (Service Unavailable)")
         yield b.finish_item(index, {**added, "error": error})
         return
     yield b.event("response.mcp_list_tools.completed", WORK, _work(b, 200, 600), **where)

@@ -162,7 +162,7 @@ def _cited_message(
     """A text part with ``annotations`` attached at the ends of the first sentences."""
     tokens = list(b.writer.tokens(n))
     ends = [i - 1 for i, token in enumerate(tokens) if token in (".", "?", "!") and i > 0]
-    placed = {end: annotation for end, annotation in zip(ends, annotations)}
+    placed = dict(zip(ends, annotations))
     return TextPart(tokens, annotations=placed, logprobs=logprobs)
 
 

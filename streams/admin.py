@@ -24,8 +24,8 @@ from streams.history.export import export_jsonl
 from streams.models import ModerationResult, ModerationRule, Run, RunFlag, Verdict, is_reviewer
 from streams.protocol.rebuild import rebuild_output
 from streams.protocol.values import BadValue, parse_id
-from streams.review.verdicts import history, record_verdicts
 from streams.review.rules import RuleError, compile_rule, find_all
+from streams.review.verdicts import history, record_verdicts
 
 EVENTS_PER_PAGE = 100
 EVENT_DATA_PREVIEW = 2000

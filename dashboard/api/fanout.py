@@ -16,9 +16,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from dashboard.api.common import api_view, error, form_errors, json_object_body
 from dashboard.forms import RunRequestForm
 from dashboard.serializers import group_json
+from streams.live.control import TooManyActiveRuns
 from streams.live.fanout import MAX_VARIANTS, Variant, start_group
 from streams.models import RunGroup
-from streams.live.control import TooManyActiveRuns
 
 GROUPS_PAGE = 50
 

@@ -22,10 +22,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.api.common import api_view, error
-from streams.models import Run
-from streams.protocol import values
 from streams.history.replay_clock import BadReplayParameter, parse_speed
-from streams.history.retention import pruned_note
 from streams.history.replay_upstream import (
     final_response,
     issue_token,
@@ -35,6 +32,9 @@ from streams.history.replay_upstream import (
     run_is_untimed,
     token_info,
 )
+from streams.history.retention import pruned_note
+from streams.models import Run
+from streams.protocol import values
 
 
 def openai_error(message: str, status: int, code: str | None = None, kind: str = "invalid_request_error",

@@ -72,7 +72,8 @@ async def _create_run(request: HttpRequest) -> HttpResponse:
     for key in ("provider", "model", "input", "instructions"):
         if key in body and not isinstance(body[key], str):
             return error(f"{key} must be a string", "invalid", 400, fields={key: ["must be a string"]})
-    data = {"provider": "simulator", **{k: body[k] for k in ("provider", "model", "input", "instructions") if k in body}}
+    data = {"provider": "simulator",
+            **{k: body[k] for k in ("provider", "model", "input", "instructions") if k in body}}
     form = RunRequestForm({**data, "params": body.get("params")})
     if not await database_sync_to_async(form.is_valid)():
         return form_errors(form)

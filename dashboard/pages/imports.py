@@ -7,7 +7,6 @@ while they are read, so an oversized file never lands whole in memory or on disk
 
 from __future__ import annotations
 
-
 from django import forms
 from django.contrib import messages
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload

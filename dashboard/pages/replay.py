@@ -7,10 +7,10 @@ from django.shortcuts import render
 
 from dashboard.pages.common import CATALOGUE
 from dashboard.serializers import run_json
-from streams.models import Run
 from streams.history.replay_clock import MAX_SPEED, MIN_SPEED
 from streams.history.replay_upstream import token_info
 from streams.history.retention import pruned_note
+from streams.models import Run
 
 SPEEDS = ["0.25", "0.5", "1", "2", "5", "10", "max"]
 

@@ -15,9 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.models import TERMINAL_STATUSES, Event, Run, RunGroup
 from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, is_token_delta
 from streams.protocol.values import BadValue, parse_id
-from streams.models import TERMINAL_STATUSES, Event, Run, RunGroup
 
 MAX_RUNS = 4
 MAX_SERIES_POINTS = 400

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from streams.protocol import catalogue
 from streams.models import Run
+from streams.protocol import catalogue
 
 CHUNK_SIZE = 2000
 JSONL_VERSION = 1

@@ -318,7 +318,8 @@ def query_string(query: RunQuery, **changes: Any) -> str:
         "q": query.q, "status": ",".join(query.status), "model": query.model, "provider": query.provider,
         "source": query.source, "review_state": query.review_state, "owner": query.owner,
         "flagged": _flag_text(query.flagged), "pinned": _flag_text(query.pinned), "pruned": _flag_text(query.pruned),
-        "since": query.since.isoformat() if query.since else "", "until": query.until.isoformat() if query.until else "",
+        "since": query.since.isoformat() if query.since else "",
+        "until": query.until.isoformat() if query.until else "",
     }
     for name, (low, high) in query.ranges.items():
         values[f"{name}_min"] = "" if low is None else str(low)

@@ -15,7 +15,6 @@ from typing import Any
 
 from django.db import transaction
 
-from streams.protocol import catalogue
 from streams.history.import_formats import (
     DEFAULT_MAX_EVENTS,
     DEFAULT_MAX_IMPORT_BYTES,
@@ -31,10 +30,11 @@ from streams.history.import_formats import (
     max_import_bytes,
     parse_stream,
 )
-from streams.protocol.metrics import column_values, compute_metrics
 from streams.models import TERMINAL_STATUSES, Event, Run, RunStatus
-from streams.protocol.rebuild import rebuild_output
+from streams.protocol import catalogue
+from streams.protocol.metrics import column_values, compute_metrics
 from streams.protocol.output_model import RebuiltOutput
+from streams.protocol.rebuild import rebuild_output
 
 __all__ = [
     "BATCH_SIZE",

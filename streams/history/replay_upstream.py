@@ -19,9 +19,9 @@ from django.db.models import Max, Min
 from django.utils import timezone
 
 from streams.history.export import sse_frame
-from streams.protocol.metrics import TERMINAL_TYPES
-from streams.models import Event, ReplayToken, Run
 from streams.history.replay_clock import MAX, ReplayPosition, is_untimed, replay_times, schedule
+from streams.models import Event, ReplayToken, Run
+from streams.protocol.metrics import TERMINAL_TYPES
 
 TOKEN_PREFIX = "ssr_"
 CHUNK = 2000

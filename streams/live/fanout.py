@@ -13,8 +13,8 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from streams.models import ACTIVE_STATUSES, Run, RunGroup, RunGroupMember, RunSource
 from streams.live.control import TooManyActiveRuns, start_run
+from streams.models import ACTIVE_STATUSES, Run, RunGroup, RunGroupMember, RunSource
 
 MAX_VARIANTS = 4
 

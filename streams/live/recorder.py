@@ -140,7 +140,8 @@ class RunRecorder:
             text = line.decode("utf-8", errors="replace")
             self._add(
                 MALFORMED,
-                json.dumps({"raw": text, "error": "line is not an SSE field (expected data:, event:, id:, retry: or :comment)",
+                json.dumps({"raw": text,
+                            "error": "line is not an SSE field (expected data:, event:, id:, retry: or :comment)",
                             "where": "line"}),
                 t,
                 len(line),
@@ -227,9 +228,11 @@ class RunRecorder:
                 return RunStatus.INCOMPLETE, None
             return RunStatus.COMPLETED, None
         if self.next_seq == 0:
-            return RunStatus.FAILED, {"message": "the upstream closed the stream without sending any event", "code": "empty_stream"}
+            return RunStatus.FAILED, {"message": "the upstream closed the stream without sending any event",
+                                      "code": "empty_stream"}
         return RunStatus.FAILED, {
-            "message": "the upstream closed the stream before a terminal event (response.completed, .incomplete or .failed)",
+            "message": "the upstream closed the stream before a terminal event"
+                       " (response.completed, .incomplete or .failed)",
             "code": "truncated_stream",
         }
 

@@ -26,10 +26,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from streams.history import retention
-from streams.live.launcher import get_launcher
-from streams.pipeline.broadcast import publish_status
-from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
 from streams.live.executor import WORKER_NAME
+from streams.live.launcher import get_launcher
+from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
+from streams.pipeline.broadcast import publish_status
 
 log = logging.getLogger(__name__)
 

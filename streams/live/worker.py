@@ -17,18 +17,18 @@ import logging
 import time
 from typing import Any
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
-from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from streams.pipeline.broadcast import publish_status
+from streams.live.executor import WORKER_NAME
 from streams.live.launcher import AsyncioLauncher, mark_orphan_cancelled
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
-from streams.live.executor import WORKER_NAME
+from streams.pipeline.broadcast import publish_status
 
 log = logging.getLogger(__name__)
 

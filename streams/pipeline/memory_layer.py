@@ -15,7 +15,6 @@ import time
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 
-
 # Channels sweeps every channel and group for expired messages on each receive: O(viewers) per
 # message, a visible share of a process with hundreds of viewers. Once a second keeps expiry within a second.
 CLEAN_EVERY_S = 1.0

@@ -15,8 +15,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from streams.models import Event, Run
-from streams.protocol.records import encode_record
 from streams.pipeline.rounds import Rounds
+from streams.protocol.records import encode_record
 
 _INSERT = None
 Row = tuple[int, int, float, str, str]  # (run_id, seq, t, type, data)
@@ -153,8 +153,9 @@ class GroupWriter(Rounds[Batch]):
     """Group commit for every run executing on one event loop.
 
     Each run flushes every few milliseconds; with hundreds of runs in a process, one transaction
-    per flush saturates the single thread Channels runs database work on (docs/performance.md). So a batch waits while a write is in flight, and the next write takes every
-    batch that arrived meanwhile: one transaction per round, no delay when the process is idle.
+    per flush saturates the single thread Channels runs database work on (docs/performance.md).
+    So a batch waits while a write is in flight, and the next write takes every batch that arrived
+    meanwhile: one transaction per round, no delay when the process is idle.
     """
 
     task_name = "streamscope-group-writer"

@@ -1,7 +1,7 @@
 """What a rebuild produces: a run's output items, its error and status, as plain records.
 
-:mod:`streams.protocol.rebuild` (Responses events) and :mod:`streams.protocol.chat_chunks` (Chat Completions chunks) both
-fill these; the importer and the admin run page read them.
+:mod:`streams.protocol.rebuild` (Responses events) and :mod:`streams.protocol.chat_chunks` (Chat Completions
+chunks) both fill these; the importer and the admin run page read them.
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ from streams.protocol.output_model import (
     RebuiltOutput,
     StreamError,
     TextBuffer,
-    int_or_none,
     _str,
+    int_or_none,
 )
 
 __all__ = [

@@ -18,12 +18,12 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import transaction
 
-from streams.review import moderation_model
+from streams.models import ModerationRule, Run, RunFlag
 from streams.pipeline.broadcast import publish_flag
 from streams.protocol.catalogue import CHAT_CHUNK, DELTA, TERMINAL, describe
-from streams.models import ModerationRule, Run, RunFlag
-from streams.review.verdicts import refresh_review_state
+from streams.review import moderation_model
 from streams.review.rules import Match, RuleError, StreamMatcher, compile_rule
+from streams.review.verdicts import refresh_review_state
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def fields_of(event_type: str, payload: Any) -> list[tuple[str, str, str, str]]:
     item = payload.get("output_index")
     if not isinstance(item, int):
         item = payload.get("item_id") or "-"
-    sub = next((payload[k] for k in ("content_index", "summary_index", "command_index") if isinstance(payload.get(k), int)), 0)
+    sub = next((payload[k] for k in ("content_index", "summary_index", "command_index")
+                if isinstance(payload.get(k), int)), 0)
     key = f"{kind.field}:{item}:{sub}"
     location = f"output {item}" + (f" · part {sub}" if sub else "") + f" · {kind.field.replace('_', ' ')}"
     return [(scope, key, location, delta)]

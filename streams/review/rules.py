@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from streams.review.sre_shim import sre_constants, sre_parse
 
-
 log = logging.getLogger(__name__)
 
 KEYWORDS = "keywords"

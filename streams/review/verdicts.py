@@ -16,7 +16,6 @@ from django.db import transaction
 from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 
-from streams.protocol.values import clean_text, parse_id
 from streams.models import (
     REVIEWER_GROUP,
     TERMINAL_STATUSES,
@@ -26,6 +25,7 @@ from streams.models import (
     Verdict,
     is_reviewer,
 )
+from streams.protocol.values import clean_text, parse_id
 
 __all__ = ["REVIEWER_GROUP", "is_reviewer", "refresh_review_state", "record_verdict", "QueueFilters",
            "queue_runs", "next_in_queue", "MAX_SKIPPED"]
@@ -41,7 +41,8 @@ def derive_review_state(latest_verdict: str | None, has_flags: bool) -> str:
 
 def refresh_review_state(run_id: int) -> str:
     """Recompute and store a run's review state. The only writer of ``Run.review_state``."""
-    latest = Verdict.objects.filter(run_id=run_id).order_by("-created_at", "-id").values_list("verdict", flat=True).first()
+    latest = Verdict.objects.filter(run_id=run_id).order_by("-created_at", "-id") \
+        .values_list("verdict", flat=True).first()
     state = derive_review_state(latest, RunFlag.objects.filter(run_id=run_id).exists())
     Run.objects.filter(pk=run_id).update(review_state=state)
     return state
@@ -99,7 +100,8 @@ def queue_runs(reviewer: Any, filters: QueueFilters = QueueFilters(), skipped: S
     waits for someone else). Order: flagged first, then oldest first; runs this reviewer
     skipped go to the back, in the order they were skipped.
     """
-    latest_reviewer = Verdict.objects.filter(run=OuterRef("pk")).order_by("-created_at", "-id").values("reviewer_id")[:1]
+    latest_reviewer = Verdict.objects.filter(run=OuterRef("pk")).order_by("-created_at", "-id") \
+        .values("reviewer_id")[:1]
     runs = (
         Run.objects.filter(status__in=list(TERMINAL_STATUSES),
                            review_state__in=[ReviewState.UNREVIEWED, ReviewState.FLAGGED])
@@ -117,7 +119,8 @@ def queue_runs(reviewer: Any, filters: QueueFilters = QueueFilters(), skipped: S
                      default=Value(0), output_field=IntegerField()) if skipped else Value(0)
     flag_rank = Case(When(review_state=ReviewState.FLAGGED, then=Value(0)), default=Value(1),
                      output_field=IntegerField())
-    return runs.annotate(skip_rank=skip_rank, flag_rank=flag_rank).order_by("skip_rank", "flag_rank", "created_at", "id")
+    return runs.annotate(skip_rank=skip_rank, flag_rank=flag_rank).order_by("skip_rank", "flag_rank", "created_at",
+                                                                            "id")
 
 
 def next_in_queue(reviewer: Any, filters: QueueFilters = QueueFilters(), skipped: Sequence[int] = ()) -> Run | None:

@@ -53,7 +53,8 @@ async def test_create_stream_and_read_back(upstream, user):
     assert created["ws"] == f"/ws/runs/{created['id']}/"
     run = await wait_terminal(created["id"])
     assert run.status == RunStatus.COMPLETED
-    assert run.request == {"model": "m", "input": "hello", "stream": True, "instructions": "be brief", "temperature": 0.5}
+    assert run.request == {"model": "m", "input": "hello", "stream": True, "instructions": "be brief",
+                           "temperature": 0.5}
 
     detail = (await client.get(f"/api/runs/{run.pk}/")).json()
     assert detail["status"] == "completed" and detail["output_text"] == "Hi you"

@@ -25,7 +25,8 @@ def test_a_three_megabyte_event_reaches_the_viewer(tmp_path):
         '"output_index":0,"content_index":0,"item_id":"m","delta":"' + delta + '"}\n\n'
     )
     (tmp_path / "big.sse").write_text(body)
-    run_id = int(manage(tmp_path, "import_stream", str(tmp_path / "big.sse"), "--user", "alice").strip().splitlines()[-1])
+    run_id = int(manage(tmp_path, "import_stream", str(tmp_path / "big.sse"), "--user", "alice")
+                 .strip().splitlines()[-1])
     process, url = start_daphne(tmp_path)
     try:
         client = login(url, "alice", "alice-pass-123")

@@ -98,7 +98,8 @@ async def test_a_missing_batch_is_refilled_from_the_store(user):
         assert seqs == [3, 4, 5, 6, 7, 8]
         await publish_status(run.pk, "completed", {"events": 9}, None, last_seq=8)
         status = json.loads(await comm.receive_from())
-        assert status == {"type": "status", "status": "completed", "metrics": {"events": 9}, "error": None, "last_seq": 8}
+        assert status == {"type": "status", "status": "completed", "metrics": {"events": 9}, "error": None,
+                          "last_seq": 8}
     finally:
         await comm.disconnect()
 
@@ -153,7 +154,8 @@ async def test_expired_messages_are_still_swept_but_not_on_every_receive(monkeyp
     layer = memory_layer.BatchInMemoryChannelLayer(expiry=0.05)
     sweeps = []
     real = memory_layer.InMemoryChannelLayer._clean_expired
-    monkeypatch.setattr(memory_layer.InMemoryChannelLayer, "_clean_expired", lambda self: (sweeps.append(1), real(self)))
+    monkeypatch.setattr(memory_layer.InMemoryChannelLayer, "_clean_expired",
+                        lambda self: (sweeps.append(1), real(self)))
     await layer.send("stale.inmemory!a", {"type": "x"})
     await layer.send("live.inmemory!b", {"type": "y"})
     for _ in range(5):

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 
 import pytest
 from django.test import Client
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streams.history.import_formats import ImportFailed, parse_stream
 from streams.live.launcher import use_launcher
@@ -80,7 +81,7 @@ def test_no_url_parameter_makes_a_500(people, path):
     names = PAGES[path]
 
     @SWEEP
-    @given(st.fixed_dictionaries({}, optional={name: values for name in names}))
+    @given(st.fixed_dictionaries({}, optional=dict.fromkeys(names, values)))
     def sweep(params):
         for client in clients:
             get_ok(client, path.format(run=run.pk), params)

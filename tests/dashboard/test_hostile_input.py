@@ -97,7 +97,8 @@ def test_unrepresentable_params_get_a_400(user_client, params):
 
 
 def test_input_nested_thousands_deep_gets_a_400(user_client):
-    response = post_json(user_client, "/api/runs/", '{"provider": "simulator", "model": "sim-text", "input": ' + DEEP + "}")
+    response = post_json(user_client, "/api/runs/",
+                         '{"provider": "simulator", "model": "sim-text", "input": ' + DEEP + "}")
     assert response.status_code == 400
     assert not Run.objects.exists()
 
@@ -168,8 +169,8 @@ def test_a_verdict_with_a_bad_rule_filter_is_refused_before_anything_is_written(
 
 def test_a_list_as_replay_speed_is_a_400(user_client, user):
     run = stored_run(user)
-    response = post_json(user_client, f"/replay/{run.pk}/v1/responses", {"stream": True, "metadata": {"replay_speed": [2]}},
-                         headers={"X-CSRFToken": "unused"})
+    response = post_json(user_client, f"/replay/{run.pk}/v1/responses",
+                         {"stream": True, "metadata": {"replay_speed": [2]}}, headers={"X-CSRFToken": "unused"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "speed"
 

@@ -16,14 +16,18 @@ from streams.models import Run
 
 SSE = (
     "event: response.created\n"
-    'data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","model":"gpt-x","status":"in_progress","output":[]}}\n\n'
+    'data: {"type":"response.created","sequence_number":0,'
+    '"response":{"id":"resp_1","model":"gpt-x","status":"in_progress","output":[]}}\n\n'
     "event: response.output_text.delta\n"
-    'data: {"type":"response.output_text.delta","sequence_number":1,"item_id":"m","output_index":0,"content_index":0,"delta":"Hi"}\n\n'
+    'data: {"type":"response.output_text.delta","sequence_number":1,"item_id":"m","output_index":0,'
+    '"content_index":0,"delta":"Hi"}\n\n'
     "event: response.brand_new_type\n"
     'data: {"type":"response.brand_new_type","sequence_number":2}\n\n'
     "event: response.completed\n"
-    'data: {"type":"response.completed","sequence_number":3,"response":{"id":"resp_1","model":"gpt-x","status":"completed",'
-    '"output":[{"type":"message","id":"m","role":"assistant","status":"completed","content":[{"type":"output_text","text":"Hi","annotations":[]}]}]}}\n\n'
+    'data: {"type":"response.completed","sequence_number":3,'
+    '"response":{"id":"resp_1","model":"gpt-x","status":"completed",'
+    '"output":[{"type":"message","id":"m","role":"assistant","status":"completed",'
+    '"content":[{"type":"output_text","text":"Hi","annotations":[]}]}]}}\n\n'
 )
 
 
@@ -105,7 +109,8 @@ def test_har_upload_imports_its_event_stream(alice):
     har = {"log": {"entries": [{
         "startedDateTime": "2026-01-01T00:00:00.000Z", "time": 120.0,
         "request": {"method": "POST", "url": "https://api.openai.com/v1/responses",
-                    "postData": {"mimeType": "application/json", "text": json.dumps({"model": "gpt-x", "input": "hey", "stream": True})}},
+                    "postData": {"mimeType": "application/json",
+                                 "text": json.dumps({"model": "gpt-x", "input": "hey", "stream": True})}},
         "response": {"status": 200, "content": {"mimeType": "text/event-stream", "encoding": "base64",
                                                 "text": base64.b64encode(SSE.encode()).decode()}},
         "timings": {"blocked": 1, "dns": 1, "connect": 1, "send": 1, "wait": 40, "receive": 76},
@@ -124,7 +129,8 @@ def test_jsonl_export_imports_back_through_the_form(alice, user):
     response = alice.post("/runs/import/", {"file": upload("run.jsonl", exported)})
     assert response.status_code == 302
     copy = Run.objects.exclude(pk=original.pk).get()
-    assert list(copy.events.values_list("seq", "type", "data")) == list(original.events.values_list("seq", "type", "data"))
+    assert list(copy.events.values_list("seq", "type", "data")) == \
+        list(original.events.values_list("seq", "type", "data"))
 
 
 @pytest.mark.django_db
@@ -138,7 +144,8 @@ def test_a_file_that_is_no_stream_shows_the_reason(alice):
 
 @pytest.mark.django_db
 def test_an_empty_file_or_no_file_is_refused(alice):
-    assert "The submitted file is empty." in alice.post("/runs/import/", {"file": upload("e.sse", b"")}).content.decode()
+    assert "The submitted file is empty." in alice.post(
+        "/runs/import/", {"file": upload("e.sse", b"")}).content.decode()
     response = alice.post("/runs/import/", {})
     assert response.status_code == 200
     assert "This field is required." in response.content.decode()

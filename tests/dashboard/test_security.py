@@ -93,7 +93,8 @@ async def test_websocket_refuses_foreign_or_missing_origin(user):
         connected, _ = await comm.connect()
         assert not connected
     comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/",
-                                 headers=[(b"host", b"localhost"), (b"origin", b"http://localhost"), (b"cookie", session_cookie)])
+                                 headers=[(b"host", b"localhost"), (b"origin", b"http://localhost"),
+                                          (b"cookie", session_cookie)])
     connected, _ = await comm.connect()
     assert connected
     await comm.disconnect()

@@ -112,7 +112,8 @@ async def test_frames_beyond_the_rate_wait(settings, monkeypatch):
 def test_runs_reach_the_simulator_on_whatever_port_daphne_was_given(tmp_path):
     """Started the way the README's scaled-out section shows, without PORT: runs still complete."""
     manage(tmp_path, "migrate", "--noinput")
-    manage(tmp_path, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('ada', password='ada-pass-123')")
+    manage(tmp_path, "shell", "-c",
+           "from django.contrib.auth.models import User; User.objects.create_user('ada', password='ada-pass-123')")
     token = manage(tmp_path, "create_token", "ada").strip().splitlines()[-1]
     port = free_port()
     env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
@@ -121,7 +122,8 @@ def test_runs_reach_the_simulator_on_whatever_port_daphne_was_given(tmp_path):
     log_path = tmp_path / "daphne.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS,
-                                    "dashboard.asgi:application"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                    "dashboard.asgi:application"],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_http(base + "/accounts/login/", process)

@@ -52,7 +52,8 @@ def page_factory(browser, live_app):
             context = browser.new_context(viewport={"width": 1280, "height": 800})
             contexts.append(context)
         page = context.new_page()
-        page.on("console", lambda msg: console_errors.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
+        page.on("console",
+                lambda msg: console_errors.append(f"{msg.type}: {msg.text}") if msg.type == "error" else None)
         page.on("pageerror", lambda exc: console_errors.append(f"pageerror: {exc}"))
         if username:
             page.goto(live_app["url"] + "/accounts/login/")

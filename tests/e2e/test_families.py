@@ -21,7 +21,8 @@ pytestmark = pytest.mark.e2e
 TERMINAL = {"completed", "incomplete", "failed", "cancelled", "interrupted"}
 # The page's rebuilt output text: every message's output_text parts, in order (footnote
 # markers are CSS-generated, so textContent is the text alone).
-PAGE_TEXT = "() => [...document.querySelectorAll('.item-message [data-text-part=output_text]')].map(e => e.textContent).join('')"
+PAGE_TEXT = ("() => [...document.querySelectorAll('.item-message [data-text-part=output_text]')]"
+             ".map(e => e.textContent).join('')")
 ERROR_BANNER = "[data-error]"
 
 # What each scenario must show (CSS selectors that must match at least once).
@@ -41,7 +42,8 @@ SCENARIO_KINDS = {
     "sim-image-generation": [".item-image_generation_call img.generated[src^='data:image/png;base64,']"],
     "sim-mcp": [".item-mcp_list_tools .tool-list li", ".item-mcp_list_tools .item-error", ".item-mcp_call .item-error",
                 ".item-mcp_call .output-log"],
-    "sim-shell": [".item-shell_call .shell-command", ".item-shell_call_output .output-log", ".item-shell_call_output .shell-exit"],
+    "sim-shell": [".item-shell_call .shell-command", ".item-shell_call_output .output-log",
+                  ".item-shell_call_output .shell-exit"],
     "sim-compaction": [".item-compaction"],
     "sim-audio": [".item-audio .audio-transcript", ".item-message"],
     "sim-apply-patch": [".item-apply_patch_call .d-add", ".item-apply_patch_call .d-del"],
@@ -50,9 +52,10 @@ SCENARIO_KINDS = {
     "sim-quota-exceeded": [".item-outcome.outcome-failed"],
 }
 SCENARIO_KINDS["sim-all-families"] = sorted({
-    selector for name in ("sim-text-multipart", "sim-refusal", "sim-function-calls", "sim-custom-tool", "sim-reasoning-summary",
-                          "sim-reasoning-text", "sim-web-search", "sim-file-search", "sim-code-interpreter",
-                          "sim-image-generation", "sim-mcp", "sim-shell", "sim-compaction", "sim-audio", "sim-apply-patch")
+    selector for name in ("sim-text-multipart", "sim-refusal", "sim-function-calls", "sim-custom-tool",
+                          "sim-reasoning-summary", "sim-reasoning-text", "sim-web-search", "sim-file-search",
+                          "sim-code-interpreter", "sim-image-generation", "sim-mcp", "sim-shell", "sim-compaction",
+                          "sim-audio", "sim-apply-patch")
     for selector in SCENARIO_KINDS[name] if "data-n" not in selector
 })
 CHAT_KINDS = {
@@ -66,7 +69,8 @@ RECORDING_KINDS = {
     "background-resume-starting-after-0.sse": [".item-message"],
     "background-stream.sse": [".item-message"],
     "error-event-then-failed.sse": [".item-outcome.outcome-failed"],
-    "file-search-with-citation.sse": [".item-file_search_call", ".item-message .cite-ref", ".citations .c-file_citation"],
+    "file-search-with-citation.sse": [".item-file_search_call", ".item-message .cite-ref",
+                                      ".citations .c-file_citation"],
     "function-call-2025-03-no-sequence-numbers.sse": [".item-function_call .code.json"],
     "http-400-error-body.json": [],
     "incomplete-max-output-tokens.sse": [".item-reasoning", ".item-outcome.outcome-incomplete"],
@@ -98,7 +102,8 @@ def alice(browser, live_app):
     page.wait_for_url(live_app["url"] + "/")
     page.close()
     cookies = {c["name"]: c["value"] for c in context.cookies()}
-    api = httpx.Client(base_url=live_app["url"], cookies=cookies, headers={"X-CSRFToken": cookies["csrftoken"]}, timeout=30)
+    api = httpx.Client(base_url=live_app["url"], cookies=cookies, headers={"X-CSRFToken": cookies["csrftoken"]},
+                       timeout=30)
     yield context, api
     api.close()
     context.close()
@@ -176,7 +181,8 @@ def test_chat_completions_scenario_renders_as_messages_and_tool_calls(alice, liv
     context, api = alice
     page, errors = new_page(context)
     run_id = start(api, "simulator-chat", scenario.id)
-    check_run_page(page, errors, api, live_app["url"], run_id, CHAT_KINDS[scenario.chat], f"chat-{scenario.id.removeprefix('sim-')}")
+    check_run_page(page, errors, api, live_app["url"], run_id, CHAT_KINDS[scenario.chat],
+                   f"chat-{scenario.id.removeprefix('sim-')}")
     page.close()
 
 
@@ -202,7 +208,8 @@ def test_recording_imports_through_the_form_and_renders(alice, live_app, name):
     page.wait_for_url(re.compile(r"/runs/\d+/$"))
     expect(page.locator("[data-messages]")).to_contain_text(f"from {name}")
     run_id = int(re.search(r"/runs/(\d+)/$", page.url).group(1))
-    detail = check_run_page(page, errors, api, live_app["url"], run_id, RECORDING_KINDS.get(name, [".item"]), f"rec-{name.rsplit('.', 1)[0]}")
+    detail = check_run_page(page, errors, api, live_app["url"], run_id, RECORDING_KINDS.get(name, [".item"]),
+                            f"rec-{name.rsplit('.', 1)[0]}")
     assert detail["imported"] is True
     page.close()
 
@@ -238,12 +245,14 @@ def test_live_run_text_is_appended_in_place_and_ends_equal_to_the_stored_output(
     text = page.locator(".item-message [data-text-part=output_text]")
     expect(text).not_to_be_empty(timeout=20_000)
     # Remember the Text node deltas are appended to: a live text is not re-rendered per frame.
-    page.evaluate("() => { window.__streamNode = document.querySelector('.item-message [data-text-part=output_text]').lastChild; }")
+    page.evaluate("() => { window.__streamNode ="
+                  " document.querySelector('.item-message [data-text-part=output_text]').lastChild; }")
     expect(page.locator("[data-status]")).to_have_text("completed", timeout=60_000)
     run_id = int(re.search(r"/runs/(\d+)/", page.locator("[data-run-link]").get_attribute("href")).group(1))
     detail = api.get(f"/api/runs/{run_id}/").json()
     assert page.evaluate(PAGE_TEXT) == detail["output_text"]
-    assert page.evaluate("() => document.querySelector('.item-message [data-text-part=output_text]').lastChild === window.__streamNode")
+    assert page.evaluate("() => document.querySelector('.item-message [data-text-part=output_text]').lastChild"
+                         " === window.__streamNode")
     # The reasoning streamed open, then folded away once done; it opens again on click.
     reasoning = page.locator(".item-reasoning details")
     expect(reasoning).not_to_have_attribute("open", "")

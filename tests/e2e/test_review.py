@@ -22,7 +22,8 @@ def shell(live_app, code):
 
 def make_queue(live_app, count):
     events = [
-        {"type": "response.created", "sequence_number": 0, "response": {"id": "r", "status": "in_progress", "output": []}},
+        {"type": "response.created", "sequence_number": 0,
+         "response": {"id": "r", "status": "in_progress", "output": []}},
         {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", "output_index": 0,
          "content_index": 0, "delta": "Output number {n}: all fine here."},
     ]
@@ -90,7 +91,8 @@ from streams.models import Run, Verdict
 ids = {ids}
 print(json.dumps({{'states': dict(Run.objects.filter(pk__in=ids).values_list('id', 'review_state')),
                   'verdicts': Verdict.objects.filter(run_id__in=ids).count(),
-                  'notes': list(Verdict.objects.filter(run_id__in=ids).exclude(note='').values_list('note', flat=True))}}))
+                  'notes': list(Verdict.objects.filter(run_id__in=ids).exclude(note='')
+                                .values_list('note', flat=True))}}))
 """).strip().splitlines()[-1])
     assert {int(k): v for k, v in stored["states"].items()} == decided
     assert stored["verdicts"] == 50 and stored["notes"] == ["reads fine; a quick note"]
@@ -122,8 +124,10 @@ def test_the_queue_page_narrow_and_dark(browser, live_app):
 def test_a_stop_rule_cuts_a_live_stream_and_every_open_page_sees_the_flags(page_factory, live_app):
     shell(live_app, """
 from streams.models import ModerationRule
-ModerationRule.objects.create(name='unicorn watch', kind='keywords', patterns='unicorn', scope='output_text', action='flag')
-ModerationRule.objects.create(name='no zebracorns', kind='keywords', patterns='zebracorn', scope='output_text', action='stop')
+ModerationRule.objects.create(name='unicorn watch', kind='keywords', patterns='unicorn', scope='output_text',
+                              action='flag')
+ModerationRule.objects.create(name='no zebracorns', kind='keywords', patterns='zebracorn', scope='output_text',
+                              action='stop')
 """)
     try:
         page = page_factory()

@@ -153,7 +153,8 @@ def test_replay_opens_at_the_position_in_the_url_and_steps(page_factory, live_ap
 def test_four_way_compare_from_the_run_list(page_factory, live_app):
     page = page_factory()
     models = ["sim-text", "sim-reasoning-summary", "sim-function-calls", "sim-web-search"]
-    runs = [finished_run(page, live_app, model=m, tokens_per_s=str(150 + 50 * i), tokens="50") for i, m in enumerate(models)]
+    runs = [finished_run(page, live_app, model=m, tokens_per_s=str(150 + 50 * i), tokens="50")
+            for i, m in enumerate(models)]
     page.goto(live_app["url"] + "/runs/")
     expect(page.locator("[data-compare-selected]")).to_be_disabled()
     for run in runs:
@@ -165,8 +166,8 @@ def test_four_way_compare_from_the_run_list(page_factory, live_app):
     expect(page.locator("[data-replay-toggle]")).to_be_enabled(timeout=15_000)
     for run in runs:
         expect(page.locator(f"[data-compare-col][data-run-id='{run['id']}'] [data-status]")).to_have_text("completed")
-        expect(page.locator(f"[data-metrics-table] tr[data-metric='events'] td[data-run='{run['id']}']")).to_contain_text(
-            str(run["event_count"]))
+        expect(page.locator(f"[data-metrics-table] tr[data-metric='events'] td[data-run='{run['id']}']")) \
+            .to_contain_text(str(run["event_count"]))
     expect(page.locator("[data-diff-tabs] button")).to_have_count(3)
     expect(page.locator("[data-word-diff] ins").first).to_be_visible()
     expect(page.locator("[data-counts-table]")).to_contain_text("response.function_call_arguments.delta")

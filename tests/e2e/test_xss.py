@@ -28,39 +28,58 @@ def hostile_stream() -> str:
     message = {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [{
         "type": "output_text", "text": message_text, "logprobs": [],
         "annotations": [
-            {"type": "url_citation", "url": "javascript:alert(4)", "title": "<img src=x onerror=alert(5)>", "start_index": 0, "end_index": 5},
-            {"type": "url_citation", "url": " JaVaScRiPt:alert(6)", "title": "mixed case", "start_index": 0, "end_index": 10},
-            {"type": "url_citation", "url": "https://example.com/ok", "title": "a fine source", "start_index": 0, "end_index": 12},
+            {"type": "url_citation", "url": "javascript:alert(4)", "title": "<img src=x onerror=alert(5)>",
+             "start_index": 0, "end_index": 5},
+            {"type": "url_citation", "url": " JaVaScRiPt:alert(6)", "title": "mixed case",
+             "start_index": 0, "end_index": 10},
+            {"type": "url_citation", "url": "https://example.com/ok", "title": "a fine source",
+             "start_index": 0, "end_index": 12},
             {"type": "file_citation", "file_id": "file-1", "filename": "<script>alert(7)</script>", "index": 20},
         ],
     }]}
     events = [
-        {"type": "response.created", "response": {"id": "resp_x", "model": "evil-1", "status": "in_progress", "output": []}},
-        {"type": "response.output_item.added", "output_index": 0, "item": {"type": "web_search_call", "id": "ws_1", "status": "in_progress"}},
-        {"type": "response.output_item.done", "output_index": 0, "item": {"type": "web_search_call", "id": "ws_1", "status": "completed",
+        {"type": "response.created",
+         "response": {"id": "resp_x", "model": "evil-1", "status": "in_progress", "output": []}},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"type": "web_search_call", "id": "ws_1", "status": "in_progress"}},
+        {"type": "response.output_item.done", "output_index": 0,
+         "item": {"type": "web_search_call", "id": "ws_1", "status": "completed",
          "action": {"type": "search", "query": SCRIPT, "sources": [{"type": "url", "url": "javascript:alert(8)"}]}}},
-        {"type": "response.output_item.added", "output_index": 1, "item": {"type": "function_call", "id": "fc_1", "call_id": "c1",
+        {"type": "response.output_item.added", "output_index": 1,
+         "item": {"type": "function_call", "id": "fc_1", "call_id": "c1",
          "name": "<svg onload=alert(9)>", "arguments": "", "status": "in_progress"}},
-        {"type": "response.function_call_arguments.delta", "output_index": 1, "item_id": "fc_1", "delta": json.dumps({"html": "<script>alert(10)</script>"})},
-        {"type": "response.output_item.added", "output_index": 2, "item": {"type": "image_generation_call", "id": "ig_1", "status": "in_progress"}},
-        {"type": "response.image_generation_call.partial_image", "output_index": 2, "item_id": "ig_1", "partial_image_index": 0,
+        {"type": "response.function_call_arguments.delta", "output_index": 1, "item_id": "fc_1",
+         "delta": json.dumps({"html": "<script>alert(10)</script>"})},
+        {"type": "response.output_item.added", "output_index": 2,
+         "item": {"type": "image_generation_call", "id": "ig_1", "status": "in_progress"}},
+        {"type": "response.image_generation_call.partial_image", "output_index": 2, "item_id": "ig_1",
+         "partial_image_index": 0,
          "partial_image_b64": '"><script>alert(11)</script>', "output_format": 'png;base64,x" onerror="alert(12)'},
-        {"type": "response.output_item.added", "output_index": 3, "item": {"type": "mcp_call", "id": "mcp_1", "status": "in_progress",
+        {"type": "response.output_item.added", "output_index": 3,
+         "item": {"type": "mcp_call", "id": "mcp_1", "status": "in_progress",
          "server_label": "<b>srv</b>", "name": "x", "arguments": "", "error": None, "output": None}},
         {"type": "response.mcp_call.failed", "output_index": 3, "item_id": "mcp_1"},
-        {"type": "response.output_item.done", "output_index": 3, "item": {"type": "mcp_call", "id": "mcp_1", "status": "failed",
+        {"type": "response.output_item.done", "output_index": 3,
+         "item": {"type": "mcp_call", "id": "mcp_1", "status": "failed",
          "server_label": "<b>srv</b>", "name": "x", "arguments": "{}", "error": IMG, "output": None}},
-        {"type": "response.output_item.done", "output_index": 4, "item": {"type": "code_interpreter_call", "id": "ci_1", "status": "completed",
+        {"type": "response.output_item.done", "output_index": 4,
+         "item": {"type": "code_interpreter_call", "id": "ci_1", "status": "completed",
          "code": SCRIPT, "outputs": [{"type": "image", "url": "javascript:alert(13)"}, {"type": "logs", "logs": IMG}]}},
-        {"type": "response.output_item.done", "output_index": 5, "item": {"type": "<script>alert(14)</script>", "id": "x_1", "payload": SCRIPT}},
-        {"type": "response.output_item.added", "output_index": 6, "item": {"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []}},
-        {"type": "response.content_part.added", "output_index": 6, "item_id": "msg_1", "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}},
-        {"type": "response.output_text.delta", "output_index": 6, "item_id": "msg_1", "content_index": 0, "delta": message_text},
-        *({"type": "response.output_text.annotation.added", "output_index": 6, "item_id": "msg_1", "content_index": 0, "annotation_index": i,
+        {"type": "response.output_item.done", "output_index": 5,
+         "item": {"type": "<script>alert(14)</script>", "id": "x_1", "payload": SCRIPT}},
+        {"type": "response.output_item.added", "output_index": 6,
+         "item": {"type": "message", "id": "msg_1", "role": "assistant", "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", "output_index": 6, "item_id": "msg_1", "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+        {"type": "response.output_text.delta", "output_index": 6, "item_id": "msg_1", "content_index": 0,
+         "delta": message_text},
+        *({"type": "response.output_text.annotation.added", "output_index": 6, "item_id": "msg_1",
+           "content_index": 0, "annotation_index": i,
            "annotation": note} for i, note in enumerate(message["content"][0]["annotations"])),
         {"type": "response.output_item.done", "output_index": 6, "item": message},
         {"type": "response.<script>alert(15)</script>", "note": SCRIPT},
-        {"type": "error", "error": {"type": "server_error", "code": "<b>boom</b>", "message": "<img src=x onerror=alert(16)>"}},
+        {"type": "error",
+         "error": {"type": "server_error", "code": "<b>boom</b>", "message": "<img src=x onerror=alert(16)>"}},
     ]
     body = "".join(frame(e) for e in events)
     body += "data: <script>alert(17)</script> {not json\n\n"
@@ -93,9 +112,11 @@ def test_hostile_stream_runs_nothing_and_links_nothing(page_factory, live_app, t
     page.wait_for_timeout(300)
 
     hrefs = page.evaluate("() => [...document.querySelectorAll('[href], [src], [action], [formaction]')].map(n => "
-                          "n.getAttribute('href') || n.getAttribute('src') || n.getAttribute('action') || n.getAttribute('formaction'))")
+                          "n.getAttribute('href') || n.getAttribute('src') || n.getAttribute('action') || "
+                          "n.getAttribute('formaction'))")
     assert not [h for h in hrefs if h.strip().lower().startswith(("javascript:", "vbscript:"))]
-    handlers = page.evaluate("() => [...document.querySelectorAll('*')].flatMap(n => [...n.attributes].map(a => a.name))"
+    handlers = page.evaluate("() => [...document.querySelectorAll('*')]"
+                             ".flatMap(n => [...n.attributes].map(a => a.name))"
                              ".filter(name => name.startsWith('on'))")
     assert handlers == []
     scripts = page.evaluate("() => [...document.scripts].map(s => [s.type, s.getAttribute('src')])")

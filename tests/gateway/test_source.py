@@ -50,9 +50,7 @@ def test_imports_are_marked_import(user):
 
 @pytest.mark.django_db(transaction=True)
 async def test_fanout_members_are_marked_fanout(user):
-    from streams.live import fanout
-
-    from streams.live import launcher
+    from streams.live import fanout, launcher
 
     launcher.use_launcher(NoLauncher())
     try:

@@ -153,7 +153,8 @@ def test_compare_by_group_keeps_the_group_order_and_labels(client, user, other_u
     RunGroupMember.objects.create(group=group, run=first, position=1, label="sim-text · t=1.2")
     client.force_login(user)
     data = client.get(f"/api/compare/?group={group.pk}").json()
-    assert [(r["id"], r["label"]) for r in data["runs"]] == [(second.pk, "sim-text · t=0.2"), (first.pk, "sim-text · t=1.2")]
+    assert [(r["id"], r["label"]) for r in data["runs"]] == [(second.pk, "sim-text · t=0.2"),
+                                                             (first.pk, "sim-text · t=1.2")]
     client.force_login(other_user)
     assert client.get(f"/api/compare/?group={group.pk}").status_code == 404
 

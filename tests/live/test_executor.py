@@ -82,7 +82,8 @@ async def test_a_good_stream_is_stored_exactly_and_published_once(upstream, user
 
 
 async def test_http_error_is_recorded_with_status_and_body(upstream, user):
-    body = {"error": {"message": "Invalid 'temperature'", "type": "invalid_request_error", "code": "bad", "param": "temperature"}}
+    body = {"error": {"message": "Invalid 'temperature'", "type": "invalid_request_error", "code": "bad",
+                      "param": "temperature"}}
     upstream.scripts.append(Script(status=400, content_type="application/json", steps=[(0, json.dumps(body).encode())]))
     run = await new_run(user)
     assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
@@ -137,9 +138,11 @@ async def test_nested_error_event_then_failed(upstream, user):
     events = [
         {"type": "response.created", "sequence_number": 0, "response": RESP},
         {"type": "error", "sequence_number": 1,
-         "error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": "You exceeded your quota", "param": None}},
+         "error": {"type": "insufficient_quota", "code": "insufficient_quota", "message": "You exceeded your quota",
+                   "param": None}},
         {"type": "response.failed", "sequence_number": 2,
-         "response": {**RESP, "status": "failed", "error": {"code": "insufficient_quota", "message": "You exceeded your quota"}}},
+         "response": {**RESP, "status": "failed",
+                      "error": {"code": "insufficient_quota", "message": "You exceeded your quota"}}},
     ]
     upstream.scripts.append(Script(steps=[(0, sse(*events))]))
     run = await new_run(user)
@@ -150,7 +153,8 @@ async def test_nested_error_event_then_failed(upstream, user):
 
 
 async def test_a_body_that_is_not_sse_is_recorded_and_fails(upstream, user):
-    upstream.scripts.append(Script(content_type="text/html", steps=[(0, b"<html>\n<body>Bad gateway</body>\n</html>\n")]))
+    upstream.scripts.append(Script(content_type="text/html",
+                                   steps=[(0, b"<html>\n<body>Bad gateway</body>\n</html>\n")]))
     run = await new_run(user)
     assert await RunExecutor(run.pk).execute() == RunStatus.FAILED
     run, rows = await stored(run)
@@ -203,9 +207,11 @@ async def test_cancel_stops_the_run_and_cancels_upstream(upstream, user):
 
 
 async def test_chat_completions_stream_ends_with_done(upstream, user):
-    chunks = [{"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+    chunks = [{"id": "c1", "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
               for w in ["Hi", " there"]]
-    chunks.append({"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    chunks.append({"id": "c1", "object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     upstream.scripts.append(Script(steps=[(0, body)]))
     run = await new_run(user, provider="scripted-chat")
@@ -238,8 +244,10 @@ async def test_an_upstream_that_never_closes_is_ended(upstream, user, settings):
 
 
 async def test_chat_completion_cut_by_length_is_incomplete(upstream, user):
-    chunks = [{"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
-              {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}]
+    chunks = [{"id": "c1", "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]},
+              {"id": "c1", "object": "chat.completion.chunk",
+               "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}]
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
     upstream.scripts.append(Script(steps=[(0, body)]))
     run = await new_run(user, provider="scripted-chat")

@@ -35,7 +35,8 @@ def events_from_db(app_dir, run_id):
     out = manage(app_dir, "shell", "-c",
                  f"import json; from streams.models import Event, Run;"
                  f"r = Run.objects.get(pk={run_id});"
-                 f"print(json.dumps([r.event_count, list(Event.objects.filter(run_id={run_id}).order_by('seq').values_list('seq', 'type', 'data'))]))")
+                 f"print(json.dumps([r.event_count, list(Event.objects.filter(run_id={run_id}).order_by('seq')"
+                 f".values_list('seq', 'type', 'data'))]))")
     count, rows = json.loads(out.strip().splitlines()[-1])
     assert count == len(rows), "the run's event count matches its stored events (no half-written batch)"
     return rows
@@ -44,7 +45,8 @@ def events_from_db(app_dir, run_id):
 def test_a_killed_process_is_resumed_from_its_last_event(crash_setup):
     app_dir, env, processes = crash_setup
     client, run_id, before = crash_mid_run(app_dir, env, processes)
-    run = wait_for(lambda: (r := client.get(f"/api/runs/{run_id}/").json())["status"] not in ("queued", "streaming") and r,
+    run = wait_for(lambda: (r := client.get(f"/api/runs/{run_id}/").json())["status"] not in ("queued", "streaming")
+                   and r,
                    30, "the run to end after the restart")
     assert run["status"] == "completed", run
     after = events(client, run_id)
@@ -94,7 +96,8 @@ def test_find_orphans_judges_by_process_and_heartbeat(user, settings):
     }
     runs = {}
     for name, (worker, age, _) in cases.items():
-        runs[name] = make_run(user, status=RunStatus.STREAMING, worker=worker, heartbeat_at=now - timedelta(seconds=age))
+        runs[name] = make_run(user, status=RunStatus.STREAMING, worker=worker,
+                              heartbeat_at=now - timedelta(seconds=age))
     found = {run.pk for run in find_orphans()}
     for name, (_, _, orphan) in cases.items():
         assert (runs[name].pk in found) is orphan, name

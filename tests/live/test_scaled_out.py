@@ -56,7 +56,8 @@ def status_of(client: httpx.Client, run_id: int) -> str:
     return client.get(f"/api/runs/{run_id}/").json()["status"]
 
 
-async def watch(base_url: str, client: httpx.Client, run_id: int, timeout: float = 60.0) -> tuple[list[dict], list[dict]]:
+async def watch(base_url: str, client: httpx.Client, run_id: int,
+                timeout: float = 60.0) -> tuple[list[dict], list[dict]]:
     """Every frame of the run's websocket on ``base_url`` until a terminal status: (events, statuses)."""
     import websockets
 

@@ -68,10 +68,13 @@ def test_filters_and_search(admin_client_, user, other_user):
 
 def test_verdict_actions_record_history(admin_client_, root, user):
     runs = [make_run(user) for _ in range(3)]
-    for action, expected in (("approve_selected", "approved"), ("flag_selected", "flagged"), ("reject_selected", "rejected")):
-        response = admin_client_.post("/admin/streams/run/", {"action": action, "_selected_action": [runs[0].pk, runs[1].pk]})
+    for action, expected in (("approve_selected", "approved"), ("flag_selected", "flagged"),
+                             ("reject_selected", "rejected")):
+        response = admin_client_.post("/admin/streams/run/",
+                                      {"action": action, "_selected_action": [runs[0].pk, runs[1].pk]})
         assert response.status_code == 302
-        assert set(Run.objects.filter(pk__in=[runs[0].pk, runs[1].pk]).values_list("review_state", flat=True)) == {expected}
+        assert set(Run.objects.filter(pk__in=[runs[0].pk, runs[1].pk])
+                   .values_list("review_state", flat=True)) == {expected}
     assert Verdict.objects.filter(run=runs[0]).count() == 3  # history kept, never overwritten
     assert Verdict.objects.filter(reviewer=root).count() == 6
     assert Run.objects.get(pk=runs[2].pk).review_state == ReviewState.UNREVIEWED
@@ -85,7 +88,7 @@ def test_export_action_gives_a_zip_of_jsonl(admin_client_, user):
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert sorted(archive.namelist()) == [f"run-{first.pk}.jsonl", f"run-{second.pk}.jsonl"]
     lines = archive.read(f"run-{first.pk}.jsonl").decode().splitlines()
-    assert json.loads(lines[0])["streamscope"] == 1 and [json.loads(l)["seq"] for l in lines[1:]] == [0, 1, 2]
+    assert json.loads(lines[0])["streamscope"] == 1 and [json.loads(line)["seq"] for line in lines[1:]] == [0, 1, 2]
 
 
 def test_the_run_page_is_read_only_with_output_and_events_page_by_page(admin_client_, user):
@@ -146,7 +149,8 @@ def test_a_bad_regex_is_refused_with_a_clear_message(admin_client_):
     assert response.status_code == 200
     assert "could take exponential time" in response.content.decode()
     response = admin_client_.post("/admin/streams/moderationrule/add/", rule_form(patterns="sec(ret"))
-    assert "not a valid regular expression: missing ), unterminated subpattern at position 3" in response.content.decode()
+    assert "not a valid regular expression: missing ), unterminated subpattern at position 3" \
+        in response.content.decode()
     assert not ModerationRule.objects.exists()
     response = admin_client_.post("/admin/streams/moderationrule/add/", rule_form(patterns=r"sk-[A-Za-z0-9]{20,}"))
     assert response.status_code == 302
@@ -166,7 +170,8 @@ def test_the_test_endpoint_shows_what_a_rule_matches(admin_client_):
                                 headers={"Accept": "application/json"}).json()
     assert answer["error"] is None
     assert [(m["start"], m["text"]) for m in answer["matches"]] == [(14, "kill"), (23, "SECRET plan")]
-    bad = admin_client_.post("/admin/streams/moderationrule/test/", {"kind": "regex", "patterns": "(x*)*", "sample": "x"},
+    bad = admin_client_.post("/admin/streams/moderationrule/test/",
+                             {"kind": "regex", "patterns": "(x*)*", "sample": "x"},
                              headers={"Accept": "application/json"})
     assert bad.status_code == 400 and "match empty text" in bad.json()["error"]
 

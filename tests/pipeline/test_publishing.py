@@ -60,7 +60,7 @@ async def test_the_in_memory_layer_receives_every_runs_batch_in_order():
     sends = [publish_events(run_id, first, [f'{{"seq":{first}}}']) for first in range(3) for run_id in (1, 2, 3)]
     for send in sends:  # one run's batches in order, different runs side by side
         await send
-    for run_id, channel in channels.items():
+    for _run_id, channel in channels.items():
         firsts = [(await layer.receive(channel))["first"] for _ in range(3)]
         assert firsts == [0, 1, 2]
 

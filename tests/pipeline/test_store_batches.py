@@ -40,7 +40,8 @@ async def test_batches_of_many_runs_are_written_together_with_each_runs_fields(u
         run = await Run.objects.aget(pk=run.pk)
         assert (run.event_count, run.output_text, run.response_id, run.last_upstream_seq) == (5, "w0w1", "resp_1", 4)
         assert run.heartbeat_at == beat
-        assert [e async for e in Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True)] == [0, 1, 2, 3, 4]
+        assert [e async for e in Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True)] \
+            == [0, 1, 2, 3, 4]
 
 
 async def test_final_fields_go_through_the_orm(user):
@@ -90,7 +91,8 @@ async def test_every_value_is_stored_exactly_whichever_way_the_batch_goes(user, 
     if sqlite_json:  # rows and fields of the clean batch as one statement each, never for the NUL batch
         assert [v is not None for v in statements] == [True, True, False, False]
     for run, (_, written, fields) in zip(runs, batch):
-        stored = [row async for row in Event.objects.filter(run=run).order_by("seq").values_list("run_id", "seq", "t", "type", "data")]
+        stored = [row async for row in Event.objects.filter(run=run).order_by("seq")
+                  .values_list("run_id", "seq", "t", "type", "data")]
         assert stored == written
         run = await Run.objects.aget(pk=run.pk)
         assert (run.output_text, run.response_id, run.last_upstream_seq) == (fields["output_text"], "resp_ü", None)

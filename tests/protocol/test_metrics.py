@@ -48,7 +48,8 @@ def test_audio_chunks_are_not_tokens():
 
 def test_chat_chunks_with_content_count_as_tokens_and_usage_is_read():
     def chunk(delta, usage=None):
-        payload = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}] if delta is not None else []}
+        payload = {"object": "chat.completion.chunk",
+                   "choices": [{"index": 0, "delta": delta}] if delta is not None else []}
         if usage:
             payload["usage"] = usage
         return payload

@@ -37,7 +37,7 @@ def test_whole_stream_decodes_fields_and_joins_data_lines():
 
 @given(st.lists(st.integers(min_value=1, max_value=len(STREAM)), min_size=1, max_size=30))
 def test_any_chunking_gives_the_same_frames(cuts):
-    points = sorted(set(c for c in cuts if c < len(STREAM)))
+    points = sorted({c for c in cuts if c < len(STREAM)})
     chunks, start = [], 0
     for point in points:
         chunks.append(STREAM[start:point])

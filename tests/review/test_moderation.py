@@ -73,8 +73,10 @@ async def drain(layer, channel):
 def test_fields_of_maps_deltas_to_scopes():
     assert fields_of("response.output_text.delta", {"output_index": 0, "content_index": 1, "delta": "hi"}) == [
         ("output_text", "text:0:1", "output 0 · part 1 · text", "hi")]
-    assert fields_of("response.reasoning_summary_text.delta", {"output_index": 2, "summary_index": 0, "delta": "x"})[0][0] == "reasoning"
-    assert fields_of("response.function_call_arguments.delta", {"output_index": 1, "delta": "{\""})[0][0] == "tool_arguments"
+    assert fields_of("response.reasoning_summary_text.delta",
+                     {"output_index": 2, "summary_index": 0, "delta": "x"})[0][0] == "reasoning"
+    assert fields_of("response.function_call_arguments.delta",
+                     {"output_index": 1, "delta": "{\""})[0][0] == "tool_arguments"
     assert fields_of("response.output_text.done", {"text": "whole"}) == []  # the deltas already counted
     chunk = {"object": "chat.completion.chunk", "choices": [
         {"index": 0, "delta": {"content": "a", "tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}}]}
@@ -92,7 +94,8 @@ def test_rules_only_see_their_scope():
 
 def test_input_rules_read_chat_messages_too():
     chat = Run(request={"model": "m", "messages": [{"role": "system", "content": "be brief"},
-                                                   {"role": "user", "content": [{"type": "text", "text": "my sk-abc"}]}]})
+                                                   {"role": "user",
+                                                    "content": [{"type": "text", "text": "my sk-abc"}]}]})
     assert input_text(chat) == "be brief\n\nmy sk-abc"
     assert input_text(Run(request={"input": "plain"})) == "plain"
 

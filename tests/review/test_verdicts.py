@@ -124,7 +124,8 @@ def test_the_queue_page_shows_the_next_run_with_keys_and_verdicts_redirect_to_th
     response = client.post(f"/review/{first.pk}/verdict/", {"verdict": "rejected", "note": "made things up",
                                                             "flagged": "", "model": "sim-text"})
     assert response.status_code == 302 and response["Location"] == "/review/?model=sim-text"
-    assert list(first.verdicts.values_list("verdict", "note", "reviewer")) == [("rejected", "made things up", reviewer.pk)]
+    assert list(first.verdicts.values_list("verdict", "note", "reviewer")) == \
+        [("rejected", "made things up", reviewer.pk)]
     assert f'data-run-id="{second.pk}"' in client.get("/review/").content.decode()
 
 

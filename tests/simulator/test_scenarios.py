@@ -73,7 +73,8 @@ def test_events_validate_against_the_sdk_models(model):
     for event in events_of(model, include=ALL_INCLUDES, top_logprobs=2, background=True):
         cls = SDK_CLASSES.get(event["type"])
         if cls is None or event["type"] == "error":
-            continue  # unknown types and the nested error shape are deliberate (docs/events.md: unknown types, nested errors)
+            # Unknown types and the nested error shape are deliberate (docs/events.md: unknown types, nested errors).
+            continue
         if event.get("item", {}).get("type") == "web_search_call" and event["type"].endswith(
             "added"
         ):

@@ -76,8 +76,10 @@ class ScriptedUpstream:
             headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
-            script = self.scripts.pop(0) if self.scripts else Script(status=404, steps=[(0, b'{"error":{"message":"no script"}}')])
-            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error"}.get(script.status, "Status")
+            script = self.scripts.pop(0) if self.scripts else Script(
+                status=404, steps=[(0, b'{"error":{"message":"no script"}}')])
+            reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 429: "Too Many Requests",
+                      500: "Internal Server Error"}.get(script.status, "Status")
             writer.write(
                 f"HTTP/1.1 {script.status} {reason}\r\ncontent-type: {script.content_type}\r\n"
                 f"transfer-encoding: chunked\r\nconnection: close\r\n\r\n".encode()

@@ -72,7 +72,8 @@ def tls_files(tmp_path_factory):
         pytest.skip("the openssl command makes this test's certificate; it is not installed")
     folder = tmp_path_factory.mktemp("tls")
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", folder / "key.pem", "-out", folder / "cert.pem"],
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", folder / "key.pem",
+                    "-out", folder / "cert.pem"],
                    check=True, capture_output=True)
     return folder / "cert.pem", folder / "key.pem"
 

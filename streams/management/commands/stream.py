@@ -9,10 +9,10 @@ from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from streams.pipeline.broadcast import group_name
-from streams.models import TERMINAL_STATUSES
-from streams.live.executor import RunExecutor
 from streams.live.control import TooManyActiveRuns, create_run
+from streams.live.executor import RunExecutor
+from streams.models import TERMINAL_STATUSES
+from streams.pipeline.broadcast import group_name
 
 
 def _preview(data: object) -> str:
@@ -89,7 +89,8 @@ class Command(BaseCommand):
                 if message["type"] == "run.events" and not quiet:
                     for encoded in message["events"]:
                         record = json.loads(encoded)
-                        self.stdout.write(f"{record['seq']:>6} {record['t']:>10.1f} ms  {record['type']:<45} {_preview(record['data'])}")
+                        self.stdout.write(f"{record['seq']:>6} {record['t']:>10.1f} ms  {record['type']:<45} "
+                                          f"{_preview(record['data'])}")
                 elif message["type"] == "run.status" and message["status"] in TERMINAL_STATUSES:
                     break
             return await task

@@ -10,9 +10,9 @@ import signal
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
+from streams.live.executor import WORKER_NAME
 from streams.live.launcher import use_launcher
 from streams.live.recovery import start_housekeeping
-from streams.live.executor import WORKER_NAME
 from streams.live.worker import RUNS_CHANNEL, StreamWorker, workers_layer
 
 log = logging.getLogger("streams.live.worker")
@@ -33,7 +33,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, max_runs=None, drain_seconds=20.0, **options):
         layer = workers_layer()
-        if layer is None or isinstance(layer, InMemoryChannelLayer) or isinstance(get_channel_layer(), InMemoryChannelLayer):
+        if (layer is None or isinstance(layer, InMemoryChannelLayer)
+                or isinstance(get_channel_layer(), InMemoryChannelLayer)):
             raise CommandError(
                 "a stream worker needs a channel layer shared between processes: set REDIS_URL "
                 "(the in-memory layer only reaches its own process)"
@@ -54,9 +55,11 @@ class Command(BaseCommand):
         use_launcher(worker)
         start_housekeeping()
         await worker.start()
-        self.stdout.write(f"stream worker {WORKER_NAME} ready: queue {RUNS_CHANNEL}, up to {worker.max_runs} runs at once")
+        self.stdout.write(f"stream worker {WORKER_NAME} ready: queue {RUNS_CHANNEL},"
+                          f" up to {worker.max_runs} runs at once")
         self.stdout.flush()
         await stop.wait()
-        log.info("stream worker stopping: no new runs; waiting up to %gs for %d running", drain_seconds, len(worker.tasks))
+        log.info("stream worker stopping: no new runs; waiting up to %gs for %d running", drain_seconds,
+                 len(worker.tasks))
         await worker.stop_taking()
         return await worker.drain(drain_seconds)
