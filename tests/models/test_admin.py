@@ -46,8 +46,10 @@ def test_the_run_list_shows_the_columns_and_filters(admin_client_, user):
 
 
 def test_filters_and_search(admin_client_, user, other_user):
-    quick = make_run(user, metrics={"duration_ms": 500.0}, usage={"output_tokens": 10}, output_text="the zebra ran")
-    slow = make_run(other_user, metrics={"duration_ms": 20_000.0}, usage={"output_tokens": 5000})
+    # Durations filter on the indexed column the run's end fills from its metrics (docs/metrics.md).
+    quick = make_run(user, metrics={"duration_ms": 500.0}, duration_ms=500.0, usage={"output_tokens": 10},
+                     output_text="the zebra ran")
+    slow = make_run(other_user, metrics={"duration_ms": 20_000.0}, duration_ms=20_000.0, usage={"output_tokens": 5000})
     Run.objects.filter(pk=slow.pk).update(request={"model": "sim-text", "input": "tell me about giraffes"})
     failed = make_run(user, status=RunStatus.FAILED)
     rule = ModerationRule.objects.create(name="zebras", patterns="zebra")
