@@ -86,7 +86,9 @@ def test_parse_run_ids(values, ids):
 
 
 @pytest.mark.parametrize(("values", "message"), [([], "name the runs"), (["1,2,3,4,5"], "at most 4"),
-                                                 (["1,x"], "positive integers"), (["0"], "positive integers")])
+                                                 (["1,x"], "whole number"), (["0"], "whole number"),
+                                                 (["\u00b2"], "whole number"),
+                                                 (["99999999999999999999"], "whole number")])
 def test_parse_run_ids_refuses(values, message):
     with pytest.raises(BadCompareRequest, match=message):
         parse_run_ids(values)

@@ -5,6 +5,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 
 from streams.models import ModerationRule, ReviewState, Run, RunFlag, RunStatus, Verdict
+from streams.protocol.values import BadValue
 from streams.review.verdicts import (
     QueueFilters,
     next_in_queue,
@@ -92,7 +93,8 @@ def test_queue_filters(user, staff_user):
     assert ids(queue_runs(staff_user, QueueFilters(model="sim-text"))) == [by_a.pk, plain.pk]
     assert ids(queue_runs(staff_user, QueueFilters(rule_id=rule_b.pk))) == [by_b.pk]
     assert QueueFilters.from_query({"flagged": "1", "model": "m", "rule": "7"}) == QueueFilters(True, "m", 7)
-    assert QueueFilters.from_query({"rule": "drop table"}).rule_id is None
+    with pytest.raises(BadValue, match="rule"):  # a filter that is not an id is refused, not ignored
+        QueueFilters.from_query({"rule": "drop table"})
 
 
 # --- the pages ------------------------------------------------------------------------------------
