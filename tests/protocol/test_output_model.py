@@ -57,8 +57,6 @@ def scenario_runs() -> dict[str, list[tuple[str, dict]]]:
 
 
 def recording_runs() -> dict[str, list[tuple[str, object]]]:
-    if not RECORDINGS.is_dir():
-        return {}
     runs = {}
     for path in sorted(RECORDINGS.iterdir()):
         if path.suffix in (".sse", ".json"):

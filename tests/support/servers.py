@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]  # tests/support/servers.py -> the repository
-RECORDINGS = ROOT.parent / "shared" / "recordings"
+RECORDINGS = ROOT / "tests" / "recordings"  # real streams, kept with the tests that replay them
 # As the Makefile and Procfile run it: Daphne's 1 MiB default websocket message limit applies to
 # what it sends too, and one event (a partial image) can be larger (see docs/operations.md).
 DAPHNE_OPTIONS = ["--websocket-max-message-size", str(16 * 1024 * 1024)]
