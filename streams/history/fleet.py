@@ -231,10 +231,9 @@ def search(runs: QuerySet, text: str) -> QuerySet:
         return runs.filter(pk__in=RawSQL("SELECT rowid FROM streams_run_fts WHERE streams_run_fts MATCH %s",
                                          (match,)))
     if vendor == "postgresql":
-        # The same expression as the GIN index of migration 0005, so the planner uses it.
-        vector = ("to_tsvector('english'::regconfig, coalesce(streams_run.request->>'input', "
-                  "streams_run.request->>'messages', '') || ' ' || streams_run.output_text)")
-        return runs.extra(where=[f"{vector} @@ plainto_tsquery('english'::regconfig, %s)"], params=[text])
+        # The stored, GIN-indexed vector of input and output (migration 0006).
+        return runs.extra(where=["streams_run.search_vector @@ plainto_tsquery('english'::regconfig, %s)"],
+                          params=[text])
     condition = Q()
     for word in words:
         condition &= Q(output_text__icontains=word) | Q(request__icontains=word)
@@ -277,37 +276,51 @@ def apply_filters(runs: QuerySet, query: RunQuery) -> QuerySet:
 
 
 def ordered(runs: QuerySet, query: RunQuery) -> QuerySet:
-    """Sorted by the query's field, nulls last either way, the id breaking ties in the same direction."""
+    """Sorted by the query's field, nulls last either way, the id breaking ties in the same direction
+    (for the older offset pages; :func:`page_of` reads keyset pages without sorting every run)."""
     name = query.sort_field
     if query.descending:
         return runs.order_by(F(name).desc(nulls_last=True), "-id")
     return runs.order_by(F(name).asc(nulls_last=True), "id")
 
 
-def after_cursor(runs: QuerySet, query: RunQuery) -> QuerySet:
-    """The runs that come after the cursor in :func:`ordered`'s order (keyset: no offsets)."""
-    if query.cursor is None:
-        return runs
-    value, last_id = query.cursor
-    name = query.sort_field
-    beyond, id_beyond = ("lt", "lt") if query.descending else ("gt", "gt")
-    if value is None:  # inside the trailing nulls: only the id moves on
-        return runs.filter(**{f"{name}__isnull": True, f"id__{id_beyond}": last_id})
-    condition = Q(**{f"{name}__{beyond}": value}) | Q(**{name: value, f"id__{id_beyond}": last_id})
-    if name in METRIC_COLUMNS:
-        condition |= Q(**{f"{name}__isnull": True})
-    return runs.filter(condition)
+def _beyond(name: str, descending: bool, value: Any, last_id: int) -> Q:
+    """Rows after (value, last_id) in (name, id) order, written so an index on (name, id) serves it:
+    a range on ``name`` first, then the tie broken by the id."""
+    op = "lt" if descending else "gt"
+    return Q(**{f"{name}__{op}e": value}) & (Q(**{f"{name}__{op}": value}) | Q(**{f"id__{op}": last_id}))
 
 
 def page_of(runs: QuerySet, query: RunQuery) -> tuple[list[Any], str | None]:
-    """One page of ``runs`` (already filtered) and the cursor of the next page, or None."""
-    rows = list(after_cursor(ordered(runs, query), query)[: query.limit + 1])
+    """One page of ``runs`` (already filtered) and the cursor of the next page, or None.
+
+    Keyset pagination in (field, id) order, the id breaking ties in the same direction. A figure
+    that can be null is read in two parts, the known values first and then the nulls by id, so each
+    part walks the (field, id) index in its own order and nulls come last whichever the direction
+    (one ``ORDER BY ... NULLS LAST`` query would sort every matching run instead)."""
+    name, descending = query.sort_field, query.descending
+    field_order, id_order = (f"-{name}", "-id") if descending else (name, "id")
+    want = query.limit + 1
+    cursor = query.cursor
+    rows: list[Any] = []
+    if cursor is None or cursor[0] is not None:
+        known = runs.order_by(field_order, id_order)
+        if name in METRIC_COLUMNS:
+            known = known.filter(**{f"{name}__isnull": False})
+        if cursor is not None:
+            known = known.filter(_beyond(name, descending, *cursor))
+        rows = list(known[:want])
+    if name in METRIC_COLUMNS and len(rows) < want:
+        nulls = runs.filter(**{f"{name}__isnull": True}).order_by(id_order)
+        if cursor is not None and cursor[0] is None:
+            nulls = nulls.filter(**{f"id__{'lt' if descending else 'gt'}": cursor[1]})
+        rows += list(nulls[: want - len(rows)])
     more = len(rows) > query.limit
     rows = rows[: query.limit]
     next_cursor = None
     if more and rows:
         last = rows[-1]
-        next_cursor = encode_cursor(query.sort, getattr(last, query.sort_field), last.pk)
+        next_cursor = encode_cursor(query.sort, getattr(last, name), last.pk)
     return rows, next_cursor
 
 
