@@ -5,6 +5,7 @@ from django.urls import include, path
 
 from dashboard.api import compare as compare_api
 from dashboard.api import fanout as fanout_api
+from dashboard.api import gateway as gateway_api
 from dashboard.api import insights as insights_api
 from dashboard.api import replay as replay_api
 from dashboard.api import runs as runs_api
@@ -42,6 +43,8 @@ urlpatterns = [
     path("review/<int:run_id>/skip/", review.review_skip, name="review_skip"),
     # Personal API tokens (Authorization: Bearer on the JSON API and the gateway).
     path("settings/tokens/", tokens.tokens, name="tokens"),
+    # The recording gateway: an app's OpenAI-compatible requests, forwarded and recorded as runs.
+    path("gateway/<str:provider>/v1/<path:path>", gateway_api.proxy, name="gateway"),
     path("sim/v1/", include("simulator.urls")),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

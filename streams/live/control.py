@@ -7,6 +7,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from streams.live import stoppers
 from streams.live.launcher import get_launcher
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.upstream.providers import Provider, get_provider
@@ -73,4 +74,6 @@ async def start_run(owner: Any, provider_name: str, model: str, input_text: str,
 
 async def cancel_run(run: Run) -> None:
     if run.status in ACTIVE_STATUSES:
+        if stoppers.stop_here(run.pk, "stopped in the dashboard"):
+            return  # a gateway run streamed by this process: it ends its client's stream itself
         await get_launcher().cancel(run.pk)

@@ -55,6 +55,9 @@ class Provider:
     # Whether to ask for background mode, which makes resume and cancel possible.
     supports_background: bool = False
     models: tuple[str, ...] = field(default_factory=tuple)
+    # Whose upstream key the gateway sends: "server" (key_env, as runs do) or "caller" (the
+    # gateway client's own key from its X-Upstream-Authorization header, forwarded, never kept).
+    gateway_key: str = "server"
 
     def api_key(self) -> str | None:
         if self.name in ("simulator", "simulator-chat"):
@@ -81,12 +84,14 @@ class Provider:
             "protocol": self.protocol,
             "models": list(self.models),
             "supports_background": self.supports_background,
+            "gateway_key": self.gateway_key,
         }
 
 
 def _parse_extra(spec: str) -> list[Provider]:
     """Providers from a JSON list: ``[{"name", "base_url", "key_env"?, "protocol"?, "background"?,
-    "models"?}]``. Only the *name* of the key's environment variable is configured here."""
+    "models"?, "gateway_key"?}]``. Only the *name* of the key's environment variable is configured here;
+    ``"gateway_key": "caller"`` makes the gateway forward each caller's own key instead."""
     if not spec.strip():
         return []
     try:
@@ -107,6 +112,7 @@ def _parse_extra(spec: str) -> list[Provider]:
                 protocol=entry.get("protocol", "responses"),
                 supports_background=bool(entry.get("background", False)),
                 models=tuple(entry.get("models", ())),
+                gateway_key="caller" if entry.get("gateway_key") == "caller" else "server",
             )
         )
     return providers

@@ -1,0 +1,403 @@
+"""Forwarding one gateway request to its provider and recording the answer as a run.
+
+The client comes first: each chunk of an event stream is handed to the client as soon as it
+arrives (a reader task puts it on a short queue the response body drains) and only then given to
+the recorder. HTTP errors come back with their status, body and headers. The caller's own upstream
+key (providers with ``gateway_key: "caller"``) lives only in this request's memory.
+
+Which requests become runs: ``POST responses``, ``POST chat/completions`` and
+``GET responses/<id>?stream=true`` (a resumed stream). The rest (``models``, ``GET responses/<id>``,
+``POST responses/<id>/cancel``, ...) are passed through unrecorded: they carry no model output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import re
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from streams.gateway.recorder import GatewayRecorder
+from streams.live import stoppers
+from streams.models import Run, RunSource, RunStatus
+from streams.protocol.values import BadValue, clean_json
+from streams.review.moderation import ModerationStopped
+from streams.upstream.client import UpstreamError, iter_body, make_client
+from streams.upstream.providers import Provider
+
+log = logging.getLogger(__name__)
+
+ID = r"[A-Za-z0-9_.\-]+"
+# (method, path pattern, kind): "record" makes a run, "resume" makes one when ?stream=true.
+ROUTES = [
+    ("POST", re.compile(r"responses"), "record"),
+    ("POST", re.compile(r"chat/completions"), "record"),
+    ("GET", re.compile(rf"responses/({ID})"), "resume"),
+    ("POST", re.compile(rf"responses/({ID})/cancel"), "pass"),
+    ("DELETE", re.compile(rf"responses/({ID})"), "pass"),
+    ("GET", re.compile(rf"responses/({ID})/input_items"), "pass"),
+    ("GET", re.compile(r"models"), "pass"),
+    ("GET", re.compile(rf"models/({ID})"), "pass"),
+]
+# Request headers an SDK may set that the provider needs; nothing else of the client's goes on.
+FORWARDED_REQUEST_HEADERS = ("openai-organization", "openai-project", "openai-beta", "idempotency-key")
+# Response headers the client gets back (beside every x-ratelimit-*).
+PASSED_RESPONSE_HEADERS = frozenset({
+    "content-type", "retry-after", "retry-after-ms", "x-request-id", "openai-processing-ms",
+    "openai-version", "openai-organization", "openai-project", "cache-control",
+})
+QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is read no further
+STREAM_MARKER = "text/event-stream"
+
+
+class UnknownRoute(LookupError):
+    pass
+
+
+@dataclass
+class GatewayRequest:
+    provider: Provider
+    method: str
+    path: str  # after /v1/, e.g. "responses" or "responses/resp_1/cancel"
+    query: str  # the raw query string
+    body: bytes
+    owner: Any
+    # The caller's own upstream key, for providers with gateway_key "caller". Never stored.
+    caller_key: str | None = field(default=None, repr=False)
+    headers: dict[str, str] = field(default_factory=dict)  # the client's, lower-cased names
+
+
+@dataclass
+class GatewayAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    run_id: int | None = None
+
+
+def route_kind(method: str, path: str) -> str:
+    for route_method, pattern, kind in ROUTES:
+        if route_method == method and pattern.fullmatch(path):
+            return kind
+    raise UnknownRoute(f"Unknown request URL: {method} /v1/{path}")
+
+
+def openai_error_body(message: str, kind: str, code: str | None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
+
+
+# --- the upstream side -----------------------------------------------------------------------
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def _client() -> httpx.AsyncClient:
+    """One pooled client per event loop (the server's), shared by every gateway request."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        client = make_client(settings.STREAMSCOPE_CONNECT_TIMEOUT_S, settings.STREAMSCOPE_STALL_TIMEOUT_S)
+        _clients[loop] = client
+    return client
+
+
+def upstream_headers(request: GatewayRequest) -> dict[str, str]:
+    headers = {"Accept-Encoding": "identity"}  # the bytes the client gets are the bytes sent
+    headers["Accept"] = request.headers.get("accept") or "application/json, text/event-stream"
+    if request.body:
+        headers["Content-Type"] = "application/json"
+    for name in FORWARDED_REQUEST_HEADERS:
+        if name in request.headers:
+            headers[name] = request.headers[name]
+    key = request.caller_key if request.provider.gateway_key == "caller" else request.provider.api_key()
+    if key:
+        headers["Authorization"] = key if key.lower().startswith("bearer ") else f"Bearer {key}"
+    return headers
+
+
+def _passed_headers(response: httpx.Response) -> dict[str, str]:
+    return {name: value for name, value in response.headers.items()
+            if name in PASSED_RESPONSE_HEADERS or name.startswith("x-ratelimit-")}
+
+
+def _transport_failure(exc: httpx.HTTPError, provider: Provider) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(f"the provider {provider.name!r} did not answer in time", "upstream_timeout")
+    return UpstreamError(f"could not reach the provider {provider.name!r}: {exc!r}", "connect_error")
+
+
+# --- forwarding --------------------------------------------------------------------------------
+
+async def forward(request: GatewayRequest) -> GatewayAnswer:
+    """Send the request on and return the answer to give the client (streamed or whole)."""
+    kind = route_kind(request.method, request.path)
+    params = dict(_query_pairs(request.query))
+    if kind == "pass" or (kind == "resume" and params.get("stream") != "true"):
+        return await _pass_through(request)
+    try:
+        body = json.loads(request.body) if request.body else {}
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return GatewayAnswer(400, {"content-type": "application/json"},
+                             openai_error_body("The body must be a JSON object.", "invalid_request_error", "bad_json"))
+    protocol = "chat" if request.path == "chat/completions" else "responses"
+    run = await database_sync_to_async(_create_run)(request, body, kind, params)
+    recorder = GatewayRecorder(run.pk, protocol)
+    if kind == "resume":
+        recorder.response_id = request.path.split("/")[1]
+    try:
+        await recorder.begin(run)
+    except ModerationStopped as exc:  # an input rule: the request is not sent at all
+        _end_later(recorder, RunStatus.CANCELLED, exc.error())
+        return GatewayAnswer(400, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
+                             openai_error_body(str(exc), "invalid_request_error", "moderation_stopped"), run_id=run.pk)
+    client = _client()
+    headers = upstream_headers(request)
+    url = f"{request.provider.base_url.rstrip('/')}/{request.path}"
+    upstream = client.build_request(request.method, url, content=request.body or None, headers=headers,
+                                    params=request.query or None)
+    recorder.t0 = time.monotonic()
+    try:
+        response = await client.send(upstream, stream=True)
+    except httpx.HTTPError as exc:
+        failure = _transport_failure(exc, request.provider)
+        _end_later(recorder, RunStatus.FAILED, failure.as_dict())
+        status = 504 if failure.code == "upstream_timeout" else 502
+        return GatewayAnswer(status, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
+                             openai_error_body(failure.message, "server_error", failure.code), run_id=run.pk)
+    passed = {**_passed_headers(response), "x-streamscope-run": str(run.pk)}
+    content_type = response.headers.get("content-type", "")
+    if response.status_code < 400 and content_type.split(";")[0].strip().lower() == STREAM_MARKER:
+        relay = StreamRelay(run, recorder, response, request, headers)
+        return GatewayAnswer(response.status_code, passed, stream=relay.body(), run_id=run.pk)
+    try:
+        whole = await response.aread()
+    except httpx.HTTPError as exc:
+        failure = _transport_failure(exc, request.provider)
+        _end_later(recorder, RunStatus.FAILED, failure.as_dict())
+        return GatewayAnswer(502, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
+                             openai_error_body(failure.message, "server_error", failure.code), run_id=run.pk)
+    finally:
+        await response.aclose()
+    if response.status_code >= 400:
+        error = _http_error(response.status_code, whole)
+        _end_later(recorder, RunStatus.FAILED, error)
+    else:
+        status, error = recorder.take_body(whole, recorder._now())
+        _end_later(recorder, status, error)
+    return GatewayAnswer(response.status_code, passed, whole, run_id=run.pk)
+
+
+async def _pass_through(request: GatewayRequest) -> GatewayAnswer:
+    client = _client()
+    url = f"{request.provider.base_url.rstrip('/')}/{request.path}"
+    upstream = client.build_request(request.method, url, content=request.body or None,
+                                    headers=upstream_headers(request), params=request.query or None)
+    try:
+        response = await client.send(upstream)
+    except httpx.HTTPError as exc:
+        failure = _transport_failure(exc, request.provider)
+        return GatewayAnswer(504 if failure.code == "upstream_timeout" else 502, {"content-type": "application/json"},
+                             openai_error_body(failure.message, "server_error", failure.code))
+    return GatewayAnswer(response.status_code, _passed_headers(response), response.content)
+
+
+def _query_pairs(query: str) -> list[tuple[str, str]]:
+    return list(httpx.QueryParams(query).multi_items())
+
+
+def _create_run(request: GatewayRequest, body: dict[str, Any], kind: str, params: dict[str, str]) -> Run:
+    model = body.get("model") if isinstance(body.get("model"), str) else ""
+    background = bool(body.get("background"))
+    if kind == "resume":
+        # A resumed stream: what was asked is the original run's; this run holds the rest.
+        response_id = request.path.split("/")[1]
+        earlier = (Run.objects.filter(owner=request.owner, source=RunSource.GATEWAY, response_id=response_id)
+                   .order_by("created_at").first())
+        model = earlier.model if earlier else ""
+        body = {"resume": response_id, **{k: v for k, v in params.items() if k != "stream"}, "stream": True}
+        background = True
+    try:
+        stored = clean_json(body)
+    except BadValue as exc:
+        stored = {"note": f"the request body was not stored: {exc}"}
+    return Run.objects.create(
+        owner=request.owner, provider=request.provider.name, model=model[:200], request=stored,
+        status=RunStatus.QUEUED, background=background, source=RunSource.GATEWAY,
+    )
+
+
+def _http_error(status: int, body: bytes) -> dict[str, Any]:
+    text = body[:64 * 1024].decode("utf-8", errors="replace")
+    try:
+        parsed: Any = json.loads(text)
+    except ValueError:
+        parsed = text
+    detail = parsed.get("error") if isinstance(parsed, dict) else None
+    message = detail.get("message") if isinstance(detail, dict) else None
+    reason = httpx.codes.get_reason_phrase(status) or "error"
+    return {"message": f"upstream answered HTTP {status} {reason}" + (f": {message}" if message else ""),
+            "code": "http_error", "http_status": status, "body": parsed}
+
+
+# --- ending runs ---------------------------------------------------------------------------------
+
+_concluding: set[asyncio.Task] = set()  # strong references to the tasks ending runs
+
+
+def _end_later(recorder: GatewayRecorder, status: str, error: Any) -> None:
+    """End the run in a task of its own: the client's answer never waits for the store."""
+    _spawn(recorder.end(status, error), f"gateway-end-{recorder.run_id}")
+
+
+def _spawn(coroutine: Any, name: str) -> None:
+    # A fresh context: the request's (and its per-request database thread) ends before this does.
+    task = asyncio.get_running_loop().create_task(coroutine, name=name, context=contextvars.Context())
+    _concluding.add(task)
+    task.add_done_callback(_concluding.discard)
+
+
+# --- relaying a stream -------------------------------------------------------------------------
+
+_END = object()
+_WAKE = object()
+
+
+@dataclass
+class _Stop:
+    frame: bytes
+
+
+class StreamRelay:
+    """One event stream: upstream → client (first) → recorder; ends on the upstream's end, a stop
+    (dashboard or moderation rule: a well-formed ``error`` event ends the client's stream) or the
+    client leaving (the upstream is closed, a background response cancelled)."""
+
+    def __init__(self, run: Run, recorder: GatewayRecorder, response: httpx.Response, request: GatewayRequest,
+                 headers: dict[str, str]) -> None:
+        self.run = run
+        self.recorder = recorder
+        self.response = response
+        self.request = request
+        self._headers = headers  # may hold the caller's key: memory only, used for the cancel call
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        self.reader: asyncio.Task | None = None
+        self.stopped: str | None = None  # why the dashboard stopped it
+        self.moderation_error: dict[str, Any] | None = None
+        self.upstream_error: dict[str, Any] | None = None
+        self.at_boundary = True  # the bytes given so far end between two events
+        stoppers.register(run.pk, self.stop)
+
+    def stop(self, reason: str) -> None:
+        """Stop from the dashboard (streams.live.control.cancel_run): end the client's stream now."""
+        if self.stopped is None:
+            self.stopped = reason
+            if self.reader is not None:
+                self.reader.cancel()
+            try:
+                self.queue.put_nowait(_WAKE)
+            except asyncio.QueueFull:
+                pass  # the body is busy giving a chunk; it looks at ``stopped`` before the next
+
+    async def body(self) -> AsyncIterator[bytes]:
+        self.reader = asyncio.get_running_loop().create_task(self._read(), name=f"gateway-read-{self.run.pk}")
+        ending = "client_left"
+        try:
+            while self.stopped is None:
+                item = await self.queue.get()
+                if item is _END:
+                    ending = "upstream_end"
+                    break
+                if item is _WAKE:
+                    continue
+                if isinstance(item, _Stop):
+                    ending = "moderation"
+                    yield self._separator() + item.frame
+                    break
+                yield item
+                self.at_boundary = item.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
+            if self.stopped is not None:
+                ending = "dashboard"
+                yield self._separator() + self._error_frame(self.stopped, "cancelled_by_user")
+        finally:
+            # Runs on every end, also when the client left (cancelled, or the body closed early).
+            _spawn(self._conclude(ending), f"gateway-end-{self.run.pk}")
+
+    async def _read(self) -> None:
+        recorder = self.recorder
+        try:
+            async for chunk in iter_body(self.response, settings.STREAMSCOPE_STALL_TIMEOUT_S):
+                t = recorder._now()
+                await self.queue.put(chunk)  # the client first
+                recorder.take(chunk, t)
+            recorder.take_end(recorder._now())
+        except ModerationStopped as exc:
+            self.moderation_error = exc.error()
+            await self.queue.put(_Stop(self._error_frame(str(exc), "moderation_stopped")))
+            return
+        except UpstreamError as exc:  # dropped or stalled mid-stream: the client's stream ends too
+            self.upstream_error = exc.as_dict()
+        finally:
+            await self.response.aclose()
+        await self.queue.put(_END)
+
+    def _separator(self) -> bytes:
+        # A stop between two chunks of one event: end that event first (the client sees it broken).
+        return b"" if self.at_boundary else b"\n\n"
+
+    def _error_frame(self, message: str, code: str) -> bytes:
+        error = {"type": "streamscope_stopped", "code": code, "message": message, "param": None}
+        if self.recorder.protocol == "chat":
+            return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
+        last = self.recorder.last_upstream_seq
+        payload = {"type": "error", "sequence_number": (last + 1) if last is not None else 0, "error": error}
+        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+
+    async def _conclude(self, ending: str) -> None:
+        stoppers.unregister(self.run.pk)
+        try:
+            if self.reader is not None and not self.reader.done():
+                self.reader.cancel()
+                await asyncio.gather(self.reader, return_exceptions=True)
+            if ending != "upstream_end" and self.run.background and self.recorder.response_id:
+                await self._cancel_upstream()
+            if ending == "client_left":
+                status, error = RunStatus.CANCELLED, {"message": "the client disconnected; the upstream request was "
+                                                      "closed (a background response is cancelled)",
+                                                      "code": "client_disconnected"}
+            elif ending == "dashboard":
+                status, error = RunStatus.CANCELLED, None
+            elif ending == "moderation":
+                status, error = RunStatus.CANCELLED, self.moderation_error
+            elif self.upstream_error is not None:
+                status, error = RunStatus.FAILED, self.upstream_error
+            elif not self.recorder.recording:
+                # The client got the whole stream, but the record cannot say how it ended:
+                # failed, with the recorder's note of what was lost as the error.
+                status, error = RunStatus.FAILED, None
+            else:
+                status, error = self.recorder._outcome(self.recorder.protocol)
+        except Exception as exc:
+            log.exception("run %s (gateway): ending it failed", self.run.pk)
+            status, error = RunStatus.FAILED, {"message": f"internal error: {exc!r}", "code": "internal_error"}
+        await self.recorder.end(status, error)
+
+    async def _cancel_upstream(self) -> None:
+        url = f"{self.request.provider.base_url.rstrip('/')}/responses/{self.recorder.response_id}/cancel"
+        headers = {k: v for k, v in self._headers.items() if k in ("Authorization", "Accept-Encoding")}
+        try:
+            await _client().post(url, headers=headers, timeout=5.0)
+        except httpx.HTTPError as exc:
+            log.warning("run %s (gateway): cancelling the upstream response failed: %r", self.run.pk, exc)

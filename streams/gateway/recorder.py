@@ -1,0 +1,212 @@
+"""Recording what the gateway forwards, without ever holding up or breaking the client's stream.
+
+:class:`GatewayRecorder` is the playground's :class:`~streams.live.recorder.RunRecorder` (same
+batches, flush clock, store, publishing, metrics and moderation) with one rule added: the client
+comes first. Nothing here raises into the forwarding path except
+:class:`~streams.review.moderation.ModerationStopped` (a stop rule matched: the gateway ends the
+client's stream). A failed database write keeps its events in memory and is retried by the next
+flush, so ``seq`` stays dense; what could not be recorded in the end is written on the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+
+from streams.live.recorder import RAW_KEEP, WORKER_NAME, RunLimitExceeded, RunRecorder
+from streams.models import Run, RunStatus
+from streams.pipeline import store
+from streams.pipeline.broadcast import publish_status
+from streams.pipeline.flush_clock import flush_clock
+from streams.protocol.sse import EventTooLarge, SSEDecoder
+from streams.review.moderation import ModerationStopped
+
+log = logging.getLogger(__name__)
+
+BODY_EVENT = "streamscope.response_body"  # a non-streamed answer, stored whole as one event
+MAX_HELD_EVENTS = 50_000  # events kept in memory while the database refuses them; then recording stops
+FINAL_ATTEMPTS = 4
+
+
+class GatewayRecorder(RunRecorder):
+    def __init__(self, run_id: int, protocol: str) -> None:
+        super().__init__(run_id)
+        self.protocol = protocol  # "responses" or "chat": how the end of the stream is judged
+        self.decoder = SSEDecoder(settings.STREAMSCOPE_MAX_EVENT_BYTES)
+        self.recording = True
+        self.losses: list[str] = []  # what was not recorded, in words, for the run's error
+        self.failed_writes = 0
+        self.last_write_error = ""
+        self._registered = False
+
+    # --- the start ---------------------------------------------------------------------------
+
+    async def begin(self, run: Run) -> None:
+        """Mark the run streaming and load the moderation rules. Raises ModerationStopped when an
+        input rule stops the request before it is sent; any other failure is only noted."""
+        now = store.now()
+        try:
+            await database_sync_to_async(store.update_run)(
+                self.run_id, status=RunStatus.STREAMING, started_at=now, worker=WORKER_NAME, heartbeat_at=now)
+        except Exception as exc:  # noqa: BLE001 - the client's request goes on regardless
+            self._note(f"marking the run streaming failed ({exc!r})", exc)
+        try:
+            await publish_status(self.run_id, RunStatus.STREAMING, {}, None)
+        except Exception as exc:  # noqa: BLE001
+            self._note(f"telling viewers the run started failed ({exc!r})", exc)
+        try:
+            await self.moderator.load(run)
+        except ModerationStopped:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._note(f"loading the moderation rules failed, so none were applied ({exc!r})", exc)
+        flush_clock().register(self)
+        self._registered = True
+
+    # --- recording (called for every chunk the client was given) -----------------------------
+
+    def take(self, chunk: bytes, t: float) -> None:
+        """Record a chunk. Raises only ModerationStopped."""
+        if not self.recording:
+            return
+        try:
+            for frame in self.decoder.feed(chunk):
+                self.accept_frame(frame, t)
+            if self.decoder.ignored_lines:
+                self.record_ignored_lines(self.decoder.take_ignored(), t)
+            if len(self.buffer) >= self.flush_max:
+                self.kick()
+            if len(self.buffer) > MAX_HELD_EVENTS:
+                self._stop_recording(f"the database took no events for too long; recording stopped at "
+                                     f"event #{self.next_seq} and the {len(self.buffer)} events held were dropped")
+                self.buffer = []
+        except ModerationStopped:
+            raise
+        except (RunLimitExceeded, EventTooLarge) as exc:
+            self._stop_recording(f"{exc}; the client's stream went on unrecorded")
+        except Exception as exc:
+            log.exception("run %s: recording a gateway chunk failed", self.run_id)
+            self._stop_recording(f"internal error while recording ({exc!r}); the client's stream went on unrecorded")
+
+    def take_end(self, t: float) -> None:
+        """The upstream closed the body: decode what the decoder still holds."""
+        if not self.recording:
+            return
+        try:
+            frames, _ = self.decoder.close()
+            for frame in frames:
+                self.accept_frame(frame, t)
+            self.record_ignored_lines(self.decoder.take_ignored(), t)
+        except ModerationStopped:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            self._stop_recording(f"the end of the stream could not be recorded ({exc!r})")
+
+    def take_body(self, body: bytes, t: float) -> tuple[str, Any]:
+        """A non-streamed answer: stored whole as one ``streamscope.response_body`` event (the JSON
+        as received); returns the run's status and error from what it says."""
+        text = body.decode("utf-8", errors="replace")
+        try:
+            payload = json.loads(text)
+        except ValueError:
+            payload = None
+        data = text if isinstance(payload, dict) else json.dumps({"raw": text[:RAW_KEEP], "error": "not a JSON object"})
+        try:
+            self._add(BODY_EVENT, data, t, len(body), payload)
+        except ModerationStopped:
+            pass  # the answer was complete before it was moderated; the flag is recorded
+        except Exception as exc:  # noqa: BLE001
+            self._stop_recording(f"the answer could not be recorded ({exc!r})")
+        if not isinstance(payload, dict):
+            return RunStatus.FAILED, {"message": "the upstream's answer is not a JSON object", "code": "not_json"}
+        if payload.get("object") == "chat.completion":
+            choices = payload.get("choices") or [{}]
+            first = choices[0] if isinstance(choices[0], dict) else {}
+            message = first.get("message") or {}
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                self.text_parts.append(message["content"])
+            self.terminal_response = {"usage": payload.get("usage"), "output": []}
+            finish = first.get("finish_reason")
+            return (RunStatus.INCOMPLETE if finish in ("length", "content_filter") else RunStatus.COMPLETED), None
+        if isinstance(payload.get("id"), str):
+            self.response_id = payload["id"]
+        self.terminal_response = payload
+        status = payload.get("status")
+        if status == "failed":
+            self.terminal_type = "response.failed"
+            return RunStatus.FAILED, self._failure_error()
+        if status == "incomplete":
+            return RunStatus.INCOMPLETE, None
+        if status == "cancelled":
+            return RunStatus.CANCELLED, None
+        # completed, or queued/in_progress for a background request: the request itself completed.
+        return RunStatus.COMPLETED, None
+
+    def _stop_recording(self, why: str) -> None:
+        self.recording = False
+        self._note(why)
+
+    def _note(self, what: str, exc: BaseException | None = None) -> None:
+        self.losses.append(what)
+        log.warning("run %s (gateway): %s", self.run_id, what)
+
+    # --- flushing: a failed write keeps its batch for the next flush ---------------------------
+
+    async def flush(self, final_fields: dict[str, Any] | None = None) -> None:
+        while self._flush_lock.locked():  # one at a time, so the batch taken below is this call's
+            await asyncio.sleep(0.002)
+        batch, last_write = self.buffer, self._last_write
+        try:
+            await super().flush(final_fields)
+        except Exception as exc:
+            if self._last_write == last_write and self.buffer is not batch:
+                self.buffer = batch + self.buffer  # not stored: the next flush writes it, seqs stay dense
+            self.failed_writes += 1
+            self.last_write_error = repr(exc)
+            if self.failed_writes == 1:
+                log.warning("run %s (gateway): storing events failed, keeping them for the next try: %r",
+                            self.run_id, exc)
+            raise
+
+    def flush_failed(self, error: BaseException) -> None:
+        """The flush clock's report of a failed flush: already noted by :meth:`flush`; the client's
+        stream goes on and the next flush tries again (the playground's runs end failed instead)."""
+
+    # --- the end -----------------------------------------------------------------------------
+
+    async def end(self, status: str, error: Any) -> None:
+        """Finish the run; retries the final write a few times. Never raises."""
+        if self._registered:
+            flush_clock().unregister(self)
+            self._registered = False
+        for attempt in range(FINAL_ATTEMPTS):
+            try:
+                await self._finish(status, self._with_losses(error))
+                return
+            except Exception as exc:  # noqa: BLE001
+                if self._closed:  # stored; only telling the viewers failed
+                    log.warning("run %s (gateway): publishing its end failed: %r", self.run_id, exc)
+                    return
+                await asyncio.sleep(0.1 * 2**attempt)
+        log.error("run %s (gateway): its end could not be stored (%s); %d events were not recorded",
+                  self.run_id, self.last_write_error, len(self.buffer))
+
+    def _with_losses(self, error: Any) -> Any:
+        notes = list(self.losses)
+        if self.failed_writes:
+            notes.append(f"{self.failed_writes} database writes failed and were retried "
+                         f"(last: {self.last_write_error})")
+        if not notes:
+            return error
+        note = "; ".join(notes)
+        if error is None:
+            code = "recording_incomplete" if not self.recording or self.losses else "recording_retried"
+            return {"message": f"the client's stream was delivered; recording it: {note}", "code": code}
+        if isinstance(error, dict):
+            return {**error, "recording": note}
+        return error
