@@ -13,8 +13,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.db import transaction
-from django.db.models import Case, IntegerField, OuterRef, QuerySet, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, QuerySet, Value, When
 
 from streams.models import (
     REVIEWER_GROUP,
@@ -28,7 +27,7 @@ from streams.models import (
 from streams.protocol.values import clean_text, parse_id
 
 __all__ = ["REVIEWER_GROUP", "is_reviewer", "refresh_review_state", "record_verdict", "QueueFilters",
-           "queue_runs", "next_in_queue", "MAX_SKIPPED"]
+           "queue_runs", "next_in_queue", "count_waiting", "MAX_SKIPPED"]
 
 MAX_SKIPPED = 200  # skipped runs remembered per reviewer session (they go to the back of the queue)
 
@@ -100,20 +99,8 @@ def queue_runs(reviewer: Any, filters: QueueFilters = QueueFilters(), skipped: S
     waits for someone else). Order: flagged first, then oldest first; runs this reviewer
     skipped go to the back, in the order they were skipped.
     """
-    latest_reviewer = Verdict.objects.filter(run=OuterRef("pk")).order_by("-created_at", "-id") \
-        .values("reviewer_id")[:1]
-    runs = (
-        Run.objects.filter(status__in=list(TERMINAL_STATUSES),
-                           review_state__in=[ReviewState.UNREVIEWED, ReviewState.FLAGGED])
-        .annotate(latest_reviewer=Coalesce(Subquery(latest_reviewer), Value(0), output_field=IntegerField()))
-        .exclude(latest_reviewer=reviewer.pk)
-    )
-    if filters.flagged_only:
-        runs = runs.filter(review_state=ReviewState.FLAGGED)
-    if filters.model:
-        runs = runs.filter(model=filters.model)
-    if filters.rule_id is not None:
-        runs = runs.filter(pk__in=RunFlag.objects.filter(rule_id=filters.rule_id).values("run_id"))
+    runs = _waiting(reviewer)
+    runs = _filtered(runs, filters)
     skipped = list(skipped)[-MAX_SKIPPED:]
     skip_rank = Case(*(When(pk=run_id, then=Value(rank)) for rank, run_id in enumerate(skipped, start=1)),
                      default=Value(0), output_field=IntegerField()) if skipped else Value(0)
@@ -123,8 +110,45 @@ def queue_runs(reviewer: Any, filters: QueueFilters = QueueFilters(), skipped: S
                                                                             "id")
 
 
+def _waiting(reviewer: Any) -> QuerySet[Run]:
+    """Finished, unreviewed or flagged, and not last judged by ``reviewer``. The last judgement is
+    looked up among this reviewer's own verdicts (a few), not per waiting run (a million)."""
+    later = Verdict.objects.filter(Q(created_at__gt=OuterRef("created_at"))
+                                   | Q(created_at=OuterRef("created_at"), id__gt=OuterRef("id")),
+                                   run_id=OuterRef("run_id"))
+    theirs_last = Verdict.objects.filter(reviewer_id=reviewer.pk).exclude(Exists(later)).values("run_id")
+    return Run.objects.filter(status__in=list(TERMINAL_STATUSES),
+                              review_state__in=[ReviewState.UNREVIEWED, ReviewState.FLAGGED]) \
+        .exclude(pk__in=theirs_last)
+
+
+def _filtered(runs: QuerySet[Run], filters: QueueFilters) -> QuerySet[Run]:
+    if filters.flagged_only:
+        runs = runs.filter(review_state=ReviewState.FLAGGED)
+    if filters.model:
+        runs = runs.filter(model=filters.model)
+    if filters.rule_id is not None:
+        runs = runs.filter(pk__in=RunFlag.objects.filter(rule_id=filters.rule_id).values("run_id"))
+    return runs
+
+
 def next_in_queue(reviewer: Any, filters: QueueFilters = QueueFilters(), skipped: Sequence[int] = ()) -> Run | None:
-    return queue_runs(reviewer, filters, skipped).select_related("owner").first()
+    """The first run of :func:`queue_runs`, found without sorting the whole queue: the oldest flagged
+    run, else the oldest unreviewed one (each an index walk in created order), else the skipped runs
+    in the order they were skipped."""
+    skipped = list(skipped)[-MAX_SKIPPED:]
+    runs = _filtered(_waiting(reviewer), filters).select_related("owner")
+    for state in (ReviewState.FLAGGED, ReviewState.UNREVIEWED):
+        run = runs.filter(review_state=state).exclude(pk__in=skipped).order_by("created_at", "id").first()
+        if run is not None:
+            return run
+    waiting = {run.pk: run for run in runs.filter(pk__in=skipped)}
+    return next((waiting[run_id] for run_id in skipped if run_id in waiting), None)
+
+
+def count_waiting(reviewer: Any, filters: QueueFilters = QueueFilters(), cap: int = 10_000) -> int:
+    """How many runs wait, counted up to ``cap`` + 1 (the page says "more than 10,000")."""
+    return _filtered(_waiting(reviewer), filters)[: cap + 1].count()
 
 
 def remember_skip(skipped: list[int], run_id: int) -> list[int]:
