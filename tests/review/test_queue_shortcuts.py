@@ -18,7 +18,7 @@ def test_next_and_count_match_the_ordered_queue(user, staff_user, django_user_mo
     rng = random.Random(7)
     now = timezone.now()
     runs = []
-    for i in range(40):
+    for _ in range(40):
         status = rng.choice([RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.STREAMING])
         state = rng.choice([ReviewState.UNREVIEWED, ReviewState.FLAGGED, ReviewState.APPROVED])
         run = make_run(user, status=status, review_state=state)
