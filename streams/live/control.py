@@ -9,7 +9,7 @@ from django.conf import settings
 
 from streams.live import stoppers
 from streams.live.launcher import get_launcher
-from streams.models import ACTIVE_STATUSES, Run, RunStatus
+from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
 from streams.upstream.providers import Provider, get_provider
 
 CHAT_PARAMS = {"temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "metadata", "store"}
@@ -76,4 +76,7 @@ async def cancel_run(run: Run) -> None:
     if run.status in ACTIVE_STATUSES:
         if stoppers.stop_here(run.pk, "stopped in the dashboard"):
             return  # a gateway run streamed by this process: it ends its client's stream itself
+        if run.source == RunSource.GATEWAY:
+            await stoppers.request_stop(run.pk, "stopped in the dashboard")  # relayed by another process
+            return
         await get_launcher().cancel(run.pk)

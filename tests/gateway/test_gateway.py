@@ -257,3 +257,24 @@ async def test_an_input_stop_rule_refuses_the_request_before_it_is_sent(sim_upst
     run = await ended_run(int(response["x-streamscope-run"]))
     assert run.status == "cancelled"
     await asyncio.sleep(0)
+
+
+async def test_a_stop_for_a_run_relayed_by_another_process_goes_over_the_channel_layer():
+    from streams.live import stoppers
+
+    stopped = asyncio.Event()
+    reasons = []
+
+    def stop(reason):
+        reasons.append(reason)
+        stopped.set()
+
+    stoppers.register(987654, stop)
+    try:
+        await asyncio.sleep(0.05)  # the listener joins its group
+        await stoppers.request_stop(987654, "stopped in the dashboard")
+        await asyncio.wait_for(stopped.wait(), 5)
+    finally:
+        stoppers.unregister(987654)
+    assert reasons == ["stopped in the dashboard"]
+    assert not stoppers.stop_here(987654, "again")
