@@ -134,6 +134,11 @@ class Run(models.Model):
             models.Index(fields=["duration_ms", "id"], name="run_duration_id"),
             models.Index(fields=["tokens_per_s", "id"], name="run_tokens_per_s_id"),
             models.Index(fields=["event_count", "id"], name="run_event_count_id"),
+            # One model's runs by latency or speed (the planner would otherwise walk the figure's own
+            # index past every other model's runs: 1.4 s at a million runs).
+            models.Index(fields=["model", "ttft_ms", "id"], name="run_model_ttft_id"),
+            models.Index(fields=["model", "duration_ms", "id"], name="run_model_duration_id"),
+            models.Index(fields=["model", "tokens_per_s", "id"], name="run_model_tokens_per_s_id"),
             # Insights: one model or provider over a range of days.
             models.Index(fields=["model", "created_at"], name="run_model_created"),
             models.Index(fields=["provider", "created_at"], name="run_provider_created"),
