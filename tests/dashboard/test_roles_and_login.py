@@ -199,16 +199,17 @@ def parallel_posts(url: str, data: dict, count: int) -> list[int]:
 
         try:
             client = Client()
-            barrier.wait()
+            barrier.wait(timeout=30)
             statuses.append(client.post(url, data).status_code)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=attempt) for _ in range(count)]
+    threads = [threading.Thread(target=attempt, daemon=True) for _ in range(count)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + 60
     for thread in threads:
-        thread.join(60)
+        thread.join(max(0.0, deadline - time.monotonic()))
     return statuses
 
 
