@@ -112,6 +112,47 @@ def test_a_reviewer_cannot_open_someone_elses_fan_out_group(user, reviewer):
     assert client_for(user).get(f"/api/groups/{group.pk}/").status_code == 200
 
 
+@pytest.mark.django_db
+def test_a_reviewer_cannot_pin_someone_elses_run(user, reviewer, staff_user):
+    run = make_run(user, events=1)
+    assert client_for(reviewer).post(f"/runs/{run.pk}/pin/", {"pinned": "1"}).status_code == 404
+    run.refresh_from_db()
+    assert not run.pinned
+    assert client_for(staff_user).post(f"/runs/{run.pk}/pin/", {"pinned": "1"}).status_code == 302
+    run.refresh_from_db()
+    assert run.pinned
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reviewers_websocket_cannot_act_on_the_run(user, reviewer):
+    # Viewers only listen: whatever a reviewer sends down the socket, the run goes on.
+    import json
+
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from dashboard.asgi import application
+
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=1)
+    client = Client()
+    await sync_to_async(client.force_login)(reviewer)
+    comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[
+        (b"origin", b"http://localhost"), (b"host", b"localhost"),
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
+    assert (await comm.connect(timeout=5))[0]
+    try:
+        for command in ('{"type":"cancel"}', "cancel", '{"type":"run.status","status":"cancelled"}', "stop"):
+            await comm.send_to(text_data=command)
+        await comm.send_to(text_data="ping")
+        while (frame := json.loads(await comm.receive_from(timeout=5)))["type"] != "pong":
+            assert frame["type"] in ("events", "status", "flag")
+            assert frame.get("status") in (None, RunStatus.STREAMING)
+        await run.arefresh_from_db()
+        assert run.status == RunStatus.STREAMING
+    finally:
+        await comm.disconnect()
+
+
 # --- defect 2: /admin/login/ is braked like /accounts/login/ ------------------------------------
 
 def admin_login(client: Client, username: str, password: str):
