@@ -58,6 +58,7 @@ PASSED_RESPONSE_HEADERS = frozenset({
 })
 QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is read no further
 STREAM_MARKER = "text/event-stream"
+UNSTARTED_BODY_S = 30.0  # a relay whose body was never asked for after this long: its client left
 
 
 class UnknownRoute(LookupError):
@@ -298,7 +299,18 @@ class StreamRelay:
         self.moderation_error: dict[str, Any] | None = None
         self.upstream_error: dict[str, Any] | None = None
         self.at_boundary = True  # the bytes given so far end between two events
+        self.started = False
         stoppers.register(run.pk, self.stop)
+        # A client gone before the server began the body never runs body()'s cleanup: end it here.
+        self._watchdog = asyncio.get_running_loop().call_later(UNSTARTED_BODY_S, self._never_started)
+
+    def _never_started(self) -> None:
+        if not self.started:
+            _spawn(self._abandon(), f"gateway-abandoned-{self.run.pk}")
+
+    async def _abandon(self) -> None:
+        await self.response.aclose()
+        await self._conclude("client_left")
 
     def stop(self, reason: str) -> None:
         """Stop from the dashboard (streams.live.control.cancel_run): end the client's stream now."""
@@ -312,6 +324,8 @@ class StreamRelay:
                 pass  # the body is busy giving a chunk; it looks at ``stopped`` before the next
 
     async def body(self) -> AsyncIterator[bytes]:
+        self.started = True
+        self._watchdog.cancel()
         self.reader = asyncio.get_running_loop().create_task(self._read(), name=f"gateway-read-{self.run.pk}")
         ending = "client_left"
         try:

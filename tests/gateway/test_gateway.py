@@ -278,3 +278,13 @@ async def test_a_stop_for_a_run_relayed_by_another_process_goes_over_the_channel
         stoppers.unregister(987654)
     assert reasons == ["stopped in the dashboard"]
     assert not stoppers.stop_here(987654, "again")
+
+
+async def test_a_stream_whose_body_is_never_asked_for_ends_cancelled(sim_upstream, token, monkeypatch):
+    from streams.gateway import proxy
+
+    monkeypatch.setattr(proxy, "UNSTARTED_BODY_S", 0.2)
+    body = {"model": "sim-text", "input": "hi", "stream": True, "metadata": {"sim_tokens_per_s": "20"}}
+    response = await post(token, "responses", body)  # the body is never read: the client "left"
+    run = await ended_run(int(response["x-streamscope-run"]))
+    assert run.status == "cancelled" and run.error["code"] == "client_disconnected"

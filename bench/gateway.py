@@ -1,0 +1,160 @@
+"""Gateway benchmark: what relaying and recording through /gateway/<provider>/v1 adds to a stream,
+side by side with calling the simulator directly in the same run.
+
+For 1 stream and for N concurrent streams (default 200) at R events/s (default 50): time to first
+byte (request sent -> first body byte) and per-event delay (simulator writes an event -> the client
+reads it, from ``sim_stamp``), p50/p99, direct and through the gateway; then one unthrottled
+stream's events per second, direct and through the gateway. Nothing lost: every stream's client got
+every event and every gateway run stored them all.
+Targets (issue): added TTFB p99 <= 5 ms at one stream; unthrottled >= 80% of direct; nothing lost.
+
+    .venv/bin/python bench/gateway.py [--mode embedded|scaled|both] [--streams 200] [--rate 50] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+from common import ROOT, STAMP, USER, Stack, machine, modes_arg, percentile, selected_modes
+
+SAMPLES = 20  # single streams measured one after another
+
+
+def make_token(stack: Stack) -> str:
+    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(stack.work), "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    if stack._deployment is not None:
+        env.update(stack._deployment.env)
+    done = subprocess.run([sys.executable, "manage.py", "create_token", USER, "--name", "bench"], cwd=ROOT, env=env,
+                          check=True, capture_output=True, text=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def body(tokens: int, rate: str, seed: int) -> dict:
+    return {"model": "sim-text", "input": "benchmark", "stream": True,
+            "metadata": {"sim_tokens": str(tokens), "sim_tokens_per_s": rate, "sim_seed": str(seed),
+                         "sim_jitter": "0", "sim_stamp": "1", "sim_first_token_ms": "0"}}
+
+
+async def one_stream(client: httpx.AsyncClient, url: str, payload: dict, headers: dict,
+                     gate: asyncio.Semaphore) -> dict:
+    first = None
+    delays: list[float] = []
+    events = 0
+    run_id = None
+    tail = b""
+    # At most 25 requests waiting for their headers at once: hundreds of connections opened in the
+    # same instant overflow the server's listen backlog (as bench/common.py's viewers do).
+    await gate.acquire()
+    sent = time.monotonic()
+    async with client.stream("POST", url, json=payload, headers=headers) as response:
+        gate.release()
+        run_id = response.headers.get("x-streamscope-run")
+        async for chunk in response.aiter_raw():
+            now = time.time()
+            if first is None:
+                first = time.monotonic()
+            text = tail + chunk
+            frames = text.split(b"\n\n")
+            tail = frames.pop()
+            for frame in frames:
+                if b"data: " in frame:
+                    events += 1
+                    delays.extend((now - float(s)) * 1000.0 for s in STAMP.findall(frame.decode()))
+    return {"ttfb": ((first or time.monotonic()) - sent) * 1000.0, "delays": delays, "events": events,
+            "run": int(run_id) if run_id else None, "elapsed": time.monotonic() - sent}
+
+
+async def streams(url: str, headers: dict, count: int, tokens: int, rate: str) -> list[dict]:
+    limits = httpx.Limits(max_connections=count + 10, max_keepalive_connections=count + 10)
+    gate = asyncio.Semaphore(25)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        return await asyncio.gather(*(one_stream(client, url, body(tokens, rate, i), headers, gate)
+                                      for i in range(count)))
+
+
+def summary(results: list[dict]) -> dict:
+    ttfb = [r["ttfb"] for r in results]
+    delays = [d for r in results for d in r["delays"]]
+    return {"ttfb50": percentile(ttfb, 50), "ttfb99": percentile(ttfb, 99), "d50": percentile(delays, 50),
+            "d99": percentile(delays, 99), "events": sum(r["events"] for r in results)}
+
+
+def stored_counts(web: str, token: str, run_ids: list[int]) -> list[int]:
+    counts = []
+    with httpx.Client(base_url=web, headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        for run_id in run_ids:
+            for _ in range(100):
+                run = client.get(f"/api/runs/{run_id}/").json()
+                if run["status"] not in ("queued", "streaming"):
+                    break
+                time.sleep(0.1)
+            counts.append(run["event_count"])
+    return counts
+
+
+async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float) -> dict:
+    direct_url = f"{stack.sim_url}/responses"
+    gateway_url = f"{stack.webs[0]}/gateway/simulator/v1/responses"
+    auth = {"Authorization": f"Bearer {token}"}
+    tokens = int(rate * seconds)
+    out = {}
+    await streams(direct_url, {}, 1, 10, "max")  # warm up both paths (connections, first queries)
+    await streams(gateway_url, auth, 1, 10, "max")
+    for label, n in (("one", 1), ("many", count)):
+        if n == 1:  # one stream at a time, SAMPLES times, alternating, for percentiles of single streams
+            direct, gateway = [], []
+            for _ in range(SAMPLES):  # 2 s each: enough events for the delays, TTFB is per stream
+                direct += await streams(direct_url, {}, 1, rate * 2, str(rate))
+                gateway += await streams(gateway_url, auth, 1, rate * 2, str(rate))
+        else:
+            direct = await streams(direct_url, {}, n, tokens, str(rate))
+            gateway = await streams(gateway_url, auth, n, tokens, str(rate))
+        stored = stored_counts(stack.webs[0], token, [r["run"] for r in gateway])
+        out[label] = {"direct": summary(direct), "gateway": summary(gateway),
+                      "lost": sum(d["events"] != g["events"] for d, g in zip(direct, gateway))
+                      + sum(g["events"] != s for g, s in zip(gateway, stored)),
+                      "streams": n}
+    big = 20000
+    direct = (await streams(direct_url, {}, 1, big, "max"))[0]
+    gateway = (await streams(gateway_url, auth, 1, big, "max"))[0]
+    out["unthrottled"] = {"direct": direct["events"] / direct["elapsed"],
+                          "gateway": gateway["events"] / gateway["elapsed"],
+                          "same": direct["events"] == gateway["events"]}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    modes_arg(parser)
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=50, help="events (tokens) per second per stream")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(f"gateway: 1 and {args.streams} streams x {args.rate} events/s for {args.seconds:g} s, direct vs "
+          f"through the gateway; then one unthrottled stream")
+    for mode in selected_modes(args.mode):
+        with Stack(mode) as stack:
+            token = make_token(stack)
+            r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds))
+        print(f"  {stack.describe()}")
+        for label in ("one", "many"):
+            d, g = r[label]["direct"], r[label]["gateway"]
+            what = f"1 stream ({SAMPLES} in turn)" if label == "one" else f"{r[label]['streams']} streams at once"
+            print(f"    {what}: TTFB p50 {d['ttfb50']:.1f} -> {g['ttfb50']:.1f} ms, "
+                  f"p99 {d['ttfb99']:.1f} -> {g['ttfb99']:.1f} ms (added p99 {g['ttfb99'] - d['ttfb99']:+.1f} ms); "
+                  f"event delay p50 {d['d50']:.1f} -> {g['d50']:.1f} ms, p99 {d['d99']:.1f} -> {g['d99']:.1f} ms; "
+                  f"events {d['events']} / {g['events']}, streams with a loss: {r[label]['lost']}")
+        u = r["unthrottled"]
+        print(f"    unthrottled: direct {u['direct']:.0f} events/s, gateway {u['gateway']:.0f} events/s "
+              f"({u['gateway'] / u['direct'] * 100:.0f}% of direct){'' if u['same'] else ', EVENT COUNTS DIFFER'}")
+
+
+if __name__ == "__main__":
+    main()
