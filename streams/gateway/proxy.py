@@ -26,12 +26,14 @@ from typing import Any
 import httpx
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from streams.gateway.recorder import GatewayRecorder
 from streams.live import stoppers
-from streams.models import Run, RunSource, RunStatus
+from streams.live.recorder import WORKER_NAME
+from streams.models import ModerationRule, Run, RunSource, RunStatus
 from streams.protocol.values import BadValue, clean_json
-from streams.review.moderation import ModerationStopped
+from streams.review.moderation import ModerationStopped, enabled_rules
 from streams.upstream.client import UpstreamError, iter_body, make_client
 from streams.upstream.providers import Provider
 
@@ -58,6 +60,8 @@ PASSED_RESPONSE_HEADERS = frozenset({
 })
 QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is read no further
 STREAM_MARKER = "text/event-stream"
+CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
+                          "is cancelled)", "code": "client_disconnected"}
 UNSTARTED_BODY_S = 30.0  # a relay whose body was never asked for after this long: its client left
 
 
@@ -154,12 +158,12 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         return GatewayAnswer(400, {"content-type": "application/json"},
                              openai_error_body("The body must be a JSON object.", "invalid_request_error", "bad_json"))
     protocol = "chat" if request.path == "chat/completions" else "responses"
-    run = await database_sync_to_async(_create_run)(request, body, kind, params)
+    run, rules = await database_sync_to_async(_create_run)(request, body, kind, params)
     recorder = GatewayRecorder(run.pk, protocol)
     if kind == "resume":
         recorder.response_id = request.path.split("/")[1]
     try:
-        await recorder.begin(run)
+        recorder.begin(run, rules)
     except ModerationStopped as exc:  # an input rule: the request is not sent at all
         _end_later(recorder, RunStatus.CANCELLED, exc.error())
         return GatewayAnswer(400, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
@@ -170,8 +174,12 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     upstream = client.build_request(request.method, url, content=request.body or None, headers=headers,
                                     params=request.query or None)
     recorder.t0 = time.monotonic()
+    _spawn(recorder.announce(), f"gateway-announce-{run.pk}")  # beside the request, not before it
     try:
         response = await client.send(upstream, stream=True)
+    except asyncio.CancelledError:  # the client left while the provider was still to answer
+        _end_later(recorder, RunStatus.CANCELLED, dict(CLIENT_LEFT))
+        raise
     except httpx.HTTPError as exc:
         failure = _transport_failure(exc, request.provider)
         _end_later(recorder, RunStatus.FAILED, failure.as_dict())
@@ -219,7 +227,9 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
     return list(httpx.QueryParams(query).multi_items())
 
 
-def _create_run(request: GatewayRequest, body: dict[str, Any], kind: str, params: dict[str, str]) -> Run:
+def _create_run(request: GatewayRequest, body: dict[str, Any], kind: str,
+                params: dict[str, str]) -> tuple[Run, list[ModerationRule]]:
+    """The run, created ``streaming`` (its request goes out right after), and the moderation rules."""
     model = body.get("model") if isinstance(body.get("model"), str) else ""
     background = bool(body.get("background"))
     if kind == "resume":
@@ -234,10 +244,13 @@ def _create_run(request: GatewayRequest, body: dict[str, Any], kind: str, params
         stored = clean_json(body)
     except BadValue as exc:
         stored = {"note": f"the request body was not stored: {exc}"}
-    return Run.objects.create(
+    now = timezone.now()
+    run = Run.objects.create(
         owner=request.owner, provider=request.provider.name, model=model[:200], request=stored,
-        status=RunStatus.QUEUED, background=background, source=RunSource.GATEWAY,
+        status=RunStatus.STREAMING, background=background, source=RunSource.GATEWAY,
+        started_at=now, worker=WORKER_NAME, heartbeat_at=now,
     )
+    return run, enabled_rules()
 
 
 def _http_error(status: int, body: bytes) -> dict[str, Any]:
@@ -388,9 +401,7 @@ class StreamRelay:
             if ending != "upstream_end" and self.run.background and self.recorder.response_id:
                 await self._cancel_upstream()
             if ending == "client_left":
-                status, error = RunStatus.CANCELLED, {"message": "the client disconnected; the upstream request was "
-                                                      "closed (a background response is cancelled)",
-                                                      "code": "client_disconnected"}
+                status, error = RunStatus.CANCELLED, dict(CLIENT_LEFT)
             elif ending == "dashboard":
                 status, error = RunStatus.CANCELLED, None
             elif ending == "moderation":

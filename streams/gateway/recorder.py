@@ -15,12 +15,10 @@ import json
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from streams.live.recorder import RAW_KEEP, WORKER_NAME, RunLimitExceeded, RunRecorder
-from streams.models import Run, RunStatus
-from streams.pipeline import store
+from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder
+from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
 from streams.protocol.sse import EventTooLarge, SSEDecoder
@@ -46,27 +44,20 @@ class GatewayRecorder(RunRecorder):
 
     # --- the start ---------------------------------------------------------------------------
 
-    async def begin(self, run: Run) -> None:
-        """Mark the run streaming and load the moderation rules. Raises ModerationStopped when an
-        input rule stops the request before it is sent; any other failure is only noted."""
-        now = store.now()
-        try:
-            await database_sync_to_async(store.update_run)(
-                self.run_id, status=RunStatus.STREAMING, started_at=now, worker=WORKER_NAME, heartbeat_at=now)
-        except Exception as exc:  # noqa: BLE001 - the client's request goes on regardless
-            self._note(f"marking the run streaming failed ({exc!r})", exc)
-        try:
-            await publish_status(self.run_id, RunStatus.STREAMING, {}, None)
-        except Exception as exc:  # noqa: BLE001
-            self._note(f"telling viewers the run started failed ({exc!r})", exc)
-        try:
-            await self.moderator.load(run)
-        except ModerationStopped:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            self._note(f"loading the moderation rules failed, so none were applied ({exc!r})", exc)
+    def begin(self, run: Run, rules: list[ModerationRule]) -> None:
+        """Start recording a run created ``streaming`` with the enabled moderation rules read beside
+        it (one database trip before the request goes out). Raises ModerationStopped when an input
+        rule stops the request before it is sent."""
+        self.moderator.start(run, rules)
         flush_clock().register(self)
         self._registered = True
+
+    async def announce(self) -> None:
+        """Tell viewers the run is streaming (after the request went out: it never waits for this)."""
+        try:
+            await publish_status(self.run_id, RunStatus.STREAMING, {}, None)
+        except Exception as exc:  # noqa: BLE001 - the client's request goes on regardless
+            self._note(f"telling viewers the run started failed ({exc!r})", exc)
 
     # --- recording (called for every chunk the client was given) -----------------------------
 

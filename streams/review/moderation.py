@@ -161,7 +161,11 @@ class LiveModerator:
 
     async def load(self, run: Run) -> None:
         """Read the enabled rules; check the input at once (a stop rule there raises)."""
-        self.configure(await database_sync_to_async(enabled_rules)())
+        self.start(run, await database_sync_to_async(enabled_rules)())
+
+    def start(self, run: Run, rules: list[ModerationRule]) -> None:
+        """:meth:`load` with the rules already read (the gateway reads them with its run)."""
+        self.configure(rules)
         matcher = self.matchers.get(Scope.INPUT)
         if matcher is not None:
             self._collect(matcher.feed("input", None, input_text(run), final=True), {"input": "input"})
