@@ -2,7 +2,6 @@
 // Rows on the page get their status, event count and figures updated in place; runs that now
 // belong on this page but are not shown yet are announced with a link that reloads it.
 
-const table = document.querySelector("[data-run-table]");
 const CELLS = { ttfb_ms: 4, ttft_ms: 5, duration_ms: 6, event_count: 7, tokens_per_s: 8 };
 
 function ms(value) {
@@ -27,7 +26,7 @@ function update(row, run) {
   set("tokens_per_s", run.tokens_per_s ? run.tokens_per_s.toFixed(1) : "–");
 }
 
-function banner() {
+function banner(table) {
   let note = document.querySelector("[data-wall-new]");
   if (!note) {
     note = document.createElement("p");
@@ -42,7 +41,7 @@ function banner() {
   return note;
 }
 
-function connect(delay = 1000) {
+function connect(table, delay = 1000) {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${location.host}/ws/wall/${location.search}`);
   socket.addEventListener("message", (message) => {
@@ -55,14 +54,18 @@ function connect(delay = 1000) {
     const shown = new Set([...document.querySelectorAll("[data-run-row]")].map((r) => Number(r.dataset.runRow)));
     const missing = data.ids.filter((id) => !shown.has(id)).length;
     if (missing) {
-      banner().firstChild.textContent = `${missing} new run${missing === 1 ? "" : "s"}: show`;
+      banner(table).firstChild.textContent = `${missing} new run${missing === 1 ? "" : "s"}: show`;
     }
   });
   socket.addEventListener("close", (event) => {
     if (event.code >= 4400 && event.code < 4500) return; // refused: logged out or a bad filter
-    setTimeout(() => connect(Math.min(delay * 2, 30000)), delay);
+    setTimeout(() => connect(table, Math.min(delay * 2, 30000)), delay);
   });
 }
 
-// Only the first page follows live: a later page (?cursor=) is a snapshot by design.
-if (!new URLSearchParams(location.search).has("cursor")) connect();
+/** Keep the rows of ``table`` (the runs page's) current. Only the first page follows live: a later
+ * page (?cursor=) is a snapshot by design. */
+export function followRuns(table) {
+  if (new URLSearchParams(location.search).has("cursor")) return;
+  connect(table);
+}

@@ -72,5 +72,9 @@ async def test_the_wall_closes_when_the_user_is_gone(user, monkeypatch):
 
 
 def test_the_runs_page_loads_the_wall(client, user):
+    from pathlib import Path
+
     client.force_login(user)
-    assert "js/run_wall.js" in client.get("/runs/").content.decode()
+    assert "js/pages/run_list.js" in client.get("/runs/").content.decode()
+    entry = Path(__file__).resolve().parents[2] / "static" / "js" / "pages" / "run_list.js"
+    assert 'import { followRuns } from "../run_wall.js";' in entry.read_text()

@@ -1,4 +1,7 @@
-// The run list: pick 2 to 4 runs and open them in the compare view.
+// The run list: pick 2 to 4 runs and open them in the compare view; the rows follow live.
+import { followRuns } from "../run_wall.js";
+
+followRuns(document.querySelector("[data-run-table]"));
 
 const form = document.querySelector("[data-compare-form]");
 if (form) {
