@@ -4,19 +4,23 @@ Computed over a queryset the caller passes in, which starts from ``Run.objects.v
 sees figures over the runs they may see, no more. Counts and rates are SQL aggregates over the
 indexed columns; percentiles are nearest-rank (the rule of streams/protocol/metrics.py). On
 PostgreSQL they are ``percentile_disc`` aggregates (the same rule, in the database); elsewhere the
-group's sorted column values are fetched and ranked in Python (docs/metrics.md, "Insights").
+group's sorted column values are fetched and ranked in Python. Over more than ``SAMPLE_ABOVE`` runs
+the percentiles are ranked over a sample by id; counts and rates always cover every run
+(docs/metrics.md, "Insights").
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 from typing import Any
 from urllib.parse import urlencode
 
+from django.contrib.postgres.fields import ArrayField
 from django.db import connection
-from django.db.models import Aggregate, Count, FloatField, Q, QuerySet
+from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet
 from django.db.models.functions import TruncDay, TruncHour
 
 from streams.history.fleet import BadQuery, parse_time
@@ -36,17 +40,20 @@ RATES = {
 PARAMS = frozenset({"group_by", "since", "until", "bucket", "model", "provider", "source"})
 DEFAULT_RANGE = timedelta(days=7)
 MAX_BUCKETS = 24 * 92  # an hourly series over three months at most
+SAMPLE_ABOVE = 100_000  # runs in range beyond which percentiles come from a sample (docs/metrics.md)
+SAMPLE_SIZE = 50_000  # about how many runs that sample holds
 
 
-class PercentileDisc(Aggregate):
-    """PostgreSQL's ``percentile_disc(f) WITHIN GROUP (ORDER BY x)``: the nearest-rank percentile."""
+class Percentiles(Aggregate):
+    """PostgreSQL's ``percentile_disc(ARRAY[.5, .95, .99]) WITHIN GROUP (ORDER BY x)``: the nearest-rank
+    percentiles of :data:`FRACTIONS` in one pass (nulls are left out, as in the Python path)."""
 
     function = "percentile_disc"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
+    template = "%(function)s(ARRAY[%(fractions)s]::float8[]) WITHIN GROUP (ORDER BY %(expressions)s)"
 
-    def __init__(self, expression: str, fraction: float, **extra: Any) -> None:
-        super().__init__(expression, fraction=repr(float(fraction)), **extra)
+    def __init__(self, expression: str, **extra: Any) -> None:
+        fractions = ", ".join(repr(float(fraction)) for _, fraction in FRACTIONS)
+        super().__init__(expression, fractions=fractions, output_field=ArrayField(FloatField()), **extra)
 
 
 def parse_params(params: Mapping[str, str]) -> dict[str, Any]:
@@ -91,57 +98,81 @@ def insights(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, unt
                  "since": start.isoformat(), "until": end.isoformat(), "all": "1"}
         return f"{list_url}?{urlencode(query)}"
 
-    groups = []
-    rows = runs.values(group_by).annotate(runs=Count("pk"), **counts).order_by("-runs", group_by)
-    ranks = _percentiles(runs, [group_by])
-    for row in rows:
-        key = row[group_by]
-        entry: dict[str, Any] = {"key": key, "runs": row["runs"]}
-        for figure in FIGURES:
-            entry[figure] = ranks.get(figure, {}).get((key,), _empty())
-        for name in (*RATES, "flagged_rate"):
-            entry[name] = round(row[name] / row["runs"], 4) if row["runs"] else None
-        entry["runs_url"] = link(key, since, until)
-        groups.append(entry)
-
+    # Counts per (key, bucket) in one scan; a group's counts are the sums of its buckets'.
     trunc, step = BUCKETS[bucket]
     bucketed = runs.annotate(bucket=trunc("created_at", tzinfo=UTC))
-    point_rows = bucketed.values(group_by, "bucket").annotate(runs=Count("pk"), failed=counts["failed_rate"]) \
-        .order_by(group_by, "bucket")
-    point_ranks = _percentiles(bucketed, [group_by, "bucket"])
+    point_rows = list(bucketed.values(group_by, "bucket").annotate(runs=Count("pk"), **counts)
+                      .order_by(group_by, "bucket"))
+    total = sum(row["runs"] for row in point_rows)
+    # Percentiles sort every value they rank: above SAMPLE_ABOVE runs they are taken over one run in
+    # ``every`` (by id, so the same runs each time), which keeps them within a few percent.
+    every = max(1, math.ceil(total / SAMPLE_SIZE)) if total > SAMPLE_ABOVE else 1
+    ranked = runs if every == 1 else runs.annotate(_sample=F("id") % every).filter(_sample=0)
+    group_ranks = _ranks(ranked, [group_by])
+    point_ranks = _ranks(ranked.annotate(bucket=trunc("created_at", tzinfo=UTC)), [group_by, "bucket"])
+
+    totals: dict[str, dict[str, int]] = {}
     series: dict[str, list[dict[str, Any]]] = {}
     for row in point_rows:
         key, start = row[group_by], _aware(row["bucket"])
+        summed = totals.setdefault(key, dict.fromkeys(("runs", *RATES, "flagged_rate"), 0))
+        for name in summed:
+            summed[name] += row[name]
         point: dict[str, Any] = {"t": start.isoformat(), "runs": row["runs"],
-                                 "failed_rate": round(row["failed"] / row["runs"], 4) if row["runs"] else None}
+                                 "failed_rate": round(row["failed_rate"] / row["runs"], 4) if row["runs"] else None}
         for figure in FIGURES:
-            point[figure] = point_ranks.get(figure, {}).get((key, row["bucket"]), _empty())
+            point[figure] = point_ranks[figure].get((key, row["bucket"]), _empty())
         point["runs_url"] = link(key, max(start, since), min(start + step, until))
         series.setdefault(key, []).append(point)
+    groups = []
+    for key, summed in sorted(totals.items(), key=lambda item: (-item[1]["runs"], item[0])):
+        entry: dict[str, Any] = {"key": key, "runs": summed["runs"]}
+        for figure in FIGURES:
+            entry[figure] = group_ranks[figure].get((key,), _empty())
+        for name in (*RATES, "flagged_rate"):
+            entry[name] = round(summed[name] / summed["runs"], 4) if summed["runs"] else None
+        entry["runs_url"] = link(key, since, until)
+        groups.append(entry)
     return {
         "group_by": group_by, "bucket": bucket, "since": since.isoformat(), "until": until.isoformat(),
+        "percentiles_sampled_every": every,
         "groups": groups,
         "series": [{"key": key, "points": points} for key, points in series.items()],
     }
 
 
-def _percentiles(runs: QuerySet, keys: list[str]) -> dict[str, dict[tuple, dict[str, float | None]]]:
+def _ranks(runs: QuerySet, keys: list[str]) -> dict[str, dict[tuple, dict[str, float | None]]]:
     """figure → group key tuple → {"p50", "p95", "p99"} over the runs where the figure is known."""
+    if connection.vendor != "postgresql":
+        return _percentiles(runs, keys)
+    aggregates = {f"_{figure}": Percentiles(figure) for figure in FIGURES}
+    result: dict[str, dict[tuple, dict[str, float | None]]] = {figure: {} for figure in FIGURES}
+    for row in runs.values(*keys).annotate(**aggregates).order_by():
+        for figure in FIGURES:
+            result[figure][tuple(row[k] for k in keys)] = _named(row[f"_{figure}"])
+    return result
+
+
+def _percentiles(runs: QuerySet, keys: list[str]) -> dict[str, dict[tuple, dict[str, float | None]]]:
+    """figure → group key tuple → {"p50", "p95", "p99"} over the runs where the figure is known, for
+    databases without ``percentile_disc``: each group's values fetched sorted, ranked here."""
     result: dict[str, dict[tuple, dict[str, float | None]]] = {}
     for figure in FIGURES:
         known = runs.filter(**{f"{figure}__isnull": False})
         by_group: dict[tuple, dict[str, float | None]] = {}
-        if connection.vendor == "postgresql":
-            aggregates = {name: PercentileDisc(figure, fraction) for name, fraction in FRACTIONS}
-            for row in known.values(*keys).annotate(**aggregates).order_by():
-                by_group[tuple(row[k] for k in keys)] = {name: row[name] for name, _ in FRACTIONS}
-        else:
-            rows = known.values_list(*keys, figure).order_by(*keys, figure)
-            for group, items in groupby(rows.iterator(chunk_size=5000), key=lambda r: r[: len(keys)]):
-                values = [item[-1] for item in items]
-                by_group[tuple(group)] = {name: percentile(values, fraction) for name, fraction in FRACTIONS}
+        rows = known.values_list(*keys, figure).order_by(*keys, figure)
+        for group, items in groupby(rows.iterator(chunk_size=5000), key=lambda r: r[: len(keys)]):
+            values = [item[-1] for item in items]
+            by_group[tuple(group)] = {name: percentile(values, fraction) for name, fraction in FRACTIONS}
         result[figure] = by_group
     return result
+
+
+def _named(values: list[float | None] | None) -> dict[str, float | None]:
+    """``percentile_disc``'s array as {"p50", "p95", "p99"} (None when the group had no value)."""
+    if not values:
+        return _empty()
+    return {name: value for (name, _), value in zip(FRACTIONS, values, strict=True)}
 
 
 def _empty() -> dict[str, None]:

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from streams.history import insights as module
 from streams.models import Run, RunFlag, RunStatus
 from streams.protocol.metrics import compute_metrics, percentile
 
@@ -104,3 +105,17 @@ def test_bad_parameters_are_named(user, query, param):
 def test_the_page_renders(user):
     html = client_for(user).get("/insights/").content.decode()
     assert "data-insights-table" in html and "js/pages/insights.js" in html
+
+
+def test_large_ranges_rank_a_sample_and_count_every_run(user, monkeypatch):
+    monkeypatch.setattr(module, "SAMPLE_ABOVE", 4)
+    monkeypatch.setattr(module, "SAMPLE_SIZE", 3)
+    for ttft in (100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0):
+        recorded(user, "m", ttft, 10)
+    body = client_for(user).get("/api/insights/").json()
+    every = body["percentiles_sampled_every"]
+    assert every == 3
+    [group] = body["groups"]
+    assert group["runs"] == 9  # counts and rates: every run
+    sample = sorted(r.ttft_ms for r in Run.objects.all() if r.pk % every == 0)
+    assert group["ttft_ms"]["p50"] == percentile(sample, 0.5) and group["ttft_ms"]["p99"] == sample[-1]
