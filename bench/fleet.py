@@ -89,8 +89,11 @@ def generate(runs: int, with_events: float) -> None:
     reviewer.groups.add(Group.objects.get_or_create(name=REVIEWER_GROUP)[0])
     first_user = users[0].pk
     models_sql = "ARRAY[" + ",".join(f"ROW('{p}','{m}',{t},{d})::fleet_model" for p, m, t, d in MODELS) + "]"
-    words_sql = "ARRAY[" + ",".join(f"'{w}'" for w in WORDS) + "]"
-    pick_word = f"1 + floor(random() * {len(WORDS)})::int"
+    # A Zipf-like vocabulary: the named words are the most common, then 5,000 rarer terms, so a
+    # search word can be common (half the runs) or rare (a handful), as in real text.
+    vocabulary = WORDS + [f"term{n}" for n in range(5000)]
+    words_sql = "ARRAY[" + ",".join(f"'{w}'" for w in vocabulary) + "]"
+    pick_word = f"least({len(vocabulary)}, floor(exp(random() * ln({len(vocabulary)})))::int)"
     with connection.cursor() as cursor:
         cursor.execute("DROP TYPE IF EXISTS fleet_model")
         cursor.execute("CREATE TYPE fleet_model AS (provider text, model text, ttft float8, duration float8)")
@@ -192,11 +195,12 @@ def measure(repeat: int) -> list[tuple[str, float, str]]:
         ("list: filtered + sorted by TTFT", root,
          "/api/runs/?all=1&model=gpt-4.1&status=completed&since=7d&sort=ttft_ms&limit=50", 300),
         ("list: slowest TTFT of all", root, "/api/runs/?all=1&sort=-ttft_ms&limit=50", 300),
-        ("list: search, two common words", root, "/api/runs/?all=1&q=refund+policy&limit=50", 300),
+        ("list: search, two common words", root, "/api/runs/?all=1&q=why+sky&limit=50", 300),
+        ("list: search, a rare word", root, "/api/runs/?all=1&q=term4321&limit=50", 300),
         ("list: search, a word no run has", root, "/api/runs/?all=1&q=zanzibar&limit=50", 300),
         ("list: search + filter + sort", root,
-         "/api/runs/?all=1&q=kubernetes&provider=openai&sort=-duration_ms&limit=50", 300),
-        ("list: one person's runs, search", plain, "/api/runs/?q=weather&limit=50", 300),
+         "/api/runs/?all=1&q=blue&provider=openai&sort=-duration_ms&limit=50", 300),
+        ("list: one person's runs, search", plain, "/api/runs/?q=rain&limit=50", 300),
         ("list page (HTML), filtered", root, "/runs/?all=1&model=qwen3&sort=-tokens_per_s", 300),
         ("insights: 30 days by model, daily", root, "/api/insights/?group_by=model&since=30d&bucket=day", 500),
         ("insights: 30 days by provider, hourly", root,
@@ -212,6 +216,25 @@ def measure(repeat: int) -> list[tuple[str, float, str]]:
         print(f"  {label:45s} {ms:8.1f} ms   {results[-1][2]}", flush=True)
     results.append(("(runs in the database)", float(Run.objects.count()), ""))
     return results
+
+
+def check_figures() -> str:
+    """PostgreSQL's percentiles and counts against the runs' own columns ranked in Python."""
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from streams.models import Run
+    from streams.protocol.metrics import percentile
+
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(User.objects.get(username="root"))
+    body = client.get("/api/insights/?group_by=model&model=qwen3&since=2d").json()
+    [group] = body["groups"]
+    runs = Run.objects.filter(model="qwen3", created_at__gte=body["since"], created_at__lt=body["until"])
+    ttft = sorted(runs.exclude(ttft_ms=None).values_list("ttft_ms", flat=True))
+    expected = {"p50": percentile(ttft, 0.5), "p95": percentile(ttft, 0.95), "p99": percentile(ttft, 0.99)}
+    ok = group["runs"] == runs.count() and group["ttft_ms"] == expected and body["percentiles_sampled_every"] == 1
+    return f"insights over {group['runs']:,} runs {'match' if ok else 'DO NOT match'} the runs' own figures"
 
 
 def storage() -> list[tuple[str, str]]:
@@ -262,6 +285,7 @@ def main() -> None:
     for label, ms, _note in measure(args.repeat):
         if label.startswith("("):
             print(f"  {label:45s} {ms:,.0f}")
+    print(f"\ncheck: {check_figures()}")
     print("\nstorage")
     for label, text in storage():
         print(f"  {label:12s} {text}")

@@ -109,7 +109,7 @@ def test_the_page_renders(user):
 
 def test_large_ranges_rank_a_sample_and_count_every_run(user, monkeypatch):
     monkeypatch.setattr(module, "SAMPLE_ABOVE", 4)
-    monkeypatch.setattr(module, "SAMPLE_SIZE", 3)
+    monkeypatch.setattr(module, "SAMPLE_EVERY", 3)
     for ttft in (100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0):
         recorded(user, "m", ttft, 10)
     body = client_for(user).get("/api/insights/").json()
