@@ -60,6 +60,7 @@ def run_summary_json(run: Run) -> dict[str, Any]:
         "ttfa_ms": run.ttfa_ms,
         "duration_ms": run.duration_ms,
         "tokens_per_s": run.tokens_per_s,
+        "gap_p95_ms": run.gap_p95_ms,
         "event_count": run.event_count,
         "pinned": run.pinned,
         "events_pruned_at": run.events_pruned_at.isoformat() if run.events_pruned_at else None,

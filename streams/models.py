@@ -113,6 +113,7 @@ class Run(models.Model):
     ttfa_ms = models.FloatField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
     tokens_per_s = models.FloatField(null=True, blank=True)
+    gap_p95_ms = models.FloatField(null=True, blank=True)  # inter-token gap, 95th percentile
     # Retention (docs/operations.md): a pinned run keeps its events; a pruned one says when they went.
     pinned = models.BooleanField(default=False)
     events_pruned_at = models.DateTimeField(null=True, blank=True)

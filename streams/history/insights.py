@@ -28,7 +28,7 @@ from streams.protocol.metrics import percentile
 
 GROUP_BY = ("model", "provider")
 BUCKETS = {"hour": (TruncHour, timedelta(hours=1)), "day": (TruncDay, timedelta(days=1))}
-FIGURES = ("ttft_ms", "tokens_per_s", "duration_ms")
+FIGURES = ("ttft_ms", "tokens_per_s", "duration_ms", "gap_p95_ms")
 FRACTIONS = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 RATES = {
     "failed_rate": Q(status=RunStatus.FAILED),

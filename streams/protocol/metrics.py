@@ -48,7 +48,7 @@ DEFINITIONS: dict[str, str] = {
 }
 
 # The figures kept in indexed columns of Run as well (sorting, filtering, insights).
-COLUMN_KEYS = ("ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms", "duration_ms", "tokens_per_s")
+COLUMN_KEYS = ("ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms", "duration_ms", "tokens_per_s", "gap_p95_ms")
 
 
 def is_token_delta(event_type: str) -> bool:

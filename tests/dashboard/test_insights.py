@@ -28,7 +28,7 @@ def recorded(owner, model, ttft, tps, status=RunStatus.COMPLETED, **fields):
     metrics = compute_metrics(events)
     return Run.objects.create(owner=owner, provider="p", model=model, status=status, request={"input": "x"},
                               metrics=metrics, ttft_ms=metrics["ttft_ms"], tokens_per_s=metrics["tokens_per_s"],
-                              duration_ms=metrics["duration_ms"], **fields)
+                              duration_ms=metrics["duration_ms"], gap_p95_ms=metrics["gap_p95_ms"], **fields)
 
 
 def test_group_figures_match_the_runs_own_metrics(user):
@@ -46,10 +46,12 @@ def test_group_figures_match_the_runs_own_metrics(user):
     ttfts = sorted(r.metrics["ttft_ms"] for r in mine)
     rates = sorted(r.metrics["tokens_per_s"] for r in mine)
     durations = sorted(r.metrics["duration_ms"] for r in mine)
+    gaps = sorted(r.metrics["gap_p95_ms"] for r in mine)
     for name, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         assert a["ttft_ms"][name] == percentile(ttfts, fraction)
         assert a["tokens_per_s"][name] == percentile(rates, fraction)
         assert a["duration_ms"][name] == percentile(durations, fraction)
+        assert a["gap_p95_ms"][name] == percentile(gaps, fraction)
     assert a["ttft_ms"]["p50"] == 150.0 and a["ttft_ms"]["p99"] == 900.0
     assert a["failed_rate"] == round(1 / 6, 4) and a["flagged_rate"] == round(1 / 6, 4)
     assert a["cancelled_rate"] == 0 and groups["m-b"]["cancelled_rate"] == 1.0

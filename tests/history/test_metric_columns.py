@@ -21,4 +21,5 @@ async def test_final_flush_fills_the_columns_from_the_metrics(upstream, user):
     assert run.ttfb_ms == run.metrics["ttfb_ms"] and run.ttfb_ms <= run.ttfc_ms
     assert run.duration_ms == run.metrics["duration_ms"] >= run.ttft_ms
     assert run.tokens_per_s == run.metrics["tokens_per_s"]
+    assert run.gap_p95_ms == run.metrics["gap_p95_ms"] is not None
     assert run.ttfr_ms is None and run.ttfa_ms is None

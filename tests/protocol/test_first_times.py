@@ -53,7 +53,8 @@ def test_column_values_take_finite_numbers_only():
     values = column_values({"ttft_ms": 12.5, "duration_ms": "x", "tokens_per_s": True, "ttfb_ms": float("nan")})
     assert values["ttft_ms"] == 12.5
     assert values["duration_ms"] is None and values["tokens_per_s"] is None and values["ttfb_ms"] is None
-    assert set(values) == {"ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms", "duration_ms", "tokens_per_s"}
+    assert set(values) == {"ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms", "duration_ms", "tokens_per_s",
+                           "gap_p95_ms"}
     assert column_values(None)["ttft_ms"] is None
 
 

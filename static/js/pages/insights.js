@@ -25,7 +25,7 @@ function renderTable(groups) {
   if (!groups.length) {
     const row = el("tr");
     const cell = el("td", "muted", "No runs in this range.");
-    cell.colSpan = 13;
+    cell.colSpan = 14;
     row.append(cell);
     rowsEl.append(row);
     return;
@@ -39,7 +39,8 @@ function renderTable(groups) {
     keyCell.append(link);
     row.append(keyCell);
     const cells = [String(group.runs), ms(group.ttft_ms.p50), ms(group.ttft_ms.p95), ms(group.ttft_ms.p99),
-      num(group.tokens_per_s.p50), ms(group.duration_ms.p50), ms(group.duration_ms.p95), pct(group.failed_rate),
+      num(group.tokens_per_s.p50), ms(group.duration_ms.p50), ms(group.duration_ms.p95),
+      ms(group.gap_p95_ms ? group.gap_p95_ms.p95 : null), pct(group.failed_rate),
       pct(group.incomplete_rate), pct(group.cancelled_rate), pct(group.interrupted_rate), pct(group.flagged_rate)];
     for (const text of cells) row.append(el("td", "num", text));
     row.addEventListener("click", (e) => { if (e.target !== link) location.assign(group.runs_url); });
