@@ -31,7 +31,7 @@ export function liveMetrics(model) {
   const span = n > 1 ? (model.tokens.a[n - 1] - model.firstToken) / 1000 : 0;
   const tokens = model.usageTokens ?? n;
   return {
-    ttfe_ms: model.firstEvent, ttft_ms: model.firstToken, duration_ms: model.count ? model.lastT : null,
+    ttfe_ms: model.firstEvent, ttft_ms: model.firstText, duration_ms: model.count ? model.lastT : null,
     events: model.count, output_tokens: tokens, output_tokens_estimated: model.usageTokens === null,
     tokens_per_s: span > 0 ? tokens / span : null, gap_p50_ms: stats.p50, gap_p95_ms: stats.p95, gap_max_ms: stats.max,
   };

@@ -1,8 +1,29 @@
 // What the timeline draws, kept in typed arrays so 200,000 events stay cheap: each event's time,
 // seq, family and lane (one lane per output item plus the response lifecycle lane), the markers
-// (first event, first token, end) and the token-delta times behind the rate chart and gap histogram.
+// (first event, response.created, first reasoning, first tool arguments, first token, end) and the
+// token-delta times behind the rate chart and gap histogram.
 
 import { catalogueData, familyOf, isDelta, isTerminalEvent } from "./catalogue.js";
+
+// Which first-time an event sets (streams/protocol/metrics.py, docs/metrics.md).
+const FIRST_OF_TYPE = {
+  "response.created": "firstCreated",
+  "response.output_text.delta": "firstText",
+  "response.reasoning_text.delta": "firstReasoning",
+  "response.reasoning_summary_text.delta": "firstReasoning",
+  "response.function_call_arguments.delta": "firstArgs",
+  "response.custom_tool_call_input.delta": "firstArgs",
+  "response.mcp_call_arguments.delta": "firstArgs",
+};
+
+function chatFirst(data) {
+  const delta = data && Array.isArray(data.choices) && data.choices[0] ? data.choices[0].delta : null;
+  if (!delta || typeof delta !== "object") return null;
+  if (typeof delta.content === "string" && delta.content) return "firstText";
+  if (delta.reasoning_content || delta.reasoning) return "firstReasoning";
+  if (Array.isArray(delta.tool_calls) && delta.tool_calls.some((c) => c && c.function && c.function.arguments)) return "firstArgs";
+  return null;
+}
 
 const ITEM_LABELS = {
   message: "message", reasoning: "reasoning", function_call: "function call", custom_tool_call: "custom tool",
@@ -51,7 +72,12 @@ export class TimelineModel {
     this.keyById = new Map();
     this.counts = new Map();
     this.firstEvent = null;
-    this.firstToken = null;
+    this.firstToken = null; // first delta of any kind (ttfd_ms): the token rate's start
+    // The first-times of docs/metrics.md: response.created, output text (ttft_ms), reasoning, tool arguments.
+    this.firstCreated = null;
+    this.firstText = null;
+    this.firstReasoning = null;
+    this.firstArgs = null;
     this.end = null;
     this.lastT = 0;
     this.usageTokens = null;
@@ -122,6 +148,8 @@ export class TimelineModel {
       this.counts.set(record.type, (this.counts.get(record.type) || 0) + 1);
       if (this.firstEvent === null) this.firstEvent = t;
       if (t > this.lastT) this.lastT = t;
+      const first = FIRST_OF_TYPE[record.type] || (record.type === "chat.completion.chunk" ? chatFirst(record.data) : null);
+      if (first && this[first] === null) this[first] = t;
       if (isDelta(record.type)) {
         if (this.firstToken === null) this.firstToken = t;
         else this.gaps.push(t - this.tokens.a[this.tokens.n - 1]);

@@ -124,7 +124,10 @@ function paintMarkers(ctx, state, { px, lanesBottom, width, th, start, end, gutt
   const toX = (t) => (state.untimed ? null : t - state.offset);
   const markers = [];
   if (model.firstEvent !== null) markers.push(["first event", toX(model.firstEvent), th.muted, [3, 3], model.firstEvent]);
-  if (model.firstToken !== null) markers.push(["first token", toX(model.firstToken), th.ok, [4, 2], model.firstToken]);
+  if (model.firstCreated !== null) markers.push(["created", toX(model.firstCreated), th.muted, [1, 3], model.firstCreated]);
+  if (model.firstReasoning !== null) markers.push(["reasoning", toX(model.firstReasoning), th.warn, [4, 2], model.firstReasoning]);
+  if (model.firstArgs !== null) markers.push(["tool args", toX(model.firstArgs), th.accent, [4, 2], model.firstArgs]);
+  if (model.firstText !== null) markers.push(["first token", toX(model.firstText), th.ok, [4, 2], model.firstText]);
   if (state.endMs !== null && state.endMs !== undefined) markers.push(["end", toX(state.endMs), th.text, [], state.endMs]);
   if (state.untimed) {
     markers.length = 0;
