@@ -45,7 +45,7 @@ async def ended(run_id):
     return run
 
 
-async def test_the_callers_key_is_forwarded_and_kept_nowhere(providers, token, caplog, monkeypatch):
+async def test_the_callers_key_is_forwarded_and_kept_nowhere(providers, token, user, caplog, monkeypatch):
     caplog.set_level(logging.DEBUG)
     providers.scripts.append(Script(steps=[(0, sse(*EVENTS))]))
     layer = get_channel_layer()
@@ -74,6 +74,11 @@ async def test_the_callers_key_is_forwarded_and_kept_nowhere(providers, token, c
     answers = [body, str(dict(response.items())).encode()]
     for url in ("/api/runs/", f"/api/runs/{run_id}/", f"/api/runs/{run_id}/events/"):
         answers.append((await client.get(url, headers={"Authorization": f"Bearer {token}"})).content)
+    await client.aforce_login(user)
+    for url in (f"/runs/{run_id}/", "/runs/", f"/runs/{run_id}/export.sse", f"/runs/{run_id}/export.jsonl"):
+        page = await client.get(url)
+        assert page.status_code == 200, url
+        answers.append(page.content if not page.streaming else b"".join([c async for c in page.streaming_content]))
     stored = [json.dumps([r async for r in Run.objects.filter(pk=run_id).values()], default=str)]
     stored.append(json.dumps([e async for e in Event.objects.values_list("data", flat=True)]))
     stored.append(json.dumps([f async for f in RunFlag.objects.values()], default=str))
