@@ -222,7 +222,7 @@ class Event(models.Model):
         return json.loads(self.data)
 
 
-# --- Timelines: fan-out groups and replay tokens (issue 4) ------------------------------------
+# --- Timelines: fan-out groups and replay tokens --------------------------------------------
 
 
 class RunGroupQuerySet(models.QuerySet):
@@ -283,7 +283,7 @@ class ReplayToken(models.Model):
         return f"replay token of run {self.run_id}"
 
 
-# --- Review: moderation rules, flags, verdicts (issue 5) ---------------------------------------
+# --- Review: moderation rules, flags, verdicts -----------------------------------------------
 
 REVIEWER_GROUP = "reviewer"
 
