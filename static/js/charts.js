@@ -213,7 +213,10 @@ export function drawHistogram(ctx, { width, height, stats, colour, th = theme() 
 }
 
 // Lines for compare: series = [{ label, colour, points: [[x, y], ...] }] on shared axes.
-export function drawLines(ctx, { width, height, series, xStart, xEnd, yLabel, cursor = null, th = theme() }) {
+// xTicks: optional [[x, label], ...] to label the x axis (e.g. dates) instead of time offsets;
+// dots: mark every point too (a series of one point has no line to show).
+export function drawLines(ctx, { width, height, series, xStart, xEnd, yLabel, cursor = null, th = theme(),
+  xTicks = null, dots = false }) {
   const gutter = 48;
   ctx.save();
   ctx.fillStyle = th.panel;
@@ -257,9 +260,20 @@ export function drawLines(ctx, { width, height, series, xStart, xEnd, yLabel, cu
     ctx.fillStyle = th.muted;
     ctx.fillText(String(Math.round(v)), gutter - 6, y);
   }
-  drawTimeAxis(ctx, { x0: gutter, width: plotW, y: top + plotH, height: 4, start: xStart, end: xEnd, th, labels: false });
-  drawTimeAxis(ctx, { x0: gutter, width: plotW, y: height - 4, height: 0, start: xStart, end: xEnd, th });
   const span = Math.max(xEnd - xStart, 1e-6);
+  if (xTicks) {
+    ctx.textAlign = "center";
+    for (const [x, label] of xTicks) {
+      const px = gutter + ((x - xStart) / span) * plotW;
+      ctx.fillStyle = th.border;
+      ctx.fillRect(Math.round(px), top + plotH, 1, 4);
+      ctx.fillStyle = th.muted;
+      ctx.fillText(label, Math.min(Math.max(px, gutter + 24), gutter + plotW - 24), height - 12);
+    }
+  } else {
+    drawTimeAxis(ctx, { x0: gutter, width: plotW, y: top + plotH, height: 4, start: xStart, end: xEnd, th, labels: false });
+    drawTimeAxis(ctx, { x0: gutter, width: plotW, y: height - 4, height: 0, start: xStart, end: xEnd, th });
+  }
   for (const s of series) {
     ctx.strokeStyle = s.colour;
     ctx.lineWidth = 2;
@@ -278,6 +292,16 @@ export function drawLines(ctx, { width, height, series, xStart, xEnd, yLabel, cu
       pen = true;
     }
     ctx.stroke();
+    if (dots) {
+      ctx.fillStyle = s.colour;
+      for (const [x, y] of s.points) {
+        if (x < xStart || x > xEnd) continue;
+        const [px, py] = toPx(x, y);
+        ctx.beginPath();
+        ctx.arc(px, py, 3, 0, 2 * Math.PI);
+        ctx.fill();
+      }
+    }
   }
   if (cursor !== null && cursor >= xStart && cursor <= xEnd) {
     ctx.globalAlpha = 0.55;

@@ -48,7 +48,18 @@ function renderTable(groups) {
   }
 }
 
-// One chart: a line per key; x is ms since the range's first bucket, y the bucket's figure.
+// The x axis in dates (UTC): at most one label per ~110 px, at bucket starts.
+function bucketTicks(starts, origin, bucket, width) {
+  const unique = [...new Set(starts)].sort((a, b) => a - b);
+  const every = Math.max(1, Math.ceil(unique.length / Math.max(1, Math.floor(width / 110))));
+  const label = (ms) => {
+    const iso = new Date(ms).toISOString();
+    return bucket === "hour" ? `${iso.slice(5, 10)} ${iso.slice(11, 16)}` : iso.slice(0, 10);
+  };
+  return unique.filter((_, i) => i % every === 0).map((ms) => [ms - origin, label(ms)]);
+}
+
+// One chart: a line (and dots) per key; x is the bucket's start, y the bucket's figure.
 function renderChart(canvas, data, pick) {
   const starts = data.series.flatMap((s) => s.points.map((p) => Date.parse(p.t)));
   const origin = starts.length ? Math.min(...starts) : Date.parse(data.since);
@@ -59,7 +70,8 @@ function renderChart(canvas, data, pick) {
   }));
   const draw = () => {
     const { ctx, width, height } = fitCanvas(canvas, 220);
-    drawLines(ctx, { width, height, series, xStart: 0, xEnd: Math.max(end - origin, 1), yLabel: "", th: theme() });
+    drawLines(ctx, { width, height, series, xStart: 0, xEnd: Math.max(end - origin, 1), yLabel: "", th: theme(),
+      xTicks: bucketTicks(starts, origin, data.bucket, width), dots: true });
   };
   draw();
   window.addEventListener("resize", draw);
@@ -97,7 +109,7 @@ async function load() {
   renderChart(document.querySelector("[data-chart='ttft_ms']"), body, (p) => p.ttft_ms.p50);
   renderChart(document.querySelector("[data-chart='tokens_per_s']"), body, (p) => p.tokens_per_s.p50);
   renderChart(document.querySelector("[data-chart='runs']"), body, (p) => p.runs);
-  rangeEl.textContent = `From ${body.since} to ${body.until}, per ${body.bucket} (UTC); x axis: time since the first bucket.`;
+  rangeEl.textContent = `From ${body.since} to ${body.until}, per ${body.bucket} (UTC).`;
 }
 
 load();
