@@ -110,7 +110,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
         raise Http404("No such run")
     return render(request, "run_detail.html", {"run": run, "run_json": run_json(run), "catalogue": CATALOGUE,
                                                "pruned_note": retention.pruned_note(run),
-                                               "can_pin": run.controllable_by(request.user)})
+                                               # Stop and Pin: the owner and staff (reviewers only see)
+                                               "can_act": run.controllable_by(request.user)})
 
 
 @require_POST

@@ -277,3 +277,15 @@ def test_a_locked_refusal_never_checks_the_password(user, slow_counted_hasher):
         assert client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code == 429
     assert len(slow_counted_hasher) == LIMIT
     assert Run.objects.count() == 0  # (nothing else happened meanwhile)
+
+
+def test_the_run_page_offers_stop_and_pin_only_to_who_may_act(client, user, django_user_model):
+    run = make_run(user, status="streaming")
+    reviewer = django_user_model.objects.create_user("rita-stop", password="rita-pass-123")
+    reviewer.groups.add(Group.objects.get_or_create(name="reviewer")[0])
+    client.force_login(reviewer)
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "data-stop" not in page and "data-pin-form" not in page
+    client.force_login(user)
+    page = client.get(f"/runs/{run.pk}/").content.decode()
+    assert "data-stop" in page and "data-pin-form" in page
