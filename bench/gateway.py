@@ -6,7 +6,7 @@ byte (request sent -> first body byte) and per-event delay (simulator writes an 
 reads it, from ``sim_stamp``), p50/p99, direct and through the gateway; then one unthrottled
 stream's events per second, direct and through the gateway. Nothing lost: every stream's client got
 every event and every gateway run stored them all.
-Targets (issue): added TTFB p99 <= 5 ms at one stream; unthrottled >= 80% of direct; nothing lost.
+Targets: added TTFB p99 <= 5 ms at one stream; unthrottled >= 80% of direct; nothing lost.
 
     .venv/bin/python bench/gateway.py [--mode embedded|scaled|both] [--streams 200] [--rate 50] [--seconds 10]
 """

@@ -1,4 +1,4 @@
-"""Who may act, and how fast anyone may guess a password (issue 11, defects 2, 4 and 5).
+"""Who may act, and how fast anyone may guess a password.
 
 - Reviewers see every run and judge it; only its owner (and staff) act on it: cancel it, replay it
   through a session. Only the owner manages its replay token.

@@ -1,4 +1,4 @@
-"""A refused websocket says why, and no socket outlives its session (issue 11, defects 8 and 9).
+"""A refused websocket says why, and no socket outlives its session.
 
 Against real Daphne with the ``websockets`` client, as a browser sees it: the in-process test
 communicator reports a close code even for a socket closed before its handshake was accepted,

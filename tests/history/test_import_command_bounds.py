@@ -1,4 +1,4 @@
-"""``manage.py import_stream`` reads at most the import limit (issue 11, defect 10): the size a
+"""``manage.py import_stream`` reads at most the import limit: the size a
 pipe, a FIFO or a device reports is no bound (``/dev/zero`` reports 0 and never ends)."""
 
 from __future__ import annotations
