@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from streams.live.launcher import use_launcher
 from tests.support.servers import RECORDINGS, manage, start_daphne, stop_process
 from tests.support.upstreams import ScriptedUpstream
 
@@ -115,3 +116,21 @@ def pytest_collection_modifyitems(config, items):
         if item.get_closest_marker("e2e") or SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.server)
     items.sort(key=lambda item: "/tests/e2e/" in str(item.fspath))
+
+
+class NoLauncher:
+    """A launcher that executes nothing: runs are created and stay queued, for tests that look only
+    at what the edges accept, store and show."""
+
+    async def launch(self, run_id, resume=False):
+        return None
+
+    async def cancel(self, run_id):
+        return False
+
+
+@pytest.fixture
+def no_execution():
+    use_launcher(NoLauncher())
+    yield
+    use_launcher(None)

@@ -12,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streams.history.import_formats import ImportFailed, parse_stream
-from streams.live.launcher import use_launcher
 from streams.models import Run, RunStatus
 
 # `slow`: tens of seconds of requests in process; `make test` runs it, `make test-fast` does not.
@@ -26,19 +25,9 @@ SWEEP = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCh
                                                                        HealthCheck.too_slow])
 
 
-class NoLauncher:
-    async def launch(self, run_id, resume=False):
-        return None
-
-    async def cancel(self, run_id):
-        return False
-
-
 @pytest.fixture(autouse=True)
-def no_execution():
-    use_launcher(NoLauncher())
-    yield
-    use_launcher(None)
+def _never_execute(no_execution):
+    """Runs are created but never executed (tests/conftest.py): only the edges are under test."""
 
 
 @pytest.fixture

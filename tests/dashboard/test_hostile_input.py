@@ -8,7 +8,6 @@ import pytest
 from django.test import Client
 
 from streams.history.import_formats import parse_stream
-from streams.live.launcher import use_launcher
 from streams.models import Event, ModerationRule, Run, RunStatus, Verdict
 
 pytestmark = pytest.mark.django_db
@@ -17,21 +16,9 @@ SURROGATE_BODY = '{"provider": "simulator", "model": "sim-text", "input": "a\\ud
 DEEP = "[" * 5000 + "]" * 5000
 
 
-class NoLauncher:
-    """Runs are created but never executed: these tests look at what was stored and shown."""
-
-    async def launch(self, run_id, resume=False):
-        return None
-
-    async def cancel(self, run_id):
-        return False
-
-
 @pytest.fixture(autouse=True)
-def no_execution():
-    use_launcher(NoLauncher())
-    yield
-    use_launcher(None)
+def _never_execute(no_execution):
+    """Runs are created but never executed (tests/conftest.py): only the edges are under test."""
 
 
 @pytest.fixture
