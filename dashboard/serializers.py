@@ -9,29 +9,40 @@ from django.urls import reverse
 from streams.models import Run, RunFlag, RunGroup
 
 
-def run_json(run: Run) -> dict[str, Any]:
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _common(run: Run) -> dict[str, Any]:
+    """What every shape of a run says: who and what it is, where it stands, where it lives."""
     return {
         "id": run.pk,
         "status": run.status,
         "provider": run.provider,
         "model": run.model,
         "owner": run.owner.get_username(),
+        "source": run.source,
+        "event_count": run.event_count,
+        "pinned": run.pinned,
+        "events_pruned_at": _iso(run.events_pruned_at),
+        "created_at": _iso(run.created_at),
+        "finished_at": _iso(run.finished_at),
+        "url": reverse("run_detail", args=[run.pk]),
+    }
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        **_common(run),
         "request": run.request,
         "input": run.input_text,
         "output_text": run.output_text,
         "usage": run.usage,
         "metrics": run.metrics,
         "error": run.error,
-        "event_count": run.event_count,
         "imported": run.imported,
-        "source": run.source,
         "background": run.background,
-        "pinned": run.pinned,
-        "events_pruned_at": run.events_pruned_at.isoformat() if run.events_pruned_at else None,
-        "created_at": run.created_at.isoformat() if run.created_at else None,
-        "started_at": run.started_at.isoformat() if run.started_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "url": reverse("run_detail", args=[run.pk]),
+        "started_at": _iso(run.started_at),
         "ws": f"/ws/runs/{run.pk}/",
     }
 
@@ -43,12 +54,7 @@ def run_summary_json(run: Run) -> dict[str, Any]:
     """A run as a list shows it: its figures and the start of its input and output, not whole bodies."""
     error = run.error if isinstance(run.error, dict) else None
     return {
-        "id": run.pk,
-        "status": run.status,
-        "provider": run.provider,
-        "model": run.model,
-        "owner": run.owner.get_username(),
-        "source": run.source,
+        **_common(run),
         "review_state": run.review_state,
         "input": _clip(run.input_text),
         "output": _clip(run.output_text),
@@ -61,12 +67,6 @@ def run_summary_json(run: Run) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "tokens_per_s": run.tokens_per_s,
         "gap_p95_ms": run.gap_p95_ms,
-        "event_count": run.event_count,
-        "pinned": run.pinned,
-        "events_pruned_at": run.events_pruned_at.isoformat() if run.events_pruned_at else None,
-        "created_at": run.created_at.isoformat() if run.created_at else None,
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "url": reverse("run_detail", args=[run.pk]),
     }
 
 
