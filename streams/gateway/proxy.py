@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from streams.gateway.recorder import GatewayRecorder
@@ -33,7 +34,7 @@ from streams.live import stoppers
 from streams.live.recorder import WORKER_NAME
 from streams.models import ModerationRule, Run, RunSource, RunStatus
 from streams.protocol.values import BadValue, clean_json
-from streams.review.moderation import ModerationStopped, enabled_rules
+from streams.review.moderation import LiveModerator, ModerationStopped, enabled_rules
 from streams.upstream.client import UpstreamError, iter_body, make_client
 from streams.upstream.providers import Provider
 
@@ -158,34 +159,62 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         return GatewayAnswer(400, {"content-type": "application/json"},
                              openai_error_body("The body must be a JSON object.", "invalid_request_error", "bad_json"))
     protocol = "chat" if request.path == "chat/completions" else "responses"
-    run, rules = await database_sync_to_async(_create_run)(request, body, kind, params)
-    recorder = GatewayRecorder(run.pk, protocol)
-    if kind == "resume":
-        recorder.response_id = request.path.split("/")[1]
-    try:
-        recorder.begin(run, rules)
-    except ModerationStopped as exc:  # an input rule: the request is not sent at all
-        _end_later(recorder, RunStatus.CANCELLED, exc.error())
-        return GatewayAnswer(400, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
-                             openai_error_body(str(exc), "invalid_request_error", "moderation_stopped"), run_id=run.pk)
+    fields = _run_fields(request, body, kind, params)
+    rules = await moderation_rules()
+    recorder: GatewayRecorder | None = None
+    creating: asyncio.Future[Run]
+    if _input_stopped(fields, rules):
+        # An input stop rule matches: the run is created and the request refused before it is sent.
+        run = await database_sync_to_async(_create_run)(request, fields, kind)
+        recorder = _recorder(run, protocol, fields)
+        try:
+            recorder.begin(run, rules)
+        except ModerationStopped as exc:
+            return _refused(recorder, run, exc)
+        creating = asyncio.get_running_loop().create_future()
+        creating.set_result(run)
+    else:
+        # Nothing can refuse it: the run is created while the request is on its way (the database
+        # trip is out of the time to first byte). The run exists before a byte of the answer is
+        # read, so the recorder misses nothing.
+        creating = asyncio.ensure_future(database_sync_to_async(_create_run)(request, fields, kind))
     client = _client()
     headers = upstream_headers(request)
     url = f"{request.provider.base_url.rstrip('/')}/{request.path}"
     upstream = client.build_request(request.method, url, content=request.body or None, headers=headers,
                                     params=request.query or None)
-    recorder.t0 = time.monotonic()
-    _spawn(recorder.announce(), f"gateway-announce-{run.pk}")  # beside the request, not before it
+    t0 = time.monotonic()
+    response: httpx.Response | None = None
+    failure: UpstreamError | None = None
     try:
         response = await client.send(upstream, stream=True)
     except asyncio.CancelledError:  # the client left while the provider was still to answer
+        run = await creating  # cancelled once already: the run is still created and ended
+        if recorder is None:
+            recorder = _recorder(run, protocol, fields)
+            recorder.begin(run, rules)
+        recorder.t0 = t0
         _end_later(recorder, RunStatus.CANCELLED, dict(CLIENT_LEFT))
         raise
     except httpx.HTTPError as exc:
         failure = _transport_failure(exc, request.provider)
+    try:
+        run = await creating
+    except BaseException:
+        if response is not None:  # the run could not be created: nothing is relayed unrecorded
+            await response.aclose()
+        raise
+    if recorder is None:
+        recorder = _recorder(run, protocol, fields)
+        recorder.begin(run, rules)  # no input stop rule matched this input (checked above)
+    recorder.t0 = t0
+    _spawn(recorder.announce(), f"gateway-announce-{run.pk}")  # beside the request, not before it
+    if failure is not None:
         _end_later(recorder, RunStatus.FAILED, failure.as_dict())
         status = 504 if failure.code == "upstream_timeout" else 502
         return GatewayAnswer(status, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
                              openai_error_body(failure.message, "server_error", failure.code), run_id=run.pk)
+    assert response is not None
     passed = {**_passed_headers(response), "x-streamscope-run": str(run.pk)}
     content_type = response.headers.get("content-type", "")
     if response.status_code < 400 and content_type.split(";")[0].strip().lower() == STREAM_MARKER:
@@ -227,30 +256,99 @@ def _query_pairs(query: str) -> list[tuple[str, str]]:
     return list(httpx.QueryParams(query).multi_items())
 
 
-def _create_run(request: GatewayRequest, body: dict[str, Any], kind: str,
-                params: dict[str, str]) -> tuple[Run, list[ModerationRule]]:
-    """The run, created ``streaming`` (its request goes out right after), and the moderation rules."""
+@dataclass
+class _RunFields:
+    model: str
+    stored: Any  # the request as stored on the run
+    background: bool
+    response_id: str = ""  # a resumed stream's: the original run's model is read with the run
+
+
+def _run_fields(request: GatewayRequest, body: dict[str, Any], kind: str, params: dict[str, str]) -> _RunFields:
     model = body.get("model") if isinstance(body.get("model"), str) else ""
     background = bool(body.get("background"))
+    response_id = ""
     if kind == "resume":
         # A resumed stream: what was asked is the original run's; this run holds the rest.
         response_id = request.path.split("/")[1]
-        earlier = (Run.objects.filter(owner=request.owner, source=RunSource.GATEWAY, response_id=response_id)
-                   .order_by("created_at").first())
-        model = earlier.model if earlier else ""
         body = {"resume": response_id, **{k: v for k, v in params.items() if k != "stream"}, "stream": True}
         background = True
     try:
         stored = clean_json(body)
     except BadValue as exc:
         stored = {"note": f"the request body was not stored: {exc}"}
+    return _RunFields(model, stored, background, response_id)
+
+
+def _input_stopped(fields: _RunFields, rules: list[ModerationRule]) -> bool:
+    """Whether an input stop rule refuses this request (read from the request, no database)."""
+    if not any(rule.scope == ModerationRule.Scope.INPUT and rule.action == ModerationRule.Action.STOP
+               for rule in rules):
+        return False
+    try:
+        LiveModerator(0).start(Run(request=fields.stored), rules)
+    except ModerationStopped:
+        return True
+    return False
+
+
+def _create_run(request: GatewayRequest, fields: _RunFields, kind: str) -> Run:
+    """The run, created ``streaming`` (its request goes out beside or right after this)."""
+    model = fields.model
+    if kind == "resume":
+        earlier = (Run.objects.filter(owner=request.owner, source=RunSource.GATEWAY, response_id=fields.response_id)
+                   .order_by("created_at").first())
+        model = earlier.model if earlier else ""
     now = timezone.now()
-    run = Run.objects.create(
-        owner=request.owner, provider=request.provider.name, model=model[:200], request=stored,
-        status=RunStatus.STREAMING, background=background, source=RunSource.GATEWAY,
+    return Run.objects.create(
+        owner=request.owner, provider=request.provider.name, model=model[:200], request=fields.stored,
+        status=RunStatus.STREAMING, background=fields.background, source=RunSource.GATEWAY,
         started_at=now, worker=WORKER_NAME, heartbeat_at=now,
     )
-    return run, enabled_rules()
+
+
+def _recorder(run: Run, protocol: str, fields: _RunFields) -> GatewayRecorder:
+    recorder = GatewayRecorder(run.pk, protocol)
+    if fields.response_id:  # a resumed stream
+        recorder.response_id = fields.response_id
+    return recorder
+
+
+def _refused(recorder: GatewayRecorder, run: Run, exc: ModerationStopped) -> GatewayAnswer:
+    _end_later(recorder, RunStatus.CANCELLED, exc.error())
+    return GatewayAnswer(400, {"content-type": "application/json", "x-streamscope-run": str(run.pk)},
+                         openai_error_body(str(exc), "invalid_request_error", "moderation_stopped"), run_id=run.pk)
+
+
+# --- the moderation rules, read once a while rather than per request ---------------------------
+
+RULES_TTL_S = 1.0  # a rule saved in another process applies to this one's requests within this long
+_rules: tuple[float, int, list[ModerationRule]] | None = None  # (read at, generation, rules)
+_rules_generation = 0
+
+
+def forget_rules(**kwargs: Any) -> None:
+    """A rule was saved or deleted in this process: the next request reads them again."""
+    global _rules, _rules_generation
+    _rules_generation += 1
+    _rules = None
+
+
+post_save.connect(forget_rules, sender=ModerationRule, dispatch_uid="gateway-forget-rules-save")
+post_delete.connect(forget_rules, sender=ModerationRule, dispatch_uid="gateway-forget-rules-delete")
+
+
+async def moderation_rules() -> list[ModerationRule]:
+    """The enabled rules: this process's copy, read again after RULES_TTL_S or a local change."""
+    global _rules
+    cached = _rules
+    if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S and cached[1] == _rules_generation:
+        return cached[2]
+    generation, read_at = _rules_generation, time.monotonic()
+    rules = await database_sync_to_async(enabled_rules)()
+    if generation == _rules_generation:  # not forgotten while being read
+        _rules = (read_at, generation, rules)
+    return rules
 
 
 def _http_error(status: int, body: bytes) -> dict[str, Any]:

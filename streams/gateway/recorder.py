@@ -45,9 +45,9 @@ class GatewayRecorder(RunRecorder):
     # --- the start ---------------------------------------------------------------------------
 
     def begin(self, run: Run, rules: list[ModerationRule]) -> None:
-        """Start recording a run created ``streaming`` with the enabled moderation rules read beside
-        it (one database trip before the request goes out). Raises ModerationStopped when an input
-        rule stops the request before it is sent."""
+        """Start recording a run created ``streaming``, with the enabled moderation rules (the
+        gateway's per-process copy, streams/gateway/proxy.py). Raises ModerationStopped when an
+        input rule stops the request (the gateway then has not sent it)."""
         self.moderator.start(run, rules)
         flush_clock().register(self)
         self._registered = True

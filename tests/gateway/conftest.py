@@ -32,3 +32,13 @@ def token(user) -> str:
     from dashboard.tokens import issue_token
 
     return issue_token(user, "tests")[1]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_moderation_rules():
+    """The gateway keeps the enabled rules for a second; a test's rolled-back rules must not outlive it."""
+    from streams.gateway.proxy import forget_rules
+
+    forget_rules()
+    yield
+    forget_rules()
