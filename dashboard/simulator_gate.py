@@ -22,7 +22,8 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from dashboard.tokens import authenticate_token
+from dashboard.api.common import openai_error
+from dashboard.tokens import authenticate_token, authorization_bearer
 from streams.upstream.providers import simulator_key
 
 PREFIX = "/sim/"
@@ -30,8 +31,7 @@ SERVER = "server"
 
 
 def openai_refusal(message: str, status: int, code: str) -> JsonResponse:
-    kind = "rate_limit_exceeded" if status == 429 else "invalid_request_error"
-    return JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)
+    return openai_error(message, status, code, "rate_limit_exceeded" if status == 429 else "invalid_request_error")
 
 
 class CallerBudget:
@@ -81,10 +81,8 @@ BUDGET = CallerBudget()
 
 async def caller_of(request: HttpRequest) -> str | None:
     """``"server"`` for the internal key, ``"user:<id>"`` for a token or session, else None."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() == "bearer" and secret:
+    secret = authorization_bearer(request)
+    if secret:
         if hmac.compare_digest(secret.encode(), simulator_key().encode()):
             return SERVER
         token = await database_sync_to_async(authenticate_token)(secret)

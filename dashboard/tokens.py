@@ -59,15 +59,18 @@ def authenticate_token(secret: str) -> ApiToken | None:
     return token
 
 
-def bearer_secret(request: HttpRequest) -> str | None:
-    """The bearer token of a request to a token-accepting path; "" for a malformed header."""
-    if not request.path.startswith(TOKEN_PATHS):
-        return None
+def authorization_bearer(request: HttpRequest) -> str | None:
+    """The ``Authorization: Bearer`` secret of any request: None without the header, "" when malformed."""
     header = request.headers.get("Authorization")
     if header is None:
         return None
     scheme, _, secret = header.partition(" ")
     return secret.strip() if scheme.lower() == "bearer" else ""
+
+
+def bearer_secret(request: HttpRequest) -> str | None:
+    """The bearer token of a request to a token-accepting path; "" for a malformed header."""
+    return authorization_bearer(request) if request.path.startswith(TOKEN_PATHS) else None
 
 
 class BearerTokenMiddleware:

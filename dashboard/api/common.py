@@ -17,6 +17,12 @@ def error(message: str, code: str, status: int, **extra: Any) -> JsonResponse:
     return JsonResponse({"error": {"message": message, "code": code, **extra}}, status=status)
 
 
+def openai_error(message: str, status: int, code: str | None = None, kind: str = "invalid_request_error",
+                 param: str | None = None) -> JsonResponse:
+    """An error in OpenAI's shape, for callers that are OpenAI SDKs (gateway, replay, simulator)."""
+    return JsonResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status)
+
+
 def run_not_found() -> JsonResponse:
     return error("no such run (or it is not yours)", "not_found", 404)
 

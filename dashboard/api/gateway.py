@@ -12,20 +12,16 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from dashboard.api.common import openai_error
 from streams.gateway.proxy import (
     GatewayRequest,
     UnknownRoute,
     forward,
-    openai_error_body,
     route_kind,
 )
 from streams.upstream.providers import UnknownProvider, get_provider
 
 CALLER_KEY_HEADER = "X-Upstream-Authorization"
-
-
-def openai_error(message: str, status: int, code: str | None, kind: str = "invalid_request_error") -> HttpResponse:
-    return HttpResponse(openai_error_body(message, kind, code), status=status, content_type="application/json")
 
 
 @login_not_required

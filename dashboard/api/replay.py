@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard.api.common import api_view, error
+from dashboard.api.common import api_view, error, openai_error
 from streams.history.replay_clock import BadReplayParameter, parse_speed
 from streams.history.replay_upstream import (
     final_response,
@@ -35,11 +35,6 @@ from streams.history.replay_upstream import (
 from streams.history.retention import pruned_note
 from streams.models import Run
 from streams.protocol import values
-
-
-def openai_error(message: str, status: int, code: str | None = None, kind: str = "invalid_request_error",
-                 param: str | None = None) -> JsonResponse:
-    return JsonResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status)
 
 
 def _controllable_run(user: Any, run_id: int) -> Run | None:
