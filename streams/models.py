@@ -186,12 +186,6 @@ class Run(models.Model):
             value = self.request.get("input", "")
         return value if isinstance(value, str) else json.dumps(value)
 
-    def visible_to(self, user: Any) -> bool:
-        """The instance form of :meth:`RunQuerySet.visible_to`, for a run already loaded."""
-        if not (user and user.is_authenticated and user.is_active):
-            return False
-        return user.is_staff or user.pk == self.owner_id or is_reviewer(user)
-
     def controllable_by(self, user: Any) -> bool:
         """The instance form of :meth:`RunQuerySet.controllable_by`."""
         return bool(user and user.is_authenticated and user.is_active and (user.is_staff or user.pk == self.owner_id))
