@@ -15,7 +15,6 @@ import base64
 import binascii
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from django.conf import settings
 
 from streams.protocol import catalogue
 from streams.protocol.sse import EventTooLarge, SSEDecoder
+from streams.protocol.values import clean_text
 
 DEFAULT_MAX_IMPORT_BYTES = 50 * 1024 * 1024
 DEFAULT_MAX_EVENTS = 200_000
@@ -115,7 +115,7 @@ class _Collector:
                 f"the file holds more than {self.limit} events "
                 "(setting STREAMSCOPE_MAX_EVENTS_PER_RUN)"
             )
-        self.events.append(ImportedEvent(t, _clean_text(event_type)[:200], data, payload, nbytes))
+        self.events.append(ImportedEvent(t, storable_text(event_type)[:200], data, payload, nbytes))
 
     def add_data(self, data: str, nbytes: int, t: float = 0.0, event_name: str = "") -> None:
         """One SSE/JSON-lines data payload: JSON event, ``[DONE]``, or malformed."""
@@ -233,7 +233,7 @@ def _parse_jsonl(content: bytes) -> ParsedStream:
             if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
             else 0.0
         )
-        data = _clean_text(record["data"])
+        data = storable_text(record["data"])
         payload = _loads(data)
         if payload is _INVALID:
             # Event.data is spliced verbatim into API answers and websocket frames, so only text
@@ -249,7 +249,7 @@ def _parse_jsonl(content: bytes) -> ParsedStream:
     )
     if isinstance(run.get("request"), dict):
         parsed.request = run["request"]
-    parsed.started_at = _datetime(run.get("started_at"))
+    parsed.started_at = aware_datetime(run.get("started_at"))
     return parsed
 
 
@@ -337,7 +337,7 @@ def _parse_har(log: dict[str, Any], har_entry: int | None) -> ParsedStream:
     parsed.format = "har"
     parsed.request = _har_request(entry)
     parsed.first_byte_ms, parsed.duration_ms = first_byte_ms, duration_ms
-    parsed.started_at = _datetime(entry.get("startedDateTime"))
+    parsed.started_at = aware_datetime(entry.get("startedDateTime"))
     if len(streams) > 1:
         parsed.notes.append(
             f"HAR: {len(streams)} event-stream responses; imported entry {index} "
@@ -408,9 +408,6 @@ def _har_timings(entry: dict[str, Any]) -> tuple[float | None, float | None]:
 # -- helpers -----------------------------------------------------------------------------------
 
 _INVALID = object()
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -431,7 +428,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _datetime(value: Any) -> datetime | None:
+def aware_datetime(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
@@ -441,12 +438,9 @@ def _datetime(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def _clean_text(text: str) -> str:
-    """Text every database accepts: no NUL, no lone surrogates (from JSON `\\ud800` escapes)."""
+def storable_text(text: str) -> str:
+    """Text every database accepts: no NUL (PostgreSQL refuses it) and no lone surrogates
+    (:func:`streams.protocol.values.clean_text`)."""
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = _SURROGATES.sub("\ufffd", text)
-    return text
+    return clean_text(text)

@@ -24,11 +24,11 @@ from streams.history.import_formats import (
     ImportedEvent,
     ImportFailed,
     ParsedStream,
-    _clean_text,
-    _datetime,
+    aware_datetime,
     max_events,
     max_import_bytes,
     parse_stream,
+    storable_text,
 )
 from streams.models import TERMINAL_STATUSES, Event, Run, RunStatus
 from streams.protocol import catalogue
@@ -152,7 +152,7 @@ def _run_fields(parsed: ParsedStream, rebuilt: RebuiltOutput) -> dict[str, Any]:
         "response_id": str(header.get("response_id") or rebuilt.response_id or "")[:200],
         "event_count": len(parsed.events),
         "started_at": parsed.started_at,
-        "finished_at": _datetime(header.get("finished_at")) or _finished_at(parsed),
+        "finished_at": aware_datetime(header.get("finished_at")) or _finished_at(parsed),
     }
     return {key: _clean(value) for key, value in fields.items()}
 
@@ -238,9 +238,9 @@ def _request_from(response: dict[str, Any] | None) -> dict[str, Any]:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return _clean_text(value)
+        return storable_text(value)
     if isinstance(value, dict):
-        return {_clean_text(str(k)): _clean(v) for k, v in value.items()}
+        return {storable_text(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
