@@ -28,8 +28,8 @@ from streams.protocol.output_model import (
     RebuiltOutput,
     StreamError,
     TextBuffer,
-    _str,
     int_or_none,
+    str_or_none,
 )
 
 __all__ = [
@@ -123,10 +123,10 @@ class OutputRebuilder:
         if self._status == "failed" and self._error is None:
             source = error if isinstance(error, dict) else {}
             self._error = StreamError(
-                message=_str(source.get("message")) or "the response failed",
-                code=_str(source.get("code")),
-                type=_str(source.get("type")),
-                param=_str(source.get("param")),
+                message=str_or_none(source.get("message")) or "the response failed",
+                code=str_or_none(source.get("code")),
+                type=str_or_none(source.get("type")),
+                param=str_or_none(source.get("param")),
                 source=kind.type,
                 body=error,
             )
@@ -143,10 +143,10 @@ class OutputRebuilder:
         if isinstance(nested, str):
             source, body = {"message": nested}, nested
         error = StreamError(
-            message=_str(source.get("message")) or DEFAULT_ERROR_MESSAGE,
-            code=_str(source.get("code")),
-            type=_str(source.get("type")) if source is nested else None,
-            param=_str(source.get("param")),
+            message=str_or_none(source.get("message")) or DEFAULT_ERROR_MESSAGE,
+            code=str_or_none(source.get("code")),
+            type=str_or_none(source.get("type")) if source is nested else None,
+            param=str_or_none(source.get("param")),
             source="error",
             body=body,
         )
@@ -179,7 +179,7 @@ class OutputRebuilder:
             self._note(f"{kind.type} without an item object")
             return
         if index is None:
-            index = self._index_by_id.get(_str(item.get("id")) or "", len(self._items))
+            index = self._index_by_id.get(str_or_none(item.get("id")) or "", len(self._items))
         item = copy.deepcopy(item)
         state = self._items.get(index)
         if kind.phase == catalogue.ADDED:
@@ -206,7 +206,7 @@ class OutputRebuilder:
 
     def _locate(self, kind: EventKind, payload: dict[str, Any]) -> ItemState | None:
         index = int_or_none(payload.get("output_index"))
-        item_id = _str(payload.get("item_id"))
+        item_id = str_or_none(payload.get("item_id"))
         if index is None and item_id is not None:
             index = self._index_by_id.get(item_id)
         if index is None:
@@ -245,8 +245,8 @@ class OutputRebuilder:
             usage=response.get("usage")
             if isinstance(response, dict) and isinstance(response.get("usage"), dict)
             else None,
-            response_id=_str((self._snapshot or {}).get("id")),
-            model=_str((self._snapshot or {}).get("model")),
+            response_id=str_or_none((self._snapshot or {}).get("id")),
+            model=str_or_none((self._snapshot or {}).get("model")),
             unknown_types=list(self._unknown.items()),
             mismatches=mismatches,
             done_marker=self._done_marker,
@@ -263,7 +263,7 @@ class OutputRebuilder:
         return RebuiltItem(
             output_index=state.index,
             type=state.type,
-            id=_str(item.get("id")),
+            id=str_or_none(item.get("id")),
             status=status,
             item=item,
             done=state.done_item is not None,
@@ -284,9 +284,9 @@ class OutputRebuilder:
                 )
                 by_index[index] = RebuiltItem(
                     output_index=index,
-                    type=_str(final_item.get("type")) or "unknown",
-                    id=_str(final_item.get("id")),
-                    status=_str(final_item.get("status")),
+                    type=str_or_none(final_item.get("type")) or "unknown",
+                    id=str_or_none(final_item.get("id")),
+                    status=str_or_none(final_item.get("status")),
                     item=copy.deepcopy(final_item),
                     done=True,
                 )
