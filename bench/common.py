@@ -73,6 +73,7 @@ class Stack:
         self._processes: list[subprocess.Popen] = []
         self._deployment: Deployment | None = None
         self._n_webs = webs
+        self.client_pids: list[int] = []  # extra benchmark client processes, counted with this one
 
     def __enter__(self) -> Stack:
         if self.mode == "scaled":
@@ -124,9 +125,10 @@ class Stack:
                      "stream worker": [self.executor_pid]}
         else:
             roles = {"simulator": [self._processes[0].pid], "web + runs": [p.pid for p in self._processes[1:]]}
-        roles["benchmark clients"] = [os.getpid()]
-        roles["postgresql"] = pids_named("postgres")
-        roles["redis"] = pids_named("redis-server")
+        roles["benchmark clients"] = [os.getpid(), *self.client_pids]
+        if self._deployment is not None:  # embedded mode uses neither; others' use is not ours
+            roles["postgresql"] = postgres_pids(self._deployment.db_name)
+            roles["redis"] = pids_named("redis-server")
         return roles
 
     def describe(self) -> str:
@@ -271,6 +273,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_pids(database: str) -> list[int]:
+    """PostgreSQL's processes that work for ``database``: its backends and the server's own
+    (writer, checkpointer...), not the backends of other databases on the same server."""
+    found = []
+    for pid in pids_named("postgres"):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if database in command or "(" not in command:  # a client backend names its peer "host(port)"
+            found.append(pid)
+    return found
+
+
 def pids_named(name: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -316,6 +332,27 @@ class CpuSplit:
         total = sum(self.used.values())
         return (f"CPU by process over {self.elapsed:.1f} s: " + ", ".join(parts)
                 + f"; total {total:.1f} s = {total / self.elapsed:.2f} of {os.cpu_count()} cores")
+
+    def per_event_us(self, events: int) -> dict[str, float]:
+        """Microseconds of CPU per event for each role, plus ``PIPELINE``: Streamscope's own
+        processes together (web, runs, stream worker; not the simulator, the benchmark's clients
+        or the database servers, which are roles of their own)."""
+        if events <= 0:
+            return {}
+        per = {role: seconds / events * 1e6 for role, seconds in self.used.items()}
+        per[PIPELINE] = sum(us for role, us in per.items() if role not in NOT_PIPELINE)
+        return per
+
+    def describe_per_event(self, events: int, label: str = "event") -> str:
+        """The issue's "CPU per event": each role's CPU seconds over the window divided by ``events``."""
+        per = self.per_event_us(events)
+        parts = [f"{role} {us:.1f} µs" for role, us in per.items() if role != PIPELINE]
+        return (f"CPU per {label} ({events:,} {label}s): " + ", ".join(parts)
+                + f"; {PIPELINE} {per.get(PIPELINE, float('nan')):.1f} µs")
+
+
+PIPELINE = "pipeline (Streamscope processes)"
+NOT_PIPELINE = frozenset({"simulator", "benchmark clients", "postgresql", "redis", PIPELINE})
 
 
 def event_count(client: httpx.Client, run_id: int) -> tuple[str, int]:

@@ -46,9 +46,10 @@ async def measure(stack: Stack, runs: int, rate: int, seconds: float) -> dict:
     elapsed = time.monotonic() - started
     results = [event_count(client, run_id) for run_id in ids]
     delays = [d for w in watchers for d in w.delays_ms]
+    events = sum(count for _, count in results)
     return {
         "completed": sum(status == "completed" for status, _ in results),
-        "events": sum(count for _, count in results),
+        "events": events,
         "complete": sum(w.exactly_once(count) for w, (_, count) in zip(watchers, results)),
         "p50": percentile(delays, 50),
         "p99": percentile(delays, 99),
@@ -58,6 +59,7 @@ async def measure(stack: Stack, runs: int, rate: int, seconds: float) -> dict:
         "cpu": cpu_seconds(stack.executor_pid) - cpu_before,
         "elapsed": elapsed,
         "split": split.describe(),
+        "per_event": split.describe_per_event(events),
     }
 
 
@@ -88,6 +90,7 @@ def main() -> None:
         print(f"    run executor: RSS {r['baseline']:.0f} -> peak {r['peak']:.0f} MiB = {per_run:.0f} KiB"
               f" per active run; {r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s")
         print(f"    {r['split']}")
+        print(f"    {r['per_event']}")
 
 
 if __name__ == "__main__":

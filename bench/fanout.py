@@ -55,6 +55,8 @@ async def measure(stack: Stack, viewers: int, rate: int, seconds: float) -> dict
         "cpu": cpu_seconds(stack.executor_pid) - cpu_before,
         "rss": memory.peak,
         "split": split.describe(),
+        "per_event": split.describe_per_event(count),
+        "per_delivery": split.describe_per_event(count * viewers, label="delivery"),
     }
 
 
@@ -79,6 +81,8 @@ def main() -> None:
               f"  [{verdict}]")
         print(f"    run executor: {r['cpu']:.1f} s CPU over {r['elapsed']:.1f} s, peak RSS {r['rss']:.0f} MiB")
         print(f"    {r['split']}")
+        print(f"    {r['per_event']}")
+        print(f"    {r['per_delivery']}")
 
 
 if __name__ == "__main__":
