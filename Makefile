@@ -28,6 +28,7 @@ run: install
 
 e2e-deps:
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-node-sdk.sh
 
 test: install e2e-deps
 	bash scripts/run-tests.sh
