@@ -131,6 +131,12 @@ class Stack:
             roles["redis"] = pids_named("redis-server")
         return roles
 
+    def web_pids(self) -> list[int]:
+        """The Daphne processes serving the pages and websockets (in embedded mode they run the runs too)."""
+        if self._deployment is not None:
+            return [p.pid for p in self._deployment.processes[1:] if "daphne" in " ".join(map(str, p.args))]
+        return [p.pid for p in self._processes[1:]]
+
     def describe(self) -> str:
         if self.mode == "scaled":
             return "scaled (PostgreSQL + Redis, runs in a stream-worker process)"

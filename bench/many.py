@@ -1,0 +1,213 @@
+"""Many slow streams: 1,000 runs at 20 events/s for 60 s, all at once, each watched by one viewer.
+
+Real traffic is many slow, long-lived streams rather than a few fast ones. Target: nothing lost
+(every run completes with every event stored, every viewer gets every event exactly once), p99
+delay from the simulator writing an event to its viewer receiving it under 500 ms, and the memory
+each active run costs the process executing it printed (target: at most 200 KiB), with the CPU per
+event of each process.
+
+The 1,000 websockets are spread over ``--clients`` processes of their own (default 2), so that the
+benchmark's clients do not become the bottleneck; their CPU is counted as "benchmark clients".
+Every process gets the hard limit of open files (each socket is a descriptor; Daphne holds one
+per viewer and one per upstream stream).
+
+    .venv/bin/python bench/many.py [--mode embedded|scaled|both] [--runs 1000] [--rate 20] [--seconds 60]
+                                   [--clients 2] [--first-token-s 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import multiprocessing
+import resource
+import time
+from array import array
+from dataclasses import dataclass
+
+from common import (
+    CpuSplit,
+    PeakMemory,
+    Stack,
+    Viewer,
+    event_count,
+    login,
+    machine,
+    modes_arg,
+    percentile,
+    rss_mb,
+    run_body,
+    selected_modes,
+    start_runs,
+)
+
+TARGET_P99_MS = 500.0
+TARGET_KIB_PER_RUN = 200.0
+
+
+def raise_open_files_limit() -> int:
+    """Soft limit of open files up to the hard one, for this process and every process it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@dataclass
+class Seen:
+    """What one viewer got, small enough to send back from a client process."""
+
+    run_id: int
+    count: int  # events received
+    in_order: bool  # they were seqs 0..count-1, each once
+    frames: int
+    final: str | None
+
+
+def watch_share(connection, base_urls: list[str], cookies: dict, run_ids: list[int], timeout: float) -> None:
+    """A client process: watch ``run_ids`` until each run's final status; send back what each viewer
+    got and every delay (as one array of floats, not a list of objects)."""
+    raise_open_files_limit()
+
+    async def go() -> list[Viewer]:
+        viewers = [Viewer(base_urls[i % len(base_urls)], cookies, run_id) for i, run_id in enumerate(run_ids)]
+        await asyncio.gather(*(v.watch(timeout=timeout) for v in viewers))
+        return viewers
+
+    connection.recv()  # the parent says when to connect: after it started the runs
+    started = time.monotonic()
+    viewers = asyncio.run(go())
+    seen = [Seen(v.run_id, len(v.seqs), v.seqs == list(range(len(v.seqs))), v.frames,
+                 v.final["status"] if v.final else None) for v in viewers]
+    delays = array("d", (d for v in viewers for d in v.delays_ms))
+    connection.send((seen, delays.tobytes(), time.monotonic() - started, sum(v.retries for v in viewers)))
+    connection.close()
+
+
+class Clients:
+    """``count`` client processes, started before the measurement so that their start-up is not in it."""
+
+    def __init__(self, count: int) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.count = count
+        self.processes: list = []
+        self.pipes: list = []
+
+    def start(self, base_urls: list[str], cookies: dict, run_ids: list[int], timeout: float) -> list[int]:
+        for index in range(self.count):
+            parent, child = self.context.Pipe()
+            share = run_ids[index::self.count]
+            process = self.context.Process(target=watch_share, args=(child, base_urls, cookies, share, timeout),
+                                           daemon=True)
+            process.start()
+            self.processes.append(process)
+            self.pipes.append(parent)
+        return [p.pid for p in self.processes]
+
+    def go(self) -> None:
+        for pipe in self.pipes:
+            pipe.send("go")
+
+    def results(self) -> tuple[list[Seen], array, float, int]:
+        seen: list[Seen] = []
+        delays = array("d")
+        slowest, retries = 0.0, 0
+        for pipe, process in zip(self.pipes, self.processes):
+            part, raw, elapsed, tries = pipe.recv()
+            process.join()
+            seen.extend(part)
+            delays.frombytes(raw)
+            slowest, retries = max(slowest, elapsed), retries + tries
+        return seen, delays, slowest, retries
+
+
+async def start_all(client, bodies: list[dict]) -> list[int]:
+    return await start_runs(client, bodies, concurrency=32)
+
+
+def measure(stack: Stack, args: argparse.Namespace) -> dict:
+    client = login(stack.webs[0])
+    tokens = int(args.rate * args.seconds)
+    clients = Clients(args.clients)
+    # Every run waits first_token_s before its first token: all are started and watched by then,
+    # so every event is delivered live, and the runs stream side by side for most of the minute.
+    bodies = [run_body(tokens, str(args.rate), first_token_ms=int(args.first_token_s * 1000), seed=str(i))
+              for i in range(args.runs)]
+    baseline = {pid: rss_mb(pid) for pid in {stack.executor_pid, *stack.web_pids()}}
+    begun = time.monotonic()
+    ids = asyncio.run(start_all(client, bodies))
+    started_s = time.monotonic() - begun
+    stack.client_pids = clients.start(stack.webs, dict(client.cookies), ids,
+                                      timeout=args.first_token_s + args.seconds * 3 + 120)
+    with contextlib.ExitStack() as sampling:
+        memories = {pid: sampling.enter_context(PeakMemory(pid, every=0.25)) for pid in baseline}
+        with CpuSplit(stack.roles()) as split:
+            clients.go()
+            seen, delays, watched_s, retries = clients.results()
+    results = {run_id: event_count(client, run_id) for run_id in ids}
+    events = sum(count for _, count in results.values())
+    return {
+        "started_s": started_s,
+        "watched_s": watched_s,
+        "retries": retries,
+        "completed": sum(status == "completed" for status, _ in results.values()),
+        "events": events,
+        "received": sum(s.count for s in seen),
+        "exactly_once": sum(s.in_order and s.count == results[s.run_id][1] for s in seen),
+        "frames": sum(s.frames for s in seen) / max(1, len(seen)),
+        "p50": percentile(delays, 50),
+        "p99": percentile(delays, 99),
+        "max": max(delays) if delays else float("nan"),
+        "memory": {pid: (baseline[pid], memories[pid].peak) for pid in baseline},
+        "split": split.describe(),
+        "per_event": split.describe_per_event(events),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    modes_arg(parser)
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--rate", type=int, default=20, help="events (tokens) per second per run")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--clients", type=int, default=2, help="client processes holding the websockets")
+    parser.add_argument("--first-token-s", type=float, default=30.0,
+                        help="each run's wait before its first token: time to start every run and its viewer")
+    args = parser.parse_args()
+    files = raise_open_files_limit()
+    print(f"machine: {machine()}; open files per process: {files}")
+    print(f"many slow streams: {args.runs} runs x {args.rate} events/s for {args.seconds:g} s, one viewer each, "
+          f"{args.clients} client processes (target: nothing lost; p99 delay <= {TARGET_P99_MS:.0f} ms; "
+          f"<= {TARGET_KIB_PER_RUN:.0f} KiB per active run)")
+    env = {"STREAMSCOPE_WORKER_MAX_RUNS": str(args.runs + 100)}
+    for mode in selected_modes(args.mode):
+        with Stack(mode, extra_env=env) as stack:
+            r = measure(stack, args)
+            executor, webs = stack.executor_pid, stack.web_pids()
+        lost = r["completed"] != args.runs or r["exactly_once"] != args.runs
+        verdict = "MET" if not lost and r["p99"] <= TARGET_P99_MS else "NOT MET"
+        print(f"  {stack.describe()}")
+        print(f"    {args.runs} runs started in {r['started_s']:.1f} s; viewers watched for {r['watched_s']:.1f} s"
+              f" ({r['retries']} handshakes retried)")
+        print(f"    runs completed {r['completed']}/{args.runs}, {r['events']:,} events stored, {r['received']:,}"
+              f" received; viewers with every event exactly once: {r['exactly_once']}/{args.runs};"
+              f" ~{r['frames']:.0f} frames per viewer  [{'nothing lost' if not lost else 'LOST'}]")
+        print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms"
+              f"  [{verdict}]")
+        base, peak = r["memory"][executor]
+        per_run = (peak - base) / args.runs * 1024
+        memory_verdict = "MET" if per_run <= TARGET_KIB_PER_RUN else "NOT MET"
+        print(f"    memory per active run (process executing the runs): RSS {base:.0f} -> peak {peak:.0f} MiB"
+              f" = {per_run:.0f} KiB  [{memory_verdict}]")
+        for pid in webs:
+            if pid != executor:
+                base, peak = r["memory"][pid]
+                print(f"    web process (viewers' sockets): RSS {base:.0f} -> peak {peak:.0f} MiB"
+                      f" = {(peak - base) / args.runs * 1024:.0f} KiB per viewer")
+        print(f"    {r['split']}")
+        print(f"    {r['per_event']}")
+
+
+if __name__ == "__main__":
+    main()
