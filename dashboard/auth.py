@@ -20,15 +20,16 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.forms import AdminAuthenticationForm, AdminPasswordChangeForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.decorators import login_not_required
-from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 LOCKED_ATTRIBUTE = "streamscope_login_locked"
 
@@ -82,19 +83,32 @@ class BrakedModelBackend(ModelBackend):
             username = kwargs.get(get_user_model().USERNAME_FIELD)
         if username is None or password is None:
             return None
-        keys = _keys(request, str(username))
-        limit = settings.STREAMSCOPE_LOGIN_MAX_FAILURES
-        counts = [_count_attempt(key) for key in keys]
-        if any(count > limit for count in counts):
-            if request is not None:
-                setattr(request, LOCKED_ATTRIBUTE, True)
-            # Stops authenticate() here (no other backend is asked) and fires user_login_failed.
-            raise PermissionDenied("too many failed login attempts")
+        # PermissionDenied stops authenticate() here (no other backend is asked), firing user_login_failed.
+        keys = count_attempt(request, str(username))
         user = super().authenticate(request, username=username, password=password, **kwargs)
         if user is not None:
-            for key in keys:
-                _forgive_attempt(key)
+            forgive_attempt(keys)
         return user
+
+
+def count_attempt(request: HttpRequest | None, username: str) -> list[str]:
+    """Count one password attempt for the request's address and ``username`` before any hash is
+    checked; past the limit, mark the request locked and raise PermissionDenied. Returns the keys
+    counted, for :func:`forgive_attempt` once the password proved right."""
+    keys = _keys(request, username)
+    limit = settings.STREAMSCOPE_LOGIN_MAX_FAILURES
+    counts = [_count_attempt(key) for key in keys]
+    if any(count > limit for count in counts):
+        if request is not None:
+            setattr(request, LOCKED_ATTRIBUTE, True)
+        raise PermissionDenied("too many failed login attempts")
+    return keys
+
+
+def forgive_attempt(keys: list[str]) -> None:
+    """A right password was not a failure: take its attempt back off the counts."""
+    for key in keys:
+        _forgive_attempt(key)
 
 
 class BrakedFormMixin:
@@ -104,12 +118,14 @@ class BrakedFormMixin:
 
     def get_invalid_login_error(self) -> ValidationError:
         if is_locked(self.request):
-            minutes = lockout_minutes()
-            return ValidationError(
-                f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
-                code="locked",
-            )
+            return locked_error()
         return super().get_invalid_login_error()
+
+
+def locked_error() -> ValidationError:
+    minutes = lockout_minutes()
+    return ValidationError(f"Too many failed attempts. Try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+                           code="locked")
 
 
 class BrakedAuthenticationForm(BrakedFormMixin, AuthenticationForm):
@@ -135,6 +151,53 @@ class RateLimitedLoginView(auth_views.LoginView):
 
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         return _answer_locked(request, super().post(request, *args, **kwargs))
+
+
+class BrakedPasswordChangeForm(PasswordChangeForm):
+    """The old password is checked behind the same brake as a login (same counts: the address and
+    the username), so a borrowed session cannot guess it at speed to take the account over."""
+
+    def __init__(self, user: Any, *args: Any, request: HttpRequest | None = None, **kwargs: Any) -> None:
+        super().__init__(user, *args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        try:
+            keys = count_attempt(self.request, self.user.get_username())
+        except PermissionDenied:
+            raise locked_error() from None
+        old_password = super().clean_old_password()
+        forgive_attempt(keys)
+        return old_password
+
+
+class BrakedAdminPasswordChangeForm(BrakedPasswordChangeForm, AdminPasswordChangeForm):
+    pass
+
+
+class BrakedPasswordChangeView(auth_views.PasswordChangeView):
+    """``/accounts/password_change/``: Django's view with the braked form; a refusal is a 429."""
+
+    form_class = BrakedPasswordChangeForm
+
+    def get_form_kwargs(self) -> dict[str, Any]:
+        return {**super().get_form_kwargs(), "request": self.request}
+
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        return _answer_locked(request, super().post(request, *args, **kwargs))
+
+
+def admin_password_change(request: HttpRequest) -> HttpResponse:
+    """``/admin/password_change/``: the admin's page (its template, context and done page) with the
+    braked form instead of the admin's own, which checks the old password unbraked."""
+    request.current_app = admin.site.name
+    view = BrakedPasswordChangeView.as_view(
+        form_class=BrakedAdminPasswordChangeForm,
+        success_url=reverse("admin:password_change_done"),
+        template_name=admin.site.password_change_template or "registration/password_change_form.html",
+        extra_context=admin.site.each_context(request),
+    )
+    return view(request)
 
 
 @login_not_required

@@ -9,7 +9,7 @@ from dashboard.api import gateway as gateway_api
 from dashboard.api import insights as insights_api
 from dashboard.api import replay as replay_api
 from dashboard.api import runs as runs_api
-from dashboard.auth import RateLimitedLoginView, admin_login
+from dashboard.auth import BrakedPasswordChangeView, RateLimitedLoginView, admin_login, admin_password_change
 from dashboard.pages import compare, exports, imports, insights, replay, review, runs, tokens
 
 urlpatterns = [
@@ -47,9 +47,12 @@ urlpatterns = [
     path("gateway/<str:provider>/v1/<path:path>", gateway_api.proxy, name="gateway"),
     path("sim/v1/", include("simulator.urls")),
     path("accounts/login/", RateLimitedLoginView.as_view(), name="login"),
+    # Changing a password checks the old one behind the login brake (dashboard/auth.py).
+    path("accounts/password_change/", BrakedPasswordChangeView.as_view(), name="password_change"),
     path("accounts/", include("django.contrib.auth.urls")),
     # The admin's login through the same brake's 429 (the brake itself is in the auth backend).
     path("admin/login/", admin_login, name="admin_login"),
+    path("admin/password_change/", admin.site.admin_view(admin_password_change)),
     path("admin/", admin.site.urls),
 ]
 

@@ -3,8 +3,8 @@
 - Reviewers see every run and judge it; only its owner (and staff) act on it: cancel it, replay it
   through a session. Only the owner manages its replay token.
 - The login brake is one check in the authentication backend, shared by every login form
-  (/accounts/login/ and /admin/login/), and counts each attempt before the password hash is
-  checked: parallel attempts cannot all slip through on the same old count.
+  (/accounts/login/ and /admin/login/) and the password-change forms, and counts each attempt
+  before the password hash is checked: parallel attempts cannot all slip through on the same old count.
 """
 
 from __future__ import annotations
@@ -210,6 +210,44 @@ def test_successful_logins_do_not_use_up_attempts(user):
     for _ in range(LIMIT):
         assert client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code == 200
     assert client.post("/accounts/login/", {"username": "alice", "password": "alice-pass-123"}).status_code == 429
+
+
+def change_password(client: Client, url: str, old: str):
+    return client.post(url, {"old_password": old, "new_password1": "a-new-pass-4567",
+                             "new_password2": "a-new-pass-4567"})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/accounts/password_change/", "/admin/password_change/"])
+def test_a_password_change_is_braked_like_a_login(staff_user, url):
+    client = client_for(staff_user)
+    for _ in range(LIMIT):
+        response = change_password(client, url, "wrong")
+        assert response.status_code == 200 and response.context["form"].errors["old_password"]
+    response = change_password(client, url, "carol-pass-123")  # the right old password, too late
+    assert response.status_code == 429 and b"Too many failed attempts" in response.content
+    staff_user.refresh_from_db()
+    assert staff_user.check_password("carol-pass-123")  # unchanged
+    # ... and the same counts lock the login with that username.
+    assert Client().post("/accounts/login/", {"username": "carol", "password": "carol-pass-123"}).status_code == 429
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url, done", [("/accounts/password_change/", "/accounts/password_change/done/"),
+                                       ("/admin/password_change/", "/admin/password_change/done/")])
+def test_a_password_change_below_the_limit_still_works(staff_user, url, done):
+    client = client_for(staff_user)
+    change_password(client, url, "wrong")
+    response = change_password(client, url, "carol-pass-123")
+    assert response.status_code == 302 and response.url == done
+    staff_user.refresh_from_db()
+    assert staff_user.check_password("a-new-pass-4567")
+
+
+@pytest.mark.django_db
+def test_the_admin_password_change_is_for_staff_only(user):
+    response = client_for(user).get("/admin/password_change/")
+    assert response.status_code == 302 and response.url.startswith("/admin/login/")
 
 
 # --- defect 4: the count is taken before the hash, atomically -----------------------------------
