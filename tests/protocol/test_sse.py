@@ -106,3 +106,30 @@ def test_arbitrary_bytes_never_crash(chunks):
         for frame in decoder.feed(chunk):
             assert isinstance(frame.data, str)
     decoder.close()
+
+
+LINES = st.sampled_from([
+    b"event: response.output_text.delta", b"event:x", b"event", b"data: {\"a\":1}", b"data:{}", b"data",
+    b"data:  two spaces", b"id: 7", b"id: a\x00b", b"retry: 10", b": comment", b":", b"", b"",
+    b"garbage line", b"data: \xc3", b"\xa9 tail", b"id",
+])
+
+
+@settings(max_examples=300)
+@given(st.lists(LINES, max_size=40), st.lists(st.integers(min_value=1, max_value=400), max_size=10))
+def test_the_lf_only_path_decodes_exactly_as_the_line_by_line_one(lines, cuts):
+    # feed() reads LF-only input a whole chunk at a time; _feed_any (any line ends, one line at a
+    # time) is the reference it must match in frames, byte counts and ignored lines.
+    stream = b"\n".join(lines) + b"\n"
+    points = sorted({c for c in cuts if c < len(stream)})
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    fast, reference = SSEDecoder(), SSEDecoder()
+    got = [f for chunk in chunks for f in fast.feed(chunk)] + fast.close()[0]
+    want = [f for chunk in chunks for f in reference._feed_any(chunk)] + reference.close()[0]
+    assert got == want
+    assert fast.take_ignored() == reference.take_ignored()
+
+
+def test_a_crlf_stream_after_lf_chunks_still_decodes():
+    frames, _, _ = decode_all([b"data: a\n", b"\n", b"data: b\r", b"\n\r\n", b"data: c\n\n"])
+    assert [(f.data, f.nbytes) for f in frames] == [("a", 9), ("b", 11), ("c", 9)]
