@@ -193,6 +193,10 @@ class Viewer:
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     frames: int = 0
     retries: int = 0
+    # Events the simulator sent before this socket was open: they come from the store's backlog,
+    # not live, so they are counted here instead of in delays_ms (a machine too slow to start every
+    # run and viewer before the first tokens shows up as a count, not as a fake delay).
+    before_open: int = 0
 
     async def watch(self, timeout: float = 300.0) -> Viewer:
         import websockets
@@ -214,6 +218,7 @@ class Viewer:
             raise RuntimeError(f"could not open the websocket of run {self.run_id}")
         async with socket:
             self.connected.set()
+            opened = time.time()
             async with asyncio.timeout(timeout):
                 async for raw in socket:
                     received = time.time()
@@ -223,7 +228,11 @@ class Viewer:
                         # simulator's "sim_stamp" can't occur unescaped inside a JSON string.
                         self.frames += 1
                         self.seqs.extend(map(int, SEQ.findall(raw)))
-                        self.delays_ms.extend((received - float(s)) * 1000.0 for s in STAMP.findall(raw))
+                        for stamp in map(float, STAMP.findall(raw)):
+                            if stamp >= opened:
+                                self.delays_ms.append((received - stamp) * 1000.0)
+                            else:
+                                self.before_open += 1
                         continue
                     frame = json.loads(raw)
                     if frame["type"] == "status" and frame["status"] not in ("queued", "streaming"):

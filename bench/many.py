@@ -81,7 +81,8 @@ def watch_share(connection, base_urls: list[str], cookies: dict, run_ids: list[i
     seen = [Seen(v.run_id, len(v.seqs), v.seqs == list(range(len(v.seqs))), v.frames,
                  v.final["status"] if v.final else None) for v in viewers]
     delays = array("d", (d for v in viewers for d in v.delays_ms))
-    connection.send((seen, delays.tobytes(), time.monotonic() - started, sum(v.retries for v in viewers)))
+    connection.send((seen, delays.tobytes(), time.monotonic() - started, sum(v.retries for v in viewers),
+                     sum(v.before_open for v in viewers)))
     connection.close()
 
 
@@ -109,17 +110,17 @@ class Clients:
         for pipe in self.pipes:
             pipe.send("go")
 
-    def results(self) -> tuple[list[Seen], array, float, int]:
+    def results(self) -> tuple[list[Seen], array, float, int, int]:
         seen: list[Seen] = []
         delays = array("d")
-        slowest, retries = 0.0, 0
+        slowest, retries, before_open = 0.0, 0, 0
         for pipe, process in zip(self.pipes, self.processes):
-            part, raw, elapsed, tries = pipe.recv()
+            part, raw, elapsed, tries, early = pipe.recv()
             process.join()
             seen.extend(part)
             delays.frombytes(raw)
-            slowest, retries = max(slowest, elapsed), retries + tries
-        return seen, delays, slowest, retries
+            slowest, retries, before_open = max(slowest, elapsed), retries + tries, before_open + early
+        return seen, delays, slowest, retries, before_open
 
 
 async def start_all(client, bodies: list[dict]) -> list[int]:
@@ -144,13 +145,14 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict:
         memories = {pid: sampling.enter_context(PeakMemory(pid, every=0.25)) for pid in baseline}
         with CpuSplit(stack.roles()) as split:
             clients.go()
-            seen, delays, watched_s, retries = clients.results()
+            seen, delays, watched_s, retries, before_open = clients.results()
     results = {run_id: event_count(client, run_id) for run_id in ids}
     events = sum(count for _, count in results.values())
     return {
         "started_s": started_s,
         "watched_s": watched_s,
         "retries": retries,
+        "before_open": before_open,
         "completed": sum(status == "completed" for status, _ in results.values()),
         "events": events,
         "received": sum(s.count for s in seen),
@@ -195,6 +197,9 @@ def main() -> None:
               f" ~{r['frames']:.0f} frames per viewer  [{'nothing lost' if not lost else 'LOST'}]")
         print(f"    delay upstream->viewer: p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms"
               f"  [{verdict}]")
+        if r["before_open"]:
+            print(f"    {r['before_open']:,} events were sent before their viewer connected (not in the delays):"
+                  f" starting the runs took longer than --first-token-s")
         base, peak = r["memory"][executor]
         per_run = (peak - base) / args.runs * 1024
         memory_verdict = "MET" if per_run <= TARGET_KIB_PER_RUN else "NOT MET"
