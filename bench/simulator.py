@@ -1,0 +1,184 @@
+"""Simulator benchmark: the simulator's CPU per event, as a load generator.
+
+Starts the simulator the way the other benchmarks do (a Daphne process of its own, gate open),
+opens many concurrent ``stream: true`` requests from this process with a deliberately cheap
+client (raw asyncio protocols that count bytes and SSE frames, no parsing), and prints the
+simulator process's CPU seconds over the events it delivered. Target: <= 20 us per event at
+10,000 events/s (200 streams x 50 events/s), nothing lost. Then the same streams unthrottled.
+
+    .venv/bin/python bench/simulator.py [--streams 200] [--rate 50] [--seconds 15] [--no-stamp]
+                                       [--unthrottled-tokens 5000] [--sim-url http://host:port]
+
+With ``--sim-url`` it measures a simulator already running (started as in docs/simulator.md,
+"Load generator"); the CPU figure then needs ``--sim-pid``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from common import cpu_seconds, machine, start_daphne, stop_process
+
+from simulator.scenarios import build_events
+
+TARGET_US = 20.0
+FRAME_END = b"\n\n"  # every SSE frame ends so; chunked framing (\r\n) never makes it
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+@dataclass
+class Tally:
+    """What one stream delivered: bytes, SSE frames, and whether its body ended properly."""
+
+    frames: int = 0
+    nbytes: int = 0
+    status: int = 0
+    complete: bool = False
+
+
+class CountingStream(asyncio.Protocol):
+    """Send one request, then count what comes back without parsing it (the client stays cheap)."""
+
+    def __init__(self, request: bytes, tally: Tally, done: asyncio.Future) -> None:
+        self.request, self.tally, self.done = request, tally, done
+        self.head = b""
+        self.in_body = False
+        self.last = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        tally = self.tally
+        tally.nbytes += len(data)
+        if not self.in_body:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            tally.status = int(self.head.split(b" ", 2)[1])
+            data, self.in_body = self.head[end + 4:], True
+        tally.frames += data.count(FRAME_END)
+        if self.last.endswith(b"\n") and data.startswith(b"\n"):
+            tally.frames += 1  # a frame's end split across two reads
+        self.last = (self.last + data)[-len(LAST_CHUNK):]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tally.complete = self.last.endswith(LAST_CHUNK)
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+def stream_body(tokens: int, rate: str, seed: str, stamp: bool, first_token_ms: int) -> dict:
+    metadata = {"sim_tokens": str(tokens), "sim_tokens_per_s": rate, "sim_first_token_ms": str(first_token_ms),
+                "sim_seed": seed, "sim_jitter": "0"}
+    if stamp:
+        metadata["sim_stamp"] = "1"
+    return {"model": "sim-text", "input": "benchmark", "stream": True, "metadata": metadata}
+
+
+def http_request(base: str, body: dict) -> bytes:
+    url = urlsplit(base)
+    payload = json.dumps(body).encode()
+    head = (f"POST {url.path}/responses HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer bench\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n")
+    return head.encode() + payload
+
+
+async def drive(sim_url: str, bodies: list[dict]) -> list[Tally]:
+    """Open every stream at once and wait for all of them to end."""
+    loop = asyncio.get_running_loop()
+    url = urlsplit(sim_url)
+    tallies = [Tally() for _ in bodies]
+    waits = []
+    for body, tally in zip(bodies, tallies):
+        done = loop.create_future()
+        request = http_request(sim_url, body)
+        await loop.create_connection(lambda r=request, t=tally, d=done: CountingStream(r, t, d),
+                                     url.hostname, url.port)
+        waits.append(done)
+    await asyncio.gather(*waits)
+    return tallies
+
+
+def measure(sim_url: str, sim_pid: int | None, bodies: list[dict], expected: int) -> dict:
+    cpu_before = cpu_seconds(sim_pid) if sim_pid else 0.0
+    started = time.monotonic()
+    tallies = asyncio.run(drive(sim_url, bodies))
+    elapsed = time.monotonic() - started
+    cpu = cpu_seconds(sim_pid) - cpu_before if sim_pid else float("nan")
+    events = sum(t.frames for t in tallies)
+    return {
+        "events": events,
+        "expected": expected * len(bodies),
+        "whole": sum(t.status == 200 and t.complete and t.frames == expected for t in tallies),
+        "bytes": sum(t.nbytes for t in tallies),
+        "elapsed": elapsed,
+        "cpu": cpu,
+        "us_per_event": cpu / max(events, 1) * 1e6,
+    }
+
+
+def report(label: str, streams: int, r: dict, target: bool) -> None:
+    lost = r["events"] != r["expected"] or r["whole"] != streams
+    verdict = ""
+    if target:
+        verdict = "  [MET]" if not lost and r["us_per_event"] <= TARGET_US else "  [NOT MET]"
+    print(f"  {label}")
+    print(f"    events delivered {r['events']}/{r['expected']} ({'nothing lost' if not lost else 'LOST EVENTS'}); "
+          f"streams whole {r['whole']}/{streams}; {r['bytes'] / 2**20:.1f} MiB in {r['elapsed']:.1f} s "
+          f"= {r['events'] / r['elapsed']:,.0f} events/s")
+    print(f"    simulator CPU {r['cpu']:.2f} s = {r['us_per_event']:.1f} us per event{verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--rate", type=int, default=50, help="events (tokens) per second per stream")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--no-stamp", action="store_true", help="leave out sim_stamp (on by default, as the "
+                                                                  "delay benchmarks ask for it)")
+    parser.add_argument("--unthrottled-tokens", type=int, default=5000,
+                        help="tokens per stream of the unthrottled pass (0 skips it)")
+    parser.add_argument("--sim-url", help="measure this running simulator (…/sim/v1) instead of starting one")
+    parser.add_argument("--sim-pid", type=int, help="its process id, for the CPU figure")
+    args = parser.parse_args()
+    stamp = not args.no_stamp
+    print(f"machine: {machine()}")
+    process = None
+    if args.sim_url:
+        sim_url, sim_pid = args.sim_url.rstrip("/"), args.sim_pid
+    else:
+        work = Path(tempfile.mkdtemp(prefix="streamscope-bench-sim-"))
+        process, base = start_daphne(work, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1",
+                                                      "STREAMSCOPE_LOG_LEVEL": "WARNING"})
+        sim_url, sim_pid = base + "/sim/v1", process.pid
+    try:
+        tokens = int(args.rate * args.seconds)
+        # A first token after 2 s: every stream is open before any of them sends its deltas.
+        bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000) for i in range(args.streams)]
+        expected = len(build_events("sim-text", bodies[0]))
+        print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "
+              f"= {args.streams * args.rate:,} events/s{', stamped' if stamp else ''} "
+              f"(target: <= {TARGET_US:g} us CPU per event, nothing lost)")
+        report(f"paced, {expected} events per stream", args.streams,
+               measure(sim_url, sim_pid, bodies, expected), target=True)
+        if args.unthrottled_tokens:
+            bodies = [stream_body(args.unthrottled_tokens, "max", str(i), stamp, 0) for i in range(args.streams)]
+            expected = len(build_events("sim-text", bodies[0]))
+            report(f"unthrottled, {expected} events per stream", args.streams,
+                   measure(sim_url, sim_pid, bodies, expected), target=False)
+    finally:
+        if process is not None:
+            stop_process(process)
+
+
+if __name__ == "__main__":
+    main()
