@@ -428,3 +428,51 @@ class ModerationResult(models.Model):
     @property
     def flagged_categories(self) -> list[str]:
         return sorted(name for name, hit in (self.categories or {}).items() if hit)
+
+
+# --- Insights roll-up (streams/history/rollup.py; docs/metrics.md, "The roll-up") -------------
+
+
+class RunRollup(models.Model):
+    """Ended runs summed per hour or day, per model (of a provider) or per provider (every model):
+    counts per outcome, flagged runs, and a log-spaced histogram of each insights figure. Written
+    only by the fold (streams.history.rollup.fold), from the runs themselves, so it can always be
+    rebuilt."""
+
+    start = models.DateTimeField()
+    span = models.CharField(max_length=4)  # "hour" or "day"
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=200, blank=True, default="")  # "" on an every-model row
+    every_model = models.BooleanField(default=False)
+    runs = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    incomplete = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    interrupted = models.PositiveIntegerField(default=0)
+    flagged = models.PositiveIntegerField(default=0)
+    # figure -> [runs with the figure known, p50, p95, p99] of this row alone (read when a chart point is one row)
+    figures = models.JSONField(default=dict)
+    # figure -> "first bin:count,count,..." (merged when a point or a group spans several rows)
+    histograms = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["span", "start", "every_model", "provider", "model"],
+                                    name="runrollup_cell_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.span} {self.start:%Y-%m-%d %H:00} {self.provider}/{self.model or '*'}"
+
+
+class RollupMark(models.Model):
+    """An hour x model x provider whose roll-up rows may be out of date: written by database triggers
+    when a run ends, changes after its end, is deleted, or gains or loses a flag; the fold recomputes
+    the marked hours and deletes the marks it read."""
+
+    created_at = models.DateTimeField(db_index=True)  # the run's, so its hour
+    model = models.CharField(max_length=200)
+    provider = models.CharField(max_length=64)
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:00} {self.provider}/{self.model}"

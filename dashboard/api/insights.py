@@ -24,4 +24,7 @@ def _insights(request: HttpRequest) -> JsonResponse:
     except BadQuery as exc:
         return error(str(exc), "bad_request", 400, param=exc.param)
     runs = Run.objects.visible_to(request.user)
-    return JsonResponse(compute(runs, list_url=reverse("run_list"), **options))
+    # Who sees every run (the rule leaves the queryset unfiltered) may be answered from the roll-up,
+    # which knows no owners; anyone else's figures come from their own runs.
+    every_run = not runs.query.has_filters()
+    return JsonResponse(compute(runs, list_url=reverse("run_list"), every_run=every_run, **options))

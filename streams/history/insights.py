@@ -6,7 +6,8 @@ indexed columns; percentiles are nearest-rank (the rule of streams/protocol/metr
 PostgreSQL they are ``percentile_disc`` aggregates (the same rule, in the database); elsewhere the
 group's sorted column values are fetched and ranked in Python. Over more than ``SAMPLE_ABOVE`` runs
 the percentiles are ranked over a sample by id; counts and rates always cover every run
-(docs/metrics.md, "Insights").
+(docs/metrics.md, "Insights"). For callers who see every run the figures come from the roll-up
+(streams/history/rollup.py): counts exact, percentiles within ``rollup.RELATIVE_ERROR``.
 """
 
 from __future__ import annotations
@@ -22,20 +23,15 @@ from django.db import connection
 from django.db.models import Aggregate, Count, F, FloatField, Q, QuerySet
 from django.db.models.functions import TruncDay, TruncHour
 
+from streams.history import rollup
 from streams.history.fleet import BadQuery, parse_time
+from streams.history.rollup import FIGURES, FRACTIONS
 from streams.models import RunFlag, RunSource, RunStatus
 from streams.protocol.metrics import percentile
 
 GROUP_BY = ("model", "provider")
 BUCKETS = {"hour": (TruncHour, timedelta(hours=1)), "day": (TruncDay, timedelta(days=1))}
-FIGURES = ("ttft_ms", "tokens_per_s", "duration_ms", "gap_p95_ms")
-FRACTIONS = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
-RATES = {
-    "failed_rate": Q(status=RunStatus.FAILED),
-    "incomplete_rate": Q(status=RunStatus.INCOMPLETE),
-    "cancelled_rate": Q(status=RunStatus.CANCELLED),
-    "interrupted_rate": Q(status=RunStatus.INTERRUPTED),
-}
+RATES = {f"{status}_rate": status for status in rollup.OUTCOMES}  # failed_rate: the share of failed runs, ...
 PARAMS = frozenset({"group_by", "since", "until", "bucket", "model", "provider", "source"})
 DEFAULT_RANGE = timedelta(days=7)
 MAX_BUCKETS = 24 * 92  # an hourly series over three months at most
@@ -85,20 +81,79 @@ def parse_params(params: Mapping[str, str]) -> dict[str, Any]:
 
 
 def insights(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, until: datetime,
-             filters: Mapping[str, str], list_url: str = "/runs/") -> dict[str, Any]:
-    """``{"groups": [...], "series": [...]}`` over ``runs`` created in [since, until)."""
-    runs = runs.filter(created_at__gte=since, created_at__lt=until, **filters).order_by()
-    flagged = Q(pk__in=RunFlag.objects.values("run_id"))
-    counts = {name: Count("pk", filter=condition) for name, condition in RATES.items()}
-    counts["flagged_rate"] = Count("pk", filter=flagged)
+             filters: Mapping[str, str], list_url: str = "/runs/", every_run: bool = False) -> dict[str, Any]:
+    """``{"groups": [...], "series": [...]}`` over ``runs`` created in [since, until).
+
+    ``every_run``: ``runs`` is every run (the caller sees them all), so the roll-up may answer
+    (streams/history/rollup.py); a person who sees only their own runs gets the direct query."""
+    summary = None
+    if every_run:
+        summary = rollup.summarise(runs, group_by=group_by, bucket=bucket, since=since, until=until,
+                                   filters=dict(filters))
+    if summary is not None:
+        points = {key: _named_figures(values) for key, values in summary.points.items()}
+        totals = {key: _named_figures(values) for key, values in summary.groups.items()}
+        every, error = 1, rollup.RELATIVE_ERROR
+    else:
+        points, totals, every = _direct(runs, group_by=group_by, bucket=bucket, since=since, until=until,
+                                        filters=filters)
+        error = 0
 
     def link(key: str, start: datetime, end: datetime) -> str:
         query = {group_by: key, **{k: v for k, v in filters.items() if k != group_by},
                  "since": start.isoformat(), "until": end.isoformat(), "all": "1"}
         return f"{list_url}?{urlencode(query)}"
 
+    step = BUCKETS[bucket][1]
+    series: dict[str, list[dict[str, Any]]] = {}
+    for (key, start), values in sorted(points.items()):
+        point: dict[str, Any] = {"t": start.isoformat(), "runs": values["runs"],
+                                 "failed_rate": _rate(values, RunStatus.FAILED)}
+        for figure in FIGURES:
+            point[figure] = values["figures"][figure]
+        point["runs_url"] = link(key, max(start, since), min(start + step, until))
+        series.setdefault(key, []).append(point)
+    groups = []
+    for key, values in sorted(totals.items(), key=lambda item: (-item[1]["runs"], item[0])):
+        entry: dict[str, Any] = {"key": key, "runs": values["runs"]}
+        for figure in FIGURES:
+            entry[figure] = values["figures"][figure]
+        for name, status in RATES.items():
+            entry[name] = _rate(values, status)
+        entry["flagged_rate"] = _rate(values, "flagged")
+        entry["runs_url"] = link(key, since, until)
+        groups.append(entry)
+    return {
+        "group_by": group_by, "bucket": bucket, "since": since.isoformat(), "until": until.isoformat(),
+        "percentiles_sampled_every": every,
+        "percentiles_within": error,
+        "rolled_up": summary is not None,
+        "groups": groups,
+        "series": [{"key": key, "points": points} for key, points in series.items()],
+    }
+
+
+def _rate(values: Mapping[str, Any], name: str) -> float | None:
+    return round(values[name] / values["runs"], 4) if values["runs"] else None
+
+
+def _named_figures(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A roll-up summary's ``[values, p50, p95, p99]`` per figure as {"p50", "p95", "p99"}."""
+    figures = {figure: {name: summary[1 + n] for n, (name, _) in enumerate(FRACTIONS)}
+               for figure, summary in values["figures"].items()}
+    return {**values, "figures": figures}
+
+
+def _direct(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, until: datetime,
+            filters: Mapping[str, str]) -> tuple[dict, dict, int]:
+    """Counts and percentiles straight from the runs: (points by (key, bucket start), totals by key,
+    the sampling step of the percentiles)."""
+    runs = runs.filter(created_at__gte=since, created_at__lt=until, **filters).order_by()
+    counts = {status: Count("pk", filter=Q(status=status)) for status in RATES.values()}
+    counts["flagged"] = Count("pk", filter=Q(pk__in=RunFlag.objects.values("run_id")))
+
     # Counts per (key, bucket) in one scan; a group's counts are the sums of its buckets'.
-    trunc, step = BUCKETS[bucket]
+    trunc = BUCKETS[bucket][0]
     bucketed = runs.annotate(bucket=trunc("created_at", tzinfo=UTC))
     point_rows = list(bucketed.values(group_by, "bucket").annotate(runs=Count("pk"), **counts)
                       .order_by(group_by, "bucket"))
@@ -110,34 +165,20 @@ def insights(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, unt
     group_ranks = _ranks(ranked, [group_by])
     point_ranks = _ranks(ranked.annotate(bucket=trunc("created_at", tzinfo=UTC)), [group_by, "bucket"])
 
-    totals: dict[str, dict[str, int]] = {}
-    series: dict[str, list[dict[str, Any]]] = {}
+    names = ("runs", *counts)
+    points: dict[tuple[str, datetime], dict[str, Any]] = {}
+    totals: dict[str, dict[str, Any]] = {}
     for row in point_rows:
-        key, start = row[group_by], _aware(row["bucket"])
-        summed = totals.setdefault(key, dict.fromkeys(("runs", *RATES, "flagged_rate"), 0))
-        for name in summed:
+        key = row[group_by]
+        summed = totals.setdefault(key, dict.fromkeys(names, 0))
+        for name in names:
             summed[name] += row[name]
-        point: dict[str, Any] = {"t": start.isoformat(), "runs": row["runs"],
-                                 "failed_rate": round(row["failed_rate"] / row["runs"], 4) if row["runs"] else None}
-        for figure in FIGURES:
-            point[figure] = point_ranks[figure].get((key, row["bucket"]), _empty())
-        point["runs_url"] = link(key, max(start, since), min(start + step, until))
-        series.setdefault(key, []).append(point)
-    groups = []
-    for key, summed in sorted(totals.items(), key=lambda item: (-item[1]["runs"], item[0])):
-        entry: dict[str, Any] = {"key": key, "runs": summed["runs"]}
-        for figure in FIGURES:
-            entry[figure] = group_ranks[figure].get((key,), _empty())
-        for name in (*RATES, "flagged_rate"):
-            entry[name] = round(summed[name] / summed["runs"], 4) if summed["runs"] else None
-        entry["runs_url"] = link(key, since, until)
-        groups.append(entry)
-    return {
-        "group_by": group_by, "bucket": bucket, "since": since.isoformat(), "until": until.isoformat(),
-        "percentiles_sampled_every": every,
-        "groups": groups,
-        "series": [{"key": key, "points": points} for key, points in series.items()],
-    }
+        points[(key, _aware(row["bucket"]))] = {
+            **{name: row[name] for name in names},
+            "figures": {figure: point_ranks[figure].get((key, row["bucket"]), _empty()) for figure in FIGURES}}
+    for key, summed in totals.items():
+        summed["figures"] = {figure: group_ranks[figure].get((key,), _empty()) for figure in FIGURES}
+    return points, totals, every
 
 
 def _ranks(runs: QuerySet, keys: list[str]) -> dict[str, dict[tuple, dict[str, float | None]]]:
