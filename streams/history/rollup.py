@@ -49,6 +49,7 @@ BINS = 2 + int(math.log(HIGHEST / LOWEST) / _LOG_RATIO)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+FOLD_EVERY_S = 60  # the housekeeping loop's fold (streams/live/recovery.py)
 MARKS_PER_FOLD = 20_000  # marks read per transaction of the fold
 _IN_CHUNK = 500  # ids per IN (...) (SQLite's limit on parameters)
 _LOCK_KEY = 0x5EED_0011  # PostgreSQL advisory lock: one fold at a time across processes
