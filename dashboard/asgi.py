@@ -16,6 +16,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from dashboard.api.gateway import GatewayASGI  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from streams.live.recovery import start_housekeeping  # noqa: E402
 from streams.upstream.providers import note_listening_address, simulator_url  # noqa: E402
@@ -53,7 +54,7 @@ elif settings.STREAMSCOPE_SIMULATOR_ENABLED:
 
 application = FirstConnection(ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": GatewayASGI(django_asgi_app),  # /gateway/ straight to the gateway, the rest to Django
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 ))

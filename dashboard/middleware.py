@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.deprecation import MiddlewareMixin
 
 log = logging.getLogger(__name__)
 
+INTERNAL_ERROR = {"error": {"message": "internal error; the server log has the details",
+                            "code": "internal_error", "type": "server_error"}}
 # Machine-facing paths: their callers expect JSON errors, whatever DEBUG says.
 JSON_PATHS = ("/api/", "/gateway/", "/replay/", "/sim/")
 
@@ -29,6 +32,28 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     ]
 )
+
+
+def security_headers(secure: bool) -> dict[str, str]:
+    """The headers Django's SecurityMiddleware, XFrameOptionsMiddleware and this module's CSP add to a
+    response, for the gateway's direct ASGI path (dashboard/api/gateway.py), which skips middleware.
+    tests/gateway/test_asgi.py compares the two paths' headers."""
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY}
+    if settings.SECURE_HSTS_SECONDS and secure:
+        sts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        sts += "; includeSubDomains" if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS else ""
+        sts += "; preload" if settings.SECURE_HSTS_PRELOAD else ""
+        headers["Strict-Transport-Security"] = sts
+    if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+        headers["X-Content-Type-Options"] = "nosniff"
+    policy = settings.SECURE_REFERRER_POLICY
+    if policy:
+        headers["Referrer-Policy"] = ",".join(
+            [v.strip() for v in policy.split(",")] if isinstance(policy, str) else policy)
+    if settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+        headers["Cross-Origin-Opener-Policy"] = settings.SECURE_CROSS_ORIGIN_OPENER_POLICY
+    headers["X-Frame-Options"] = getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()
+    return headers
 
 
 class ContentSecurityPolicyMiddleware(MiddlewareMixin):
@@ -52,5 +77,4 @@ class JsonErrorsMiddleware(MiddlewareMixin):
             return JsonResponse({"error": {"message": "the body is too large", "code": "body_too_large",
                                            "type": "invalid_request_error"}}, status=413)
         log.error("%s %s failed", request.method, request.path, exc_info=exception)
-        return JsonResponse({"error": {"message": "internal error; the server log has the details",
-                                       "code": "internal_error", "type": "server_error"}}, status=500)
+        return JsonResponse(INTERNAL_ERROR, status=500)

@@ -270,6 +270,8 @@ STREAMSCOPE_LOGIN_LOCKOUT_S = int(os.environ.get("STREAMSCOPE_LOGIN_LOCKOUT_S", 
 STREAMSCOPE_STALE_AFTER_S = float(os.environ.get("STREAMSCOPE_STALE_AFTER_S", "10"))
 STREAMSCOPE_RECOVERY_INTERVAL_S = float(os.environ.get("STREAMSCOPE_RECOVERY_INTERVAL_S", "2"))
 STREAMSCOPE_CONNECT_TIMEOUT_S = float(os.environ.get("STREAMSCOPE_CONNECT_TIMEOUT_S", "10"))
+# A file to append one line of timings per direct gateway request to (bench/gateway.py); off when empty.
+STREAMSCOPE_GATEWAY_TIMINGS = os.environ.get("STREAMSCOPE_GATEWAY_TIMINGS", "")
 # Events of runs older than this many days are deleted (summaries, outputs, metrics, flags and
 # verdicts stay; pinned runs keep theirs) by the housekeeping loop, at most once an hour. Unset: kept forever.
 STREAMSCOPE_EVENT_RETENTION_DAYS = (int(os.environ["STREAMSCOPE_EVENT_RETENTION_DAYS"])

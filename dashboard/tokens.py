@@ -24,6 +24,8 @@ TOKEN_PREFIX = "ssk_"
 PREFIX_SHOWN = 12  # "ssk_" and 8 characters of the secret: enough to tell tokens apart
 TOKEN_PATHS = ("/api/", "/gateway/")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
+REJECTED = ("the API token is unknown or revoked; make one at /settings/tokens/ and send it as "
+            "Authorization: Bearer <token>")
 
 
 def hash_token(token: str) -> str:
@@ -61,7 +63,11 @@ def authenticate_token(secret: str) -> ApiToken | None:
 
 def authorization_bearer(request: HttpRequest) -> str | None:
     """The ``Authorization: Bearer`` secret of any request: None without the header, "" when malformed."""
-    header = request.headers.get("Authorization")
+    return bearer_of(request.headers.get("Authorization"))
+
+
+def bearer_of(header: str | None) -> str | None:
+    """The secret of an ``Authorization`` header's value: None without one, "" when it is not Bearer."""
     if header is None:
         return None
     scheme, _, secret = header.partition(" ")
@@ -107,8 +113,7 @@ class BearerTokenMiddleware:
 
 def _apply(request: HttpRequest, token: ApiToken | None) -> None:
     if token is None:
-        request.bearer_rejected = ("the API token is unknown or revoked; make one at /settings/tokens/ "
-                                   "and send it as Authorization: Bearer <token>")
+        request.bearer_rejected = REJECTED
         return
     owner = token.owner
 

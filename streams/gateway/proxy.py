@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,7 +88,7 @@ class GatewayAnswer:
     status: int
     headers: dict[str, str]
     body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
+    relay: StreamRelay | None = None  # an event stream, relayed as it arrives
     run_id: int | None = None
 
 
@@ -219,7 +219,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     content_type = response.headers.get("content-type", "")
     if response.status_code < 400 and content_type.split(";")[0].strip().lower() == STREAM_MARKER:
         relay = StreamRelay(run, recorder, response, request, headers)
-        return GatewayAnswer(response.status_code, passed, stream=relay.body(), run_id=run.pk)
+        return GatewayAnswer(response.status_code, passed, relay=relay, run_id=run.pk)
     try:
         whole = await response.aread()
     except httpx.HTTPError as exc:
@@ -384,18 +384,17 @@ def _spawn(coroutine: Any, name: str) -> None:
 # --- relaying a stream -------------------------------------------------------------------------
 
 _END = object()
-_WAKE = object()
-
-
-@dataclass
-class _Stop:
-    frame: bytes
+Send = Callable[[bytes], Awaitable[Any]]  # gives one chunk to the client
 
 
 class StreamRelay:
     """One event stream: upstream → client (first) → recorder; ends on the upstream's end, a stop
     (dashboard or moderation rule: a well-formed ``error`` event ends the client's stream) or the
-    client leaving (the upstream is closed, a background response cancelled)."""
+    client leaving (the upstream is closed, a background response cancelled).
+
+    :meth:`relay` gives each chunk to the client straight from the loop that reads it (the raw
+    ASGI path, dashboard/api/gateway.py, sends it on the connection); :meth:`body` is the same
+    relay as an iterator, for Django's ``StreamingHttpResponse``."""
 
     def __init__(self, run: Run, recorder: GatewayRecorder, response: httpx.Response, request: GatewayRequest,
                  headers: dict[str, str]) -> None:
@@ -404,15 +403,14 @@ class StreamRelay:
         self.response = response
         self.request = request
         self._headers = headers  # may hold the caller's key: memory only, used for the cancel call
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
-        self.reader: asyncio.Task | None = None
+        self.pump: asyncio.Task | None = None
         self.stopped: str | None = None  # why the dashboard stopped it
         self.moderation_error: dict[str, Any] | None = None
         self.upstream_error: dict[str, Any] | None = None
         self.at_boundary = True  # the bytes given so far end between two events
         self.started = False
         stoppers.register(run.pk, self.stop)
-        # A client gone before the server began the body never runs body()'s cleanup: end it here.
+        # A client gone before the server began the body never runs its cleanup: end it here.
         self._watchdog = asyncio.get_running_loop().call_later(UNSTARTED_BODY_S, self._never_started)
 
     def _never_started(self) -> None:
@@ -427,56 +425,68 @@ class StreamRelay:
         """Stop from the dashboard (streams.live.control.cancel_run): end the client's stream now."""
         if self.stopped is None:
             self.stopped = reason
-            if self.reader is not None:
-                self.reader.cancel()
-            try:
-                self.queue.put_nowait(_WAKE)
-            except asyncio.QueueFull:
-                pass  # the body is busy giving a chunk; it looks at ``stopped`` before the next
+            if self.pump is not None:
+                self.pump.cancel()  # relay() then sends the error event
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def relay(self, send: Send) -> None:
+        """Give the stream to the client through ``send`` until it ends. Cancelling this (the
+        client left) closes the upstream and ends the run ``cancelled``."""
         self.started = True
         self._watchdog.cancel()
-        self.reader = asyncio.get_running_loop().create_task(self._read(), name=f"gateway-read-{self.run.pk}")
         ending = "client_left"
         try:
-            while self.stopped is None:
-                item = await self.queue.get()
-                if item is _END:
-                    ending = "upstream_end"
-                    break
-                if item is _WAKE:
-                    continue
-                if isinstance(item, _Stop):
-                    ending = "moderation"
-                    yield self._separator() + item.frame
-                    break
-                yield item
-                self.at_boundary = item.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
-            if self.stopped is not None:
+            if self.stopped is None:
+                self.pump = asyncio.get_running_loop().create_task(self._pump(send), name=f"gateway-{self.run.pk}")
+                await asyncio.wait([self.pump])  # a stop cancels the pump, not this
+            if self.pump is None or self.pump.cancelled():
                 ending = "dashboard"
-                yield self._separator() + self._error_frame(self.stopped, "cancelled_by_user")
+                await send(self._separator() + self._error_frame(self.stopped or "", "cancelled_by_user"))
+            else:
+                ending = self.pump.result()
         finally:
-            # Runs on every end, also when the client left (cancelled, or the body closed early).
+            # Runs on every end, also when the client left (this was cancelled).
+            if self.pump is not None and not self.pump.done():
+                self.pump.cancel()
             _spawn(self._conclude(ending), f"gateway-end-{self.run.pk}")
 
-    async def _read(self) -> None:
+    async def body(self) -> AsyncIterator[bytes]:
+        """The relay as an iterator: a task relays into a short queue (at most QUEUE_CHUNKS read
+        ahead of a slow client) that this drains; closing it early is the client leaving."""
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+        relaying = asyncio.get_running_loop().create_task(self._relay_into(queue), name=f"gateway-relay-{self.run.pk}")
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item
+        finally:
+            if not relaying.done():
+                relaying.cancel()
+
+    async def _relay_into(self, queue: asyncio.Queue[Any]) -> None:
+        try:
+            await self.relay(queue.put)
+        except Exception:
+            log.exception("run %s (gateway): relaying failed", self.run.pk)
+        await queue.put(_END)
+
+    async def _pump(self, send: Send) -> str:
+        """Read the upstream; each chunk goes to the client, then to the recorder. Returns how it ended."""
         recorder = self.recorder
         try:
             async for chunk in iter_body(self.response, settings.STREAMSCOPE_STALL_TIMEOUT_S):
                 t = recorder._now()
-                await self.queue.put(chunk)  # the client first
+                await send(chunk)  # the client first
+                self.at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
                 recorder.take(chunk, t)
             recorder.take_end(recorder._now())
         except ModerationStopped as exc:
             self.moderation_error = exc.error()
-            await self.queue.put(_Stop(self._error_frame(str(exc), "moderation_stopped")))
-            return
+            await send(self._separator() + self._error_frame(str(exc), "moderation_stopped"))
+            return "moderation"
         except UpstreamError as exc:  # dropped or stalled mid-stream: the client's stream ends too
             self.upstream_error = exc.as_dict()
         finally:
             await self.response.aclose()
-        await self.queue.put(_END)
+        return "upstream_end"
 
     def _separator(self) -> bytes:
         # A stop between two chunks of one event: end that event first (the client sees it broken).
@@ -493,9 +503,9 @@ class StreamRelay:
     async def _conclude(self, ending: str) -> None:
         stoppers.unregister(self.run.pk)
         try:
-            if self.reader is not None and not self.reader.done():
-                self.reader.cancel()
-                await asyncio.gather(self.reader, return_exceptions=True)
+            if self.pump is not None and not self.pump.done():
+                self.pump.cancel()
+                await asyncio.gather(self.pump, return_exceptions=True)
             if ending != "upstream_end" and self.run.background and self.recorder.response_id:
                 await self._cancel_upstream()
             if ending == "client_left":
