@@ -7,7 +7,8 @@ claims each one atomically (so two processes never take the same run), then resu
 last stored event when the upstream still has the response (background mode), else marks it
 ``interrupted``. Events stored before the crash are never touched.
 
-The same loop applies event retention (:func:`prune_if_due`) when a deployment sets one.
+The same loop applies event retention (:func:`prune_if_due`) when a deployment sets one, and folds
+the insights roll-up (:func:`fold_if_due`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from streams.history import retention
+from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
 from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
@@ -121,13 +122,14 @@ async def recover_once() -> list[int]:
 
 
 async def housekeep() -> None:
-    last_prune = None
+    last_prune = last_fold = None
     while True:
         try:
             await recover_once()
         except Exception:
             log.exception("recovery sweep failed; trying again shortly")
         last_prune = await prune_if_due(last_prune)
+        last_fold = await fold_if_due(last_fold)
         await asyncio.sleep(settings.STREAMSCOPE_RECOVERY_INTERVAL_S)
 
 
@@ -144,6 +146,18 @@ async def prune_if_due(last: float | None) -> float | None:
             log.info("retention: deleted %d events of %d runs older than %d days", result.events, result.runs, days)
     except Exception:
         log.exception("pruning events failed; trying again in an hour")
+    return now
+
+
+async def fold_if_due(last: float | None) -> float | None:
+    """The insights roll-up (streams/history/rollup.py), at most once per ``rollup.FOLD_EVERY_S`` per process."""
+    now = time.monotonic()
+    if last is not None and now - last < rollup.FOLD_EVERY_S:
+        return last
+    try:
+        await database_sync_to_async(rollup.fold)()
+    except Exception:
+        log.exception("folding the insights roll-up failed; trying again in a minute")
     return now
 
 
