@@ -50,7 +50,8 @@ BINS = 2 + int(math.log(HIGHEST / LOWEST) / _LOG_RATIO)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 FOLD_EVERY_S = 60  # the housekeeping loop's fold (streams/live/recovery.py)
-MARKS_PER_FOLD = 20_000  # marks read per transaction of the fold
+MARKS_PER_FOLD = 20_000  # marks read per transaction of the fold...
+HOURS_PER_FOLD = 48  # ...and hours recomputed in it
 _IN_CHUNK = 500  # ids per IN (...) (SQLite's limit on parameters)
 _LOCK_KEY = 0x5EED_0011  # PostgreSQL advisory lock: one fold at a time across processes
 
@@ -214,9 +215,11 @@ def _chunks(items: list[Any], size: int = _IN_CHUNK) -> Iterator[list[Any]]:
 Cell = tuple[datetime, str, str]  # (hour, model, provider)
 
 
-def fold(*, marks_per_round: int = MARKS_PER_FOLD) -> int:
+def fold(*, marks_per_round: int = MARKS_PER_FOLD, hours_per_round: int = HOURS_PER_FOLD) -> int:
     """Bring the roll-up up to date with the marks; returns how many hour x model x provider cells were
-    recomputed. Each round is one transaction; a round that finds another process folding stops."""
+    recomputed. Each round (at most ``hours_per_round`` hours, so a first fold over a large history holds
+    neither a long transaction nor every run in memory) is one transaction; a round that finds another
+    process folding stops."""
     recomputed = 0
     while True:
         with transaction.atomic():
@@ -226,12 +229,14 @@ def fold(*, marks_per_round: int = MARKS_PER_FOLD) -> int:
                          [:marks_per_round])
             if not marks:
                 return recomputed
-            cells = {(hour_of(created), model, provider) for _, created, model, provider in marks}
+            hours = sorted({hour_of(created) for _, created, _, _ in marks})[:hours_per_round]
+            taken = [mark for mark in marks if hour_of(mark[1]) <= hours[-1]]
+            cells = {(hour_of(created), model, provider) for _, created, model, provider in taken}
             _recompute(cells)
-            for ids in _chunks([mark_id for mark_id, *_ in marks]):
+            for ids in _chunks([mark_id for mark_id, *_ in taken]):
                 RollupMark.objects.filter(id__in=ids).delete()
         recomputed += len(cells)
-        if len(marks) < marks_per_round:
+        if len(taken) == len(marks) < marks_per_round:
             return recomputed
 
 
