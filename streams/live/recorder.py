@@ -24,6 +24,7 @@ from django.conf import settings
 from streams.models import RunStatus
 from streams.pipeline import store
 from streams.pipeline.broadcast import publish_events, publish_status
+from streams.protocol import fastjson
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, column_values
 from streams.protocol.records import EventRecord
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 RAW_KEEP = 64 * 1024  # how much of a malformed line is kept in its event
 HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+# Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.
+EXACT_TYPES = TERMINAL_TYPES | {"error"}
 
 
 class RunLimitExceeded(Exception):
@@ -78,7 +81,8 @@ class RunRecorder:
             raise RunLimitExceeded(
                 f"the run reached the limit of {self.max_events} events and was stopped"
             )
-        event_type = clean_text(event_type)  # the upstream names it: "\ud800" must not reach the store
+        if not event_type.isascii():
+            event_type = clean_text(event_type)  # the upstream names it: "\ud800" must not reach the store
         self.buffer.append(EventRecord(self.next_seq, t, event_type, data, nbytes))
         self.next_seq += 1
         self.metrics.observe_payload(t, event_type, payload, nbytes)
@@ -91,7 +95,7 @@ class RunRecorder:
             self._add(DONE_MARKER, '{"raw":"[DONE]"}', t, frame.nbytes)
             return
         try:
-            payload = json.loads(data)
+            payload = fastjson.decode(data)
         except (ValueError, RecursionError) as exc:
             record = {"raw": data[:RAW_KEEP], "error": f"invalid JSON in data line: {exc}", "where": "data"}
             if frame.event:
@@ -107,6 +111,8 @@ class RunRecorder:
                 if self.last_upstream_seq is not None and sequence_number <= self.last_upstream_seq:
                     return  # already stored before a resume: keep every event exactly once
                 self.last_upstream_seq = sequence_number
+            if event_type in EXACT_TYPES or "usage" in payload:
+                payload = fastjson.exact(data)  # the run keeps its numbers (usage): every digit of them
             self._understand(event_type, payload)
         self._add(event_type, data, t, frame.nbytes, payload)
 

@@ -83,6 +83,7 @@ class MetricsAccumulator:
         self.counts: Counter[str] = Counter()
         self.delta_gaps: list[float] = []
         self.usage: dict[str, Any] | None = None
+        self._stamped: set[str] = set()  # kinds whose first-time figure is set already
 
     def observe_bytes(self, t: float) -> None:
         """Body bytes arrived at ``t`` (the reader calls this per chunk; only the first counts)."""
@@ -98,24 +99,18 @@ class MetricsAccumulator:
         self.bytes_received += nbytes
         if self.first_event_ms is None:
             self.first_event_ms = t
-        if self.first_byte_ms is None:
-            self.first_byte_ms = t  # no reader told us earlier: the first event brought the first byte
+            if self.first_byte_ms is None:
+                self.first_byte_ms = t  # no reader told us earlier: the first event brought the first byte
         if self.created_ms is None and event_type == "response.created":
             self.created_ms = t
+        # Once per event, so the type's classification is looked up rather than worked out.
+        type_kind, type_token = _traits(event_type)
         if kind is None:
-            if event_type in OUTPUT_TEXT_TYPES:
-                kind = "text"
-            elif event_type in REASONING_TYPES:
-                kind = "reasoning"
-            elif event_type in TOOL_ARGUMENT_TYPES:
-                kind = "arguments"
-        if kind:
-            for first in kind.split(","):
-                attribute = _FIRST_BY_KIND[first]
-                if getattr(self, attribute) is None:
-                    setattr(self, attribute, t)
+            kind = type_kind
+        if kind is not None and kind not in self._stamped:
+            self._stamp_first(kind, t)
         self.last_event_ms = t
-        if is_token_delta(event_type) if token is None else token:
+        if type_token if token is None else token:
             self.delta_count += 1
             if self.first_token_ms is None:
                 self.first_token_ms = t
@@ -124,6 +119,14 @@ class MetricsAccumulator:
             self.last_token_ms = t
         if usage:
             self.usage = usage
+
+    def _stamp_first(self, kind: str, t: float) -> None:
+        """The first event of each kind in ``kind`` (comma-separated) sets its time-to-first figure."""
+        for first in kind.split(","):
+            attribute = _FIRST_BY_KIND[first]
+            if getattr(self, attribute) is None:
+                setattr(self, attribute, t)
+        self._stamped.add(kind)
 
     def observe_payload(self, t: float, event_type: str, payload: Any, nbytes: int = 0) -> None:
         """Like :meth:`observe`, picking usage out of a terminal event's response object."""
@@ -206,6 +209,25 @@ def column_values(metrics: Any) -> dict[str, Any]:
 
 
 _FIRST_BY_KIND = {"text": "first_text_ms", "reasoning": "first_reasoning_ms", "arguments": "first_arguments_ms"}
+_TRAITS: dict[str, tuple[str | None, bool]] = {}
+_TRAITS_KEPT = 4096  # distinct types remembered; an upstream inventing more is classified each time
+
+
+def _traits(event_type: str) -> tuple[str | None, bool]:
+    """(kind of first-time figure it sets or None, whether it is a token delta) of an event type."""
+    traits = _TRAITS.get(event_type)
+    if traits is None:
+        kind = None
+        if event_type in OUTPUT_TEXT_TYPES:
+            kind = "text"
+        elif event_type in REASONING_TYPES:
+            kind = "reasoning"
+        elif event_type in TOOL_ARGUMENT_TYPES:
+            kind = "arguments"
+        traits = (kind, is_token_delta(event_type))
+        if len(_TRAITS) < _TRAITS_KEPT:
+            _TRAITS[event_type] = traits
+    return traits
 
 
 def _chat_delta_has_output(choice: Any) -> bool:

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1024)
+def _quoted(event_type: str) -> str:
+    # A run has a few dozen types at most; quoting each once saves a json.dumps per event.
+    return json.dumps(event_type)
 
 
 def encode_record(seq: int, t: float, event_type: str, data: str) -> str:
     """JSON of ``{"seq", "t", "type", "data"}`` with ``data`` spliced in as received."""
-    return f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{json.dumps(event_type)},"data":{data}}}'
+    return f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{_quoted(event_type)},"data":{data}}}'
 
 
 @dataclass(slots=True)
