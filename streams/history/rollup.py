@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
@@ -342,13 +343,32 @@ def summarise(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, un
     first, last = hour_of(since + HOUR - timedelta(microseconds=1)), hour_of(until)
     if last <= first or set(filters) - {"model", "provider"}:
         return None
+    with _snapshot():
+        return _summarise(runs, group_by, bucket, since, until, first, last, filters)
+
+
+@contextmanager
+def _snapshot() -> Iterator[None]:
+    """One transaction for the whole read, so a fold committing meanwhile is seen entirely or not at all:
+    REPEATABLE READ on PostgreSQL (one snapshot for every statement); SQLite's read transaction is one
+    snapshot already. Inside an outer transaction (tests) the outer one decides."""
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and not outer:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
+def _summarise(runs: QuerySet, group_by: str, bucket: str, since: datetime, until: datetime, first: datetime,
+               last: datetime, filters: dict[str, str]) -> Summary:
     dirty = _dirty_cells(first, last, filters)
     dirty_hours = {hour for hour, _, _ in dirty}
-    direct = _direct_runs(runs, since, until, first, last, dirty, filters)
     every_model = group_by == "provider" and "model" not in filters
     day_plan = _rows_for("day", first, last, dirty_hours, dirty, every_model, filters)
     hour_plan = day_plan if bucket == "day" else _rows_for("hour", first, last, dirty_hours, dirty, every_model,
                                                            filters)
+    direct = _direct_runs(runs, since, until, first, last, dirty, filters)
     bucket_of = day_of if bucket == "day" else hour_of
     points: dict[tuple[str, datetime], Point] = {}
     for row in hour_plan:
