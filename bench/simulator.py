@@ -29,8 +29,7 @@ from common import cpu_seconds, machine, start_daphne, stop_process
 from simulator.scenarios import build_events
 
 TARGET_US = 20.0
-FRAME_END = b"\n\n"  # every SSE frame ends so; chunked framing (\r\n) never makes it
-LAST_CHUNK = b"0\r\n\r\n"
+FRAME_END = b"\n\n"  # every SSE frame ends so, and no frame holds it elsewhere
 
 
 @dataclass
@@ -44,34 +43,59 @@ class Tally:
 
 
 class CountingStream(asyncio.Protocol):
-    """Send one request, then count what comes back without parsing it (the client stays cheap)."""
+    """Send one request, then count the SSE frames of its chunked body without parsing them (the
+    client stays cheap): chunk sizes are read, frames are counted by their blank line."""
 
     def __init__(self, request: bytes, tally: Tally, done: asyncio.Future) -> None:
         self.request, self.tally, self.done = request, tally, done
         self.head = b""
         self.in_body = False
+        self.left = 0  # bytes of the current chunk still to come
+        self.skip = 0  # the CRLF after a chunk's data
+        self.size_line = b""
         self.last = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport.write(self.request)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
-        tally = self.tally
-        tally.nbytes += len(data)
+        self.tally.nbytes += len(data)
         if not self.in_body:
             self.head += data
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return
-            tally.status = int(self.head.split(b" ", 2)[1])
+            self.tally.status = int(self.head.split(b" ", 2)[1])
             data, self.in_body = self.head[end + 4:], True
-        tally.frames += data.count(FRAME_END)
-        if self.last.endswith(b"\n") and data.startswith(b"\n"):
-            tally.frames += 1  # a frame's end split across two reads
-        self.last = (self.last + data)[-len(LAST_CHUNK):]
+        position = 0
+        while position < len(data) and not self.tally.complete:
+            if self.left:
+                piece = data[position:position + self.left]
+                self.count(piece)
+                self.left -= len(piece)
+                position += len(piece)
+                self.skip = 0 if self.left else 2
+            elif self.skip:
+                taken = min(self.skip, len(data) - position)
+                self.skip -= taken
+                position += taken
+            else:
+                end = data.find(b"\r\n", position)
+                if end < 0:
+                    self.size_line += data[position:]
+                    return
+                line, self.size_line = self.size_line + data[position:end], b""
+                position = end + 2
+                self.left = int(line.split(b";")[0], 16)
+                self.tally.complete = self.left == 0
+
+    def count(self, body: bytes) -> None:
+        # With the last byte before: a frame's end split across two pieces counts once (SSE frames
+        # never hold three newlines in a row, so nothing counts twice).
+        self.tally.frames += (self.last + body).count(FRAME_END)
+        self.last = body[-1:]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.tally.complete = self.last.endswith(LAST_CHUNK)
         if not self.done.done():
             self.done.set_result(None)
 
