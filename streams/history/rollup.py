@@ -306,7 +306,7 @@ def _replace(span: str, every_model: bool, tallies: dict[Cell, Tally]) -> None:
 # --- reading ----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)
 class Point:
     """One group or chart point being summed: stored rows (their histograms read only if needed) and
     runs counted directly."""
@@ -318,18 +318,23 @@ class Point:
     def needs_histograms(self) -> bool:
         return len(self.rows) > 1 or bool(self.rows and self.direct)
 
-    def figures(self, histograms: dict[int, dict[str, str]]) -> dict[str, list[float | None]]:
+    def figures(self, histograms: dict[int, dict[str, str]]) -> dict[str, dict[str, float | None]]:
+        """{figure: {"p50", "p95", "p99"}}: the row's own when the point is one row, else from the summed bins."""
         if len(self.rows) == 1 and not self.direct:
-            return self.rows[0]["figures"]
-        tally = _tally_runs(self.direct)
-        for row in self.rows:
-            tally.add_histograms(histograms[row["id"]])
-        return tally.summaries()
+            summaries = self.rows[0]["figures"]
+        else:
+            tally = _tally_runs(self.direct)
+            for row in self.rows:
+                tally.add_histograms(histograms[row["id"]])
+            summaries = tally.summaries()
+        return {figure: {"p50": summary[1], "p95": summary[2], "p99": summary[3]}
+                for figure, summary in summaries.items()}
 
 
 @dataclass
 class Summary:
-    """What :func:`summarise` answers: counts and figures per (key, bucket start) and per key."""
+    """What :func:`summarise` answers: counts and ``figures`` ({figure: {"p50", "p95", "p99"}}) per
+    (key, bucket start) and per key."""
 
     points: dict[tuple[str, datetime], dict[str, Any]]
     groups: dict[str, dict[str, Any]]
