@@ -25,7 +25,7 @@ from streams.pipeline.flush_clock import flush_clock
 from streams.protocol.metrics import TERMINAL_TYPES
 from streams.protocol.sse import EventTooLarge, SSEDecoder
 from streams.review.moderation import ModerationStopped
-from streams.upstream.client import UpstreamError, iter_body, make_client, open_stream
+from streams.upstream.client import UpstreamError, make_client, open_stream, read_body
 from streams.upstream.providers import Provider, UnknownProvider, get_provider
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class RunExecutor(RunRecorder):
         self._client = client
         # resume: the run was begun by a process that died; continue it from its stored log.
         self.resume = resume
+        self._decoder = SSEDecoder()  # the current request's (see _read)
 
     # --- the run ---------------------------------------------------------------------------
 
@@ -140,27 +141,33 @@ class RunExecutor(RunRecorder):
             return self._outcome(provider.protocol)
 
     async def _read(self, client: httpx.AsyncClient, provider: Provider, **request: Any) -> None:
-        decoder = SSEDecoder(settings.STREAMSCOPE_MAX_EVENT_BYTES)
-        stall = settings.STREAMSCOPE_STALL_TIMEOUT_S
+        decoder = self._decoder = SSEDecoder(settings.STREAMSCOPE_MAX_EVENT_BYTES)
         async with open_stream(client, provider, **request) as response:
-            async for chunk in iter_body(response, stall):
-                t = self._now()
-                if t > self.max_duration_ms:
-                    raise RunLimitExceeded(
-                        f"the stream ran longer than the limit of {self.max_duration_ms / 1000:g} s and was stopped"
-                    )
-                self.metrics.observe_bytes(t)
-                for frame in decoder.feed(chunk):
-                    self.accept_frame(frame, t)
-                if decoder.ignored_lines:
-                    self.record_ignored_lines(decoder.take_ignored(), t)
-                if self._after_chunk():
-                    await asyncio.shield(self.flush())
+            await read_body(response, settings.STREAMSCOPE_STALL_TIMEOUT_S, self._body_bytes, self._flush_now)
             frames, _ = decoder.close()
             t = self._now()
             for frame in frames:
                 self.accept_frame(frame, t)
             self.record_ignored_lines(decoder.take_ignored(), t)
+
+    def _body_bytes(self, chunk: bytes) -> bool:
+        """One network read of the body: its events recorded. Called by the connection itself
+        (streams/upstream/body.py), so it must not await; True asks the reader to wait for a flush."""
+        t = self._now()
+        if t > self.max_duration_ms:
+            raise RunLimitExceeded(
+                f"the stream ran longer than the limit of {self.max_duration_ms / 1000:g} s and was stopped"
+            )
+        self.metrics.observe_bytes(t)
+        decoder = self._decoder
+        for frame in decoder.feed(chunk):
+            self.accept_frame(frame, t)
+        if decoder.ignored_lines:
+            self.record_ignored_lines(decoder.take_ignored(), t)
+        return self._after_chunk()
+
+    def _flush_now(self) -> asyncio.Future:
+        return asyncio.shield(self.flush())
 
     def _load_stored_state(self, run: Run) -> None:
         """Pick up where a dead process left off: seqs, cursor, text, metrics and the clock.

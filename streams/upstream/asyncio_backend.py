@@ -6,6 +6,10 @@ reads once per event, so under many concurrent runs that was a visible share of 
 executing them (figures in docs/performance.md). Here a protocol keeps what arrives in a buffer,
 pausing the transport only when the buffer is full, and a read with data waiting returns at once.
 
+While a response head is awaited, a read hands httpcore no byte past the end of that head, so the
+body of a streaming response is still here, unread, when the response is returned: the run can then
+take the connection over and read the body without httpcore (streams/upstream/body.py).
+
 The contract is httpcore's ``AsyncNetworkBackend`` / ``AsyncNetworkStream``: reads return b"" at
 the end, timeouts raise httpcore's ReadTimeout/WriteTimeout/ConnectTimeout, socket errors its
 ReadError/WriteError/ConnectError, so httpx maps them to the exceptions it always raises.
@@ -14,15 +18,18 @@ ReadError/WriteError/ConnectError, so httpx maps them to the exceptions it alway
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpcore
 
 HIGH_WATER = 256 * 1024  # bytes buffered before the transport is paused
 LOW_WATER = 64 * 1024
+# Where h11 ends a head: the first blank line, CRLF or bare LF (h11's own rule).
+HEAD_END = re.compile(rb"\n\r?\n")
 
 
 class _Protocol(asyncio.Protocol):
@@ -34,12 +41,22 @@ class _Protocol(asyncio.Protocol):
         self.paused = False
         self._readable: asyncio.Future | None = None
         self._writable: asyncio.Future | None = None
+        # A request was sent and its response head is not read yet (see AsyncioStream.read).
+        self.awaiting_head = False
+        self.gave_body = False  # bytes after the response head went to httpcore (it reads the body)
+        # Set while a body is read straight from the transport (body.py): every byte goes there,
+        # and the end of the connection too (None: a clean end, else the error).
+        self.sink: Callable[[bytes], None] | None = None
+        self.sink_end: Callable[[BaseException | None], None] | None = None
 
     # transport → protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink(data)
+            return
         self.buffer += data
         if len(self.buffer) > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
@@ -49,12 +66,16 @@ class _Protocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake_reader()
+        if self.sink_end is not None:
+            self.sink_end(None)
         return False  # let the transport close itself
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.eof = True
         self.error = exc
         self._wake_reader()
+        if self.sink_end is not None:
+            self.sink_end(exc)
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -79,12 +100,27 @@ class _Protocol(asyncio.Protocol):
             self._readable = None
 
     def take(self, max_bytes: int) -> bytes:
+        if self.awaiting_head:
+            max_bytes = self._head_bytes(max_bytes)
+        else:
+            self.gave_body = True
         data = bytes(self.buffer[:max_bytes])
         del self.buffer[:max_bytes]
         if self.paused and len(self.buffer) < LOW_WATER and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
         return data
+
+    def _head_bytes(self, max_bytes: int) -> int:
+        """How much of the buffer a read may return while a head is awaited: through its end."""
+        end = HEAD_END.search(self.buffer)
+        if end is None:
+            # All of it is head, but keep two bytes back: the blank line may end in the next data.
+            return min(max_bytes, len(self.buffer) - 2) if len(self.buffer) > 2 and not self.eof else max_bytes
+        head = self.buffer[: end.end()]
+        if not (head.startswith(b"HTTP/1.1 1") or head.startswith(b"HTTP/1.0 1")) or head[9:12] == b"101":
+            self.awaiting_head = False  # a final head (1xx other than 101 are followed by another)
+        return min(max_bytes, end.end())
 
     async def wait_writable(self) -> None:
         if self._writable is not None:
@@ -98,7 +134,9 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if not protocol.buffer and not protocol.eof:
+        while not protocol.eof and (
+                not protocol.buffer or (protocol.awaiting_head and len(protocol.buffer) <= 2
+                                        and HEAD_END.search(protocol.buffer) is None)):
             try:
                 async with asyncio.timeout(timeout):
                     await protocol.wait_readable()
@@ -115,6 +153,8 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             return
         if self._protocol.error is not None or self._transport.is_closing():
             raise httpcore.WriteError("the connection is closed")
+        self._protocol.awaiting_head = True  # a request (or its body) went out: its answer is due
+        self._protocol.gave_body = False
         self._transport.write(buffer)
         try:
             async with asyncio.timeout(timeout):
@@ -141,6 +181,10 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
         self._protocol.transport = transport  # type: ignore[assignment]
         return AsyncioStream(transport, self._protocol)  # type: ignore[arg-type]
+
+    def body_taken(self) -> bool:
+        """Whether httpcore has read past the last response head (so a body reader cannot take over)."""
+        return self._protocol.gave_body or self._protocol.awaiting_head or self._protocol.sink is not None
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":

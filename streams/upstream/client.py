@@ -7,13 +7,23 @@ in words a person can act on; the runner records it on the run.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from streams.upstream.asyncio_backend import AsyncioStream
+from streams.upstream.body import (
+    BodyDropped,
+    BodyStalled,
+    ChunkedFraming,
+    CloseFraming,
+    Framing,
+    LengthFraming,
+    StreamedBody,
+)
 from streams.upstream.httpx_shim import pooled_transport
 from streams.upstream.providers import Provider
 
@@ -137,3 +147,53 @@ async def iter_body(response: httpx.Response, stall_timeout: float) -> AsyncIter
         raise UpstreamError(f"the upstream connection dropped mid-stream ({exc})", "connection_dropped") from exc
     except httpx.TransportError as exc:
         raise UpstreamError(f"the upstream connection failed mid-stream ({exc!r})", "connection_error") from exc
+
+
+async def read_body(response: httpx.Response, stall_timeout: float, on_bytes: Callable[[bytes], bool],
+                    on_wait: Callable[[], Awaitable[object]]) -> None:
+    """The whole body to ``on_bytes`` as it arrives; when that returns True, ``await on_wait()``
+    before reading on. Failures are the UpstreamErrors :func:`iter_body` raises.
+
+    A body on our asyncio backend is read straight from its connection (streams/upstream/body.py:
+    no coroutine wakes per read); any other (a content coding, another backend) through httpx.
+    """
+    body = _streamed_body(response, stall_timeout)
+    if body is None:
+        async for chunk in iter_body(response, stall_timeout):
+            if on_bytes(chunk):
+                await on_wait()
+        return
+    try:
+        await body.read(on_bytes, on_wait)
+    except BodyStalled as exc:
+        raise UpstreamError(
+            f"upstream sent no bytes for {stall_timeout:g} s; the run was ended as stalled", "stalled"
+        ) from exc
+    except BodyDropped as exc:
+        raise UpstreamError(f"the upstream connection dropped mid-stream ({exc})", "connection_dropped") from exc
+
+
+def _streamed_body(response: httpx.Response, stall_timeout: float) -> StreamedBody | None:
+    """A reader of the body straight from the connection, when it can take over from httpx."""
+    stream = response.extensions.get("network_stream")
+    if not isinstance(stream, AsyncioStream) or stream.body_taken():
+        return None  # another backend, or httpcore holds some of the body already
+    headers = response.headers
+    if headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+        return None  # httpx decodes gzip and friends
+    if not 200 <= response.status_code < 300 or response.status_code == 204:
+        return None
+    framing: Framing
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        if coding.strip().lower() != "chunked":
+            return None
+        framing = ChunkedFraming()
+    elif "content-length" in headers:
+        try:
+            framing = LengthFraming(int(headers["content-length"]))
+        except ValueError:
+            return None
+    else:
+        framing = CloseFraming()
+    return StreamedBody(stream, framing, stall_timeout)

@@ -5,9 +5,7 @@ TLS, flow control on big bodies, and the errors httpx must keep raising. The run
 from __future__ import annotations
 
 import asyncio
-import shutil
 import ssl
-import subprocess
 import zlib
 
 import httpcore
@@ -63,19 +61,6 @@ async def test_nothing_listening_is_a_connect_error():
         await server.wait_closed()
         with pytest.raises(httpx.ConnectError):
             await client.get(f"http://127.0.0.1:{port}/")
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command makes this test's certificate; it is not installed")
-    folder = tmp_path_factory.mktemp("tls")
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost", "-keyout", folder / "key.pem",
-                    "-out", folder / "cert.pem"],
-                   check=True, capture_output=True)
-    return folder / "cert.pem", folder / "key.pem"
 
 
 async def test_https_goes_through_the_tls_handshake_and_checks_the_certificate(tls_files):
