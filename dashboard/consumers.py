@@ -1,8 +1,14 @@
 """The websocket a page watches a run through: backlog from the store, then live batches.
 
-Zulip's shape: join the group first, then send the backlog from the database, then forward
+Zulip's shape: join the run's viewers first, then send the backlog from the database, then forward
 live batches, skipping what was already sent and refilling any gap from the store (channel
 layers may drop messages). So a client gets every event after ``after`` exactly once, in order.
+
+The run's messages (batches, status, flags) do not come through the channel layer one copy per
+viewer: the process's viewers of a run are registered once (streams.pipeline.viewers), each
+message is handed to :meth:`RunConsumer.offer`, which queues it in the viewer's own inbox, and
+one task at a time works the inbox through the same handlers, never at the same time as a
+handler Channels dispatches (``turn``). A full inbox drops batches like a full channel would.
 
 A slow viewer never holds anyone up: Daphne buffers a socket's unsent output without limit, so
 when a viewer's buffer passes :data:`VIEWER_HIGH_WATER` bytes it stops getting live batches (they
@@ -22,10 +28,11 @@ reviewer role removed), closing with 4401 or 4403 otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from importlib import import_module
 from types import SimpleNamespace
 from typing import Any
@@ -43,7 +50,7 @@ from dashboard.serializers import flags_json
 from dashboard.twisted_shim import transport_of, unsent_bytes
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
-from streams.pipeline.broadcast import group_name
+from streams.pipeline.viewers import local_viewers
 from streams.protocol.records import events_frame
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,7 @@ SESSION_CHECK_S = 30.0  # how often an open socket re-checks its session and the
 # Daphne refuses to send a websocket message over 1 MiB (its --websocket_max_message_size),
 # so a batch is split into frames of at most this many characters (< 1 MiB even as 4-byte UTF-8).
 FRAME_MAX_CHARS = 200_000
+INBOX_MAX = 100  # queued live batches per viewer; beyond, batches are dropped and refilled (Channels' capacity)
 
 
 @database_sync_to_async
@@ -96,6 +104,13 @@ def _events_after(run_id: int, after: int, upto: int | None) -> list[tuple[int, 
 
 
 class RunConsumer(AsyncWebsocketConsumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inbox: deque[dict] = deque()  # the run's messages waiting for this viewer (see offer)
+        self.turn = asyncio.Lock()  # one handler at a time, from Channels or from the inbox
+        self.draining: asyncio.Task | None = None
+        self.gone = False
+
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch without its ``aclose_old_connections()`` before every handler: that
         is a hop to the one thread all database work runs on, so each live batch for each viewer
@@ -107,11 +122,36 @@ class RunConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        async with self.turn:
+            await handler(message)
+
+    def offer(self, message: dict) -> None:
+        """One of the run's messages, from the process's registry of viewers (it must not wait)."""
+        if self.gone:
+            return
+        if message["type"] == "run.events" and len(self.inbox) >= INBOX_MAX:
+            return  # like a full channel; the next batch finds the gap and refills it from the store
+        self.inbox.append(message)
+        if self.draining is None or self.draining.done():
+            # A context of its own: the publisher's may belong to a request (see streams.live.launcher).
+            self.draining = asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
+
+    async def _drain(self) -> None:
+        async with self.turn:
+            while self.inbox and not self.gone:
+                message = self.inbox.popleft()
+                if getattr(self, "refused", False):
+                    continue
+                try:
+                    await getattr(self, get_handler_name(message))(message)
+                except Exception:
+                    log.exception("run %s: a viewer failed on a %s message; closing it", self.run_id,
+                                  message.get("type"))
+                    self.gone = True
+                    await self.close(code=1011)
 
     async def connect(self) -> None:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        self.group = group_name(self.run_id)
         self.last_sent = -1
         self.joined = False
         self.behind = False
@@ -132,7 +172,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.last_sent = _after_param(self.scope.get("query_string", b""))
         if self.session_group:
             await self.channel_layer.group_add(self.session_group, self.channel_name)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.viewers = local_viewers(self.channel_layer)
+        await self.viewers.join(self.run_id, self)
         self.joined = True
         await self.accept()
         self.session_watch = asyncio.create_task(self._watch_session(), name=f"ws-run-{self.run_id}-session")
@@ -158,11 +199,13 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        self.gone = True
+        self.inbox.clear()
         for task in (getattr(self, "watchdog", None), getattr(self, "session_watch", None)):
             if task is not None:
                 task.cancel()
         if self.joined:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            self.viewers.leave(self.run_id, self)
             if self.session_group:
                 await self.channel_layer.group_discard(self.session_group, self.channel_name)
 

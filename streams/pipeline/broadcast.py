@@ -1,4 +1,6 @@
-"""Publishing a run's events and status to the channel-layer group its viewers join.
+"""Publishing a run's events and status to its viewers: the channel-layer group of the run, and in
+embedded mode the viewers of this process directly (streams.pipeline.viewers). Every message
+names its run (``"run"``), which is how a process's one listener hands it to that run's viewers.
 
 Publishing is at-most-once (channel layers drop messages for full channels), so the database
 is written first and viewers refill any gap from it: see dashboard/consumers.py.
@@ -13,15 +15,22 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from streams.pipeline.rounds import Rounds
+from streams.pipeline.viewers import group_name, local_viewers
+
+__all__ = ["GroupPublisher", "group_name", "publish_events", "publish_flag", "publish_status"]
 
 
-def group_name(run_id: int) -> str:
-    return f"run.{run_id}"
+async def _send_now(run_id: int, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    viewers = local_viewers(layer)
+    if viewers.local:
+        viewers.deliver(message)
+    await layer.group_send(group_name(run_id), message)
 
 
 async def publish_flag(run_id: int, flag: dict[str, Any]) -> None:
     """A new flag on the run (a rule or the moderation model matched): viewers show it at once."""
-    await get_channel_layer().group_send(group_name(run_id), {"type": "run.flag", "flag": flag})
+    await _send_now(run_id, {"type": "run.flag", "run": run_id, "flag": flag})
 
 
 async def publish_events(run_id: int, first_seq: int, encoded_events: list[str]) -> None:
@@ -29,7 +38,7 @@ async def publish_events(run_id: int, first_seq: int, encoded_events: list[str])
     Batches of runs flushed in the same round go out together (:class:`GroupPublisher`)."""
     if not encoded_events:
         return
-    message = {"type": "run.events", "first": first_seq, "events": encoded_events}
+    message = {"type": "run.events", "run": run_id, "first": first_seq, "events": encoded_events}
     await _publisher().send(group_name(run_id), message)
 
 
@@ -48,6 +57,10 @@ class GroupPublisher(Rounds[tuple[str, dict[str, Any]]]):
         await self.submit((group, message))
 
     async def send_round(self, items: list[tuple[str, dict[str, Any]]]) -> list[BaseException | None]:
+        viewers = local_viewers(self.layer)
+        if viewers.local:
+            for _, message in items:
+                viewers.deliver(message)
         send_many = getattr(self.layer, "group_send_many", None)
         if send_many is not None and len(items) > 1:
             await send_many(items)
@@ -74,9 +87,9 @@ def _publisher() -> GroupPublisher:
 
 async def publish_status(run_id: int, status: str, metrics: dict[str, Any], error: Any = None,
                          last_seq: int = -1, extra: dict[str, Any] | None = None) -> None:
-    layer = get_channel_layer()
     message = {
         "type": "run.status",
+        "run": run_id,
         "status": status,
         "metrics": metrics,
         "error": error,
@@ -84,4 +97,4 @@ async def publish_status(run_id: int, status: str, metrics: dict[str, Any], erro
     }
     if extra:
         message.update(extra)
-    await layer.group_send(group_name(run_id), message)
+    await _send_now(run_id, message)

@@ -8,6 +8,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
+from dashboard import consumers
 from dashboard.routing import websocket_urlpatterns
 from streams.models import RunStatus
 from streams.pipeline.broadcast import publish_events, publish_status
@@ -169,3 +170,29 @@ async def test_expired_messages_are_still_swept_but_not_on_every_receive(monkeyp
     await layer.send("live.inmemory!b", {"type": "y"})
     await layer.receive("live.inmemory!b")
     assert len(sweeps) == 2 and "stale.inmemory!a" not in layer.channels
+
+
+async def test_a_viewer_that_cannot_keep_up_drops_batches_and_still_gets_each_event_once(user):
+    """Batches offered faster than the viewer's turn comes (more than its inbox holds) are dropped
+    like a full channel's; the next batch or the final status refills the gap from the store."""
+    from streams.pipeline.viewers import local_viewers
+
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=1)
+    comm = communicator(run.pk, user)
+    await comm.connect()
+    try:
+        await receive_seqs(comm, 0)
+        await sync_to_async(add_events)(run, range(1, 301))
+        viewers = local_viewers()
+        for seq in range(1, 301):  # all at once, without a turn of the loop in between
+            viewers.deliver({"type": "run.events", "run": run.pk, "first": seq, "events": encoded([seq])})
+        [consumer] = viewers.runs[run.pk]
+        assert len(consumer.inbox) == consumers.INBOX_MAX
+        await publish_status(run.pk, "completed", {"events": 301}, None, last_seq=300)
+        seqs, statuses = await receive_seqs(comm, 300)
+        assert seqs == list(range(1, 301))
+        while not any(status["status"] == "completed" for status in statuses):
+            statuses.append(json.loads(await comm.receive_from()))
+    finally:
+        await comm.disconnect()
+    assert run.pk not in local_viewers().runs  # left the registry with the socket
