@@ -9,21 +9,29 @@ every event and every gateway run stored them all.
 Targets: added TTFB p99 <= 5 ms at one stream; unthrottled >= 80% of direct; nothing lost.
 
     .venv/bin/python bench/gateway.py [--mode embedded|scaled|both] [--streams 200] [--rate 50] [--seconds 10]
+
+``--streams 0`` skips the concurrent part (1-stream TTFB and the unthrottled stream only). The CPU
+seconds of each process are printed for the 1-stream and unthrottled parts: on a shared machine
+CPU per request and per event say more than wall-clock figures.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
-from common import ROOT, STAMP, USER, Stack, machine, modes_arg, percentile, selected_modes
+from common import ROOT, STAMP, USER, CpuSplit, Stack, machine, modes_arg, percentile, selected_modes
 
 SAMPLES = 20  # single streams measured one after another
+TIMINGS = "gateway-timings.jsonl"  # the gateway's own timings (STREAMSCOPE_GATEWAY_TIMINGS), in the stack's folder
 
 
 def make_token(stack: Stack) -> str:
@@ -98,7 +106,30 @@ def stored_counts(web: str, token: str, run_ids: list[int]) -> list[int]:
     return counts
 
 
-async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float) -> dict:
+def timings_file(stack: Stack) -> Path:
+    return stack.work / TIMINGS
+
+
+def inside_timings(stack: Stack) -> dict[str, tuple[float, float]]:
+    """p50/p99 of what the gateway timed inside its process for the streams so far (then forgotten):
+    ms from the server handing the request over to the token checked, the response's headers sent,
+    the first body byte sent; and the process's CPU ms while the request lasted."""
+    path = timings_file(stack)
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    path.unlink()
+    rows = [row for row in rows if "first_byte" in row]
+    return {what: (percentile([r[what] for r in rows], 50), percentile([r[what] for r in rows], 99))
+            for what in ("token", "rules", "upstream_headers", "run_created", "headers", "first_byte", "cpu")
+            if rows and all(what in row for row in rows)}
+
+
+def _per_event_us(split: CpuSplit, events: int) -> dict[str, float]:
+    return {role: seconds / max(events, 1) * 1e6 for role, seconds in split.used.items()}
+
+
+async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float, unthrottled: int) -> dict:
     direct_url = f"{stack.sim_url}/responses"
     gateway_url = f"{stack.webs[0]}/gateway/simulator/v1/responses"
     auth = {"Authorization": f"Bearer {token}"}
@@ -106,12 +137,20 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
     out = {}
     await streams(direct_url, {}, 1, 10, "max")  # warm up both paths (connections, first queries)
     await streams(gateway_url, auth, 1, 10, "max")
+    inside_timings(stack)  # the warm-up's are not counted
     for label, n in (("one", 1), ("many", count)):
+        if n == 0:
+            continue
         if n == 1:  # one stream at a time, SAMPLES times, alternating, for percentiles of single streams
             direct, gateway = [], []
+            web_cpu = 0.0
             for _ in range(SAMPLES):  # 2 s each: enough events for the delays, TTFB is per stream
                 direct += await streams(direct_url, {}, 1, rate * 2, str(rate))
-                gateway += await streams(gateway_url, auth, 1, rate * 2, str(rate))
+                with CpuSplit(stack.roles()) as split:
+                    gateway += await streams(gateway_url, auth, 1, rate * 2, str(rate))
+                web_cpu += sum(s for role, s in split.used.items() if role not in ("simulator", "benchmark clients"))
+            out["one_cpu_ms"] = web_cpu / SAMPLES * 1000.0
+            out["inside"] = inside_timings(stack)
         else:
             direct = await streams(direct_url, {}, n, tokens, str(rate))
             gateway = await streams(gateway_url, auth, n, tokens, str(rate))
@@ -121,11 +160,18 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
                       + sum(g["events"] != s for g, s in zip(gateway, stored)),
                       "streams": n}
     big = 20000
-    direct = (await streams(direct_url, {}, 1, big, "max"))[0]
-    gateway = (await streams(gateway_url, auth, 1, big, "max"))[0]
-    out["unthrottled"] = {"direct": direct["events"] / direct["elapsed"],
-                          "gateway": gateway["events"] / gateway["elapsed"],
-                          "same": direct["events"] == gateway["events"]}
+    out["unthrottled"] = []
+    for _ in range(unthrottled):
+        with CpuSplit(stack.roles()) as direct_cpu:
+            direct = (await streams(direct_url, {}, 1, big, "max"))[0]
+        with CpuSplit(stack.roles()) as gateway_cpu:
+            gateway = (await streams(gateway_url, auth, 1, big, "max"))[0]
+        stored = stored_counts(stack.webs[0], token, [gateway["run"]])
+        out["unthrottled"].append({
+            "direct": direct["events"] / direct["elapsed"], "gateway": gateway["events"] / gateway["elapsed"],
+            "same": direct["events"] == gateway["events"] == stored[0],
+            "cpu": {"direct": _per_event_us(direct_cpu, direct["events"]),
+                    "gateway": _per_event_us(gateway_cpu, gateway["events"])}})
     return out
 
 
@@ -135,26 +181,39 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rate", type=int, default=50, help="events (tokens) per second per stream")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--unthrottled", type=int, default=1, help="unthrottled streams measured, one at a time")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"gateway: 1 and {args.streams} streams x {args.rate} events/s for {args.seconds:g} s, direct vs "
           f"through the gateway; then one unthrottled stream")
     for mode in selected_modes(args.mode):
-        with Stack(mode) as stack:
+        work = Path(tempfile.mkdtemp(prefix=f"streamscope-bench-{mode}-"))
+        with Stack(mode, work=work, extra_env={"STREAMSCOPE_GATEWAY_TIMINGS": str(work / TIMINGS)}) as stack:
             token = make_token(stack)
-            r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds))
+            r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds, args.unthrottled))
         print(f"  {stack.describe()}")
         for label in ("one", "many"):
+            if label not in r:
+                continue
             d, g = r[label]["direct"], r[label]["gateway"]
             what = f"1 stream ({SAMPLES} in turn)" if label == "one" else f"{r[label]['streams']} streams at once"
             print(f"    {what}: TTFB p50 {d['ttfb50']:.1f} -> {g['ttfb50']:.1f} ms, "
-                  f"p99 {d['ttfb99']:.1f} -> {g['ttfb99']:.1f} ms (added p99 {g['ttfb99'] - d['ttfb99']:+.1f} ms); "
+                  f"p99 {d['ttfb99']:.1f} -> {g['ttfb99']:.1f} ms (added p50 {g['ttfb50'] - d['ttfb50']:+.1f}, "
+                  f"p99 {g['ttfb99'] - d['ttfb99']:+.1f} ms); "
                   f"event delay p50 {d['d50']:.1f} -> {g['d50']:.1f} ms, p99 {d['d99']:.1f} -> {g['d99']:.1f} ms; "
                   f"events {d['events']} / {g['events']}, streams with a loss: {r[label]['lost']}")
-        u = r["unthrottled"]
-        print(f"    unthrottled: direct {u['direct']:.0f} events/s, gateway {u['gateway']:.0f} events/s "
-              f"({u['gateway'] / u['direct'] * 100:.0f}% of direct){'' if u['same'] else ', EVENT COUNTS DIFFER'}")
-
+            if label == "one":
+                print(f"      Streamscope's CPU per gateway request ({2 * args.rate} events): {r['one_cpu_ms']:.1f} ms")
+                inside = ", ".join(f"{what} p50 {p50:.1f} / p99 {p99:.1f}" for what, (p50, p99) in r["inside"].items())
+                print(f"      inside the gateway, ms from the request handed over (cpu: the process's CPU ms "
+                      f"while it lasted): {inside or 'not timed (a Django-path request)'}")
+        for u in r["unthrottled"]:
+            cpu = "; ".join(f"{how}: " + ", ".join(f"{role} {us:.1f}" for role, us in u["cpu"][how].items())
+                            for how in ("direct", "gateway"))
+            print(f"    unthrottled: direct {u['direct']:.0f} events/s, gateway {u['gateway']:.0f} events/s "
+                  f"({u['gateway'] / u['direct'] * 100:.0f}% of direct)"
+                  f"{'' if u['same'] else ', EVENT COUNTS DIFFER (client or store)'}")
+            print(f"      CPU per event (us) {cpu}")
 
 if __name__ == "__main__":
     main()

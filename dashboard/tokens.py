@@ -8,13 +8,19 @@ a token cannot be ridden the way a cookie can. Session requests keep the CSRF ch
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
-from datetime import timedelta
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -59,6 +65,72 @@ def authenticate_token(secret: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
+
+
+async def token_owner(secret: str) -> Any | None:
+    """The owner of the live token ``secret`` opens, or None; looked up on every request (a revoked
+    token stops working at once, whichever process revoked it).
+
+    For the gateway's direct path, where every millisecond before the first byte counts: on SQLite
+    the token is one indexed read on this thread's own kept connection (tens of microseconds),
+    with no hop to a database thread and back (1-10 ms on a busy machine: two thread wake-ups);
+    the owner comes back by id (all a run needs). Other databases, an in-memory database, a
+    failed read, and a token whose last use is to be written (once a minute) take the
+    :func:`authenticate_token` path on the database thread."""
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    try:
+        row = _read_token(hash_token(secret))
+    except _NoDirectRead:
+        token = await database_sync_to_async(authenticate_token)(secret)
+        return token.owner if token is not None else None
+    if row is None:
+        return None
+    owner_id, last_used = row
+    if last_used is None or _utcnow_naive() - datetime.fromisoformat(last_used) >= LAST_USED_RESOLUTION:
+        token = await database_sync_to_async(authenticate_token)(secret)  # writes last_used_at
+        return token.owner if token is not None else None
+    return get_user_model()(pk=owner_id, is_active=True)
+
+
+class _NoDirectRead(Exception):
+    pass
+
+
+_readers = threading.local()  # this thread's SQLite connection for token reads, and its database
+
+
+def _read_token(token_hash: str) -> tuple[int, str | None] | None:
+    """(owner id, last used as stored) of the live token with this hash, read on this thread."""
+    database = settings.DATABASES["default"]
+    name = str(database["NAME"])
+    if database["ENGINE"] != "django.db.backends.sqlite3" or name == ":memory:" or "mode=memory" in name:
+        raise _NoDirectRead
+    connection = getattr(_readers, "connection", None)
+    try:
+        if connection is None or _readers.name != name:
+            # Autocommit: each read sees what is committed now (a revocation included).
+            connection = sqlite3.connect(Path(name).as_uri(), uri=True, timeout=0.1, isolation_level=None,
+                                         check_same_thread=False)
+            _readers.connection, _readers.name = connection, name
+        return connection.execute(_token_query(), (token_hash,)).fetchone()
+    except sqlite3.Error as exc:
+        _readers.connection = None
+        raise _NoDirectRead from exc
+
+
+@functools.cache
+def _token_query() -> str:
+    """authenticate_token's query in SQL (built once the models are loaded)."""
+    users = get_user_model()._meta.db_table
+    return (f'SELECT t.owner_id, t.last_used_at FROM "{ApiToken._meta.db_table}" t JOIN "{users}" u '
+            f'ON u.id = t.owner_id WHERE t.token_hash = ? AND t.revoked_at IS NULL AND u.is_active')
+
+
+def _utcnow_naive() -> datetime:
+    """Now, as SQLite holds datetimes (UTC, no zone) when USE_TZ is on; local time otherwise."""
+    now = timezone.now()
+    return timezone.make_naive(now, UTC) if settings.USE_TZ else now
 
 
 def authorization_bearer(request: HttpRequest) -> str | None:

@@ -23,7 +23,6 @@ import re
 import time
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
@@ -32,7 +31,7 @@ from django.http.request import split_domain_port, validate_host
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.middleware import INTERNAL_ERROR, security_headers
-from dashboard.tokens import REJECTED, authenticate_token, bearer_of
+from dashboard.tokens import REJECTED, bearer_of, token_owner
 from streams.gateway.proxy import (
     GatewayAnswer,
     GatewayRequest,
@@ -41,6 +40,7 @@ from streams.gateway.proxy import (
     openai_error_body,
     route_kind,
 )
+from streams.gateway.proxy import timing as proxy_timing
 from streams.upstream.providers import UnknownProvider, get_provider
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,9 @@ def is_secure(scope: dict, headers: dict[str, str]) -> bool:
 
 
 class DirectRequest:
-    """One gateway request served on the ASGI connection: the token checked on the database thread
-    (its connection is kept, not opened per request), each chunk of a stream sent from the loop
-    that reads it, and the client leaving (``http.disconnect``) ends the relay."""
+    """One gateway request served on the ASGI connection: the token checked without opening a
+    connection (dashboard.tokens.token_owner), each chunk of a stream sent from the loop that
+    reads it, and the client leaving (``http.disconnect``) ends the relay."""
 
     def __init__(self, scope: dict, receive: Any, send: Any, provider: str, path: str, headers: dict[str, str],
                  secure: bool) -> None:
@@ -224,13 +224,13 @@ class DirectRequest:
     async def respond(self, body: bytes | None) -> None:
         try:
             secret = bearer_of(self.headers.get("authorization"))
-            token = await database_sync_to_async(authenticate_token)(secret) if secret else None
+            owner = await token_owner(secret) if secret else None
             if self.timing is not None:
                 self.timing.mark("token")
+                proxy_timing.set(self.timing.mark)
             reply = await answer(self.scope["method"], self.provider, self.path,
                                  self.scope.get("query_string", b"").decode("latin1"), self.headers, body,
-                                 token.owner if token is not None else None,
-                                 REJECTED if secret is not None else None)
+                                 owner, REJECTED if secret is not None else None)
         except Exception:
             log.exception("%s %s failed", self.scope["method"], self.scope["path"])
             reply = GatewayAnswer(500, {"content-type": "application/json"}, json.dumps(INTERNAL_ERROR).encode())

@@ -66,6 +66,16 @@ CLIENT_LEFT = {"message": "the client disconnected; the upstream request was clo
 UNSTARTED_BODY_S = 30.0  # a relay whose body was never asked for after this long: its client left
 
 
+# Marks where a request's time goes (dashboard/api/gateway.py sets it when STREAMSCOPE_GATEWAY_TIMINGS is on).
+timing: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.ContextVar("gateway_timing", default=None)
+
+
+def _mark(what: str) -> None:
+    mark = timing.get()
+    if mark is not None:
+        mark(what)
+
+
 class UnknownRoute(LookupError):
     pass
 
@@ -161,6 +171,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     protocol = "chat" if request.path == "chat/completions" else "responses"
     fields = _run_fields(request, body, kind, params)
     rules = await moderation_rules()
+    _mark("rules")
     recorder: GatewayRecorder | None = None
     creating: asyncio.Future[Run]
     if _input_stopped(fields, rules):
@@ -188,6 +199,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     failure: UpstreamError | None = None
     try:
         response = await client.send(upstream, stream=True)
+        _mark("upstream_headers")
     except asyncio.CancelledError:  # the client left while the provider was still to answer
         run = await creating  # cancelled once already: the run is still created and ended
         if recorder is None:
@@ -200,6 +212,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         failure = _transport_failure(exc, request.provider)
     try:
         run = await creating
+        _mark("run_created")
     except BaseException:
         if response is not None:  # the run could not be created: nothing is relayed unrecorded
             await response.aclose()
@@ -339,16 +352,54 @@ post_delete.connect(forget_rules, sender=ModerationRule, dispatch_uid="gateway-f
 
 
 async def moderation_rules() -> list[ModerationRule]:
-    """The enabled rules: this process's copy, read again after RULES_TTL_S or a local change."""
-    global _rules
+    """The enabled rules: this process's copy, read again after RULES_TTL_S or a local change.
+
+    While gateway requests come (within RULES_KEPT_FRESH_S of the last), the copy is re-read in the
+    background every half RULES_TTL_S, so a request finds it fresh instead of waiting for a
+    database trip (a hop to the database thread and back: milliseconds on a busy machine)."""
+    global _rules_asked
+    _rules_asked = time.monotonic()
+    _keep_fresh()
     cached = _rules
     if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S and cached[1] == _rules_generation:
         return cached[2]
+    return await _read_rules()
+
+
+async def _read_rules() -> list[ModerationRule]:
+    global _rules
     generation, read_at = _rules_generation, time.monotonic()
     rules = await database_sync_to_async(enabled_rules)()
     if generation == _rules_generation:  # not forgotten while being read
         _rules = (read_at, generation, rules)
     return rules
+
+
+RULES_KEPT_FRESH_S = 60.0
+_rules_asked = 0.0  # when a request last asked for the rules
+_refresh_due: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops with a re-read planned
+
+
+def _keep_fresh() -> None:
+    loop = asyncio.get_running_loop()
+    if loop not in _refresh_due:
+        _refresh_due.add(loop)
+        loop.call_later(RULES_TTL_S / 2, _refresh, loop)
+
+
+def _refresh(loop: asyncio.AbstractEventLoop) -> None:
+    _refresh_due.discard(loop)
+    if time.monotonic() - _rules_asked < RULES_KEPT_FRESH_S:
+        _spawn(_refresh_rules(), "gateway-rules")
+
+
+async def _refresh_rules() -> None:
+    try:
+        await _read_rules()
+    except Exception as exc:  # noqa: BLE001 - a request reads them itself when the copy is old
+        log.warning("reading the moderation rules failed: %r", exc)
+        return
+    _keep_fresh()
 
 
 def _http_error(status: int, body: bytes) -> dict[str, Any]:

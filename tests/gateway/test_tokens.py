@@ -4,6 +4,7 @@ import io
 import json
 from datetime import timedelta
 
+import httpx
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -12,6 +13,7 @@ from django.utils import timezone
 from dashboard.models import ApiToken
 from dashboard.tokens import hash_token, issue_token
 from streams.models import Run
+from tests.support.servers import manage, start_daphne, stop_process
 
 pytestmark = pytest.mark.django_db
 
@@ -154,3 +156,28 @@ async def test_bearer_tokens_through_the_asgi_handler(user):
     client = AsyncClient(enforce_csrf_checks=True)
     assert (await client.get("/api/runs/", headers={"Authorization": f"Bearer {secret}"})).status_code == 200
     assert (await client.get("/api/runs/", headers={"Authorization": "Bearer ssk_x"})).status_code == 401
+
+
+@pytest.mark.server
+def test_a_token_revoked_by_another_process_stops_working_at_once_on_the_gateway(tmp_path):
+    """The gateway's direct path reads tokens on its own kept SQLite connection (dashboard.tokens.token_owner):
+    a revocation committed by any other process is seen by the very next request."""
+    manage(tmp_path, "migrate", "--noinput")
+    manage(tmp_path, "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('alice')")
+    secret = manage(tmp_path, "create_token", "alice").strip().splitlines()[-1]
+    process, base_url = start_daphne(tmp_path)
+    try:
+        url = f"{base_url}/gateway/simulator/v1/models"
+        assert httpx.get(url, headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code == 200
+        used = manage(tmp_path, "shell", "-c", "from dashboard.models import ApiToken; "
+                                               "print(ApiToken.objects.get().last_used_at is not None)")
+        assert used.strip().splitlines()[-1] == "True"  # (the shell's import note comes first)
+        assert httpx.get(url, headers={"Authorization": f"Bearer {secret}"}, timeout=10).status_code == 200
+        manage(tmp_path, "shell", "-c", "from dashboard.models import ApiToken; from dashboard.tokens import "
+                                        "revoke_token; revoke_token(ApiToken.objects.get())")
+        refused = httpx.get(url, headers={"Authorization": f"Bearer {secret}"}, timeout=10)
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+        unknown = httpx.get(url, headers={"Authorization": "Bearer ssk_nobody"}, timeout=10)
+        assert unknown.status_code == 401
+    finally:
+        stop_process(process)
