@@ -18,6 +18,7 @@ from django.conf import settings  # noqa: E402
 
 from dashboard.api.gateway import GatewayASGI  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+from dashboard.simulator_gate import OpenSimulatorASGI  # noqa: E402
 from streams.live.recovery import start_housekeeping  # noqa: E402
 from streams.upstream.providers import note_listening_address, simulator_url  # noqa: E402
 
@@ -54,7 +55,8 @@ elif settings.STREAMSCOPE_SIMULATOR_ENABLED:
 
 application = FirstConnection(ProtocolTypeRouter(
     {
-        "http": GatewayASGI(django_asgi_app),  # /gateway/ straight to the gateway, the rest to Django
+        # /gateway/ to the gateway, /sim/v1/ to the simulator when its gate is open (past Django), the rest to Django
+        "http": OpenSimulatorASGI(GatewayASGI(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 ))

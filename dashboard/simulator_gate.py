@@ -6,6 +6,10 @@ it answers 404; on, a caller needs a session, a personal API token, or this depl
 key (:func:`streams.upstream.providers.simulator_key`, what the server's own runs send). A
 person's streams are bounded in number and in frames per second. Refusals are OpenAI-shaped
 error JSON, so SDKs show them plainly.
+
+With ``STREAMSCOPE_SIMULATOR_OPEN=1`` (a simulator-only process: a load generator, the benchmarks'
+upstream) there is nobody to check or meter, and :class:`OpenSimulatorASGI` serves ``/sim/v1/``
+straight from ASGI (:mod:`simulator.asgi`) instead of through Django's handler and middleware.
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from dashboard.api.common import openai_error
+from dashboard.middleware import security_headers
 from dashboard.tokens import authenticate_token, authorization_bearer
+from simulator.asgi import PREFIX as API_PREFIX
+from simulator.asgi import serve_asgi
 from streams.upstream.providers import simulator_key
 
 PREFIX = "/sim/"
@@ -122,3 +129,23 @@ class SimulatorGateMiddleware:
         if caller != SERVER and getattr(response, "streaming", False):
             BUDGET.open(caller, response)
         return response
+
+
+class OpenSimulatorASGI:
+    """ASGI: with the gate open, ``/sim/v1/`` requests served past Django (the views are the same,
+    so are the bytes; the security headers are added as the middleware would); everything else,
+    and every request while the gate is closed, goes to ``app``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if not _served_open(scope):
+            return await self.app(scope, receive, send)
+        await serve_asgi(scope, receive, send, security_headers(scope.get("scheme") == "https"))
+
+
+def _served_open(scope: dict) -> bool:
+    return (scope["type"] == "http" and scope["path"].startswith(API_PREFIX) and not scope.get("root_path")
+            and settings.STREAMSCOPE_SIMULATOR_ENABLED and settings.STREAMSCOPE_SIMULATOR_OPEN
+            and not (settings.SECURE_SSL_REDIRECT and scope.get("scheme") != "https"))
