@@ -185,6 +185,11 @@ def main() -> None:
                                                       "STREAMSCOPE_LOG_LEVEL": "WARNING"})
         sim_url, sim_pid = base + "/sim/v1", process.pid
     try:
+        # Warm-up (imports, first-request work), which also gives the cost of a request itself.
+        bodies = [stream_body(1, "max", str(i), False, 0) for i in range(args.streams)]
+        warm = measure(sim_url, sim_pid, bodies, len(build_events("sim-text", bodies[0])))
+        print(f"  warm-up: {args.streams} one-token streams, simulator CPU {warm['cpu'] / args.streams * 1000:.2f} ms "
+              f"per request")
         tokens = int(args.rate * args.seconds)
         # A first token after 2 s: every stream is open before any of them sends its deltas.
         bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000) for i in range(args.streams)]

@@ -64,7 +64,8 @@ class StoredResponse:
                 self.terminal = True
                 if not self.background:
                     self.nbytes = len(frame)
-        self._notify()
+        if self.background:  # only background responses are followed (follow())
+            self._notify()
 
     def response(self) -> dict[str, Any]:
         """The Response object as a ``GET`` returns it now."""

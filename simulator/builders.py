@@ -316,10 +316,13 @@ class ResponseBuilder:
                 break
             token_logprobs = [self.logprob_entry(token)] if part.logprobs else []
             logprobs.extend(token_logprobs)
-            fields = {**where, "logprobs": token_logprobs}
+            # What _delta builds, written out: this runs once per token of every text.
+            event = {"type": "response.output_text.delta", "sequence_number": self.seq, **where,
+                     "logprobs": token_logprobs, "delta": token}
             if self.obfuscate:
-                fields["obfuscation"] = self.writer.obfuscation(len(token))
-            yield self._delta("response.output_text.delta", token, fields)
+                event["obfuscation"] = self.writer.obfuscation(len(token))
+            self.seq += 1
+            yield Step(event, TOKEN, 0.0)
             text.write(token)
             offset += len(token)
             template = part.annotations.get(position)

@@ -4,6 +4,13 @@ Delays come from a seeded RNG (same seed, same rhythm). Token gaps are log-norma
 ``1 / tokens_per_s`` with occasional hiccups; the first token never lands before
 ``first_token_ms``; hosted-tool work shrinks with faster token rates. Unthrottled pacing
 (``sim_tokens_per_s: "max"``) skips all sleeping and packs ~64 KiB of frames per batch.
+
+Frames that are not due yet go out on the process's shared clock: it ticks every ``tick_s``
+(``sim_tick_ms``, 50 ms by default) and one timer per tick wakes every stream waiting for it. A
+frame due between two ticks waits for the next one, so a stream faster than 20 events/s writes
+a few frames at a time. A write costs the server far more CPU than a frame (Twisted's write path,
+a syscall: docs/simulator.md, "Load generator"), which is what lets one process pace 10,000
+events/s. ``sim_tick_ms: 0`` sends every frame at its own time instead.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import json
 import math
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,9 +28,12 @@ from typing import Any
 from simulator.builders import HIDDEN, NOW, QUEUE, START, TOKEN, WORK, Step
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# How _ENCODER writes a string (ensure_ascii=False): the C function when there is one.
+_QUOTE = json.encoder.encode_basestring
 BATCH_BYTES = 64 * 1024
 # Below this a wait is not worth a sleep: frames due within it go out together.
 MIN_SLEEP_S = 0.002
+DEFAULT_TICK_S = 0.05
 
 Frame = tuple[dict[str, Any], bytes]
 
@@ -34,7 +45,44 @@ def to_json(value: Any) -> str:
 
 def encode_sse(event: dict[str, Any]) -> bytes:
     """``event: <type>\\ndata: <json>\\n\\n`` — the Responses API framing."""
+    if event["type"] == "response.output_text.delta" and tuple(event) == _TEXT_DELTA_KEYS:
+        frame = _text_delta_frame(event)
+        if frame is not None:
+            return frame
     return f"event: {event['type']}\ndata: {_ENCODER.encode(event)}\n\n".encode()
+
+
+# Most events of a stream are plain text deltas: they are written from a template, which gives the
+# encoder's bytes (same keys in the same order, same string escaping) at a fraction of its cost.
+_TEXT_DELTA_KEYS = (
+    "type", "sequence_number", "item_id", "output_index", "content_index", "logprobs", "delta", "obfuscation",
+)
+_TEXT_DELTA = (
+    'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":%d,'
+    '"item_id":%s,"output_index":%d,"content_index":%d,"logprobs":[],"delta":%s,"obfuscation":%s}\n\n'
+)
+
+
+def _text_delta_frame(event: dict[str, Any]) -> bytes | None:
+    """The frame of a text delta without logprobs, or None when the event is not that plain."""
+    seq, item_id, output_index, content_index = (
+        event["sequence_number"], event["item_id"], event["output_index"], event["content_index"]
+    )
+    delta, obfuscation = event["delta"], event["obfuscation"]
+    if (
+        event["logprobs"] != []
+        or type(seq) is not int
+        or type(output_index) is not int
+        or type(content_index) is not int
+        or type(item_id) is not str
+        or type(delta) is not str
+        or type(obfuscation) is not str
+    ):
+        return None
+    quoted = _QUOTE
+    return (
+        _TEXT_DELTA % (seq, quoted(item_id), output_index, content_index, quoted(delta), quoted(obfuscation))
+    ).encode()
 
 
 def encode_data_only(chunk: dict[str, Any]) -> bytes:
@@ -51,6 +99,8 @@ class Pacing:
     unthrottled: bool = False
     # Add ``sim_stamp`` (wall-clock seconds) to each event as it is written: delay benchmarks.
     stamp: bool = False
+    # Frames not due yet wait for the shared clock's next tick (0: each at its own time).
+    tick_s: float = DEFAULT_TICK_S
 
     @classmethod
     def unthrottled_pacing(cls) -> Pacing:
@@ -109,39 +159,60 @@ async def play(
     pacing: Pacing,
     encode: Callable[[dict[str, Any]], bytes] = encode_sse,
 ) -> AsyncIterator[list[Frame]]:
-    """Yield batches of (event, frame) when they are due; a batch holds every frame due now."""
-    loop = asyncio.get_running_loop()
+    """Yield batches of (event, frame) when they are due; a batch holds every frame due now.
+
+    With ``pacing.stamp`` the frames carry ``sim_stamp`` (the events stay as built)."""
+    if pacing.unthrottled:
+        batches = _unthrottled(steps, encode)
+    else:
+        batches = _paced(steps, pacing, encode)
+    async for batch in batches:
+        if pacing.stamp:
+            now = round(time.time(), 6)
+            batch = [(event, stamped(frame, now)) for event, frame in batch]
+        yield batch
+
+
+async def _unthrottled(
+    steps: Iterable[Step], encode: Callable[[dict[str, Any]], bytes]
+) -> AsyncIterator[list[Frame]]:
     batch: list[Frame] = []
     size = 0
-    stamped = _stamping if pacing.stamp else None
-    if pacing.unthrottled:
-        for step in steps:
-            event = stamped(step.event) if stamped else step.event
-            frame = encode(event)
-            batch.append((event, frame))
-            size += len(frame)
-            if size >= BATCH_BYTES:
-                yield batch
-                batch, size = [], 0
-                await asyncio.sleep(0)
-        if batch:
+    for step in steps:
+        frame = encode(step.event)
+        batch.append((step.event, frame))
+        size += len(frame)
+        if size >= BATCH_BYTES:
             yield batch
-        return
+            batch, size = [], 0
+            await asyncio.sleep(0)
+    if batch:
+        yield batch
+
+
+async def _paced(
+    steps: Iterable[Step], pacing: Pacing, encode: Callable[[dict[str, Any]], bytes]
+) -> AsyncIterator[list[Frame]]:
+    loop = asyncio.get_running_loop()
+    clock = shared_clock(loop) if pacing.tick_s > 0 else None
+    batch: list[Frame] = []
+    size = 0
     start = loop.time()
     due = 0.0
     for step, delay in pacing.delays(steps):
         due += delay
-        wait = due - (loop.time() - start)
-        if wait > MIN_SLEEP_S:
+        if due - (loop.time() - start) > MIN_SLEEP_S:
             if batch:
                 yield batch
                 batch, size = [], 0
+            if clock is not None:
+                await clock.tick_after(start + due, pacing.tick_s)
+            else:
                 wait = due - (loop.time() - start)
-            if wait > 0:
-                await asyncio.sleep(wait)
-        event = stamped(step.event) if stamped else step.event
-        frame = encode(event)
-        batch.append((event, frame))
+                if wait > 0:
+                    await asyncio.sleep(wait)
+        frame = encode(step.event)
+        batch.append((step.event, frame))
         size += len(frame)
         if size >= BATCH_BYTES:
             yield batch
@@ -150,5 +221,43 @@ async def play(
         yield batch
 
 
-def _stamping(event: dict[str, Any]) -> dict[str, Any]:
-    return {**event, "sim_stamp": round(time.time(), 6)}
+def stamped(frame: bytes, now: float) -> bytes:
+    """``frame`` with ``"sim_stamp": now`` as the last key of its JSON (what encoding the event with
+    that key added gives, byte for byte, without encoding it again)."""
+    return b"%s,\"sim_stamp\":%s}\n\n" % (frame[:-3], repr(now).encode())
+
+
+class SharedClock:
+    """Wakes every waiting stream of one event loop on the same ticks: one timer per tick instead
+    of one per stream per write, and every stream's writes land in the same turn of the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[float, list[asyncio.Future[None]]] = {}
+
+    def tick_after(self, when: float, tick_s: float) -> asyncio.Future[None]:
+        """A future done on the first tick at or after ``when`` (loop time). Each waiter has its
+        own future, so cancelling one stream never touches the others."""
+        tick = math.ceil(when / tick_s) * tick_s
+        future = self.loop.create_future()
+        waiters = self.waiting.get(tick)
+        if waiters is None:
+            waiters = self.waiting[tick] = []
+            self.loop.call_at(tick, self._fire, tick)
+        waiters.append(future)
+        return future
+
+    def _fire(self, tick: float) -> None:
+        for future in self.waiting.pop(tick, ()):
+            if not future.done():
+                future.set_result(None)
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedClock] = weakref.WeakKeyDictionary()
+
+
+def shared_clock(loop: asyncio.AbstractEventLoop) -> SharedClock:
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = SharedClock(loop)
+    return clock
