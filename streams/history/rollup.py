@@ -348,20 +348,32 @@ def summarise(runs: QuerySet, *, group_by: str, bucket: str, since: datetime, un
     first, last = hour_of(since + HOUR - timedelta(microseconds=1)), hour_of(until)
     if last <= first or set(filters) - {"model", "provider"}:
         return None
-    with _snapshot():
-        return _summarise(runs, group_by, bucket, since, until, first, last, filters)
+    for _ in range(3):
+        try:
+            with _snapshot():
+                return _summarise(runs, group_by, bucket, since, until, first, last, filters)
+        except _Refolded:
+            continue
+    return None
+
+
+class _Refolded(Exception):
+    """A fold replaced rows this read had chosen before it read their histograms (SQLite: no snapshot)."""
 
 
 @contextmanager
 def _snapshot() -> Iterator[None]:
-    """One transaction for the whole read, so a fold committing meanwhile is seen entirely or not at all:
-    REPEATABLE READ on PostgreSQL (one snapshot for every statement); SQLite's read transaction is one
-    snapshot already. Inside an outer transaction (tests) the outer one decides."""
-    outer = connection.in_atomic_block
+    """On PostgreSQL one REPEATABLE READ transaction for the whole read, so a fold committing meanwhile is
+    seen entirely or not at all. SQLite's transactions here begin IMMEDIATE (a write lock: readers would
+    hold up the recorders), so each statement reads on its own; the statements' order (marks, rows, then
+    the runs) never counts a run twice, and rows replaced before their histograms are read start the read
+    again (:class:`_Refolded`). Inside an outer transaction (tests) the outer one decides."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
     with transaction.atomic():
-        if connection.vendor == "postgresql" and not outer:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         yield
 
 
@@ -394,6 +406,8 @@ def _summarise(runs: QuerySet, group_by: str, bucket: str, since: datetime, unti
     histograms: dict[int, dict[str, str]] = {}
     for ids in _chunks(sorted(set(needed)), 2000 if connection.vendor == "postgresql" else _IN_CHUNK):
         histograms.update(RunRollup.objects.filter(id__in=ids).values_list("id", "histograms"))
+    if len(histograms) < len(set(needed)):
+        raise _Refolded
     return Summary(
         points={key: {**point.counts, "figures": point.figures(histograms)} for key, point in points.items()},
         groups={key: {**point.counts, "figures": point.figures(histograms)} for key, point in groups.items()},

@@ -242,3 +242,21 @@ def test_the_command_folds(staff_user, capsys):
     call_command("fold_insights", "--rebuild")
     assert capsys.readouterr().out.startswith("marked 1 ")
     assert RunRollup.objects.filter(span="hour", every_model=False).get().runs == 1
+
+
+def test_a_fold_between_a_reads_statements_starts_the_read_again(staff_user, monkeypatch):
+    runs = spread(staff_user, count=60)
+    rollup.fold()
+    real = rollup._direct_runs
+    refolds = []
+
+    def refold_first(*args):
+        if not refolds:  # the rows are chosen; a fold now writes them anew (new ids)
+            refolds.append(rollup.mark_everything())
+            rollup.fold()
+        return real(*args)
+
+    monkeypatch.setattr(rollup, "_direct_runs", refold_first)
+    body = ask(staff_user, group_by="model", bucket="day")
+    assert refolds and body["rolled_up"] is True
+    assert_matches(body, runs, "model")
