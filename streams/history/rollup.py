@@ -177,6 +177,8 @@ def _run_values(runs: QuerySet) -> Iterator[dict[str, Any]]:
 
 
 def _aware(value: datetime) -> datetime:
+    if value.tzinfo is UTC:  # what the database gives (TIME_ZONE is UTC)
+        return value
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -311,24 +313,28 @@ class Point:
     """One group or chart point being summed: stored rows (their histograms read only if needed) and
     runs counted directly."""
 
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
     rows: list[dict[str, Any]] = field(default_factory=list)
     direct: list[dict[str, Any]] = field(default_factory=list)
 
     def needs_histograms(self) -> bool:
         return len(self.rows) > 1 or bool(self.rows and self.direct)
 
-    def figures(self, histograms: dict[int, dict[str, str]]) -> dict[str, dict[str, float | None]]:
-        """{figure: {"p50", "p95", "p99"}}: the row's own when the point is one row, else from the summed bins."""
+    def answer(self, histograms: dict[int, dict[str, str]]) -> dict[str, Any]:
+        """Counts and ``figures`` ({figure: {"p50", "p95", "p99"}}): a row's own when the point is one row,
+        else summed."""
         if len(self.rows) == 1 and not self.direct:
-            summaries = self.rows[0]["figures"]
+            row = self.rows[0]
+            answer: dict[str, Any] = {name: row[name] for name in COUNTS}
+            summaries = row["figures"]
         else:
             tally = _tally_runs(self.direct)
             for row in self.rows:
+                tally.add_counts(row)
                 tally.add_histograms(histograms[row["id"]])
-            summaries = tally.summaries()
-        return {figure: {"p50": summary[1], "p95": summary[2], "p99": summary[3]}
-                for figure, summary in summaries.items()}
+            answer, summaries = tally.counts, tally.summaries()
+        answer["figures"] = {figure: {"p50": summary[1], "p95": summary[2], "p99": summary[3]}
+                             for figure, summary in summaries.items()}
+        return answer
 
 
 @dataclass
@@ -386,21 +392,16 @@ def _summarise(runs: QuerySet, group_by: str, bucket: str, since: datetime, unti
     hour_plan = day_plan if bucket == "day" else _rows_for("hour", first, last, dirty_hours, dirty, every_model,
                                                            filters)
     direct = _direct_runs(runs, since, until, first, last, dirty, filters)
-    bucket_of = day_of if bucket == "day" else hour_of
     points: dict[tuple[str, datetime], Point] = {}
-    for row in hour_plan:
-        _add_row(points.setdefault((row[group_by], bucket_of(row["start"])), Point()), row)
+    for row in hour_plan:  # hour rows start on their hour already
+        _point(points, (row[group_by], day_of(row["start"]) if bucket == "day" else row["start"])).rows.append(row)
     groups: dict[str, Point] = {}
     for row in day_plan:
-        _add_row(groups.setdefault(row[group_by], Point()), row)
+        _point(groups, row[group_by]).rows.append(row)
+    bucket_of = day_of if bucket == "day" else hour_of
     for run in direct:
-        for point in (points.setdefault((run[group_by], bucket_of(run["created_at"])), Point()),
-                      groups.setdefault(run[group_by], Point())):
-            point.counts["runs"] += 1
-            if run["status"] in point.counts:
-                point.counts[run["status"]] += 1
-            point.counts["flagged"] += bool(run["is_flagged"])
-            point.direct.append(run)
+        _point(points, (run[group_by], bucket_of(run["created_at"]))).direct.append(run)
+        _point(groups, run[group_by]).direct.append(run)
     needed = [row["id"] for point in (*points.values(), *groups.values()) if point.needs_histograms()
               for row in point.rows]
     histograms: dict[int, dict[str, str]] = {}
@@ -408,16 +409,15 @@ def _summarise(runs: QuerySet, group_by: str, bucket: str, since: datetime, unti
         histograms.update(RunRollup.objects.filter(id__in=ids).values_list("id", "histograms"))
     if len(histograms) < len(set(needed)):
         raise _Refolded
-    return Summary(
-        points={key: {**point.counts, "figures": point.figures(histograms)} for key, point in points.items()},
-        groups={key: {**point.counts, "figures": point.figures(histograms)} for key, point in groups.items()},
-    )
+    return Summary(points={key: point.answer(histograms) for key, point in points.items()},
+                   groups={key: point.answer(histograms) for key, point in groups.items()})
 
 
-def _add_row(point: Point, row: dict[str, Any]) -> None:
-    for name in COUNTS:
-        point.counts[name] += row[name]
-    point.rows.append(row)
+def _point(points: dict[Any, Point], key: Any) -> Point:
+    point = points.get(key)
+    if point is None:
+        point = points[key] = Point()
+    return point
 
 
 def _dirty_cells(first: datetime, last: datetime, filters: dict[str, str]) -> set[Cell]:
