@@ -24,6 +24,7 @@ from streams.upstream.asyncio_backend import AsyncioStream
 
 LINE_LIMIT = 16 * 1024  # a chunk-size or trailer line longer than this is refused (h11's limit too)
 CHUNK_SIZE_DIGITS = 20  # h11's limit on the hex digits of a chunk size
+HEX_DIGITS = b"0123456789abcdefABCDEF"
 
 OnBytes = Callable[[bytes], bool]
 
@@ -51,6 +52,14 @@ class ChunkedFraming:
         if self._pending:
             data = self._pending + data
             self._pending = b""
+        elif not (self._remaining or self._footer or self._trailer):
+            # A slow stream's every read: exactly one whole chunk, "<hex size>\r\n<payload>\r\n".
+            line_end = data.find(b"\r\n", 0, CHUNK_SIZE_DIGITS + 2)
+            digits = data[:line_end]
+            if line_end > 0 and not digits.strip(HEX_DIGITS) and data[-2:] == b"\r\n":
+                size = int(digits, 16)
+                if size and len(data) == line_end + size + 4:
+                    return [data[line_end + 2:-2]]
         pieces: list[bytes] = []
         position, end = 0, len(data)
         while position < end and not self.done:
@@ -85,7 +94,7 @@ class ChunkedFraming:
 
     def _chunk_header(self, line: bytes) -> None:
         digits = line.split(b";", 1)[0].rstrip(b" \t") if b";" in line else line.rstrip(b" \t")
-        if not 0 < len(digits) <= CHUNK_SIZE_DIGITS or digits.strip(b"0123456789abcdefABCDEF"):
+        if not 0 < len(digits) <= CHUNK_SIZE_DIGITS or digits.strip(HEX_DIGITS):
             raise BodyDropped(f"illegal chunk header: {line[:40]!r}")
         size = int(digits, 16)
         if size:

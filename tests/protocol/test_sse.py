@@ -133,3 +133,17 @@ def test_the_lf_only_path_decodes_exactly_as_the_line_by_line_one(lines, cuts):
 def test_a_crlf_stream_after_lf_chunks_still_decodes():
     frames, _, _ = decode_all([b"data: a\n", b"\n", b"data: b\r", b"\n\r\n", b"data: c\n\n"])
     assert [(f.data, f.nbytes) for f in frames] == [("a", 9), ("b", 11), ("c", 9)]
+
+
+EVENTS = st.lists(st.lists(LINES, max_size=4).map(lambda lines: b"\n".join(lines) + b"\n\n"), max_size=12)
+
+
+@settings(max_examples=300)
+@given(EVENTS)
+def test_an_event_per_chunk_decodes_exactly_as_the_line_by_line_path(events):
+    # A slow stream's every read is one whole event: feed() has a shortcut for that shape.
+    fast, reference = SSEDecoder(), SSEDecoder()
+    got = [f for chunk in events for f in fast.feed(chunk)] + fast.close()[0]
+    want = [f for chunk in events for f in reference._feed_any(chunk)] + reference.close()[0]
+    assert got == want
+    assert fast.take_ignored() == reference.take_ignored()

@@ -89,6 +89,16 @@ def test_chunked_framing_gives_the_payload_for_any_split_of_the_wire(size, cuts,
     framing.end()
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=20))
+def test_a_read_per_chunk_gives_each_payload_whole(payloads):
+    # A slow stream's every read is exactly one chunk: feed() has a shortcut for that shape.
+    framing = ChunkedFraming()
+    reads = [b"%x\r\n%s\r\n" % (len(p), p) for p in payloads] + [b"0\r\n\r\n"]
+    assert [framing.feed(read) for read in reads] == [[p] for p in payloads] + [[]]
+    assert framing.done
+
+
 @pytest.mark.parametrize("wire", [b"zz\r\nab\r\n", b" 2\r\nab\r\n", b"2\r\nabXY", b"2\r\nab\r\n" + b"1" * 40 + b"\r\n",
                                   b"2" * 20_000])
 def test_broken_chunked_framing_is_a_drop(wire):
