@@ -270,7 +270,7 @@ class Timing:
     STREAMSCOPE_GATEWAY_TIMINGS (set by bench/gateway.py; off by default)."""
 
     def __init__(self) -> None:
-        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.t0, self.cpu0, self.at = time.perf_counter(), time.process_time(), time.time()
         self.marks: dict[str, float] = {}
 
     def mark(self, what: str) -> None:
@@ -278,6 +278,6 @@ class Timing:
 
     def write(self) -> None:
         self.mark("end")
-        line = json.dumps({**self.marks, "cpu": (time.process_time() - self.cpu0) * 1000.0})
+        line = json.dumps({**self.marks, "cpu": (time.process_time() - self.cpu0) * 1000.0, "at": self.at})
         with open(settings.STREAMSCOPE_GATEWAY_TIMINGS, "a") as out:
             out.write(line + "\n")

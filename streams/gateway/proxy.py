@@ -19,6 +19,7 @@ import logging
 import re
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,10 @@ PASSED_RESPONSE_HEADERS = frozenset({
     "openai-version", "openai-organization", "openai-project", "cache-control",
 })
 QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is read no further
+# Recording behind the relay: at most this many bytes are recorded before the relay gets a turn again,
+# and when this many are received but not yet recorded, the relay waits for the recorder (nothing is lost).
+RECORD_SLICE_BYTES = 64 * 1024
+MAX_BACKLOG_BYTES = 32 * 1024 * 1024
 STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
@@ -455,6 +460,13 @@ class StreamRelay:
         self.request = request
         self._headers = headers  # may hold the caller's key: memory only, used for the cancel call
         self.pump: asyncio.Task | None = None
+        self.recording: asyncio.Task | None = None  # the recorder, behind the relay (see _record)
+        self.backlog: deque[tuple[bytes, float]] = deque()  # (chunk, received at) given to the client, not recorded
+        self.backlog_bytes = 0
+        self.pump_finished = False
+        self.ended_at: float | None = None  # when the upstream's body ended
+        self._wake = asyncio.Event()  # chunks (or the end) for the recorder
+        self._drained = asyncio.Event()  # the backlog is small again
         self.stopped: str | None = None  # why the dashboard stopped it
         self.moderation_error: dict[str, Any] | None = None
         self.upstream_error: dict[str, Any] | None = None
@@ -491,6 +503,7 @@ class StreamRelay:
                 await asyncio.wait([self.pump])  # a stop cancels the pump, not this
             if self.pump is None or self.pump.cancelled():
                 ending = "dashboard"
+                await self._recorded()  # the error event's sequence_number follows the last event sent
                 await send(self._separator() + self._error_frame(self.stopped or "", "cancelled_by_user"))
             else:
                 ending = self.pump.result()
@@ -520,15 +533,35 @@ class StreamRelay:
         await queue.put(_END)
 
     async def _pump(self, send: Send) -> str:
-        """Read the upstream; each chunk goes to the client, then to the recorder. Returns how it ended."""
+        """Read the upstream; each chunk goes to the client, then to the recorder. Returns how it ended.
+
+        The recorder runs behind the relay (a task of its own, :meth:`_record`), so recording
+        never slows the client's stream: a burst is relayed at the upstream's pace and recorded as
+        the process can, each event stamped with the time its chunk arrived. With a moderation
+        stop rule on the output, each chunk is recorded before the next is read instead, so the
+        stop comes right after the chunk that matched."""
         recorder = self.recorder
+        inline = self._output_stop_rules()
+        if not inline:
+            loop = asyncio.get_running_loop()
+            self.recording = loop.create_task(self._record(), name=f"gateway-record-{self.run.pk}")
         try:
             async for chunk in iter_body(self.response, settings.STREAMSCOPE_STALL_TIMEOUT_S):
                 t = recorder._now()
                 await send(chunk)  # the client first
                 self.at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
-                recorder.take(chunk, t)
-            recorder.take_end(recorder._now())
+                if inline:
+                    recorder.take(chunk, t)
+                    continue
+                self.backlog.append((chunk, t))
+                self.backlog_bytes += len(chunk)
+                self._wake.set()
+                if self.backlog_bytes > MAX_BACKLOG_BYTES:
+                    self._drained.clear()
+                    await self._drained.wait()
+            self.ended_at = recorder._now()
+            if inline:
+                recorder.take_end(self.ended_at)
         except ModerationStopped as exc:
             self.moderation_error = exc.error()
             await send(self._separator() + self._error_frame(str(exc), "moderation_stopped"))
@@ -536,8 +569,43 @@ class StreamRelay:
         except UpstreamError as exc:  # dropped or stalled mid-stream: the client's stream ends too
             self.upstream_error = exc.as_dict()
         finally:
+            self.pump_finished = True
+            self._wake.set()
             await self.response.aclose()
         return "upstream_end"
+
+    def _output_stop_rules(self) -> bool:
+        return any(rule.action == ModerationRule.Action.STOP and rule.scope != ModerationRule.Scope.INPUT
+                   for rule in self.recorder.moderator.rules.values())
+
+    async def _record(self) -> None:
+        """Record what the relay gave the client, in order, a slice at a time; ends once the relay
+        has finished and everything it gave is recorded."""
+        recorder = self.recorder
+        done = 0
+        while True:
+            if not self.backlog:
+                if self.pump_finished:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            chunk, t = self.backlog.popleft()
+            self.backlog_bytes -= len(chunk)
+            recorder.take(chunk, t)  # raises nothing here: no stop rule on the output (else inline)
+            if self.backlog_bytes <= MAX_BACKLOG_BYTES // 2:
+                self._drained.set()
+            done += len(chunk)
+            if done >= RECORD_SLICE_BYTES:
+                done = 0
+                await asyncio.sleep(0)  # the relay's turn
+        if self.ended_at is not None:
+            recorder.take_end(self.ended_at)
+
+    async def _recorded(self) -> None:
+        """Wait until the recorder has taken everything the client was given (the relay has ended)."""
+        if self.recording is not None:
+            await asyncio.gather(self.recording, return_exceptions=True)
 
     def _separator(self) -> bytes:
         # A stop between two chunks of one event: end that event first (the client sees it broken).
@@ -557,6 +625,7 @@ class StreamRelay:
             if self.pump is not None and not self.pump.done():
                 self.pump.cancel()
                 await asyncio.gather(self.pump, return_exceptions=True)
+            await self._recorded()
             if ending != "upstream_end" and self.run.background and self.recorder.response_id:
                 await self._cancel_upstream()
             if ending == "client_left":

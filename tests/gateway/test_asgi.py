@@ -163,3 +163,34 @@ async def test_requests_django_should_judge_go_to_django(settings):
     settings.SECURE_SSL_REDIRECT = True
     await Exchange("GET", f"{URL}/models").run(app)  # plain HTTP: Django redirects
     assert seen == [f"{URL}/models", "/api/runs/", "/gateway/simulator/v2/models", f"{URL}/models"]
+
+
+async def test_recording_behind_a_full_backlog_holds_the_relay_and_loses_nothing(sim_upstream, token, monkeypatch):
+    from streams.gateway import proxy
+
+    monkeypatch.setattr(proxy, "MAX_BACKLOG_BYTES", 512)  # the relay waits for the recorder at once
+    monkeypatch.setattr(proxy, "RECORD_SLICE_BYTES", 256)
+    exchange = await Exchange("POST", f"{URL}/responses", json.dumps(SEEDED).encode(), auth(token)).run(
+        GatewayASGI(django_app()))
+    got = b"".join(exchange.chunks)
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed"
+    assert await stored_data(run.pk) == [line[6:] for line in got.decode().splitlines() if line.startswith("data: ")]
+
+
+async def test_a_dashboard_stop_numbers_its_error_event_after_the_last_event_sent(sim_upstream, token):
+    from streams.live.control import cancel_run
+
+    body = {**SEEDED, "metadata": {"sim_tokens_per_s": "40"}}
+    exchange = Exchange("POST", f"{URL}/responses", json.dumps(body).encode(), auth(token))
+    serving = asyncio.create_task(exchange.run(GatewayASGI(django_app())))
+    await asyncio.wait_for(exchange.got_body.wait(), 10)
+    await asyncio.sleep(0.3)
+    run_id = int(exchange.headers["x-streamscope-run"])
+    await cancel_run(await Run.objects.aget(pk=run_id))
+    await asyncio.wait_for(serving, 10)
+    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
+    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames if b"data: " in frame]
+    assert json.loads(frames[-1].split(b"data: ", 1)[1])["error"]["code"] == "cancelled_by_user"
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # the error event comes next
+    assert (await ended_run(run_id)).status == "cancelled"
