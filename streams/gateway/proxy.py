@@ -62,9 +62,10 @@ PASSED_RESPONSE_HEADERS = frozenset({
 })
 QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is read no further
 # Recording behind the relay: at most this many bytes are recorded before the relay gets a turn again,
-# and when this many are received but not yet recorded, the relay waits for the recorder (nothing is lost).
+# and when this many of a stream are received but not yet recorded, its relay waits for the recorder
+# (nothing is lost; memory stays bounded per stream).
 RECORD_SLICE_BYTES = 64 * 1024
-MAX_BACKLOG_BYTES = 32 * 1024 * 1024
+MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
