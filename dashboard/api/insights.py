@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
 from channels.db import database_sync_to_async
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from dashboard.api.common import api_view, error
@@ -18,7 +19,7 @@ async def insights(request: HttpRequest) -> HttpResponse:
     return await database_sync_to_async(_insights)(request)
 
 
-def _insights(request: HttpRequest) -> JsonResponse:
+def _insights(request: HttpRequest) -> HttpResponse:
     try:
         options = parse_params(request.GET)
     except BadQuery as exc:
@@ -27,4 +28,6 @@ def _insights(request: HttpRequest) -> JsonResponse:
     # Who sees every run (the rule leaves the queryset unfiltered) may be answered from the roll-up,
     # which knows no owners; anyone else's figures come from their own runs.
     every_run = not runs.query.has_filters()
-    return JsonResponse(compute(runs, list_url=reverse("run_list"), every_run=every_run, **options))
+    body = compute(runs, list_url=reverse("run_list"), every_run=every_run, **options)
+    # An hourly chart over a month is thousands of points (~1.3 MB): orjson encodes it ~8x faster than json.
+    return HttpResponse(orjson.dumps(body), content_type="application/json")
