@@ -1,8 +1,8 @@
 """Forwarding one gateway request to its provider and recording the answer as a run.
 
 The client comes first: each chunk of an event stream is handed to the client as soon as it
-arrives (a reader task puts it on a short queue the response body drains) and only then given to
-the recorder. HTTP errors come back with their status, body and headers. The caller's own upstream
+arrives (sent on the connection by the loop that reads it, :class:`StreamRelay`) and only then
+given to the recorder, which runs behind the relay. HTTP errors come back with their status, body and headers. The caller's own upstream
 key (providers with ``gateway_key: "caller"``) lives only in this request's memory.
 
 Which requests become runs: ``POST responses``, ``POST chat/completions`` and
