@@ -2,8 +2,9 @@
 
 The client comes first: each chunk of an event stream is handed to the client as soon as it
 arrives (sent on the connection by the loop that reads it, :class:`StreamRelay`) and only then
-given to the recorder, which runs behind the relay. HTTP errors come back with their status, body and headers. The caller's own upstream
-key (providers with ``gateway_key: "caller"``) lives only in this request's memory.
+given to the recorder, which runs behind the relay. HTTP errors come back with their status, body
+and headers. The caller's own upstream key (providers with ``gateway_key: "caller"``) lives only in
+this request's memory.
 
 Which requests become runs: ``POST responses``, ``POST chat/completions`` and
 ``GET responses/<id>?stream=true`` (a resumed stream). The rest (``models``, ``GET responses/<id>``,
