@@ -18,6 +18,7 @@ So the answer is right whether or not a fold has run; folding only makes it fast
 from __future__ import annotations
 
 import math
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -50,7 +51,8 @@ BINS = 2 + int(math.log(HIGHEST / LOWEST) / _LOG_RATIO)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-FOLD_EVERY_S = 60  # the housekeeping loop's fold (streams/live/recovery.py)
+FOLD_EVERY_S = 60  # the housekeeping loop's fold (streams/live/recovery.py)...
+FOLD_BUDGET_S = 5.0  # ...for at most this long each time
 MARKS_PER_FOLD = 20_000  # marks read per transaction of the fold...
 HOURS_PER_FOLD = 48  # ...and hours recomputed in it
 _IN_CHUNK = 500  # ids per IN (...) (SQLite's limit on parameters)
@@ -218,13 +220,15 @@ def _chunks(items: list[Any], size: int = _IN_CHUNK) -> Iterator[list[Any]]:
 Cell = tuple[datetime, str, str]  # (hour, model, provider)
 
 
-def fold(*, marks_per_round: int = MARKS_PER_FOLD, hours_per_round: int = HOURS_PER_FOLD) -> int:
+def fold(*, marks_per_round: int = MARKS_PER_FOLD, hours_per_round: int = HOURS_PER_FOLD,
+         budget_s: float | None = None) -> int:
     """Bring the roll-up up to date with the marks; returns how many hour x model x provider cells were
     recomputed. Each round (at most ``hours_per_round`` hours, so a first fold over a large history holds
     neither a long transaction nor every run in memory) is one transaction; a round that finds another
-    process folding stops."""
+    process folding stops, and so does the fold once ``budget_s`` has passed (the rest waits for the next)."""
     recomputed = 0
-    while True:
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    while deadline is None or time.monotonic() < deadline:
         with transaction.atomic():
             if not _fold_lock():
                 return recomputed
@@ -241,6 +245,13 @@ def fold(*, marks_per_round: int = MARKS_PER_FOLD, hours_per_round: int = HOURS_
         recomputed += len(cells)
         if len(taken) == len(marks) < marks_per_round:
             return recomputed
+    return recomputed
+
+
+def fold_a_while() -> int:
+    """The housekeeping loop's fold: at most :data:`FOLD_BUDGET_S` of it, so the first fold over a long
+    history (42 s at a million runs) does not hold up the loop's recovery sweeps; it goes on next time."""
+    return fold(budget_s=FOLD_BUDGET_S)
 
 
 def _fold_lock() -> bool:

@@ -260,3 +260,9 @@ def test_a_fold_between_a_reads_statements_starts_the_read_again(staff_user, mon
     body = ask(staff_user, group_by="model", bucket="day")
     assert refolds and body["rolled_up"] is True
     assert_matches(body, runs, "model")
+
+
+def test_a_fold_with_a_spent_budget_leaves_the_rest_for_the_next(staff_user):
+    spread(staff_user, count=30)
+    assert rollup.fold(budget_s=0) == 0 and RollupMark.objects.exists()
+    assert rollup.fold_a_while() > 0 and not RollupMark.objects.exists()
