@@ -37,6 +37,7 @@ class Tally:
     """What one stream delivered: bytes, SSE frames, and whether its body ended properly."""
 
     frames: int = 0
+    chunks: int = 0  # HTTP chunks: the simulator's writes
     nbytes: int = 0
     status: int = 0
     complete: bool = False
@@ -88,6 +89,7 @@ class CountingStream(asyncio.Protocol):
                 position = end + 2
                 self.left = int(line.split(b";")[0], 16)
                 self.tally.complete = self.left == 0
+                self.tally.chunks += 1
 
     def count(self, body: bytes) -> None:
         # With the last byte before: a frame's end split across two pieces counts once (SSE frames
@@ -100,11 +102,14 @@ class CountingStream(asyncio.Protocol):
             self.done.set_result(None)
 
 
-def stream_body(tokens: int, rate: str, seed: str, stamp: bool, first_token_ms: int) -> dict:
+def stream_body(tokens: int, rate: str, seed: str, stamp: bool, first_token_ms: int,
+                write_interval_ms: str = "") -> dict:
     metadata = {"sim_tokens": str(tokens), "sim_tokens_per_s": rate, "sim_first_token_ms": str(first_token_ms),
                 "sim_seed": seed, "sim_jitter": "0"}
     if stamp:
         metadata["sim_stamp"] = "1"
+    if write_interval_ms:
+        metadata["sim_write_interval_ms"] = write_interval_ms
     return {"model": "sim-text", "input": "benchmark", "stream": True, "metadata": metadata}
 
 
@@ -144,6 +149,7 @@ def measure(sim_url: str, sim_pid: int | None, bodies: list[dict], expected: int
         "expected": expected * len(bodies),
         "whole": sum(t.status == 200 and t.complete and t.frames == expected for t in tallies),
         "bytes": sum(t.nbytes for t in tallies),
+        "writes": sum(t.chunks for t in tallies),
         "elapsed": elapsed,
         "cpu": cpu,
         "us_per_event": cpu / max(events, 1) * 1e6,
@@ -159,7 +165,8 @@ def report(label: str, streams: int, r: dict, target: bool) -> None:
     print(f"    events delivered {r['events']}/{r['expected']} ({'nothing lost' if not lost else 'LOST EVENTS'}); "
           f"streams whole {r['whole']}/{streams}; {r['bytes'] / 2**20:.1f} MiB in {r['elapsed']:.1f} s "
           f"= {r['events'] / r['elapsed']:,.0f} events/s")
-    print(f"    simulator CPU {r['cpu']:.2f} s = {r['us_per_event']:.1f} us per event{verdict}")
+    print(f"    simulator CPU {r['cpu']:.2f} s = {r['us_per_event']:.1f} us per event{verdict}; "
+          f"{r['events'] / max(r['writes'], 1):.1f} events per write")
 
 
 def main() -> None:
@@ -171,6 +178,8 @@ def main() -> None:
                                                                   "delay benchmarks ask for it)")
     parser.add_argument("--unthrottled-tokens", type=int, default=5000,
                         help="tokens per stream of the unthrottled pass (0 skips it)")
+    parser.add_argument("--write-interval-ms", default="",
+                        help="sim_write_interval_ms of the paced streams (default: the simulator's)")
     parser.add_argument("--sim-url", help="measure this running simulator (…/sim/v1) instead of starting one")
     parser.add_argument("--sim-pid", type=int, help="its process id, for the CPU figure")
     args = parser.parse_args()
@@ -192,7 +201,8 @@ def main() -> None:
               f"per request")
         tokens = int(args.rate * args.seconds)
         # A first token after 2 s: every stream is open before any of them sends its deltas.
-        bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000) for i in range(args.streams)]
+        bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000, args.write_interval_ms)
+                  for i in range(args.streams)]
         expected = len(build_events("sim-text", bodies[0]))
         print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "
               f"= {args.streams * args.rate:,} events/s{', stamped' if stamp else ''} "

@@ -5,12 +5,13 @@ Delays come from a seeded RNG (same seed, same rhythm). Token gaps are log-norma
 ``first_token_ms``; hosted-tool work shrinks with faster token rates. Unthrottled pacing
 (``sim_tokens_per_s: "max"``) skips all sleeping and packs ~64 KiB of frames per batch.
 
-Frames that are not due yet go out on the process's shared clock: it ticks every ``tick_s``
-(``sim_tick_ms``, 50 ms by default) and one timer per tick wakes every stream waiting for it. A
-frame due between two ticks waits for the next one, so a stream faster than 20 events/s writes
-a few frames at a time. A write costs the server far more CPU than a frame (Twisted's write path,
-a syscall: docs/simulator.md, "Load generator"), which is what lets one process pace 10,000
-events/s. ``sim_tick_ms: 0`` sends every frame at its own time instead.
+A stream writes at most once per ``write_interval_s`` (``sim_write_interval_ms``, 100 ms by
+default): frames that fall due in between go out together at the end of it, so a stream faster
+than 10 events/s writes a few frames at a time, while its first frame and any frame after a pause
+go out when due. A write costs the server far more CPU than a frame (Twisted's write path and a
+syscall, see docs/simulator.md "Load generator"); this is what lets one process pace 10,000
+events/s. Waits are served by one shared clock per process, ticking every 5 ms, rather than a timer
+per stream per write. ``sim_write_interval_ms: 0`` sends every frame at its own time instead.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ _QUOTE = json.encoder.encode_basestring
 BATCH_BYTES = 64 * 1024
 # Below this a wait is not worth a sleep: frames due within it go out together.
 MIN_SLEEP_S = 0.002
-DEFAULT_TICK_S = 0.05
+# A stream writes at most once per this (sim_write_interval_ms); frames due in between go out together.
+DEFAULT_WRITE_INTERVAL_S = 0.1
+# The shared clock's granularity: streams waiting for about the same moment wake on the same tick.
+CLOCK_TICK_S = 0.005
 
 Frame = tuple[dict[str, Any], bytes]
 
@@ -99,8 +103,8 @@ class Pacing:
     unthrottled: bool = False
     # Add ``sim_stamp`` (wall-clock seconds) to each event as it is written: delay benchmarks.
     stamp: bool = False
-    # Frames not due yet wait for the shared clock's next tick (0: each at its own time).
-    tick_s: float = DEFAULT_TICK_S
+    # At most one write per stream per interval, on the shared clock (0: each frame at its own time).
+    write_interval_s: float = DEFAULT_WRITE_INTERVAL_S
 
     @classmethod
     def unthrottled_pacing(cls) -> Pacing:
@@ -168,8 +172,8 @@ async def play(
         batches = _paced(steps, pacing, encode)
     async for batch in batches:
         if pacing.stamp:
-            now = round(time.time(), 6)
-            batch = [(event, stamped(frame, now)) for event, frame in batch]
+            suffix = stamp_suffix(round(time.time(), 6))
+            batch = [(event, frame[:-3] + suffix) for event, frame in batch]
         yield batch
 
 
@@ -194,21 +198,23 @@ async def _paced(
     steps: Iterable[Step], pacing: Pacing, encode: Callable[[dict[str, Any]], bytes]
 ) -> AsyncIterator[list[Frame]]:
     loop = asyncio.get_running_loop()
-    clock = shared_clock(loop) if pacing.tick_s > 0 else None
+    clock = shared_clock(loop) if pacing.write_interval_s > 0 else None
     batch: list[Frame] = []
     size = 0
     start = loop.time()
     due = 0.0
+    next_write = start
     for step, delay in pacing.delays(steps):
         due += delay
-        if due - (loop.time() - start) > MIN_SLEEP_S:
+        if start + due - loop.time() > MIN_SLEEP_S:
             if batch:
                 yield batch
                 batch, size = [], 0
+                next_write = loop.time() + pacing.write_interval_s
             if clock is not None:
-                await clock.tick_after(start + due, pacing.tick_s)
+                await clock.wake_at(max(start + due, next_write))
             else:
-                wait = due - (loop.time() - start)
+                wait = start + due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
         frame = encode(step.event)
@@ -221,24 +227,24 @@ async def _paced(
         yield batch
 
 
-def stamped(frame: bytes, now: float) -> bytes:
-    """``frame`` with ``"sim_stamp": now`` as the last key of its JSON (what encoding the event with
-    that key added gives, byte for byte, without encoding it again)."""
-    return b"%s,\"sim_stamp\":%s}\n\n" % (frame[:-3], repr(now).encode())
+def stamp_suffix(now: float) -> bytes:
+    """What replaces a frame's closing ``}\\n\\n`` to give it ``"sim_stamp": now`` as its last key:
+    the bytes encoding the event with that key added would give, without encoding it again."""
+    return b',"sim_stamp":%s}\n\n' % repr(now).encode()
 
 
 class SharedClock:
-    """Wakes every waiting stream of one event loop on the same ticks: one timer per tick instead
-    of one per stream per write, and every stream's writes land in the same turn of the loop."""
+    """Wakes the waiting streams of one event loop on shared ticks (every ``CLOCK_TICK_S``): one timer
+    per tick for the process instead of one per stream per write."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: dict[float, list[asyncio.Future[None]]] = {}
 
-    def tick_after(self, when: float, tick_s: float) -> asyncio.Future[None]:
+    def wake_at(self, when: float) -> asyncio.Future[None]:
         """A future done on the first tick at or after ``when`` (loop time). Each waiter has its
         own future, so cancelling one stream never touches the others."""
-        tick = math.ceil(when / tick_s) * tick_s
+        tick = math.ceil(when / CLOCK_TICK_S) * CLOCK_TICK_S
         future = self.loop.create_future()
         waiters = self.waiting.get(tick)
         if waiters is None:

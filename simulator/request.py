@@ -35,8 +35,8 @@ class Knobs:
     drop_after: int | None = None
     # Benchmarks: stamp each event with the wall-clock time it was written (``sim_stamp``).
     stamp: bool = False
-    # Frames not due yet go out on the next tick of the process's shared clock (simulator.pacing).
-    tick_ms: float | None = None
+    # A stream writes at most once per this many ms; frames due in between go out together.
+    write_interval_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ def parse_knobs(metadata: Mapping[str, Any]) -> Knobs:
         stall_after=_knob_int(metadata, "sim_stall_after", MAX_SIM_TOKENS * 4),
         drop_after=_knob_int(metadata, "sim_drop_after", MAX_SIM_TOKENS * 4),
         stamp=str(metadata.get("sim_stamp", "")).strip().lower() in ("1", "true", "yes"),
-        tick_ms=_knob_number(metadata, "sim_tick_ms", 0, 1000),
+        write_interval_ms=_knob_number(metadata, "sim_write_interval_ms", 0, 1000),
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from simulator import scripts
 from simulator.builders import ResponseBuilder, Step
 from simulator.errors import HTTP_ERRORS, SimulatorError, invalid
-from simulator.pacing import DEFAULT_TICK_S, Pacing
+from simulator.pacing import DEFAULT_WRITE_INTERVAL_S, Pacing
 from simulator.request import SimRequest, parse_request
 
 DEFAULT_SCENARIO = "sim-text"
@@ -369,7 +369,9 @@ def pacing_for(request: SimRequest, scenario: Scenario) -> Pacing:
         jitter=_knob(knobs.jitter, scenario, "jitter", 0.35),
         seed=seed,
         stamp=knobs.stamp,
-        tick_s=DEFAULT_TICK_S if knobs.tick_ms is None else knobs.tick_ms / 1000,
+        write_interval_s=(
+            DEFAULT_WRITE_INTERVAL_S if knobs.write_interval_ms is None else knobs.write_interval_ms / 1000
+        ),
     )
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 import pytest
 
 from simulator.builders import TOKEN, Step
 from simulator.pacing import (
+    CLOCK_TICK_S,
     Pacing,
     SharedClock,
     encode_data_only,
     encode_sse,
     play,
-    stamped,
+    stamp_suffix,
     to_json,
 )
 from simulator.scenarios import SCENARIOS, build_events
@@ -50,15 +52,15 @@ def test_a_text_delta_that_is_not_plain_is_encoded_the_plain_way():
 def test_a_stamp_is_spliced_in_as_encoding_it_would_write_it(encode):
     for event in build_events("sim-all-families", {"input": "stamp"}, seed="s")[:40]:
         for now in (1796003248.043928, 1796003248.5, 1.0):
-            assert stamped(encode(event), now) == encode({**event, "sim_stamp": now})
+            assert encode(event)[:-3] + stamp_suffix(now) == encode({**event, "sim_stamp": now})
 
 
 def test_waiters_in_one_tick_share_one_timer_and_a_cancelled_one_leaves_the_rest():
     async def scenario() -> list[bool]:
         loop = asyncio.get_running_loop()
         clock = SharedClock(loop)
-        soon = loop.time() + 0.01
-        first, second, third = (clock.tick_after(soon, 0.05) for _ in range(3))
+        soon = math.ceil(loop.time() / CLOCK_TICK_S) * CLOCK_TICK_S + CLOCK_TICK_S / 2
+        first, second, third = (clock.wake_at(soon) for _ in range(3))
         assert len(clock.waiting) == 1
         second.cancel()
         await first
@@ -68,18 +70,31 @@ def test_waiters_in_one_tick_share_one_timer_and_a_cancelled_one_leaves_the_rest
     assert asyncio.run(scenario()) == [True, True, True, True]
 
 
-def test_frames_due_within_one_tick_go_out_in_one_write():
-    steps = [Step({"type": "response.output_text.delta", "sequence_number": n, "delta": "x"}, TOKEN)
-             for n in range(10)]
-    # 200 tokens/s: all ten are due within 50 ms; the clock ticks every 200 ms.
-    pacing = Pacing(tokens_per_s=200, first_token_ms=0, jitter=0, seed="", tick_s=0.2)
+def deltas(count: int) -> list[Step]:
+    return [Step({"type": "response.output_text.delta", "sequence_number": n, "delta": "x"}, TOKEN)
+            for n in range(count)]
 
+
+def play_out(steps: list[Step], pacing: Pacing) -> list[list[int]]:
     async def batches() -> list[list[int]]:
         return [[event["sequence_number"] for event, _frame in batch] async for batch in play(steps, pacing)]
 
-    got = asyncio.run(batches())
-    assert [n for batch in got for n in batch] == list(range(10))
-    assert len(got) <= 2  # a tick may fall inside those 50 ms, no more than one
+    return asyncio.run(batches())
+
+
+def test_a_stream_writes_at_most_once_per_interval():
+    # 200 tokens/s for 12 tokens (60 ms); one write per 1 s at most: the first token(s) go out when
+    # due, the rest (due within the interval) together at its end.
+    pacing = Pacing(tokens_per_s=200, first_token_ms=0, jitter=0, seed="", write_interval_s=1.0)
+    got = play_out(deltas(12), pacing)
+    assert [n for batch in got for n in batch] == list(range(12))
+    assert len(got) <= 2
+
+
+def test_without_an_interval_every_frame_keeps_its_own_time():
+    pacing = Pacing(tokens_per_s=20, first_token_ms=0, jitter=0, seed="", write_interval_s=0)
+    got = play_out(deltas(4), pacing)
+    assert [n for batch in got for n in batch] == list(range(4))
 
 
 def test_stamped_frames_carry_the_stamp_and_events_stay_as_built():
