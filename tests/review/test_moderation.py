@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 from dashboard.routing import websocket_urlpatterns
 from streams.live.executor import RunExecutor
 from streams.models import ModerationResult, ModerationRule, ReviewState, Run, RunFlag, RunStatus
-from streams.pipeline.broadcast import group_name
+from streams.pipeline.broadcast import group_name, publish_flag
 from streams.review import moderation_model
 from streams.review.moderation import LiveModerator, fields_of, input_text
 from tests.support.factories import make_run
@@ -205,7 +205,7 @@ async def test_the_websocket_sends_stored_flags_on_connect_and_live_ones_after(u
             frames.append(json.loads(await comm.receive_from(timeout=3)))
         assert frames[-1]["flag"]["matched_text"] == "w1" and frames[-1]["flag"]["seq"] == 1
         live = {"id": 99, "rule_name": "r2", "matched_text": "w2", "seq": 2}
-        await get_channel_layer().group_send(group_name(run.pk), {"type": "run.flag", "flag": live})
+        await publish_flag(run.pk, live)
         assert json.loads(await comm.receive_from(timeout=3)) == {"type": "flag", "flag": live}
     finally:
         await comm.disconnect()
