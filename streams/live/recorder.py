@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 
 RAW_KEEP = 64 * 1024  # how much of a malformed line is kept in its event
 HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
+# How often a live run's row is rewritten (count, heartbeat, upstream cursor, output text): about
+# once a second, not with every batch. A row rewrite cost ~35 us of CPU on SQLite, as much as the
+# batch's events when runs are many and slow (docs/performance.md). Recovery counts what a dead
+# run stored after its row's last write (streams.live.recovery.catch_up_row).
+ROW_EVERY_S = 1.0
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.
 EXACT_TYPES = TERMINAL_TYPES | {"error"}
@@ -67,6 +72,7 @@ class RunRecorder:
         self._flush_error: BaseException | None = None
         self._closed = False  # the final flush happened
         self._last_text_save = 0.0
+        self._row_has_response_id = False
         self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
         # An upstream that never closes (keep-alive comments forever) still ends some time.
@@ -160,20 +166,25 @@ class RunRecorder:
             if self._closed:
                 return  # a tick that began before the run ended must not rewrite its final fields
             batch, self.buffer = self.buffer, []
-            fields: dict[str, Any] = {"event_count": self.next_seq, "heartbeat_at": store.now()}
-            if self.last_upstream_seq is not None:
-                fields["last_upstream_seq"] = self.last_upstream_seq
-            if self.response_id:
-                fields["response_id"] = self.response_id
             clock = time.monotonic()
-            if clock - self._last_text_save > 1.0:
-                # Output text is rewritten whole, so save it about once a second while live.
-                fields["output_text"] = "".join(self.text_parts)
-                self._last_text_save = clock
-            if final_fields:
-                fields.update(final_fields)
+            fields: dict[str, Any] | None = None
+            # The row about once a second (ROW_EVERY_S), at once when the response id is first known
+            # (recovery needs it to resume), and at the end.
+            if (final_fields is not None or clock - self._last_text_save >= ROW_EVERY_S
+                    or (self.response_id and not self._row_has_response_id)):
+                fields = {"event_count": self.next_seq, "heartbeat_at": store.now()}
+                if self.last_upstream_seq is not None:
+                    fields["last_upstream_seq"] = self.last_upstream_seq
+                if self.response_id:
+                    fields["response_id"] = self.response_id
+                fields["output_text"] = "".join(self.text_parts)  # rewritten whole: once a second
+                if final_fields:
+                    fields.update(final_fields)
             rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]
             await store.write_batch(self.run_id, rows, fields)  # grouped with other runs' batches
+            if fields is not None:
+                self._last_text_save = clock
+                self._row_has_response_id = "response_id" in fields
             self._closed = final_fields is not None
             self._last_write = time.monotonic()
             if batch:
