@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
+from streams.models import ACTIVE_STATUSES, Event, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,29 @@ def claim(run: Run) -> bool:
     return claimed == 1
 
 
+def catch_up_row(run: Run) -> None:
+    """Count into the row what the dead run stored after the row's last write.
+
+    A live run rewrites its row (event count, upstream cursor) about once a second but stores its
+    events with every batch (streams.live.recorder.ROW_EVERY_S), so the row may be up to a second
+    behind the log. Resuming reads the row (the next seq, the cursor to resume the upstream after)
+    and an interrupted run's viewers are told its last seq from it: both must see the whole log."""
+    after = Event.objects.filter(run_id=run.pk, seq__gte=run.event_count).order_by("seq").values_list("seq", "data")
+    last_seq, cursor = None, run.last_upstream_seq
+    for seq, data in after.iterator(chunk_size=500):
+        last_seq = seq
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(payload, dict) and isinstance(payload.get("sequence_number"), int):
+            cursor = payload["sequence_number"]  # the recorder keeps only increasing ones
+    if last_seq is None:
+        return
+    run.event_count, run.last_upstream_seq = last_seq + 1, cursor
+    Run.objects.filter(pk=run.pk).update(event_count=run.event_count, last_upstream_seq=cursor)
+
+
 def resumable(run: Run) -> bool:
     # A gateway run belongs to its client's connection (and maybe the client's own key): when the
     # process serving it dies, that connection is gone too, so the run ends interrupted.
@@ -106,6 +130,7 @@ async def recover_once() -> list[int]:
         if not await database_sync_to_async(claim)(run):
             continue
         taken.append(run.pk)
+        await database_sync_to_async(catch_up_row)(run)
         if run.status == RunStatus.QUEUED and not run.started_at:
             log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
             await get_launcher().launch(run.pk)
