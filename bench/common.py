@@ -153,9 +153,13 @@ def login(base_url: str) -> httpx.Client:
     return client
 
 
-def run_body(tokens: int, rate: str, first_token_ms: int = 0, stamp: bool = True, seed: str = "7") -> dict:
+def run_body(tokens: int, rate: str, first_token_ms: int = 0, stamp: bool = True, seed: str = "7",
+             write_interval_ms: int = 0) -> dict:
+    """A run's body. ``write_interval_ms`` 0: the simulator writes every event at its own time, as a
+    provider streaming token by token does, so Streamscope reads one event per socket read (the
+    realistic, costlier shape); a larger value lets the simulator send what is due together."""
     metadata = {"sim_tokens": str(tokens), "sim_tokens_per_s": rate, "sim_first_token_ms": str(first_token_ms),
-                "sim_seed": seed, "sim_jitter": "0"}
+                "sim_seed": seed, "sim_jitter": "0", "sim_write_interval_ms": str(write_interval_ms)}
     if stamp:
         metadata["sim_stamp"] = "1"
     return {"provider": "simulator", "model": "sim-text", "input": "benchmark",
