@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, JsonResponse
@@ -36,22 +37,34 @@ class ClientLeft(Exception):
     """The client disconnected before its request body arrived."""
 
 
+class BodyTooLarge(Exception):
+    """The request body is larger than Django would read (``DATA_UPLOAD_MAX_MEMORY_SIZE``)."""
+
+
 async def serve_asgi(scope: dict[str, Any], receive: Receive, send: Send, headers: dict[str, str]) -> None:
     """Answer one HTTP request under ``/sim/v1/``; ``headers`` are added to the response."""
     try:
-        body = await _read_body(receive)
+        body = await _read_body(receive, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
     except ClientLeft:
+        return
+    except BodyTooLarge:
+        await _send(_error(413, "The request body is too large.", "invalid_request_error"), send, headers)
         return
     await serve(ASGIRequest(scope, io.BytesIO(body)), receive, send, headers)
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def _read_body(receive: Receive, limit: int | None) -> bytes:
     parts = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientLeft
-        parts.append(message.get("body", b""))
+        part = message.get("body", b"")
+        size += len(part)
+        if limit is not None and size > limit:
+            raise BodyTooLarge
+        parts.append(part)
         if not message.get("more_body", False):
             return b"".join(parts)
 
@@ -80,7 +93,10 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 
 async def _respond(request: ASGIRequest, send: Send, extra: dict[str, str]) -> None:
-    response = await _response(request)
+    await _send(await _response(request), send, extra)
+
+
+async def _send(response: HttpResponse, send: Send, extra: dict[str, str]) -> None:
     for name, value in extra.items():
         response.setdefault(name, value)
     headers = [(name.encode("latin1"), value.encode("latin1")) for name, value in response.items()]

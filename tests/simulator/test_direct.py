@@ -84,3 +84,10 @@ def test_closed_gate_and_other_paths_go_to_django(settings):
     assert call(OpenSimulatorASGI(django), http_scope("/sim/v1/models"))[0]["status"] == 299
     settings.STREAMSCOPE_SIMULATOR_OPEN = True
     assert call(OpenSimulatorASGI(django), http_scope("/api/runs/"))[0]["status"] == 299
+
+
+def test_a_body_larger_than_django_reads_is_refused_before_it_is_all_read(settings):
+    settings.STREAMSCOPE_SIMULATOR_OPEN = True
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    sent = call(OpenSimulatorASGI(django), http_scope("/sim/v1/responses", "POST"), b"x" * 1001)
+    assert sent[0]["status"] == 413 and "too large" in json.loads(body_of(sent))["error"]["message"]
