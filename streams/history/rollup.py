@@ -54,7 +54,7 @@ DAY = timedelta(days=1)
 FOLD_EVERY_S = 60  # the housekeeping loop's fold (streams/live/recovery.py)...
 FOLD_BUDGET_S = 5.0  # ...for at most this long each time
 MARKS_PER_FOLD = 20_000  # marks read per transaction of the fold...
-HOURS_PER_FOLD = 48  # ...and hours recomputed in it
+HOURS_PER_FOLD = 12  # ...and hours recomputed in it (SQLite: writers wait for the transaction)
 _IN_CHUNK = 500  # ids per IN (...) (SQLite's limit on parameters)
 _LOCK_KEY = 0x5EED_0011  # PostgreSQL advisory lock: one fold at a time across processes
 
