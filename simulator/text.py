@@ -157,6 +157,19 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def random_letters(rng: random.Random, count: int) -> str:
+    """``count`` times ``rng.choice(OBFUSCATION_ALPHABET)``, the same letters from the same state,
+    at a third of the cost (what ``choice`` does inside: 6 random bits, redrawn when >= 62).
+    Every response makes 512 of them."""
+    bits = rng.getrandbits
+    letters = []
+    while len(letters) < count:
+        drawn = bits(6)
+        if drawn < 62:
+            letters.append(OBFUSCATION_ALPHABET[drawn])
+    return "".join(letters)
+
+
 class Writer:
     """Writes prose for one response. ``prompt`` steers the topics and the opening quote."""
 
@@ -164,7 +177,7 @@ class Writer:
         self.rng = rng
         self.prompt = prompt
         self.topics = topics_of(prompt) or list(FALLBACK_TOPICS)
-        self._pool = "".join(rng.choice(OBFUSCATION_ALPHABET) for _ in range(512))
+        self._pool = random_letters(rng, 512)
 
     def topic(self) -> str:
         return self.rng.choice(self.topics)

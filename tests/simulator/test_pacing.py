@@ -1,10 +1,12 @@
-"""Pacing's shortcuts give the same bytes as the plain way, and the shared clock groups writes."""
+"""The per-event shortcuts give the same bytes as the plain way (frames, stamps, the obfuscation
+pool), and the shared clock groups writes."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import math
+import random
 
 import pytest
 
@@ -20,6 +22,7 @@ from simulator.pacing import (
     to_json,
 )
 from simulator.scenarios import SCENARIOS, build_events
+from simulator.text import OBFUSCATION_ALPHABET, random_letters
 
 BODIES = (
     {"input": 'héllo "quoted" \u2028 ☃ \\ back\nslash </script>'},
@@ -109,3 +112,10 @@ def test_stamped_frames_carry_the_stamp_and_events_stay_as_built():
     assert event == {"type": "response.created", "sequence_number": 0}
     data = json.loads(frame.split(b"data: ", 1)[1])
     assert set(data) == {"type", "sequence_number", "sim_stamp"} and data["sim_stamp"] > 1e9
+
+
+def test_the_obfuscation_pool_draws_what_choice_would_and_leaves_the_same_state():
+    for seed in range(50):
+        plain, quick = random.Random(seed), random.Random(seed)
+        assert random_letters(quick, 512) == "".join(plain.choice(OBFUSCATION_ALPHABET) for _ in range(512))
+        assert quick.random() == plain.random()
