@@ -194,6 +194,9 @@ def main() -> None:
                                                       "STREAMSCOPE_LOG_LEVEL": "WARNING"})
         sim_url, sim_pid = base + "/sim/v1", process.pid
     try:
+        print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "
+              f"= {args.streams * args.rate:,} events/s{', stamped' if stamp else ''} "
+              f"(target: <= {TARGET_US:g} us CPU per event, nothing lost)")
         # Warm-up (imports, first-request work), which also gives the cost of a request itself.
         bodies = [stream_body(1, "max", str(i), False, 0) for i in range(args.streams)]
         warm = measure(sim_url, sim_pid, bodies, len(build_events("sim-text", bodies[0])))
@@ -204,9 +207,6 @@ def main() -> None:
         bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000, args.write_interval_ms)
                   for i in range(args.streams)]
         expected = len(build_events("sim-text", bodies[0]))
-        print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "
-              f"= {args.streams * args.rate:,} events/s{', stamped' if stamp else ''} "
-              f"(target: <= {TARGET_US:g} us CPU per event, nothing lost)")
         report(f"paced, {expected} events per stream", args.streams,
                measure(sim_url, sim_pid, bodies, expected), target=True)
         if args.unthrottled_tokens:
