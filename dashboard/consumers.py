@@ -47,7 +47,7 @@ from django.contrib.auth import get_user_model
 
 from dashboard.auth import session_group
 from dashboard.serializers import flags_json
-from dashboard.twisted_shim import transport_of, unsent_bytes
+from dashboard.twisted_shim import send_at_once, transport_of, unsent_bytes
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
 from streams.pipeline.viewers import local_viewers
@@ -156,6 +156,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.joined = False
         self.behind = False
         self.transport = transport_of(self.base_send)
+        if self.transport is not None:
+            send_at_once(self.transport)  # frames to the socket now, not on the reactor's next turn
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
         self.session_group = session_group(self.session_key) if self.session_key else None

@@ -4,6 +4,11 @@ still holds unsent (``dataBuffer``, ``offset`` and the private ``_tempDataLen`` 
 bounded instead of buffering without limit in Daphne. Twisted is pinned to the minor version this
 was written against (pyproject.toml); ``tests/dashboard/test_shims.py`` fails loudly if the
 attributes change.
+
+It also lets a viewer's frames go to the socket at once (:func:`send_at_once`): Twisted's
+``write`` only buffers and asks the reactor to watch the socket for writability, and the next turn
+of the loop sends: two ``epoll_ctl`` calls and a callback through Twisted's logging context per
+frame, about a sixth of the Daphne process's CPU with hundreds of viewers (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -29,3 +34,28 @@ def transport_of(send: Any) -> Any | None:
 def unsent_bytes(transport: Any) -> int:
     """Bytes written to a Twisted TCP transport that the kernel has not accepted yet."""
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def send_at_once(transport: Any) -> bool:
+    """Make ``transport.write`` send on the socket right away when nothing is waiting before it,
+    as asyncio's transports do; what the socket does not take (or any error) goes Twisted's way,
+    buffered, in order, and a dead socket is noticed by Twisted as before. Plain TCP only (TLS
+    writes go through the TLS layer). True when installed."""
+    if getattr(transport, "TLS", True) or not hasattr(transport, "socket") or not hasattr(transport, "_tempDataLen"):
+        return False
+    buffered = type(transport).write
+
+    def write(data: bytes) -> None:
+        if (type(data) is bytes and transport.connected and not transport.disconnecting
+                and not transport._writeDisconnected and not unsent_bytes(transport)):
+            try:
+                sent = transport.socket.send(data)
+            except OSError:  # EAGAIN, or a broken connection: Twisted's own write handles both
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        buffered(transport, data)
+
+    transport.write = write
+    return True

@@ -14,3 +14,46 @@ def test_a_twisted_transport_still_counts_unsent_bytes_where_the_shim_reads_them
     transport.dataBuffer = b"abc"
     transport.offset = 1
     assert unsent_bytes(transport) == 7
+
+
+class Reactor:
+    """What a Twisted transport asks of its reactor when it buffers (watch the socket for writing)."""
+
+    def __init__(self) -> None:
+        self.writers: set = set()
+
+    def addWriter(self, writer) -> None:  # noqa: N802 (Twisted's names)
+        self.writers.add(writer)
+
+    def removeWriter(self, writer) -> None:  # noqa: N802
+        self.writers.discard(writer)
+
+
+def test_frames_go_to_the_socket_at_once_and_what_it_cannot_take_waits_in_order():
+    import socket
+
+    from twisted.internet import tcp
+
+    from dashboard.twisted_shim import send_at_once
+
+    ours, theirs = socket.socketpair()
+    reactor = Reactor()
+    transport = tcp.Connection(ours, protocol=None, reactor=reactor)
+    transport.connected = True
+    assert send_at_once(transport)
+    transport.write(b"hello")
+    assert theirs.recv(100) == b"hello" and not reactor.writers  # sent, no reactor round
+    big = b"x" * 8_000_000  # more than the socket takes at once
+    transport.write(big)
+    assert unsent_bytes(transport) > 0 and reactor.writers == {transport}
+    transport.write(b"tail")  # behind what waits: buffered, never sent ahead of it
+    received = bytearray()
+    theirs.setblocking(False)
+    while len(received) < len(big) + 4:
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            transport.doWrite()
+    assert bytes(received) == big + b"tail" and unsent_bytes(transport) == 0
+    ours.close()
+    theirs.close()
