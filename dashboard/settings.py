@@ -237,6 +237,10 @@ STREAMSCOPE_SIMULATOR_OPEN = os.environ.get("STREAMSCOPE_SIMULATOR_OPEN", "0") =
 # Per caller (user or API token owner): concurrent simulator streams, and frames per second.
 STREAMSCOPE_SIMULATOR_MAX_STREAMS = int(os.environ.get("STREAMSCOPE_SIMULATOR_MAX_STREAMS", "16"))
 STREAMSCOPE_SIMULATOR_MAX_FRAMES_PER_S = float(os.environ.get("STREAMSCOPE_SIMULATOR_MAX_FRAMES_PER_S", "5000"))
+# 0: each simulated event is written at its own time (true token gaps). A load-generator process may
+# set e.g. 100: a stream then writes what fell due at most every 100 ms (far less CPU per event).
+STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS = min(1000.0, max(0.0, float(
+    os.environ.get("STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS", "0"))))
 # Where runs reach the simulator. Unset: wherever this server listens, learned from the first
 # connection it serves (so `daphne -p 9000 ...` works without PORT). Stream workers serve no HTTP:
 # set it to a web process's address there (docs/scaling.md).

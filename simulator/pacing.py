@@ -5,13 +5,14 @@ Delays come from a seeded RNG (same seed, same rhythm). Token gaps are log-norma
 ``first_token_ms``; hosted-tool work shrinks with faster token rates. Unthrottled pacing
 (``sim_tokens_per_s: "max"``) skips all sleeping and packs ~64 KiB of frames per batch.
 
-A stream writes at most once per ``write_interval_s`` (``sim_write_interval_ms``, 100 ms by
-default): frames that fall due in between go out together at the end of it, so a stream faster
-than 10 events/s writes a few frames at a time, while its first frame and any frame after a pause
-go out when due. A write costs the server far more CPU than a frame (Twisted's write path and a
-syscall, see docs/simulator.md "Load generator"); this is what lets one process pace 10,000
-events/s. Waits are served by one shared clock per process, ticking every 5 ms, rather than a timer
-per stream per write. ``sim_write_interval_ms: 0`` sends every frame at its own time instead.
+By default every frame is written at its own time, as a provider streaming token by token does
+(the gaps a viewer sees are the simulator's gaps). A load generator may ask a stream to write at
+most once per ``write_interval_s`` instead (``sim_write_interval_ms``, or the process default
+``STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS``): frames that fall due in between go out together at
+the end of it, while the first frame and any frame after a pause go out when due. A write costs
+the server far more CPU than a frame (Twisted's write path and a syscall, see docs/simulator.md
+"Load generator"), so that is what lets one process pace 10,000 events/s cheaply. Waits are served
+by one shared clock per process, ticking every 5 ms, rather than a timer per stream per write.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ BATCH_BYTES = 64 * 1024
 # Below this a wait is not worth a sleep: frames due within it go out together.
 MIN_SLEEP_S = 0.002
 # A stream writes at most once per this (sim_write_interval_ms); frames due in between go out together.
-DEFAULT_WRITE_INTERVAL_S = 0.1
+# 0: every frame at its own time (the default; a load generator sets a larger one).
+DEFAULT_WRITE_INTERVAL_S = 0.0
 # The shared clock's granularity: streams waiting for about the same moment wake on the same tick.
 CLOCK_TICK_S = 0.005
 

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from django.conf import settings
+
 from simulator import scripts
 from simulator.builders import ResponseBuilder, Step
 from simulator.errors import HTTP_ERRORS, SimulatorError, invalid
@@ -369,10 +371,16 @@ def pacing_for(request: SimRequest, scenario: Scenario) -> Pacing:
         jitter=_knob(knobs.jitter, scenario, "jitter", 0.35),
         seed=seed,
         stamp=knobs.stamp,
-        write_interval_s=(
-            DEFAULT_WRITE_INTERVAL_S if knobs.write_interval_ms is None else knobs.write_interval_ms / 1000
-        ),
+        write_interval_s=_write_interval_s(knobs.write_interval_ms),
     )
+
+
+def _write_interval_s(asked_ms: float | None) -> float:
+    """The request's ``sim_write_interval_ms``, else the process's setting, else every frame alone."""
+    if asked_ms is not None:
+        return asked_ms / 1000
+    configured = getattr(settings, "STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS", 0)
+    return configured / 1000 if configured else DEFAULT_WRITE_INTERVAL_S
 
 
 def _steps(builder: ResponseBuilder, script: Script, tokens: int) -> Iterator[Step]:

@@ -21,7 +21,8 @@ from simulator.pacing import (
     stamp_suffix,
     to_json,
 )
-from simulator.scenarios import SCENARIOS, build_events
+from simulator.request import parse_request
+from simulator.scenarios import SCENARIOS, build_events, get_scenario, pacing_for
 from simulator.text import OBFUSCATION_ALPHABET, random_letters
 
 BODIES = (
@@ -98,6 +99,20 @@ def test_without_an_interval_every_frame_keeps_its_own_time():
     pacing = Pacing(tokens_per_s=20, first_token_ms=0, jitter=0, seed="", write_interval_s=0)
     got = play_out(deltas(4), pacing)
     assert [n for batch in got for n in batch] == list(range(4))
+
+
+def interval_for(metadata: dict) -> float:
+    request = parse_request({"model": "sim-text", "input": "hi", "stream": True, "metadata": metadata})
+    return pacing_for(request, get_scenario("sim-text")).write_interval_s
+
+
+def test_every_frame_keeps_its_own_time_unless_a_load_generator_asks(settings):
+    settings.STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS = 0
+    assert interval_for({}) == 0  # the dashboard's runs see the true token gaps
+    assert interval_for({"sim_write_interval_ms": "100"}) == pytest.approx(0.1)
+    settings.STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS = 100  # a load-generator process
+    assert interval_for({}) == pytest.approx(0.1)
+    assert interval_for({"sim_write_interval_ms": "0"}) == 0
 
 
 def test_stamped_frames_carry_the_stamp_and_events_stay_as_built():
