@@ -95,6 +95,15 @@ function renderChart(canvas, data, pick) {
   canvas.style.cursor = series.length ? "pointer" : "default";
 }
 
+// How exact the percentiles are: read from the roll-up's bins, or over a sample of many runs.
+function howMeasured(body) {
+  if (body.rolled_up && body.percentiles_within) {
+    return ` Percentiles from the hourly roll-up, within ${+(body.percentiles_within * 100).toFixed(1)}%.`;
+  }
+  if (body.percentiles_sampled_every > 1) return ` Percentiles over 1 in ${body.percentiles_sampled_every} runs.`;
+  return "";
+}
+
 async function load() {
   const params = new URLSearchParams(location.search);
   if (!params.has("since")) params.set("since", "7d");
@@ -109,7 +118,7 @@ async function load() {
   renderChart(document.querySelector("[data-chart='ttft_ms']"), body, (p) => p.ttft_ms.p50);
   renderChart(document.querySelector("[data-chart='tokens_per_s']"), body, (p) => p.tokens_per_s.p50);
   renderChart(document.querySelector("[data-chart='runs']"), body, (p) => p.runs);
-  rangeEl.textContent = `From ${body.since} to ${body.until}, per ${body.bucket} (UTC).`;
+  rangeEl.textContent = `From ${body.since} to ${body.until}, per ${body.bucket} (UTC).${howMeasured(body)}`;
 }
 
 load();
