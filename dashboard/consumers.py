@@ -28,6 +28,7 @@ reviewer role removed), closing with 4401 or 4403 otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -47,7 +48,7 @@ from django.contrib.auth import get_user_model
 
 from dashboard.auth import session_group
 from dashboard.serializers import flags_json
-from dashboard.twisted_shim import send_at_once, transport_of, unsent_bytes
+from dashboard.twisted_shim import SocketClosed, send_at_once, transport_of, unsent_bytes
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
 from streams.pipeline.viewers import local_viewers
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 BACKLOG_PAGE = 2000
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_INTERNAL_ERROR = 4500  # a server error: the page reconnects (1011 is not a code a server may send here)
 VIEWER_HIGH_WATER = 1024 * 1024  # unsent bytes that make a viewer "behind"
 VIEWER_LOW_WATER = 256 * 1024  # a behind viewer catches up once its buffer is below this
 DRAIN_POLL_S = 0.05
@@ -144,11 +146,14 @@ class RunConsumer(AsyncWebsocketConsumer):
                     continue
                 try:
                     await getattr(self, get_handler_name(message))(message)
+                except SocketClosed:
+                    self.gone = True  # closed under it; Daphne's disconnect message is on its way
                 except Exception:
+                    self.gone = True  # close; the page reconnects with ?after=
                     log.exception("run %s: a viewer failed on a %s message; closing it", self.run_id,
                                   message.get("type"))
-                    self.gone = True
-                    await self.close(code=1011)
+                    with contextlib.suppress(Exception):
+                        await self.close(code=CLOSE_INTERNAL_ERROR)
 
     async def connect(self) -> None:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])

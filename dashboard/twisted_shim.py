@@ -16,6 +16,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from autobahn.exception import Disconnected as SocketClosed  # Daphne's websocket said it is closed
+
+__all__ = ["SocketClosed", "send_at_once", "transport_of", "unsent_bytes"]
+
 
 def transport_of(send: Any) -> Any | None:
     """Daphne's Twisted transport behind an ASGI ``send`` (``partial(server.handle_reply,
