@@ -201,48 +201,65 @@ class Viewer:
     # not live, so they are counted here instead of in delays_ms (a machine too slow to start every
     # run and viewer before the first tokens shows up as a count, not as a fake delay).
     before_open: int = 0
+    reconnects: int = 0
 
     async def watch(self, timeout: float = 300.0) -> Viewer:
+        """Until the run's final status; a socket closed abnormally on the way is opened again with
+        ``?after=<last seq received>``, as the page does (counted in ``reconnects``)."""
+        import websockets
+
+        opened = 0.0
+        async with asyncio.timeout(timeout):
+            while True:
+                socket = await self._open()
+                opened = opened or time.time()
+                try:
+                    async with socket:
+                        self.connected.set()
+                        async for raw in socket:
+                            if self._take(raw, opened):
+                                return self
+                    return self
+                except websockets.exceptions.ConnectionClosedError:
+                    self.reconnects += 1
+
+    async def _open(self):
         import websockets
 
         cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
-        url = self.base_url.replace("http://", "ws://") + f"/ws/runs/{self.run_id}/?after={self.after}"
+        after = self.seqs[-1] if self.seqs else self.after
+        url = self.base_url.replace("http://", "ws://") + f"/ws/runs/{self.run_id}/?after={after}"
         for attempt in range(5):
             try:
                 async with connecting():
-                    socket = await websockets.connect(url,
-                                                      additional_headers={"Cookie": cookie, "Origin": self.base_url},
-                                                      max_size=None, open_timeout=60, ping_interval=None)
-                break
+                    return await websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": self.base_url},
+                                                    max_size=None, open_timeout=60, ping_interval=None)
             except (OSError, websockets.exceptions.InvalidMessage, websockets.exceptions.InvalidHandshake):
                 # Hundreds of handshakes at once on a busy 2-core machine: an occasional one fails.
                 self.retries += 1
                 await asyncio.sleep(0.2 * (attempt + 1))
-        else:
-            raise RuntimeError(f"could not open the websocket of run {self.run_id}")
-        async with socket:
-            self.connected.set()
-            opened = time.time()
-            async with asyncio.timeout(timeout):
-                async for raw in socket:
-                    received = time.time()
-                    if raw.startswith('{"type":"events"'):
-                        # 50 viewers x 3,000 events/s in one process: regexes instead of json.loads
-                        # keep this client from being the bottleneck. A record's "seq" key and the
-                        # simulator's "sim_stamp" can't occur unescaped inside a JSON string.
-                        self.frames += 1
-                        self.seqs.extend(map(int, SEQ.findall(raw)))
-                        for stamp in map(float, STAMP.findall(raw)):
-                            if stamp >= opened:
-                                self.delays_ms.append((received - stamp) * 1000.0)
-                            else:
-                                self.before_open += 1
-                        continue
-                    frame = json.loads(raw)
-                    if frame["type"] == "status" and frame["status"] not in ("queued", "streaming"):
-                        self.final = frame
-                        return self
-        return self
+        raise RuntimeError(f"could not open the websocket of run {self.run_id}")
+
+    def _take(self, raw: str, opened: float) -> bool:
+        """One frame; True at the run's final status."""
+        received = time.time()
+        if raw.startswith('{"type":"events"'):
+            # 50 viewers x 3,000 events/s in one process: regexes instead of json.loads keep this
+            # client from being the bottleneck. A record's "seq" key and the simulator's
+            # "sim_stamp" can't occur unescaped inside a JSON string.
+            self.frames += 1
+            self.seqs.extend(map(int, SEQ.findall(raw)))
+            for stamp in map(float, STAMP.findall(raw)):
+                if stamp >= opened:
+                    self.delays_ms.append((received - stamp) * 1000.0)
+                else:
+                    self.before_open += 1
+            return False
+        frame = json.loads(raw)
+        if frame["type"] == "status" and frame["status"] not in ("queued", "streaming"):
+            self.final = frame
+            return True
+        return False
 
     def exactly_once(self, count: int) -> bool:
         return self.seqs == list(range(self.after + 1, count))

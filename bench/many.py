@@ -81,8 +81,8 @@ def watch_share(connection, base_urls: list[str], cookies: dict, run_ids: list[i
     seen = [Seen(v.run_id, len(v.seqs), v.seqs == list(range(len(v.seqs))), v.frames,
                  v.final["status"] if v.final else None) for v in viewers]
     delays = array("d", (d for v in viewers for d in v.delays_ms))
-    connection.send((seen, delays.tobytes(), time.monotonic() - started, sum(v.retries for v in viewers),
-                     sum(v.before_open for v in viewers)))
+    connection.send((seen, delays.tobytes(), time.monotonic() - started,
+                     sum(v.retries + v.reconnects for v in viewers), sum(v.before_open for v in viewers)))
     connection.close()
 
 
@@ -102,6 +102,7 @@ class Clients:
             process = self.context.Process(target=watch_share, args=(child, base_urls, cookies, share, timeout),
                                            daemon=True)
             process.start()
+            child.close()  # so that a client that dies shows here as EOFError, not as a wait forever
             self.processes.append(process)
             self.pipes.append(parent)
         return [p.pid for p in self.processes]
@@ -191,7 +192,7 @@ def main() -> None:
         verdict = "MET" if not lost and r["p99"] <= TARGET_P99_MS else "NOT MET"
         print(f"  {stack.describe()}")
         print(f"    {args.runs} runs started in {r['started_s']:.1f} s; viewers watched for {r['watched_s']:.1f} s"
-              f" ({r['retries']} handshakes retried)")
+              f" ({r['retries']} handshakes or sockets opened again)")
         print(f"    runs completed {r['completed']}/{args.runs}, {r['events']:,} events stored, {r['received']:,}"
               f" received; viewers with every event exactly once: {r['exactly_once']}/{args.runs};"
               f" ~{r['frames']:.0f} frames per viewer  [{'nothing lost' if not lost else 'LOST'}]")
