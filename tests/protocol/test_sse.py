@@ -141,7 +141,7 @@ EVENTS = st.lists(st.lists(LINES, max_size=4).map(lambda lines: b"\n".join(lines
 @settings(max_examples=300)
 @given(EVENTS)
 def test_an_event_per_chunk_decodes_exactly_as_the_line_by_line_path(events):
-    # A slow stream's every read is one whole event: feed() has a shortcut for that shape.
+    # A slow stream's every read is one whole event, the shape feed() sees most.
     fast, reference = SSEDecoder(), SSEDecoder()
     got = [f for chunk in events for f in fast.feed(chunk)] + fast.close()[0]
     want = [f for chunk in events for f in reference._feed_any(chunk)] + reference.close()[0]
