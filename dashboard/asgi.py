@@ -9,6 +9,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 # Django must be set up before anything imports models (consumers do).
 django_asgi_app = get_asgi_application()
 
+import gc  # noqa: E402
 import logging  # noqa: E402
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -60,3 +61,8 @@ application = FirstConnection(ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 ))
+
+# Everything loaded so far (Django, the apps, URL conf, templates' code) lives as long as the
+# process: moved out of the collector's generations, full collections stop walking it again and
+# again (insights by provider, hourly over a month: ~8% less CPU per request; docs/performance.md).
+gc.freeze()
