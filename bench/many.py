@@ -12,7 +12,7 @@ Every process gets the hard limit of open files (each socket is a descriptor; Da
 per viewer and one per upstream stream).
 
     .venv/bin/python bench/many.py [--mode embedded|scaled|both] [--runs 1000] [--rate 20] [--seconds 60]
-                                   [--clients 2] [--first-token-s 30]
+                                   [--clients 2] [--first-token-s 90]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import time
 from array import array
 from dataclasses import dataclass
 
+import httpx
 from common import (
     CpuSplit,
     PeakMemory,
@@ -39,7 +40,6 @@ from common import (
     rss_mb,
     run_body,
     selected_modes,
-    start_runs,
 )
 
 TARGET_P99_MS = 500.0
@@ -124,21 +124,37 @@ class Clients:
         return seen, delays, slowest, retries, before_open
 
 
-async def start_all(client, bodies: list[dict]) -> list[int]:
-    return await start_runs(client, bodies, concurrency=32)
+async def start_together(client, count: int, tokens: int, rate: int, at: float) -> list[int]:
+    """Start ``count`` runs whose first tokens all come at wall-clock time ``at``: each run's
+    ``sim_first_token_ms`` is what is left until then when it is sent, so that the runs stream side
+    by side for the whole time however long starting them takes."""
+    headers = {"X-CSRFToken": client.cookies["csrftoken"]}
+    ids: list[int] = [0] * count
+    gate = asyncio.Semaphore(32)
+    async with httpx.AsyncClient(base_url=str(client.base_url), cookies=client.cookies, timeout=120) as session:
+        async def one(index: int) -> None:
+            async with gate:
+                wait_ms = max(0, int((at - time.time()) * 1000))
+                body = run_body(tokens, str(rate), first_token_ms=wait_ms, seed=str(index))
+                response = await session.post("/api/runs/", json=body, headers=headers)
+                if response.status_code != 201:
+                    raise RuntimeError(f"starting a run failed: {response.status_code} {response.text[:200]}")
+                ids[index] = response.json()["id"]
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return ids
 
 
 def measure(stack: Stack, args: argparse.Namespace) -> dict:
     client = login(stack.webs[0])
     tokens = int(args.rate * args.seconds)
     clients = Clients(args.clients)
-    # Every run waits first_token_s before its first token: all are started and watched by then,
-    # so every event is delivered live, and the runs stream side by side for most of the minute.
-    bodies = [run_body(tokens, str(args.rate), first_token_ms=int(args.first_token_s * 1000), seed=str(i))
-              for i in range(args.runs)]
+    # Every run's first token comes first_token_s after the first run was started: by then all
+    # are started and watched, every event is delivered live, and the runs stream side by side.
+    first_token_at = time.time() + args.first_token_s
     baseline = {pid: rss_mb(pid) for pid in {stack.executor_pid, *stack.web_pids()}}
     begun = time.monotonic()
-    ids = asyncio.run(start_all(client, bodies))
+    ids = asyncio.run(start_together(client, args.runs, tokens, args.rate, first_token_at))
     started_s = time.monotonic() - begun
     stack.client_pids = clients.start(stack.webs, dict(client.cookies), ids,
                                       timeout=args.first_token_s + args.seconds * 3 + 120)
@@ -175,8 +191,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=20, help="events (tokens) per second per run")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=2, help="client processes holding the websockets")
-    parser.add_argument("--first-token-s", type=float, default=30.0,
-                        help="each run's wait before its first token: time to start every run and its viewer")
+    parser.add_argument("--first-token-s", type=float, default=90.0,
+                        help="from the first run's start to every run's first token: time to start every run "
+                             "and connect its viewer")
     args = parser.parse_args()
     files = raise_open_files_limit()
     print(f"machine: {machine()}; open files per process: {files}")
