@@ -379,7 +379,8 @@ def _write_interval_s(asked_ms: float | None) -> float:
     """The request's ``sim_write_interval_ms``, else the process's setting, else every frame alone."""
     if asked_ms is not None:
         return asked_ms / 1000
-    configured = getattr(settings, "STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS", 0)
+    # build_events() also runs outside a Django process (the benchmarks, scripts): no settings there.
+    configured = getattr(settings, "STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS", 0) if settings.configured else 0
     return configured / 1000 if configured else DEFAULT_WRITE_INTERVAL_S
 
 
