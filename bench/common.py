@@ -41,6 +41,8 @@ _connecting: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 def connecting() -> asyncio.Semaphore:
     """At most 25 websocket handshakes in flight at once (per event loop)."""
     return _connecting.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(25))
+# A simulator-only process: the gate open, and no housekeeping (it runs no runs and has no tables).
+SIMULATOR_ONLY = {"STREAMSCOPE_SIMULATOR_OPEN": "1", "STREAMSCOPE_RECOVERY_INTERVAL_S": "0"}
 BENCH_ENV = {
     "STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER": "100000",
     "STREAMSCOPE_LOG_LEVEL": "WARNING",
@@ -90,7 +92,7 @@ class Stack:
             return self
         sim_dir = self.work / "sim"
         sim_dir.mkdir(parents=True, exist_ok=True)
-        sim, sim_base = start_daphne(sim_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1"})
+        sim, sim_base = start_daphne(sim_dir, extra_env=SIMULATOR_ONLY)
         self._processes.append(sim)
         self.sim_url = sim_base + "/sim/v1"
         env = {**self.extra_env, "STREAMSCOPE_SIMULATOR_URL": self.sim_url}

@@ -161,7 +161,8 @@ def main() -> None:
     scaled_db = use_scaled_services() if args.mode == "scaled" else None
     django.setup()
     # The simulator always runs embedded, in its own process.
-    sim_env = {"STREAMSCOPE_SIMULATOR_OPEN": "1", **({"DATABASE_URL": "", "REDIS_URL": ""} if scaled_db else {})}
+    sim_env = {"STREAMSCOPE_SIMULATOR_OPEN": "1", "STREAMSCOPE_RECOVERY_INTERVAL_S": "0",
+               **({"DATABASE_URL": "", "REDIS_URL": ""} if scaled_db else {})}
     process, base_url = start_daphne(WORK, extra_env=sim_env, port=None)
     sim_url = base_url + "/sim/v1"
     try:

@@ -191,7 +191,8 @@ def main() -> None:
     else:
         work = Path(tempfile.mkdtemp(prefix="streamscope-bench-sim-"))
         process, base = start_daphne(work, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1",
-                                                      "STREAMSCOPE_LOG_LEVEL": "WARNING"})
+                                                      "STREAMSCOPE_LOG_LEVEL": "WARNING",
+                                                      "STREAMSCOPE_RECOVERY_INTERVAL_S": "0"})
         sim_url, sim_pid = base + "/sim/v1", process.pid
     try:
         print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "

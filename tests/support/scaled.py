@@ -77,7 +77,8 @@ class Deployment:
         # The simulator runs in its own embedded-mode process (own SQLite, no Redis).
         sim_dir = self.var_dir / "sim"
         sim_dir.mkdir(exist_ok=True)
-        process, base = start_daphne(sim_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1"})
+        process, base = start_daphne(sim_dir, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1",
+                                                         "STREAMSCOPE_RECOVERY_INTERVAL_S": "0"})
         self.processes.append(process)
         self.sim_url = base + "/sim/v1"
         self.env["STREAMSCOPE_SIMULATOR_URL"] = self.sim_url
