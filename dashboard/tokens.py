@@ -9,11 +9,14 @@ a token cannot be ridden the way a cookie can. Session requests keep the CSRF ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
+import logging
 import secrets
 import sqlite3
 import threading
+import time
 import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +30,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from dashboard.models import ApiToken
+
+log = logging.getLogger(__name__)
 
 try:
     import psycopg
@@ -89,7 +94,9 @@ async def token_owner(secret: str) -> Any | None:
         return None
     try:
         row = await _read_token(hash_token(secret))
-    except _NoDirectRead:
+    except Exception as exc:  # the fast path is only an optimisation: any failure costs speed, not the request
+        if not isinstance(exc, _NoDirectRead):
+            _note_fallback(exc)
         token = await database_sync_to_async(authenticate_token)(secret)
         return token.owner if token is not None else None
     if row is None:
@@ -107,6 +114,17 @@ async def token_owner(secret: str) -> Any | None:
 
 class _NoDirectRead(Exception):
     pass
+
+
+_fallbacks_noted: set[str] = set()
+
+
+def _note_fallback(exc: BaseException) -> None:
+    """Log once per kind of failure that the direct token read fell back to the database thread."""
+    kind = type(exc).__name__
+    if kind not in _fallbacks_noted:
+        _fallbacks_noted.add(kind)
+        log.warning("gateway token read falls back to the database thread (%s: %s)", kind, exc)
 
 
 async def _read_token(token_hash: str) -> tuple[int, Any] | None:
@@ -129,16 +147,19 @@ def _read_token_sqlite(token_hash: str, name: str) -> tuple[int, str | None] | N
     try:
         if connection is None or _readers.name != name:
             # Autocommit: each read sees what is committed now (a revocation included).
-            connection = sqlite3.connect(Path(name).as_uri(), uri=True, timeout=0.1, isolation_level=None,
-                                         check_same_thread=False)
+            connection = sqlite3.connect(Path(name).absolute().as_uri(), uri=True, timeout=0.1,
+                                         isolation_level=None, check_same_thread=False)
             _readers.connection, _readers.name = connection, name
         return connection.execute(_token_query("?"), (token_hash,)).fetchone()
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, ValueError) as exc:
         _readers.connection = None
         raise _NoDirectRead from exc
 
 
 DJANGO_ONLY_OPTIONS = ("pool", "isolation_level", "server_side_binding", "assume_role")
+DIRECT_READ_TIMEOUT_S = 1.0  # connect + read on the kept connection; beyond it, the database thread's path
+CONNECT_RETRY_S = 5.0  # after a failed connect, the thread path only, for this long
+_connect_failed_until: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
 # Per event loop: (the database's settings it was opened for, an autocommit asyncio connection).
 _postgres: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
 _connecting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -147,15 +168,24 @@ _connecting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] 
 async def _read_token_postgres(token_hash: str, database: dict[str, Any]) -> tuple[int, Any] | None:
     loop = asyncio.get_running_loop()
     key = (database["NAME"], database["USER"], database["HOST"], database["PORT"])
+    if time.monotonic() < _connect_failed_until.get(loop, 0.0):
+        raise _NoDirectRead  # the last connect failed moments ago: do not make every request wait for another
+    connection = None
     try:
-        connection = await _postgres_connection(loop, key, database)
-        async with connection.cursor() as cursor:
-            await cursor.execute(_token_query("%s"), (token_hash,))
-            return await cursor.fetchone()
-    except (psycopg.Error, OSError) as exc:
-        kept = _postgres.pop(loop, None)
-        if kept is not None:
-            await kept[1].close()
+        # A half-open connection must not hold every gateway request: past this, the thread path.
+        async with asyncio.timeout(DIRECT_READ_TIMEOUT_S):
+            connection = await _postgres_connection(loop, key, database)
+            async with connection.cursor() as cursor:
+                await cursor.execute(_token_query("%s"), (token_hash,))
+                return await cursor.fetchone()
+    except (psycopg.Error, OSError, TimeoutError) as exc:
+        kept = _postgres.get(loop)
+        if kept is not None and (connection is None or kept[1] is connection):
+            del _postgres[loop]
+            with contextlib.suppress(Exception):
+                await kept[1].close()
+        if connection is None:
+            _connect_failed_until[loop] = time.monotonic() + CONNECT_RETRY_S
         raise _NoDirectRead from exc
 
 
@@ -166,10 +196,10 @@ async def _postgres_connection(loop: asyncio.AbstractEventLoop, key: tuple, data
         if kept is not None and kept[0] == key and not kept[1].closed:
             return kept[1]
         options = {k: v for k, v in database.get("OPTIONS", {}).items() if k not in DJANGO_ONLY_OPTIONS}
+        options = {"connect_timeout": 5, **options}  # the deployment's own connect_timeout wins
         connection = await psycopg.AsyncConnection.connect(
             dbname=database["NAME"], user=database["USER"] or None, password=database["PASSWORD"] or None,
-            host=database["HOST"] or None, port=database["PORT"] or None, autocommit=True, connect_timeout=5,
-            **options)
+            host=database["HOST"] or None, port=database["PORT"] or None, autocommit=True, **options)
         _postgres[loop] = (key, connection)
         return connection
 

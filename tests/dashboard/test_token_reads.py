@@ -1,0 +1,42 @@
+"""The gateway's direct token read is only a shortcut: whatever goes wrong with it (a relative
+database path, an option it cannot take, a failing or hanging connection), the request is answered
+by the ordinary lookup on the database thread, never with an error."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from dashboard import tokens
+from dashboard.tokens import hash_token, issue_token
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def test_any_failure_of_the_direct_read_falls_back_to_the_database_thread(user, monkeypatch):
+    _token, secret = await sync_to_async(issue_token)(user)
+
+    async def broken(_hash):
+        raise TypeError("got multiple values for keyword argument 'connect_timeout'")
+
+    monkeypatch.setattr(tokens, "_read_token", broken)
+    owner = await tokens.token_owner(secret)
+    assert owner is not None and owner.pk == user.pk
+    assert await tokens.token_owner("ssk_unknown") is None
+
+
+def test_a_relative_sqlite_path_is_read_from_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    db = sqlite3.connect("db.sqlite3")
+    db.executescript(
+        'CREATE TABLE "auth_user" (id INTEGER PRIMARY KEY, is_active BOOL);'
+        'CREATE TABLE "dashboard_apitoken" (owner_id INTEGER, token_hash TEXT, revoked_at TEXT, last_used_at TEXT);'
+        'INSERT INTO "auth_user" VALUES (7, 1);'
+        f"INSERT INTO \"dashboard_apitoken\" VALUES (7, '{hash_token('ssk_x')}', NULL, NULL);")
+    db.commit()
+    db.close()
+    monkeypatch.setattr(tokens._readers, "connection", None, raising=False)
+    assert tokens._read_token_sqlite(hash_token("ssk_x"), "db.sqlite3") == (7, None)
+    assert tokens._read_token_sqlite(hash_token("ssk_y"), "db.sqlite3") is None
