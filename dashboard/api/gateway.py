@@ -17,6 +17,7 @@ token lookup runs on a thread of the request's own, which opens a new database c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -197,6 +198,13 @@ class DirectRequest:
                 if not task.done():
                     task.cancel()
             await asyncio.gather(work, gone, return_exceptions=True)
+        failure = None if work.cancelled() else work.exception()
+        if failure is not None:  # past respond()'s own handling: say so, and answer if nothing was sent
+            log.error("%s %s failed", self.scope["method"], self.scope["path"], exc_info=failure)
+            if not self.started:
+                with contextlib.suppress(Exception):
+                    await self.start(GatewayAnswer(500, {"content-type": "application/json"}, b""), {})
+                    await self.send({"type": "http.response.body", "body": json.dumps(INTERNAL_ERROR).encode()})
         if self.timing is not None:
             self.timing.write()
 
@@ -253,7 +261,8 @@ class DirectRequest:
             headers.setdefault(name, value)
         self.started = True
         await self.send({"type": "http.response.start", "status": reply.status,
-                         "headers": [(name.encode("latin1"), str(value).encode("latin1"))
+                         # An upstream header httpx decoded as UTF-8 may not fit latin-1: "?" for the rest.
+                         "headers": [(name.encode("latin1", "replace"), str(value).encode("latin1", "replace"))
                                      for name, value in headers.items()]})
         if self.timing is not None:
             self.timing.mark("headers")
