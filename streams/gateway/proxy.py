@@ -42,7 +42,9 @@ from streams.upstream.providers import Provider
 
 log = logging.getLogger(__name__)
 
-ID = r"[A-Za-z0-9_.\-]+"
+# An id may hold dots but not start with one: "." or ".." would climb the upstream's URL (httpx drops
+# dot segments) with the provider's key attached.
+ID = r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]*"
 # (method, path pattern, kind): "record" makes a run, "resume" makes one when ?stream=true.
 ROUTES = [
     ("POST", re.compile(r"responses"), "record"),

@@ -140,7 +140,8 @@ async def test_a_revoked_token_stops_working_at_once(sim_upstream, token, user):
 
 
 async def test_unknown_provider_and_path_are_openai_404s(sim_upstream, token):
-    for url in ("/gateway/nope/v1/models", f"{URL}/files"):
+    # Ids of "." or ".." would climb the upstream's URL with the provider's key: not routes at all.
+    for url in ("/gateway/nope/v1/models", f"{URL}/files", f"{URL}/models/..", f"{URL}/responses/./cancel"):
         response = await AsyncClient().get(url, headers=auth(token))
         assert response.status_code == 404 and json.loads(response.content)["error"]["message"]
 
