@@ -112,6 +112,22 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.turn = asyncio.Lock()  # one handler at a time, from Channels or from the inbox
         self.draining: asyncio.Task | None = None
         self.gone = False
+        self.joined = False
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """However this connection ends (a clean disconnect, ``connect()`` failing after the join,
+        Daphne cancelling the app), the viewer leaves the process's registry: nothing else would
+        drop it, and a registered viewer keeps its run's group joined."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._leave_viewers()
+
+    def _leave_viewers(self) -> None:
+        self.gone = True
+        if self.joined:
+            self.joined = False
+            self.viewers.leave(self.run_id, self)
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch without its ``aclose_old_connections()`` before every handler: that
@@ -139,8 +155,12 @@ class RunConsumer(AsyncWebsocketConsumer):
             self.draining = asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
 
     async def _drain(self) -> None:
-        async with self.turn:
-            while self.inbox and not self.gone:
+        # The turn is taken per message, so a handler Channels dispatches (a logout, a disconnect)
+        # gets in between batches of a busy run instead of waiting for the inbox to run dry.
+        while self.inbox and not self.gone:
+            async with self.turn:
+                if not self.inbox or self.gone:
+                    break
                 message = self.inbox.popleft()
                 if getattr(self, "refused", False):
                     continue
@@ -158,7 +178,6 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         self.last_sent = -1
-        self.joined = False
         self.behind = False
         self.transport = transport_of(self.base_send)
         if self.transport is not None:
@@ -211,10 +230,10 @@ class RunConsumer(AsyncWebsocketConsumer):
         for task in (getattr(self, "watchdog", None), getattr(self, "session_watch", None)):
             if task is not None:
                 task.cancel()
-        if self.joined:
-            self.viewers.leave(self.run_id, self)
-            if self.session_group:
-                await self.channel_layer.group_discard(self.session_group, self.channel_name)
+        was_joined = self.joined
+        self._leave_viewers()
+        if was_joined and self.session_group:
+            await self.channel_layer.group_discard(self.session_group, self.channel_name)
 
     async def session_ended(self, message: dict) -> None:
         """The session logged out (dashboard/auth.py sends this to the session's group)."""

@@ -65,7 +65,7 @@ class LocalViewers:
         if pending is not None:
             try:
                 await asyncio.shield(pending)
-            except Exception:
+            except BaseException:  # cancelled too: a viewer that never joined must not stay listed
                 self.leave(run_id, viewer)
                 raise
 
