@@ -16,11 +16,13 @@ from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from streams.live.executor import RunExecutor
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
+from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +76,16 @@ class AsyncioLauncher:
 
 
 def mark_orphan_cancelled(run_id: int) -> None:
-    Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(
-        status=RunStatus.CANCELLED, finished_at=timezone.now()
-    )
+    """End a run whose process is gone; its row first counts what the run stored after the row's
+    last write (about once a second), so viewers and exports see its whole log."""
+    with transaction.atomic():
+        run = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).first()
+        if run is None:
+            return
+        catch_up_row(run)
+        Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(
+            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        )
 
 
 # Short names for STREAMSCOPE_LAUNCHER. Dotted paths, so this module does not import the worker

@@ -39,7 +39,7 @@ HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 # How often a live run's row is rewritten (count, heartbeat, upstream cursor, output text): about
 # once a second, not with every batch. A row rewrite cost ~35 us of CPU on SQLite, as much as the
 # batch's events when runs are many and slow (docs/performance.md). Recovery counts what a dead
-# run stored after its row's last write (streams.live.recovery.catch_up_row).
+# run stored after its row's last write (streams.pipeline.store.catch_up_row).
 ROW_EVERY_S = 1.0
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import logging
 import os
 import socket
@@ -30,8 +29,9 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.models import ACTIVE_STATUSES, Event, Run, RunSource, RunStatus
+from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
+from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
 
@@ -79,29 +79,6 @@ def claim(run: Run) -> bool:
         pk=run.pk, status=run.status, worker=run.worker, heartbeat_at=run.heartbeat_at
     ).update(worker=WORKER_NAME, heartbeat_at=timezone.now())
     return claimed == 1
-
-
-def catch_up_row(run: Run) -> None:
-    """Count into the row what the dead run stored after the row's last write.
-
-    A live run rewrites its row (event count, upstream cursor) about once a second but stores its
-    events with every batch (streams.live.recorder.ROW_EVERY_S), so the row may be up to a second
-    behind the log. Resuming reads the row (the next seq, the cursor to resume the upstream after)
-    and an interrupted run's viewers are told its last seq from it: both must see the whole log."""
-    after = Event.objects.filter(run_id=run.pk, seq__gte=run.event_count).order_by("seq").values_list("seq", "data")
-    last_seq, cursor = None, run.last_upstream_seq
-    for seq, data in after.iterator(chunk_size=500):
-        last_seq = seq
-        try:
-            payload = json.loads(data)
-        except ValueError:
-            continue
-        if isinstance(payload, dict) and isinstance(payload.get("sequence_number"), int):
-            cursor = payload["sequence_number"]  # the recorder keeps only increasing ones
-    if last_seq is None:
-        return
-    run.event_count, run.last_upstream_seq = last_seq + 1, cursor
-    Run.objects.filter(pk=run.pk).update(event_count=run.event_count, last_upstream_seq=cursor)
 
 
 def resumable(run: Run) -> bool:

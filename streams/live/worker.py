@@ -22,13 +22,14 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import AsyncioLauncher, mark_orphan_cancelled
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
+from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,16 @@ def release_claim(run_id: int) -> None:
 
 
 def cancel_unclaimed(run_id: int) -> bool:
-    """End a run nobody holds yet; True when it was ended here."""
-    return Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").update(
-        status=RunStatus.CANCELLED, finished_at=timezone.now()
-    ) == 1
+    """End a run nobody holds yet (a released one may have stored events: counted in first);
+    True when it was ended here."""
+    with transaction.atomic():
+        run = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").first()
+        if run is None:
+            return False
+        catch_up_row(run)
+        return Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").update(
+            status=RunStatus.CANCELLED, finished_at=timezone.now()
+        ) == 1
 
 
 # --- messages ---------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import weakref
 from collections.abc import Iterable, Sequence
@@ -210,3 +211,26 @@ def iter_event_rows(run_id: int, chunk_size: int = 2000) -> Iterable[tuple[int, 
 
 def now():
     return timezone.now()
+
+
+def catch_up_row(run: Run) -> None:
+    """Count into the row what the dead run stored after the row's last write.
+
+    A live run rewrites its row (event count, upstream cursor) about once a second but stores its
+    events with every batch (streams.live.recorder.ROW_EVERY_S), so the row may be up to a second
+    behind the log. Resuming reads the row (the next seq, the cursor to resume the upstream after)
+    and an interrupted run's viewers are told its last seq from it: both must see the whole log."""
+    after = Event.objects.filter(run_id=run.pk, seq__gte=run.event_count).order_by("seq").values_list("seq", "data")
+    last_seq, cursor = None, run.last_upstream_seq
+    for seq, data in after.iterator(chunk_size=500):
+        last_seq = seq
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(payload, dict) and isinstance(payload.get("sequence_number"), int):
+            cursor = payload["sequence_number"]  # the recorder keeps only increasing ones
+    if last_seq is None:
+        return
+    run.event_count, run.last_upstream_seq = last_seq + 1, cursor
+    Run.objects.filter(pk=run.pk).update(event_count=run.event_count, last_upstream_seq=cursor)

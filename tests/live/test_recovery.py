@@ -121,3 +121,25 @@ def test_the_row_of_a_dead_run_catches_up_with_its_stored_events(user):
     assert (run.event_count, run.last_upstream_seq) == (stored.event_count, stored.last_upstream_seq) == (6, 5)
     catch_up_row(run)  # nothing after the count: unchanged
     assert Run.objects.get(pk=run.pk).event_count == 6
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("worker", ["gone-host:1", ""])
+def test_stopping_a_run_nobody_executes_counts_its_whole_log_first(user, worker):
+    """Stop on a run whose process is gone (or that nobody holds) ends it in the store; its row,
+    up to a second behind the log, first counts the rest, so viewers are told the real last seq."""
+    from streams.live.launcher import mark_orphan_cancelled
+    from streams.live.worker import cancel_unclaimed
+    from streams.models import Run, RunStatus
+    from tests.support.factories import add_events, make_run
+
+    run = make_run(user, status=RunStatus.STREAMING, worker=worker)
+    add_events(run, range(6))
+    Run.objects.filter(pk=run.pk).update(event_count=2, last_upstream_seq=1)
+    if worker:
+        mark_orphan_cancelled(run.pk)
+    else:
+        assert cancel_unclaimed(run.pk)
+    stopped = Run.objects.get(pk=run.pk)
+    assert stopped.status == RunStatus.CANCELLED
+    assert (stopped.event_count, stopped.last_upstream_seq) == (6, 5)
