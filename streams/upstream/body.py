@@ -178,6 +178,8 @@ class StreamedBody:
                 self._data_received(early)
             if protocol.eof and not self._wakeup.done():
                 self._ended(protocol.error)
+            if self._framing.done and not self._wakeup.done():
+                self._wakeup.set_result("done")  # a body that was whole at once (Content-Length: 0)
             if protocol.paused:  # the backend's own flow control, from before: it is ours now
                 protocol.paused = False
                 if not self._wakeup.done():
@@ -212,7 +214,7 @@ class StreamedBody:
     # --- called by the connection's protocol -------------------------------------------------
 
     def _data_received(self, data: bytes) -> None:
-        if self._wakeup.done() and not self._waiting:
+        if (self._wakeup.done() and not self._waiting) or self._error is not None:
             return  # the read is over (done or failed): nothing more is wanted
         self._last = self._loop.time()
         try:

@@ -166,6 +166,14 @@ async def test_a_body_shorter_than_its_length_is_a_drop():
     assert caught.value.code == "connection_dropped" and "expected 5000" in caught.value.message
 
 
+async def test_an_empty_body_on_a_connection_kept_open_ends_at_once():
+    server, url = await serve(HEAD + b"content-length: 0\r\n\r\n", [], ending="hang")
+    async with server:
+        # Not a timing test: a body waiting for more would wait the whole 30 s stall limit.
+        body, _waits, _direct = await asyncio.wait_for(read_all(url, stall=30.0), 10)
+    assert body == b""
+
+
 async def test_silence_for_the_stall_limit_is_a_stall():
     server, url = await serve(CHUNKED, [(0, chunked(PAYLOAD[:500])[:-5]), (0.1, b"5\r\nabcde\r\n")], ending="hang")
     async with server:
