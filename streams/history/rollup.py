@@ -52,7 +52,8 @@ BINS = 2 + int(math.log(HIGHEST / LOWEST) / _LOG_RATIO)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 FOLD_EVERY_S = 60  # the housekeeping loop's fold (streams/live/recovery.py)...
-FOLD_BUDGET_S = 5.0  # ...for at most this long each time
+FOLD_BUDGET_S = 1.0  # ...for at most this long each time (it runs on the one database thread)
+HOURS_PER_HOUSEKEEPING_ROUND = 2  # short transactions there: SQLite's recorders wait for each
 MARKS_PER_FOLD = 20_000  # marks read per transaction of the fold...
 HOURS_PER_FOLD = 12  # ...and hours recomputed in it (SQLite: writers wait for the transaction)
 _IN_CHUNK = 500  # ids per IN (...) (SQLite's limit on parameters)
@@ -250,8 +251,10 @@ def fold(*, marks_per_round: int = MARKS_PER_FOLD, hours_per_round: int = HOURS_
 
 def fold_a_while() -> int:
     """The housekeeping loop's fold: at most :data:`FOLD_BUDGET_S` of it, so the first fold over a long
-    history (42 s at a million runs) does not hold up the loop's recovery sweeps; it goes on next time."""
-    return fold(budget_s=FOLD_BUDGET_S)
+    history (42 s at a million runs) does not hold up the loop's recovery sweeps, nor the live runs'
+    writes that share the database thread (and, on SQLite, wait for each round's transaction) for
+    more than about a second a minute; it goes on next time."""
+    return fold(budget_s=FOLD_BUDGET_S, hours_per_round=HOURS_PER_HOUSEKEEPING_ROUND)
 
 
 def _fold_lock() -> bool:
