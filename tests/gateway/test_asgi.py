@@ -13,7 +13,8 @@ from asgiref.sync import sync_to_async
 from django.core.asgi import get_asgi_application
 
 from dashboard.api.gateway import GatewayASGI
-from streams.models import Event, Run, RunStatus
+from streams.models import Event, Run
+from tests.gateway.test_gateway import ended_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.server]
 
@@ -68,16 +69,6 @@ def auth(token: str) -> dict:
 
 def django_app():
     return get_asgi_application()
-
-
-async def ended_run(run_id: int, timeout: float = 10.0) -> Run:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        run = await Run.objects.aget(pk=run_id)
-        if run.status not in (RunStatus.QUEUED, RunStatus.STREAMING) or loop.time() > deadline:
-            return run
-        await asyncio.sleep(0.05)
 
 
 @sync_to_async

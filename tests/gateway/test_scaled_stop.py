@@ -9,26 +9,14 @@ import openai
 import pytest
 
 from tests.support.live import wait_for
-from tests.support.scaled import Deployment, services_missing
+from tests.support.scaled import scaled_out_marks, two_web_processes
 
-MISSING = services_missing()
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.skipif(MISSING is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {MISSING}"),
-]
+pytestmark = scaled_out_marks()
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    deployment = Deployment(tmp_path_factory.mktemp("scaled-gateway"))
-    try:
-        deployment.setup()
-        deployment.start_web()
-        deployment.start_web()
-        yield deployment
-    finally:
-        deployment.close()
+    yield from two_web_processes(tmp_path_factory.mktemp("scaled-gateway"))
 
 
 def test_stop_pressed_on_another_web_process_ends_the_apps_stream(deployment):

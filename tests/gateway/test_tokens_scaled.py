@@ -4,16 +4,10 @@
 from __future__ import annotations
 
 import httpx
-import pytest
 
-from tests.support.scaled import Deployment, services_missing
+from tests.support.scaled import Deployment, scaled_out_marks
 
-MISSING = services_missing()
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.skipif(MISSING is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {MISSING}"),
-]
+pytestmark = scaled_out_marks()
 
 
 def test_a_token_revoked_elsewhere_stops_working_at_once_on_postgresql(tmp_path):

@@ -14,26 +14,14 @@ import httpx
 import pytest
 
 from tests.support.live import login, stored_events, wait_for
-from tests.support.scaled import Deployment, services_missing
+from tests.support.scaled import scaled_out_marks, two_web_processes
 
-MISSING = services_missing()
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.skipif(MISSING is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {MISSING}"),
-]
+pytestmark = scaled_out_marks()
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    deployment = Deployment(tmp_path_factory.mktemp("scaled"))
-    try:
-        deployment.setup()
-        deployment.start_web()
-        deployment.start_web()
-        yield deployment
-    finally:
-        deployment.close()
+    yield from two_web_processes(tmp_path_factory.mktemp("scaled"))
 
 
 @pytest.fixture

@@ -12,14 +12,9 @@ import pytest
 import websockets
 
 from tests.support.live import login
-from tests.support.scaled import Deployment, services_missing
+from tests.support.scaled import scaled_out_marks, two_web_processes
 
-MISSING = services_missing()
-pytestmark = [
-    pytest.mark.server,
-    pytest.mark.services,
-    pytest.mark.skipif(MISSING is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {MISSING}"),
-]
+pytestmark = scaled_out_marks()
 
 RECORDING = (
     'event: response.created\ndata: {"type":"response.created","sequence_number":0,'
@@ -31,14 +26,8 @@ RECORDING = (
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
-    deployment = Deployment(tmp_path_factory.mktemp("scaled-sessions"))
-    try:
-        deployment.setup(users=(("alice", "alice-pass-123"), ("carol", "carol-pass-123")))
-        deployment.start_web()
-        deployment.start_web()
-        yield deployment
-    finally:
-        deployment.close()
+    yield from two_web_processes(tmp_path_factory.mktemp("scaled-sessions"),
+                                 users=(("alice", "alice-pass-123"), ("carol", "carol-pass-123")))
 
 
 def test_logging_out_on_one_web_process_closes_the_socket_on_the_other(deployment):

@@ -14,8 +14,11 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
+
+import pytest
 
 from tests.support.servers import ROOT, free_port, start_daphne, stop_process
 
@@ -39,6 +42,29 @@ def services_missing() -> str | None:
     except Exception as exc:
         return f"PostgreSQL not reachable at {PG_URL} ({str(exc).strip()}); .ci/run starts it"
     return None
+
+
+def scaled_out_marks() -> list:
+    """``pytestmark`` of a module that needs a real scaled-out deployment: skipped, saying which
+    service is missing, where Redis or PostgreSQL cannot be had."""
+    missing = services_missing()
+    return [
+        pytest.mark.server,
+        pytest.mark.services,
+        pytest.mark.skipif(missing is not None, reason=f"scaled-out mode needs Redis and PostgreSQL: {missing}"),
+    ]
+
+
+def two_web_processes(var_dir: Path, users: tuple[tuple[str, str], ...] | None = None) -> Iterator[Deployment]:
+    """A module fixture's body (``yield from``): a deployment with two Daphne web processes, closed after."""
+    deployment = Deployment(var_dir)
+    try:
+        deployment.setup(**({"users": users} if users else {}))
+        deployment.start_web()
+        deployment.start_web()
+        yield deployment
+    finally:
+        deployment.close()
 
 
 def _with_db(url: str, name: str) -> str:
