@@ -34,6 +34,28 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+def request_headers(scope: dict) -> dict[str, str]:
+    """The request's headers by lower-cased name; repeated ones joined with commas, as Django does."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name, value = raw_name.decode("latin1").lower(), raw_value.decode("latin1")
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
+    return headers
+
+
+def is_secure(scope: dict, headers: dict[str, str]) -> bool:
+    """Django's ``request.is_secure()`` for an ASGI scope served past Django (the gateway's and the
+    open simulator's direct paths), SECURE_PROXY_SSL_HEADER included."""
+    proxy_header = settings.SECURE_PROXY_SSL_HEADER
+    if proxy_header:
+        meta_name, secure_value = proxy_header
+        if meta_name.startswith("HTTP_"):
+            value = headers.get(meta_name[5:].lower().replace("_", "-"))
+            if value is not None:
+                return value.split(",")[0].strip() == secure_value
+    return scope.get("scheme", "http") == "https"
+
+
 def security_headers(secure: bool) -> dict[str, str]:
     """The headers Django's SecurityMiddleware, XFrameOptionsMiddleware and this module's CSP add to a
     response, for the gateway's direct ASGI path (dashboard/api/gateway.py), which skips middleware.

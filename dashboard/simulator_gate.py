@@ -27,7 +27,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from dashboard.api.common import openai_error
-from dashboard.middleware import security_headers
+from dashboard.middleware import is_secure, request_headers, security_headers
 from dashboard.tokens import authenticate_token, authorization_bearer
 from simulator.asgi import PREFIX as API_PREFIX
 from simulator.asgi import serve_asgi
@@ -142,10 +142,10 @@ class OpenSimulatorASGI:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if not _served_open(scope):
             return await self.app(scope, receive, send)
-        await serve_asgi(scope, receive, send, security_headers(scope.get("scheme") == "https"))
+        await serve_asgi(scope, receive, send, security_headers(is_secure(scope, request_headers(scope))))
 
 
 def _served_open(scope: dict) -> bool:
     return (scope["type"] == "http" and scope["path"].startswith(API_PREFIX) and not scope.get("root_path")
             and settings.STREAMSCOPE_SIMULATOR_ENABLED and settings.STREAMSCOPE_SIMULATOR_OPEN
-            and not (settings.SECURE_SSL_REDIRECT and scope.get("scheme") != "https"))
+            and not (settings.SECURE_SSL_REDIRECT and not is_secure(scope, request_headers(scope))))

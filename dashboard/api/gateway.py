@@ -31,7 +31,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.http.request import split_domain_port, validate_host
 from django.views.decorators.csrf import csrf_exempt
 
-from dashboard.middleware import INTERNAL_ERROR, security_headers
+from dashboard.middleware import INTERNAL_ERROR, is_secure, request_headers, security_headers
 from dashboard.tokens import REJECTED, bearer_of, token_owner
 from streams.gateway.proxy import (
     GatewayAnswer,
@@ -150,27 +150,6 @@ def direct_route(scope: dict) -> tuple[str, str, dict[str, str], bool] | None:
     if settings.SECURE_SSL_REDIRECT and not secure:
         return None
     return match[1], match[2], headers, secure
-
-
-def request_headers(scope: dict) -> dict[str, str]:
-    """The request's headers by lower-cased name; repeated ones joined with commas, as Django does."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
-        name, value = raw_name.decode("latin1").lower(), raw_value.decode("latin1")
-        headers[name] = f"{headers[name]},{value}" if name in headers else value
-    return headers
-
-
-def is_secure(scope: dict, headers: dict[str, str]) -> bool:
-    """Django's ``request.is_secure()`` for this scope, SECURE_PROXY_SSL_HEADER included."""
-    proxy_header = settings.SECURE_PROXY_SSL_HEADER
-    if proxy_header:
-        meta_name, secure_value = proxy_header
-        if meta_name.startswith("HTTP_"):
-            value = headers.get(meta_name[5:].lower().replace("_", "-"))
-            if value is not None:
-                return value.split(",")[0].strip() == secure_value
-    return scope.get("scheme", "http") == "https"
 
 
 class DirectRequest:

@@ -59,6 +59,20 @@ def test_open_gate_answers_directly_with_the_security_headers(settings):
     assert json.loads(body_of(sent))["data"][0]["id"] == "sim-text"
 
 
+def test_open_gate_behind_a_tls_proxy_is_secure_as_django_would_judge(settings):
+    settings.STREAMSCOPE_SIMULATOR_OPEN = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.SECURE_HSTS_SECONDS = 3600
+    scope = http_scope("/sim/v1/models")
+    scope["headers"].append((b"x-forwarded-proto", b"https"))
+
+    def header_names(request_scope: dict) -> set[bytes]:
+        return {name.lower() for name, _value in call(OpenSimulatorASGI(django), request_scope)[0]["headers"]}
+
+    assert b"strict-transport-security" in header_names(scope)
+    assert b"strict-transport-security" not in header_names(http_scope("/sim/v1/models"))
+
+
 def test_open_gate_streams_the_same_frames(settings):
     settings.STREAMSCOPE_SIMULATOR_OPEN = True
     request = {"model": "sim-text", "input": "hi", "stream": True,
