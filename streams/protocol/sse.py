@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The spec's decoder drops one UTF-8 byte order mark at the very start of a stream: kept, it would
+# turn the first line (``event: ...``) into a line that is not a field and lose the first event.
+BOM = b"\xef\xbb\xbf"
+
 
 class EventTooLarge(Exception):
     """An event (or a line) grew past the configured maximum without ending."""
@@ -42,6 +46,8 @@ class SSEDecoder:
         self._id: str | None = None
         self._pending_bytes = 0
         self._has_fields = False
+        self._at_start = True  # no byte seen yet past a possible byte order mark
+        self._head = b""  # the first bytes while they may still be a split byte order mark
         # Lines that are neither a field nor a comment (binary garbage, a body that is not SSE):
         # kept (bounded) so the runner can record them instead of losing them silently.
         self.ignored_lines: list[bytes] = []
@@ -51,6 +57,10 @@ class SSEDecoder:
         return lines
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
+        if self._at_start:
+            chunk = self._past_bom(chunk)
+            if not chunk:
+                return []
         buffer = self._buffer
         if b"\r" in chunk or (buffer and buffer[-1] == 0x0D):
             return self._feed_any(chunk)
@@ -85,6 +95,20 @@ class SSEDecoder:
         if len(rest) + pending > self.max_event_bytes:
             raise EventTooLarge(self.max_event_bytes)
         return frames
+
+    def _past_bom(self, chunk: bytes) -> bytes:
+        """The stream's first bytes without a leading byte order mark (its bytes still count
+        towards the first event); b"" while a mark split across chunks is still undecided."""
+        head = self._head + chunk
+        if len(head) < len(BOM) and BOM.startswith(head):
+            self._head = head
+            return b""
+        self._at_start = False
+        self._head = b""
+        if head.startswith(BOM):
+            self._pending_bytes += len(BOM)
+            return head[len(BOM) :]
+        return head
 
     def _feed_any(self, chunk: bytes) -> list[SSEFrame]:
         """Any line ends (CR, LF, CRLF, a CR whose LF is still to come), one line at a time."""
@@ -126,7 +150,8 @@ class SSEDecoder:
         blank line are common); a partial line is returned so the caller can record it.
         """
         frames: list[SSEFrame] = []
-        leftover = bytes(self._buffer)
+        leftover = self._head + bytes(self._buffer)  # _head: a stream that ended inside a mark
+        self._head = b""
         self._buffer.clear()
         if leftover:
             self._pending_bytes += len(leftover)

@@ -147,3 +147,23 @@ def test_an_event_per_chunk_decodes_exactly_as_the_line_by_line_path(events):
     want = [f for chunk in events for f in reference._feed_any(chunk)] + reference.close()[0]
     assert got == want
     assert fast.take_ignored() == reference.take_ignored()
+
+
+@pytest.mark.parametrize("cut", range(0, 6))
+def test_a_byte_order_mark_before_the_first_event_is_dropped(cut):
+    stream = b"\xef\xbb\xbf" + b"event: response.created\ndata: {}\n\ndata: x\n\n"
+    frames, leftover, decoder = decode_all([stream[:cut], stream[cut:]])
+    assert [(f.event, f.data) for f in frames] == [("response.created", "{}"), ("", "x")]
+    assert decoder.ignored_lines == [] and leftover == b""
+    assert sum(f.nbytes for f in frames) == len(stream)  # the mark's bytes count, to the first event
+
+
+def test_only_a_leading_byte_order_mark_is_dropped():
+    frames, _, decoder = decode_all([b"data: a\n\n\xef\xbb\xbfdata: b\n\n"])
+    assert [f.data for f in frames] == ["a"]  # a mark later on is a line that is not a field
+    assert decoder.ignored_lines == [b"\xef\xbb\xbfdata: b"]
+
+
+def test_a_stream_that_is_only_part_of_a_mark_is_left_over_not_lost():
+    frames, leftover, decoder = decode_all([b"\xef\xbb"])
+    assert frames == [] and decoder.ignored_lines == [b"\xef\xbb"] and leftover == b""
