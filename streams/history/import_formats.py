@@ -115,7 +115,7 @@ class _Collector:
                 f"the file holds more than {self.limit} events "
                 "(setting STREAMSCOPE_MAX_EVENTS_PER_RUN)"
             )
-        self.events.append(ImportedEvent(t, storable_text(event_type)[:200], data, payload, nbytes))
+        self.events.append(ImportedEvent(t, clean_text(event_type)[:200], data, payload, nbytes))
 
     def add_data(self, data: str, nbytes: int, t: float = 0.0, event_name: str = "") -> None:
         """One SSE/JSON-lines data payload: JSON event, ``[DONE]``, or malformed."""
@@ -233,7 +233,7 @@ def _parse_jsonl(content: bytes) -> ParsedStream:
             if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
             else 0.0
         )
-        data = storable_text(record["data"])
+        data = clean_text(record["data"])
         payload = _loads(data)
         if payload is _INVALID:
             # Event.data is spliced verbatim into API answers and websocket frames, so only text
@@ -436,11 +436,3 @@ def aware_datetime(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
-
-
-def storable_text(text: str) -> str:
-    """Text every database accepts: no NUL (PostgreSQL refuses it) and no lone surrogates
-    (:func:`streams.protocol.values.clean_text`)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    return clean_text(text)

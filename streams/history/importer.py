@@ -28,13 +28,13 @@ from streams.history.import_formats import (
     max_events,
     max_import_bytes,
     parse_stream,
-    storable_text,
 )
 from streams.models import TERMINAL_STATUSES, Event, Run, RunStatus
 from streams.protocol import catalogue
 from streams.protocol.metrics import column_values, compute_metrics
 from streams.protocol.output_model import RebuiltOutput
 from streams.protocol.rebuild import rebuild_output
+from streams.protocol.values import clean_text
 
 __all__ = [
     "BATCH_SIZE",
@@ -238,9 +238,9 @@ def _request_from(response: dict[str, Any] | None) -> dict[str, Any]:
 
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
-        return storable_text(value)
+        return clean_text(value)
     if isinstance(value, dict):
-        return {storable_text(str(k)): _clean(v) for k, v in value.items()}
+        return {clean_text(str(k)): _clean(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_clean(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):

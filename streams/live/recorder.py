@@ -87,8 +87,8 @@ class RunRecorder:
             raise RunLimitExceeded(
                 f"the run reached the limit of {self.max_events} events and was stopped"
             )
-        if not event_type.isascii():
-            event_type = clean_text(event_type)  # the upstream names it: "\ud800" must not reach the store
+        if not event_type.isascii() or "\x00" in event_type:
+            event_type = clean_text(event_type)  # the upstream names it: "\ud800" or NUL must not reach the store
         self.buffer.append(EventRecord(self.next_seq, t, event_type, data, nbytes))
         self.next_seq += 1
         self.metrics.observe_payload(t, event_type, payload, nbytes)
@@ -177,7 +177,7 @@ class RunRecorder:
                     fields["last_upstream_seq"] = self.last_upstream_seq
                 if self.response_id:
                     fields["response_id"] = self.response_id
-                fields["output_text"] = "".join(self.text_parts)  # rewritten whole: once a second
+                fields["output_text"] = clean_text("".join(self.text_parts))  # rewritten whole: once a second
                 if final_fields:
                     fields.update(final_fields)
             rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]

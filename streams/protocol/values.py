@@ -52,7 +52,10 @@ def parse_signed_int(text: Any, name: str, *, minimum: int, maximum: int) -> int
 
 
 def clean_text(value: str) -> str:
-    """``value`` with every lone surrogate replaced by U+FFFD (unchanged, and fast, otherwise)."""
+    """``value`` as every database keeps it: each lone surrogate (UTF-8 cannot encode it) and each
+    NUL (PostgreSQL keeps none in text or JSON) replaced by U+FFFD; unchanged, and fast, otherwise."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
     if value.isascii():
         return value
     try:
