@@ -21,6 +21,7 @@ from django.db import transaction
 from streams.models import ModerationRule, Run, RunFlag
 from streams.pipeline.broadcast import publish_flag
 from streams.protocol.catalogue import CHAT_CHUNK, DELTA, TERMINAL, describe
+from streams.protocol.values import clean_text
 from streams.review import moderation_model
 from streams.review.rules import Match, RuleError, StreamMatcher, compile_rule
 from streams.review.verdicts import refresh_review_state
@@ -230,12 +231,14 @@ def store_flags(run_id: int, hits: list[FlagHit]) -> list[dict[str, Any]]:
                 "action": hit.rule.action,
                 "scope": hit.rule.scope,
                 "seq": match.seq,
-                "location": hit.location[:100],
-                "matched_text": match.text[:500],
+                # Upstream text: a lone surrogate or NUL becomes U+FFFD (one character for one,
+                # so start and end still point into the run's stored output).
+                "location": clean_text(hit.location[:100]),
+                "matched_text": clean_text(match.text[:500]),
                 "start": match.start,
                 "end": match.end,
-                "context_before": match.before[-200:],
-                "context_after": match.after[:200],
+                "context_before": clean_text(match.before[-200:]),
+                "context_after": clean_text(match.after[:200]),
             }
             if hit.rule.id in alive:
                 flag, created = RunFlag.objects.get_or_create(run_id=run_id, rule_id=hit.rule.id, defaults=fields)

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from streams.live.executor import RunExecutor
-from streams.models import Run, RunStatus
+from streams.models import ModerationRule, Run, RunFlag, RunStatus
 from tests.support.upstreams import RESP, Script, sse, text_stream
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,3 +82,14 @@ async def test_the_row_written_while_streaming_keeps_only_storable_text(upstream
     assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     run, rows = await stored(run)
     assert run.output_text == "a\ufffdb\ufffdc" and len(rows) == len(events)
+
+
+async def test_a_flag_keeps_only_storable_text_around_its_match(upstream, user):
+    await sync_to_async(ModerationRule.objects.create)(name="fruit", patterns="fruit", kind="keywords",
+                                                       scope="output_text", action="flag")
+    events = text_stream(["\ud800 a\x00 ", "fruit", " b\x00"])
+    upstream.scripts.append(Script(steps=[(0, sse(*events))]))
+    run = await new_run(user)
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
+    flag = await sync_to_async(RunFlag.objects.get)(run=run)
+    assert (flag.context_before, flag.matched_text, flag.start) == ("\ufffd a\ufffd ", "fruit", 5)
