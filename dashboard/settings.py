@@ -221,10 +221,14 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # One handler, on the root: Daphne's command line puts a handler of its own there before the
+    # app loads, and ours beside it printed every line twice. Configuring the root replaces it.
+    "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "streams": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
-        "dashboard": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
-        "simulator": {"handlers": ["console"], "level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+        "streams": {"level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+        "dashboard": {"level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+        "simulator": {"level": os.environ.get("STREAMSCOPE_LOG_LEVEL", "INFO")},
+        "daphne": {"level": "INFO"},  # "Listening on ...": what its own set-up showed
     },
 }
 
