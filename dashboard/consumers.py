@@ -48,7 +48,7 @@ from django.contrib.auth import get_user_model
 
 from dashboard.auth import session_group
 from dashboard.serializers import flags_json
-from dashboard.twisted_shim import SocketClosed, send_at_once, transport_of, unsent_bytes
+from dashboard.twisted_shim import SocketClosed, TextFrames, send_at_once, transport_of, unsent_bytes
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
 from streams.pipeline.viewers import local_viewers
@@ -182,6 +182,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.transport = transport_of(self.base_send)
         if self.transport is not None:
             send_at_once(self.transport)  # frames to the socket now, not on the reactor's next turn
+        self.text_frames = TextFrames.of(self.base_send)  # frames written here, not through autobahn
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
         self.session_group = session_group(self.session_key) if self.session_key else None
@@ -278,6 +279,14 @@ class RunConsumer(AsyncWebsocketConsumer):
         # Viewers only listen; a ping keeps proxies from closing an idle socket.
         if text_data == "ping":
             await self.send(text_data='{"type":"pong"}')
+
+    async def send(self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False) -> None:
+        """Text frames straight to the socket under Daphne (dashboard/twisted_shim.TextFrames);
+        everything else, and anything that writer declines, the usual way."""
+        frames = getattr(self, "text_frames", None)
+        if frames is not None and text_data is not None and not close and frames.send(text_data):
+            return
+        await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
 
     def unsent(self) -> int:
         """Bytes this viewer's socket has not taken yet (0 when that cannot be known)."""
