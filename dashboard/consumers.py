@@ -147,12 +147,36 @@ class RunConsumer(AsyncWebsocketConsumer):
         """One of the run's messages, from the process's registry of viewers (it must not wait)."""
         if self.gone:
             return
-        if message["type"] == "run.events" and len(self.inbox) >= INBOX_MAX:
-            return  # like a full channel; the next batch finds the gap and refills it from the store
+        if message["type"] == "run.events":
+            if len(self.inbox) >= INBOX_MAX:
+                return  # like a full channel; the next batch finds the gap and refills it from the store
+            if not self.inbox and not self.turn.locked() and self._send_live_now(message):
+                return
         self.inbox.append(message)
         if self.draining is None or self.draining.done():
             # A context of its own: the publisher's may belong to a request (see streams.live.launcher).
             self.draining = asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
+
+    def _send_live_now(self, message: dict) -> bool:
+        """The common case, without a task per viewer per batch: the next batch in order, one frame,
+        a viewer keeping up, nothing queued or running before it, and a socket the frame writer can
+        write to now. True when handled; anything else goes through the inbox (False)."""
+        frames = getattr(self, "text_frames", None)
+        if frames is None or getattr(self, "refused", False) or self.behind:
+            return False
+        first, events = message["first"], message["events"]
+        last = first + len(events) - 1
+        if last <= self.last_sent:
+            self.last_message = time.monotonic()
+            return True  # sent already (from the store)
+        if first != self.last_sent + 1 or self.unsent() > VIEWER_HIGH_WATER:
+            return False
+        live = _live_frames(self.run_id, first, events)
+        if len(live) != 1 or not frames.send(live[0]):
+            return False
+        self.last_message = time.monotonic()
+        self.last_sent = last
+        return True
 
     async def _drain(self) -> None:
         # The turn is taken per message, so a handler Channels dispatches (a logout, a disconnect)
