@@ -1,4 +1,5 @@
-"""Real processes for tests: a free port, Daphne serving the app, ``manage.py`` commands, clean stops.
+"""Real processes for tests: a free port, Daphne serving the app, the simulator alone, ``manage.py``
+commands, clean stops.
 
 Tests that use these start subprocesses, so they carry the ``server`` marker (tests/conftest.py
 adds it for the fixtures built on them; modules that call them directly set ``pytestmark``).
@@ -57,6 +58,25 @@ def start_daphne(var_dir: Path, extra_env: dict[str, str] | None = None, port: i
         stdout=log,
         stderr=subprocess.STDOUT,
     )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base_url + "/sim/v1/models", process)
+    except Exception:
+        process.kill()
+        raise
+    return process, base_url
+
+
+def start_simulator(var_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
+                    args: tuple[str, ...] = ()):
+    """Start the simulator alone (``python -m simulator.serve``, uvicorn, gate open) in a subprocess;
+    returns (process, base_url) where ``base_url + "/sim/v1"`` is its API."""
+    port = port or free_port()
+    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
+    env.update(extra_env or {})
+    log = open(var_dir / f"simulator-{port}.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "simulator.serve", "--port", str(port), *args], cwd=ROOT,
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(base_url + "/sim/v1/models", process)
