@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from django.conf import settings
 from streams.models import RunStatus
 from streams.pipeline import store
 from streams.pipeline.broadcast import publish_events, publish_status
+from streams.pipeline.flush_clock import RoundBatch
 from streams.protocol import fastjson
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, column_values
@@ -68,6 +70,7 @@ class RunRecorder:
         self.saw_done_marker = False
         self.chat_finish_reason: str | None = None
         self._flush_lock = asyncio.Lock()
+        self._in_round: asyncio.Future | None = None  # a batch of ours is in the flush clock's round
         self._kicked: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
         self._closed = False  # the final flush happened
@@ -161,47 +164,79 @@ class RunRecorder:
 
     # --- flushing --------------------------------------------------------------------------
 
+    def _take(self, final_fields: dict[str, Any] | None = None) -> RoundBatch:
+        """The buffer as a batch to store (and the row's fields when they are due), emptied."""
+        batch, self.buffer = self.buffer, []
+        clock = time.monotonic()
+        fields: dict[str, Any] | None = None
+        # The row about once a second (ROW_EVERY_S), at once when the response id is first known
+        # (recovery needs it to resume), and at the end.
+        if (final_fields is not None or clock - self._last_text_save >= ROW_EVERY_S
+                or (self.response_id and not self._row_has_response_id)):
+            fields = {"event_count": self.next_seq, "heartbeat_at": store.now()}
+            if self.last_upstream_seq is not None:
+                fields["last_upstream_seq"] = self.last_upstream_seq
+            if self.response_id:
+                fields["response_id"] = self.response_id
+            fields["output_text"] = clean_text("".join(self.text_parts))  # rewritten whole: once a second
+            if final_fields:
+                fields.update(final_fields)
+        run_id = self.run_id
+        return RoundBatch(run_id, [(run_id, r.seq, r.t, r.type, r.data) for r in batch], fields,
+                          batch[0].seq if batch else 0, [r.encoded() for r in batch], clock)
+
+    def _stored(self, taken: RoundBatch, final: bool) -> None:
+        if taken.fields is not None:
+            self._last_text_save = taken.taken_at
+            self._row_has_response_id = "response_id" in taken.fields
+        self._closed = final
+        self._last_write = time.monotonic()
+
     async def flush(self, final_fields: dict[str, Any] | None = None) -> None:
         async with self._flush_lock:
+            while self._in_round is not None:  # the clock's round has a batch of ours: it goes first
+                await asyncio.shield(self._in_round)
             if self._closed:
                 return  # a tick that began before the run ended must not rewrite its final fields
-            batch, self.buffer = self.buffer, []
-            clock = time.monotonic()
-            fields: dict[str, Any] | None = None
-            # The row about once a second (ROW_EVERY_S), at once when the response id is first known
-            # (recovery needs it to resume), and at the end.
-            if (final_fields is not None or clock - self._last_text_save >= ROW_EVERY_S
-                    or (self.response_id and not self._row_has_response_id)):
-                fields = {"event_count": self.next_seq, "heartbeat_at": store.now()}
-                if self.last_upstream_seq is not None:
-                    fields["last_upstream_seq"] = self.last_upstream_seq
-                if self.response_id:
-                    fields["response_id"] = self.response_id
-                fields["output_text"] = clean_text("".join(self.text_parts))  # rewritten whole: once a second
-                if final_fields:
-                    fields.update(final_fields)
-            rows = [(self.run_id, r.seq, r.t, r.type, r.data) for r in batch]
-            await store.write_batch(self.run_id, rows, fields)  # grouped with other runs' batches
-            if fields is not None:
-                self._last_text_save = clock
-                self._row_has_response_id = "response_id" in fields
-            self._closed = final_fields is not None
-            self._last_write = time.monotonic()
-            if batch:
+            taken = self._take(final_fields)
+            await store.write_batch(self.run_id, taken.rows, taken.fields)  # grouped with other runs' batches
+            self._stored(taken, final_fields is not None)
+            if taken.encoded:
                 try:
-                    await publish_events(self.run_id, batch[0].seq, [r.encoded() for r in batch])
+                    await publish_events(self.run_id, taken.first_seq, taken.encoded)
                 except Exception as exc:
                     # Stored already; viewers refill what a lost publish did not bring them.
-                    log.warning("run %s: publishing events %d.. failed: %r", self.run_id, batch[0].seq, exc)
+                    log.warning("run %s: publishing events %d.. failed: %r", self.run_id, taken.first_seq, exc)
             await self.moderator.commit(final=final_fields is not None)  # store + publish new flags
 
     # What the flush clock asks of a run (streams/pipeline/flush_clock.py).
 
     def flush_due(self, now: float) -> bool:
-        if self._flush_lock.locked():
+        if self._flush_lock.locked() or self._in_round is not None:
             return False  # its last flush is still being written: the next tick takes the rest
         # A quiet stream still writes a heartbeat, so other processes know it is alive.
         return bool(self.buffer) or now - self._last_write > HEARTBEAT_S
+
+    def take_batch(self) -> RoundBatch | None:
+        """The batch for the clock's round (stored and published with every other due run's, see
+        FlushClock.tick); None to be flushed on its own instead: a subclass with a flush of its own
+        (the gateway keeps a batch that failed to store) or a run already ended."""
+        if type(self).flush is not RunRecorder.flush or self._closed:
+            return None
+        self._in_round = asyncio.get_running_loop().create_future()
+        return self._take()
+
+    def batch_done(self, taken: RoundBatch, error: BaseException | None) -> Awaitable[Any] | None:
+        """The round stored (and published) ``taken``, or failed with ``error``; what is left to do
+        for this run (its new moderation flags), if anything."""
+        in_round, self._in_round = self._in_round, None
+        if in_round is not None and not in_round.done():
+            in_round.set_result(None)
+        if error is not None:
+            self.flush_failed(error)
+            return None
+        self._stored(taken, final=False)
+        return self.moderator.commit() if self.moderator.pending else None
 
     def flush_failed(self, error: BaseException) -> None:
         log.error("run %s: storing a batch of events failed", self.run_id, exc_info=error)

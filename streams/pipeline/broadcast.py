@@ -9,6 +9,7 @@ is written first and viewers refill any gap from it: see dashboard/consumers.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
@@ -17,7 +18,9 @@ from channels.layers import get_channel_layer
 from streams.pipeline.rounds import Rounds
 from streams.pipeline.viewers import group_name, local_viewers
 
-__all__ = ["GroupPublisher", "group_name", "publish_events", "publish_flag", "publish_status"]
+__all__ = ["GroupPublisher", "group_name", "publish_events", "publish_flag", "publish_round", "publish_status"]
+
+log = logging.getLogger(__name__)
 
 
 async def _send_now(run_id: int, message: dict[str, Any]) -> None:
@@ -40,6 +43,22 @@ async def publish_events(run_id: int, first_seq: int, encoded_events: list[str])
         return
     message = {"type": "run.events", "run": run_id, "first": first_seq, "events": encoded_events}
     await _publisher().send(group_name(run_id), message)
+
+
+async def publish_round(batches: list[tuple[int, int, list[str]]]) -> None:
+    """Several runs' batches ``(run_id, first_seq, encoded_events)`` at once (the flush clock's round,
+    already stored); a failed publish is logged (viewers refill from the store)."""
+    if not batches:
+        return
+    items = [(group_name(run_id), {"type": "run.events", "run": run_id, "first": first_seq, "events": events})
+             for run_id, first_seq, events in batches]
+    try:
+        results = await _publisher().send_round(items)
+    except Exception as exc:
+        results = [exc] * len(items)
+    for (_, message), error in zip(items, results):
+        if error is not None:
+            log.warning("run %s: publishing events %d.. failed: %r", message["run"], message["first"], error)
 
 
 class GroupPublisher(Rounds[tuple[str, dict[str, Any]]]):

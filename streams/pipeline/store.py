@@ -178,13 +178,23 @@ class GroupWriter(Rounds[Batch]):
 _writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupWriter] = weakref.WeakKeyDictionary()
 
 
-async def write_batch(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] | None = None) -> None:
-    """Store a run's batch (and run fields), committed when this returns; grouped with other runs'."""
+def _writer() -> GroupWriter:
     loop = asyncio.get_running_loop()
     writer = _writers.get(loop)
     if writer is None:
         writer = _writers[loop] = GroupWriter()
-    await writer.write(run_id, rows, run_fields)
+    return writer
+
+
+async def write_batch(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] | None = None) -> None:
+    """Store a run's batch (and run fields), committed when this returns; grouped with other runs'."""
+    await _writer().write(run_id, rows, run_fields)
+
+
+async def write_round(batches: list[Batch]) -> list[BaseException | None]:
+    """Store several runs' batches in one transaction now (the flush clock's round); one result per
+    batch: None, or the error it failed with (a bad batch fails alone, see GroupWriter)."""
+    return await _writer().send_round(batches)
 
 
 def update_run(run_id: int, **fields: Any) -> None:

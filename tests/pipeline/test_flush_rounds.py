@@ -1,0 +1,178 @@
+"""The flush clock's round: every due run's batch stored in one transaction and published in one
+round, each run told its outcome; a flush of the run's own (a full buffer, the end) waits for the
+batch the round holds, so the store and the viewers see each run's events once and in order."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from streams.live.recorder import RunRecorder
+from streams.models import Event, Run, RunStatus
+from streams.pipeline import broadcast, store
+from streams.pipeline import flush_clock as flushclock
+from streams.pipeline.flush_clock import FlushClock
+from streams.pipeline.viewers import local_viewers
+from streams.protocol.sse import SSEFrame
+from tests.support.factories import make_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Viewer:
+    def __init__(self) -> None:
+        self.messages: list[dict] = []
+
+    def offer(self, message: dict) -> None:
+        self.messages.append(message)
+
+    def seqs(self) -> list[int]:
+        return [json.loads(e)["seq"] for m in self.messages if m["type"] == "run.events" for e in m["events"]]
+
+
+def delta(seq: int) -> SSEFrame:
+    data = json.dumps({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
+    return SSEFrame(event="", data=data, id=None, nbytes=len(data))
+
+
+async def recording(user, count: int) -> tuple[list[RunRecorder], list[Viewer]]:
+    recorders, viewers = [], []
+    for _ in range(count):
+        run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+        recorder, viewer = RunRecorder(run.pk), Viewer()
+        await local_viewers().join(run.pk, viewer)
+        recorders.append(recorder)
+        viewers.append(viewer)
+    return recorders, viewers
+
+
+def counting(monkeypatch, module, name):
+    calls = []
+    real = getattr(module, name)
+
+    async def counted(batches):
+        calls.append(len(batches))
+        return await real(batches)
+
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+async def stored_seqs(run_id: int) -> list[int]:
+    return [seq async for seq in Event.objects.filter(run_id=run_id).order_by("seq").values_list("seq", flat=True)]
+
+
+async def test_a_tick_stores_every_due_runs_batch_at_once_and_publishes_them_in_one_round(user, monkeypatch):
+    writes = counting(monkeypatch, flushclock.store, "write_round")
+    publishes = counting(monkeypatch, flushclock, "publish_round")
+    monkeypatch.setattr(store, "write_batch", None)  # the round never takes the per-run path
+    recorders, viewers = await recording(user, 3)
+    clock = FlushClock()
+    for index, recorder in enumerate(recorders):
+        for seq in range(index + 1):
+            recorder.accept_frame(delta(seq), float(seq))
+        clock.runs.add(recorder)
+    idle = RunRecorder(recorders[0].run_id + 1000)  # nothing to write and no heartbeat due
+    clock.runs.add(idle)
+    await clock.tick()
+    assert writes == [3] and publishes == [3]
+    for index, (recorder, viewer) in enumerate(zip(recorders, viewers)):
+        assert await stored_seqs(recorder.run_id) == viewer.seqs() == list(range(index + 1))
+        assert recorder._in_round is None and not recorder.buffer
+    # The row is written with the first batch (then about once a second).
+    run = await Run.objects.aget(pk=recorders[2].run_id)
+    assert run.event_count == 3 and run.output_text == "w0 w1 w2 "
+
+
+async def test_a_runs_own_flush_waits_for_the_batch_the_round_holds(user, monkeypatch):
+    [recorder], [viewer] = await recording(user, 1)
+    gate = asyncio.Event()
+    real = store.write_round
+
+    async def slow_round(batches):
+        await gate.wait()
+        return await real(batches)
+
+    monkeypatch.setattr(flushclock.store, "write_round", slow_round)
+    clock = FlushClock()
+    clock.runs.add(recorder)
+    recorder.accept_frame(delta(0), 0.0)
+    tick = asyncio.ensure_future(clock.tick())
+    await asyncio.sleep(0.01)
+    assert recorder._in_round is not None and not recorder.flush_due(1e9)  # no second batch meanwhile
+    recorder.accept_frame(delta(1), 1.0)
+    own = asyncio.ensure_future(recorder.flush())  # e.g. a full buffer's kick
+    await asyncio.sleep(0.01)
+    assert not own.done() and viewer.seqs() == []
+    gate.set()
+    await asyncio.gather(tick, own)
+    assert viewer.seqs() == [0, 1] and await stored_seqs(recorder.run_id) == [0, 1]
+
+
+async def test_a_batch_the_round_could_not_store_fails_its_run_and_is_not_published(user, monkeypatch):
+    recorders, viewers = await recording(user, 2)
+
+    async def one_fails(batches):
+        return [RuntimeError("disk full") if run_id == recorders[0].run_id else None for run_id, _, _ in batches]
+
+    monkeypatch.setattr(flushclock.store, "write_round", one_fails)
+    clock = FlushClock()
+    for recorder in recorders:
+        recorder.accept_frame(delta(0), 0.0)
+        clock.runs.add(recorder)
+    await clock.tick()
+    assert isinstance(recorders[0]._flush_error, RuntimeError) and recorders[1]._flush_error is None
+    assert viewers[0].seqs() == [] and viewers[1].seqs() == [0]
+    assert recorders[0]._in_round is None  # its end still flushes
+
+
+async def test_a_run_with_a_flush_of_its_own_and_an_ended_run_are_flushed_alone(user):
+    class OwnFlush(RunRecorder):
+        flushed = 0
+
+        async def flush(self, final_fields=None):
+            self.flushed += 1
+            await super().flush(final_fields)
+
+    [plain], _ = await recording(user, 1)
+    own = OwnFlush(plain.run_id)
+    own.accept_frame(delta(0), 0.0)
+    assert own.take_batch() is None
+    clock = FlushClock()
+    clock.runs.add(own)
+    await clock.tick()
+    assert own.flushed == 1 and await stored_seqs(plain.run_id) == [0]
+    ended = RunRecorder(plain.run_id)
+    ended._closed = True
+    assert ended.take_batch() is None
+
+
+async def test_a_round_cancelled_midway_lets_its_runs_flush_again(user, monkeypatch):
+    [recorder], _ = await recording(user, 1)
+
+    async def never(batches):
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(flushclock.store, "write_round", never)
+    clock = FlushClock()
+    clock.runs.add(recorder)
+    recorder.accept_frame(delta(0), 0.0)
+    tick = asyncio.ensure_future(clock.tick())
+    await asyncio.sleep(0.01)
+    tick.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tick
+    assert recorder._in_round is None and recorder._flush_error is not None  # the run ends failed, not hung
+
+
+async def test_publish_round_logs_a_failed_publish_and_goes_on(monkeypatch, caplog):
+    class Broken:
+        async def send_round(self, items):
+            raise RuntimeError("layer gone")
+
+    monkeypatch.setattr(broadcast, "_publisher", Broken)
+    await broadcast.publish_round([(1, 0, ["{}"])])
+    assert "publishing events 0.. failed" in caplog.text
