@@ -43,6 +43,11 @@ HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 # batch's events when runs are many and slow (docs/performance.md). Recovery counts what a dead
 # run stored after its row's last write (streams.pipeline.store.catch_up_row).
 ROW_EVERY_S = 1.0
+# The output text goes with every fifth of those rewrites: SQLite re-indexes the whole text in the
+# runs' FTS5 table each time (0.3-1 ms of CPU per rewrite of a 250-1,000 word output, against
+# ~10-30 us for the row without it, docs/performance.md), so a live run's text is searchable
+# about 5 s behind; the end writes it whole, and recovery rebuilds an interrupted run's.
+TEXT_EVERY_S = 5.0
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.
 EXACT_TYPES = TERMINAL_TYPES | {"error"}
@@ -74,6 +79,7 @@ class RunRecorder:
         self._kicked: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
         self._closed = False  # the final flush happened
+        self._last_row_save = 0.0
         self._last_text_save = 0.0
         self._row_has_response_id = False
         self._last_write = time.monotonic()
@@ -171,14 +177,15 @@ class RunRecorder:
         fields: dict[str, Any] | None = None
         # The row about once a second (ROW_EVERY_S), at once when the response id is first known
         # (recovery needs it to resume), and at the end.
-        if (final_fields is not None or clock - self._last_text_save >= ROW_EVERY_S
+        if (final_fields is not None or clock - self._last_row_save >= ROW_EVERY_S
                 or (self.response_id and not self._row_has_response_id)):
             fields = {"event_count": self.next_seq, "heartbeat_at": store.now()}
             if self.last_upstream_seq is not None:
                 fields["last_upstream_seq"] = self.last_upstream_seq
             if self.response_id:
                 fields["response_id"] = self.response_id
-            fields["output_text"] = clean_text("".join(self.text_parts))  # rewritten whole: once a second
+            if clock - self._last_text_save >= TEXT_EVERY_S:
+                fields["output_text"] = clean_text("".join(self.text_parts))  # rewritten whole (TEXT_EVERY_S)
             if final_fields:
                 fields.update(final_fields)
         run_id = self.run_id
@@ -187,7 +194,9 @@ class RunRecorder:
 
     def _stored(self, taken: RoundBatch, final: bool) -> None:
         if taken.fields is not None:
-            self._last_text_save = taken.taken_at
+            self._last_row_save = taken.taken_at
+            if "output_text" in taken.fields:
+                self._last_text_save = taken.taken_at
             self._row_has_response_id = "response_id" in taken.fields
         self._closed = final
         self._last_write = time.monotonic()
@@ -325,6 +334,21 @@ class RunRecorder:
         await publish_status(self.run_id, status, metrics, error, last_seq=self.next_seq - 1)
         log.info("run %s ended %s after %d events", self.run_id, status, self.next_seq)
         return status
+
+
+def stored_output_text(run_id: int) -> str:
+    """The output text a run's stored events spell, gathered as the recorder gathers it while the
+    run streams (for a run that ended without its recorder: the row has it only every TEXT_EVERY_S)."""
+    recorder = RunRecorder(run_id)
+    for _seq, _t, event_type, data in store.iter_event_rows(run_id):
+        if event_type == "response.output_text.delta" or event_type == "chat.completion.chunk":
+            try:
+                payload = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(payload, dict):
+                recorder._understand(event_type, payload)
+    return clean_text("".join(recorder.text_parts))
 
 
 def _storable(value: Any) -> Any:

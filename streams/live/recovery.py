@@ -29,6 +29,7 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
+from streams.live.recorder import stored_output_text
 from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
@@ -92,6 +93,8 @@ def mark_interrupted(run: Run) -> None:
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.INTERRUPTED,
         finished_at=timezone.now(),
+        # The row's copy is up to TEXT_EVERY_S behind the stored events: the whole text, from them.
+        output_text=stored_output_text(run.pk),
         error={
             "message": "the process streaming this run stopped (crash or restart) and the upstream "
             "response could not be resumed; the events stored before that are all kept",

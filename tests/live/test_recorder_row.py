@@ -1,0 +1,60 @@
+"""A live run's row: its counts about once a second, its output text (which SQLite re-indexes for
+search each time) every TEXT_EVERY_S and at the end; a run that ends without its recorder
+(interrupted) gets its whole text from its stored events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from streams.live import recorder as recording
+from streams.live.recorder import RunRecorder, stored_output_text
+from streams.live.recovery import mark_interrupted
+from streams.models import Event, Run, RunStatus
+from streams.protocol.sse import SSEFrame
+from tests.support.factories import make_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def delta(seq: int) -> SSEFrame:
+    data = json.dumps({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
+    return SSEFrame(event="", data=data, id=None, nbytes=len(data))
+
+
+async def test_the_text_is_rewritten_every_few_seconds_the_counts_every_second(user, monkeypatch):
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    recorder = RunRecorder(run.pk)
+    clock = [1000.0]
+    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+
+    async def flush_at(seconds: float, seq: int) -> Run:
+        clock[0] = 1000.0 + seconds
+        recorder.accept_frame(delta(seq), seconds * 1000)
+        await recorder.flush()
+        return await Run.objects.aget(pk=run.pk)
+
+    assert (row := await flush_at(0, 0)).output_text == "w0 " and row.event_count == 1  # the first flush: all
+    row = await flush_at(1.5, 1)
+    assert row.event_count == 2 and row.output_text == "w0 "  # the counts, not the text
+    row = await flush_at(2.0, 2)
+    assert row.event_count == 2  # nothing within the second
+    row = await flush_at(recording.TEXT_EVERY_S + 0.1, 3)
+    assert row.event_count == 4 and row.output_text == "w0 w1 w2 w3 "
+    recorder.accept_frame(delta(4), 7000.0)
+    await recorder._finish(RunStatus.COMPLETED, None)
+    row = await Run.objects.aget(pk=run.pk)
+    assert row.output_text == "w0 w1 w2 w3 w4 " and row.status == RunStatus.COMPLETED
+
+
+async def test_an_interrupted_run_gets_the_whole_text_of_its_stored_events(user):
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=3, output_text="w0 ")
+    await Event.objects.acreate(run=run, seq=3, t=3.0, type="chat.completion.chunk",
+                                data=json.dumps({"choices": [{"index": 0, "delta": {"content": "chat\x00"}}]}))
+    await Event.objects.acreate(run=run, seq=4, t=4.0, type="streamscope.malformed", data='{"raw": "x"}')
+    assert await sync_to_async(stored_output_text)(run.pk) == "w0 w1 w2 chat\ufffd"
+    await sync_to_async(mark_interrupted)(run)
+    row = await Run.objects.aget(pk=run.pk)
+    assert row.status == RunStatus.INTERRUPTED and row.output_text == "w0 w1 w2 chat\ufffd"
