@@ -4,8 +4,10 @@ through the API, and watch them over websockets, measuring each event's delay.
 Modes:
   embedded - one Daphne process: SQLite, in-memory channel layer, runs as asyncio tasks in it.
   scaled   - PostgreSQL (a fresh database) + Redis, a Daphne web process and a stream worker.
-The simulator always runs in a Daphne process of its own. Delay of an event = wall clock when a
-viewer receives it minus the ``sim_stamp`` the simulator wrote into it when it sent it.
+The simulator always runs in a process of its own: ``python -m simulator.serve`` (uvicorn), or Daphne
+with ``STREAMSCOPE_BENCH_SIMULATOR=daphne`` (how every figure before 2026-11-30's second pass was
+taken). Delay of an event = wall clock when a viewer receives it minus the ``sim_stamp`` the
+simulator wrote into it when it sent it.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from tests.support.scaled import Deployment, services_missing  # noqa: E402
-from tests.support.servers import start_daphne, stop_process  # noqa: E402
+from tests.support.servers import start_daphne, start_simulator, stop_process  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-pass-123"
 SEQ = re.compile(r'\{"seq":(\d+),"t":')
@@ -43,11 +45,23 @@ def connecting() -> asyncio.Semaphore:
     return _connecting.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(25))
 # A simulator-only process: the gate open, and no housekeeping (it runs no runs and has no tables).
 SIMULATOR_ONLY = {"STREAMSCOPE_SIMULATOR_OPEN": "1", "STREAMSCOPE_RECOVERY_INTERVAL_S": "0"}
+# Which server runs the simulator-only process: "uvicorn" (python -m simulator.serve) or "daphne".
+SIMULATOR_SERVER = os.environ.get("STREAMSCOPE_BENCH_SIMULATOR", "uvicorn")
 BENCH_ENV = {
     "STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER": "100000",
     "STREAMSCOPE_LOG_LEVEL": "WARNING",
     "STREAMSCOPE_RECOVERY_INTERVAL_S": "2",
 }
+
+
+def start_simulator_process(work: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """The benchmarks' simulator-only process on ``SIMULATOR_SERVER``; (process, base URL)."""
+    env = {**SIMULATOR_ONLY, "STREAMSCOPE_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    if SIMULATOR_SERVER == "daphne":
+        return start_daphne(work, extra_env=env)
+    if SIMULATOR_SERVER != "uvicorn":
+        raise SystemExit(f"STREAMSCOPE_BENCH_SIMULATOR must be uvicorn or daphne, not {SIMULATOR_SERVER!r}")
+    return start_simulator(work, extra_env=env)
 
 
 def machine() -> str:
@@ -92,7 +106,7 @@ class Stack:
             return self
         sim_dir = self.work / "sim"
         sim_dir.mkdir(parents=True, exist_ok=True)
-        sim, sim_base = start_daphne(sim_dir, extra_env=SIMULATOR_ONLY)
+        sim, sim_base = start_simulator_process(sim_dir)
         self._processes.append(sim)
         self.sim_url = sim_base + "/sim/v1"
         env = {**self.extra_env, "STREAMSCOPE_SIMULATOR_URL": self.sim_url}
@@ -142,7 +156,7 @@ class Stack:
     def describe(self) -> str:
         if self.mode == "scaled":
             return "scaled (PostgreSQL + Redis, runs in a stream-worker process)"
-        return "embedded (SQLite + in-memory layer, runs inside the Daphne process)"
+        return f"embedded (SQLite + in-memory layer, runs inside the Daphne process; simulator on {SIMULATOR_SERVER})"
 
 
 def login(base_url: str) -> httpx.Client:

@@ -1,13 +1,17 @@
 """Simulator benchmark: the simulator's CPU per event, as a load generator.
 
-Starts the simulator the way the other benchmarks do (a Daphne process of its own, gate open),
+Starts the simulator the way the other benchmarks do (a process of its own, gate open:
+``python -m simulator.serve`` on uvicorn, or Daphne with ``STREAMSCOPE_BENCH_SIMULATOR=daphne``),
 opens many concurrent ``stream: true`` requests from this process with a deliberately cheap
 client (raw asyncio protocols that count bytes and SSE frames, no parsing), and prints the
 simulator process's CPU seconds over the events it delivered. Target: <= 20 us per event at
-10,000 events/s (200 streams x 50 events/s), nothing lost. Then the same streams unthrottled.
+10,000 events/s (200 streams x 50 events/s), nothing lost: once with one write per event
+(``sim_write_interval_ms`` 0, the default) and once with 100 ms write batching (what a load
+generator asks for). Then the same streams unthrottled.
 
     .venv/bin/python bench/simulator.py [--streams 200] [--rate 50] [--seconds 15] [--no-stamp]
-                                       [--unthrottled-tokens 5000] [--sim-url http://host:port]
+                                       [--write-interval-ms 0,100] [--unthrottled-tokens 5000]
+                                       [--sim-url http://host:port --sim-pid PID]
 
 With ``--sim-url`` it measures a simulator already running (started as in docs/simulator.md,
 "Load generator"); the CPU figure then needs ``--sim-pid``.
@@ -24,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import cpu_seconds, machine, start_daphne, stop_process
+from common import SIMULATOR_SERVER, cpu_seconds, machine, start_simulator_process, stop_process
 
 from simulator.scenarios import build_events
 
@@ -178,8 +182,9 @@ def main() -> None:
                                                                   "delay benchmarks ask for it)")
     parser.add_argument("--unthrottled-tokens", type=int, default=5000,
                         help="tokens per stream of the unthrottled pass (0 skips it)")
-    parser.add_argument("--write-interval-ms", default="",
-                        help="sim_write_interval_ms of the paced streams (default: the simulator's)")
+    parser.add_argument("--write-interval-ms", default="0,100",
+                        help="sim_write_interval_ms of the paced passes, one pass per comma-separated value "
+                             "(default 0,100: one write per event, then 100 ms batching)")
     parser.add_argument("--sim-url", help="measure this running simulator (…/sim/v1) instead of starting one")
     parser.add_argument("--sim-pid", type=int, help="its process id, for the CPU figure")
     args = parser.parse_args()
@@ -190,10 +195,9 @@ def main() -> None:
         sim_url, sim_pid = args.sim_url.rstrip("/"), args.sim_pid
     else:
         work = Path(tempfile.mkdtemp(prefix="streamscope-bench-sim-"))
-        process, base = start_daphne(work, extra_env={"STREAMSCOPE_SIMULATOR_OPEN": "1",
-                                                      "STREAMSCOPE_LOG_LEVEL": "WARNING",
-                                                      "STREAMSCOPE_RECOVERY_INTERVAL_S": "0"})
+        process, base = start_simulator_process(work)
         sim_url, sim_pid = base + "/sim/v1", process.pid
+        print(f"simulator server: {SIMULATOR_SERVER} (STREAMSCOPE_BENCH_SIMULATOR=uvicorn|daphne)")
     try:
         print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "
               f"= {args.streams * args.rate:,} events/s{', stamped' if stamp else ''} "
@@ -205,11 +209,13 @@ def main() -> None:
               f"per request")
         tokens = int(args.rate * args.seconds)
         # A first token after 2 s: every stream is open before any of them sends its deltas.
-        bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000, args.write_interval_ms)
-                  for i in range(args.streams)]
-        expected = len(build_events("sim-text", bodies[0]))
-        report(f"paced, {expected} events per stream", args.streams,
-               measure(sim_url, sim_pid, bodies, expected), target=True)
+        for interval in args.write_interval_ms.split(","):
+            bodies = [stream_body(tokens, str(args.rate), str(i), stamp, 2000, interval.strip())
+                      for i in range(args.streams)]
+            expected = len(build_events("sim-text", bodies[0]))
+            shape = "one write per event" if float(interval) == 0 else f"writes batched every {interval.strip()} ms"
+            report(f"paced, {expected} events per stream, {shape}", args.streams,
+                   measure(sim_url, sim_pid, bodies, expected), target=True)
         if args.unthrottled_tokens:
             bodies = [stream_body(args.unthrottled_tokens, "max", str(i), stamp, 0) for i in range(args.streams)]
             expected = len(build_events("sim-text", bodies[0]))
