@@ -14,6 +14,7 @@ Which requests become runs: ``POST responses``, ``POST chat/completions`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -69,6 +70,14 @@ QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is r
 # (nothing is lost; memory stays bounded per stream).
 RECORD_SLICE_BYTES = 64 * 1024
 MAX_BACKLOG_BYTES = 8 * 1024 * 1024
+# A stream arriving faster than this (bytes per ms, from one chunk to the next: ~1 MB/s, a few
+# thousand events a second) is a burst, recorded once it pauses for BURST_PAUSE_MS (or ends):
+# recording a burst while it lasts takes the CPU the upstream, the relay and the client need on a
+# small machine. A paced stream (one event every few or tens of ms) is recorded chunk by chunk.
+BURST_BYTES_PER_MS = 1024
+BURST_PAUSE_MS = 10.0
+# A burst's unrecorded bytes beyond this are recorded while it lasts (a live viewer lags by at most this).
+BURST_BACKLOG_BYTES = 4 * 1024 * 1024
 STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
@@ -469,6 +478,8 @@ class StreamRelay:
         self.backlog_bytes = 0
         self.pump_finished = False
         self.ended_at: float | None = None  # when the upstream's body ended
+        self.last_arrival = float("-inf")  # when the last chunk arrived (the recorder's clock, ms)
+        self.bursting = False  # the last chunk came faster than BURST_BYTES_PER_MS after the one before
         self._wake = asyncio.Event()  # chunks (or the end) for the recorder
         self._drained = asyncio.Event()  # the backlog is small again
         self.stopped: str | None = None  # why the dashboard stopped it
@@ -559,7 +570,13 @@ class StreamRelay:
                     continue
                 self.backlog.append((chunk, t))
                 self.backlog_bytes += len(chunk)
-                self._wake.set()
+                bursting = len(chunk) > BURST_BYTES_PER_MS * (t - self.last_arrival)
+                self.last_arrival = t
+                if not (bursting and self.bursting) or self.backlog_bytes > BURST_BACKLOG_BYTES:
+                    # Paced, a burst's first chunk (the recorder then waits for the pause by
+                    # itself), or a burst past its soft limit: no timer per chunk.
+                    self._wake.set()
+                self.bursting = bursting
                 if self.backlog_bytes > MAX_BACKLOG_BYTES:
                     self._drained.clear()
                     await self._drained.wait()
@@ -584,7 +601,8 @@ class StreamRelay:
 
     async def _record(self) -> None:
         """Record what the relay gave the client, in order, a slice at a time; ends once the relay
-        has finished and everything it gave is recorded."""
+        has finished and everything it gave is recorded. A burst is recorded once it pauses
+        (BURST_PAUSE_MS), ends, or holds more than BURST_BACKLOG_BYTES unrecorded."""
         recorder = self.recorder
         done = 0
         while True:
@@ -594,6 +612,14 @@ class StreamRelay:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.bursting and not self.pump_finished and self.backlog_bytes <= BURST_BACKLOG_BYTES:
+                quiet = recorder._now() - self.last_arrival
+                if quiet < BURST_PAUSE_MS:
+                    self._wake.clear()  # set again by the end, a stop, or the soft limit
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout((BURST_PAUSE_MS - quiet) / 1000.0):
+                            await self._wake.wait()
+                    continue
             chunk, t = self.backlog.popleft()
             self.backlog_bytes -= len(chunk)
             recorder.take(chunk, t)  # raises nothing here: no stop rule on the output (else inline)

@@ -1,0 +1,137 @@
+"""Recording behind the relay (streams/gateway/proxy.py, StreamRelay): a paced stream is recorded
+chunk by chunk as it streams, a burst once it pauses or ends (or past its soft limit), always
+complete and in order, and a stop still numbers its error event after the last event sent.
+
+The upstream is the simulator over real HTTP; its answer is then replayed to the relay in chunks at
+a chosen pace, so what "paced" and "burst" mean does not depend on this machine's speed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from dashboard.api.gateway import GatewayASGI
+from streams.gateway import proxy
+from tests.gateway.test_asgi import URL, Exchange, auth, django_app, stored_data
+from tests.gateway.test_gateway import ended_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.server]
+
+BODY = {"model": "sim-text", "input": "Why is the sky blue?", "stream": True,
+        "metadata": {"sim_seed": "7", "sim_tokens": "60", "sim_tokens_per_s": "max"}}
+
+
+async def upstream_chunks(sim: str, events_per_chunk: int) -> list[bytes]:
+    """The simulator's answer, a few whole events per chunk."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        raw = (await client.post(f"{sim}/responses", json=BODY)).content
+    frames = [frame + b"\n\n" for frame in raw.split(b"\n\n") if frame.strip()]
+    return [b"".join(frames[i:i + events_per_chunk]) for i in range(0, len(frames), events_per_chunk)]
+
+
+class Replay:
+    """Stands in for the upstream's body: the chunks ``gap_s`` apart (``pauses``: longer gaps before
+    some), noting before each how many events the relay's recorder had taken; ``then`` runs
+    before the chunk of that index."""
+
+    def __init__(self, monkeypatch, chunks: list[bytes], gap_s: float, pauses: dict[int, float] | None = None,
+                 then: dict | None = None) -> None:
+        self.chunks, self.gap_s, self.pauses, self.then = chunks, gap_s, pauses or {}, then or {}
+        self.recorded_before: list[int] = []
+        self.relays: list[proxy.StreamRelay] = []
+        real_init = proxy.StreamRelay.__init__
+        relays = self.relays
+
+        def kept(relay, *args, **kwargs):
+            real_init(relay, *args, **kwargs)
+            relays.append(relay)
+
+        monkeypatch.setattr(proxy.StreamRelay, "__init__", kept)
+        monkeypatch.setattr(proxy, "iter_body", self.body)
+
+    async def body(self, response, stall_timeout):
+        relay = self.relays[-1]
+        for index, chunk in enumerate(self.chunks):
+            if index:
+                await asyncio.sleep(self.pauses.get(index, self.gap_s))
+            if index in self.then:
+                self.then[index](relay)
+            self.recorded_before.append(relay.recorder.next_seq)
+            yield chunk
+
+
+def events_in(chunks: list[bytes]) -> list[int]:
+    """How many events the chunks before each hold."""
+    counts, total = [], 0
+    for chunk in chunks:
+        counts.append(total)
+        total += chunk.count(b"\ndata: ")
+    return counts
+
+
+async def relay_through_gateway(token: str) -> tuple[Exchange, list[str]]:
+    exchange = await Exchange("POST", f"{URL}/responses", json.dumps(BODY).encode(), auth(token)).run(
+        GatewayASGI(django_app()))
+    got = b"".join(exchange.chunks)
+    return exchange, [line[6:] for line in got.decode().splitlines() if line.startswith("data: ")]
+
+
+async def test_a_paced_stream_is_recorded_while_it_streams(sim_upstream, token, monkeypatch):
+    chunks = await upstream_chunks(sim_upstream, 4)
+    replay = Replay(monkeypatch, chunks, gap_s=0.03)
+    exchange, sent = await relay_through_gateway(token)
+    assert replay.recorded_before == events_in(chunks)  # each chunk recorded before the next came
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
+async def test_a_burst_is_recorded_after_it_ends_completely_and_in_order(sim_upstream, token, monkeypatch):
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)  # no pause on a slow test machine counts
+    chunks = await upstream_chunks(sim_upstream, 4)
+    replay = Replay(monkeypatch, chunks, gap_s=0)  # back to back: the relay never waits for bytes
+    exchange, sent = await relay_through_gateway(token)
+    first = chunks[0].count(b"\ndata: ")
+    assert replay.recorded_before == [0] + [first] * (len(chunks) - 1)  # the first chunk, then nothing
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
+async def test_a_burst_is_recorded_when_it_pauses(sim_upstream, token, monkeypatch):
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 50.0)
+    chunks = await upstream_chunks(sim_upstream, 4)
+    middle = len(chunks) // 2
+    replay = Replay(monkeypatch, chunks, gap_s=0, pauses={middle: 0.5})
+    exchange, sent = await relay_through_gateway(token)
+    first = chunks[0].count(b"\ndata: ")
+    assert replay.recorded_before[middle - 1] == first  # the burst was not recorded while it lasted
+    assert replay.recorded_before[middle] == events_in(chunks)[middle]  # but in its pause
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert await stored_data(run.pk) == sent
+
+
+async def test_past_its_soft_limit_a_burst_is_recorded_while_it_lasts(sim_upstream, token, monkeypatch):
+    chunks = await upstream_chunks(sim_upstream, 4)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    monkeypatch.setattr(proxy, "BURST_BACKLOG_BYTES", len(chunks[0]) * 3)
+    replay = Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    assert replay.recorded_before[-1] > chunks[0].count(b"\ndata: ")  # the recorder caught up meanwhile
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
+async def test_a_stop_mid_burst_numbers_its_error_event_after_the_last_event_sent(sim_upstream, token, monkeypatch):
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    chunks = await upstream_chunks(sim_upstream, 4)
+    Replay(monkeypatch, chunks, gap_s=0, then={len(chunks) // 2: lambda relay: relay.stop("stopped in the dashboard")})
+    exchange, sent = await relay_through_gateway(token)
+    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
+    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames]
+    assert json.loads(frames[-1].split(b"data: ", 1)[1])["error"]["code"] == "cancelled_by_user"
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # the error event comes next
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "cancelled"
+    assert await stored_data(run.pk) == sent[:-1]  # every event sent before the stop, in order
