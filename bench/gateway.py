@@ -166,12 +166,15 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
             direct = (await streams(direct_url, {}, 1, big, "max"))[0]
         with CpuSplit(stack.roles()) as gateway_cpu:
             gateway = (await streams(gateway_url, auth, 1, big, "max"))[0]
-        stored = stored_counts(stack.webs[0], token, [gateway["run"]])
+        with CpuSplit(stack.roles()) as after_cpu:  # recording what a burst left behind
+            stored = stored_counts(stack.webs[0], token, [gateway["run"]])
         out["unthrottled"].append({
             "direct": direct["events"] / direct["elapsed"], "gateway": gateway["events"] / gateway["elapsed"],
             "same": direct["events"] == gateway["events"] == stored[0],
             "cpu": {"direct": _per_event_us(direct_cpu, direct["events"]),
-                    "gateway": _per_event_us(gateway_cpu, gateway["events"])}})
+                    "gateway": _per_event_us(gateway_cpu, gateway["events"])},
+            "after": sum(us for role, us in _per_event_us(after_cpu, gateway["events"]).items()
+                         if role not in ("simulator", "benchmark clients"))})
     return out
 
 
@@ -213,7 +216,8 @@ def main() -> None:
             print(f"    unthrottled: direct {u['direct']:.0f} events/s, gateway {u['gateway']:.0f} events/s "
                   f"({u['gateway'] / u['direct'] * 100:.0f}% of direct)"
                   f"{'' if u['same'] else ', EVENT COUNTS DIFFER (client or store)'}")
-            print(f"      CPU per event (us) {cpu}")
+            print(f"      CPU per event (us) {cpu}; Streamscope after the stream until its run was stored "
+                  f"{u['after']:.1f}")
 
 if __name__ == "__main__":
     main()
