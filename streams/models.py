@@ -198,7 +198,9 @@ class Event(models.Model):
     fields and ``obfuscation`` included), so exports reproduce the wire byte for byte.
     """
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    # No index of its own: the unique (run, seq) index serves every lookup by run (its first
+    # column), and a third b-tree to update cost ~6 of ~15 us of CPU per stored event on SQLite.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.PositiveIntegerField()
     t = models.FloatField(help_text="milliseconds since the request was sent")
     type = models.CharField(max_length=200)
