@@ -20,9 +20,10 @@ them): the socket is accepted first and then closed with 4401 (not logged in) or
 the run; also for "no such run"). Closing *before* accepting would make Daphne answer the handshake
 with HTTP 403, which a browser reports as 1006, indistinguishable from a network error. A socket
 lives no longer than its session: logging out closes it at once (the consumer joins its session's
-group, dashboard/auth.py), and every :data:`SESSION_CHECK_S` it re-checks that the session still
-holds its user and that the user may still see the run (expiry, password change, deactivation,
-reviewer role removed), closing with 4401 or 4403 otherwise.
+group, dashboard/auth.py), and every :data:`SESSION_CHECK_S` the session's sockets in this process
+are re-checked together (:class:`SessionWatch`): that the session still holds its user and that the
+user may still see each run (expiry, password change, deactivation, reviewer role removed),
+closing with 4401 or 4403 otherwise.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import contextvars
 import json
 import logging
 import time
+import weakref
 from collections import OrderedDict, deque
 from importlib import import_module
 from types import SimpleNamespace
@@ -83,21 +85,79 @@ def _load_visible_run(run_id: int, user: Any) -> Run | None:
 
 
 @database_sync_to_async
-def _refusal(session_key: str | None, user_pk: Any, run_id: int) -> int | None:
-    """Why a socket opened by ``user_pk`` with this session must close now (a close code), or None
-    while the session still holds that user and the user may still see the run. The session is
-    read afresh from its store: the scope's copy was loaded once, at the handshake. (A scope with
-    no session at all, as a test may build, has only the user to re-read.)"""
+def _refusals(session_key: str | None, user_pk: Any, run_ids: set[int]) -> dict[int, int | None]:
+    """For each run a socket of this session watches: why it must close now (a close code), or
+    None while the session still holds ``user_pk`` and the user may still see the run. The
+    session is read afresh from its store: the scope's copy was loaded once, at the handshake. (A
+    scope with no session at all, as a test may build, has only the user to re-read.)"""
     if session_key:
         session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
         user = get_session_user(SimpleNamespace(session=session))
     else:
         user = get_user_model()._default_manager.filter(pk=user_pk, is_active=True).first()
     if user is None or not user.is_authenticated or user.pk != user_pk:
-        return CLOSE_UNAUTHENTICATED
-    if not Run.objects.visible_to(user).filter(pk=run_id).exists():
-        return CLOSE_FORBIDDEN
-    return None
+        return dict.fromkeys(run_ids, CLOSE_UNAUTHENTICATED)
+    visible = set(Run.objects.visible_to(user).filter(pk__in=run_ids).values_list("pk", flat=True))
+    return {run_id: None if run_id in visible else CLOSE_FORBIDDEN for run_id in run_ids}
+
+
+class SessionWatch:
+    """The open sockets of each session in this process, re-checked together every
+    :data:`SESSION_CHECK_S`: one database hop per session (the session, its user, which of the
+    watched runs the user may still see) instead of three queries per socket. A socket to close
+    is sent ``session.check`` with its code, so it closes between its handlers, never inside one."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[tuple[str | None, Any], dict[RunConsumer, None]] = {}
+        self.tasks: dict[tuple[str | None, Any], asyncio.Task] = {}
+
+    def watch(self, consumer: RunConsumer) -> None:
+        key = (consumer.session_key, consumer.user_pk)
+        self.sessions.setdefault(key, {})[consumer] = None
+        if key not in self.tasks:
+            # A context of its own: the first socket's dies with it.
+            self.tasks[key] = asyncio.get_running_loop().create_task(
+                self._check_forever(key), name="ws-session-check", context=contextvars.Context())
+
+    def unwatch(self, consumer: RunConsumer) -> None:
+        key = (getattr(consumer, "session_key", None), getattr(consumer, "user_pk", None))
+        sockets = self.sessions.get(key)
+        if sockets is None or consumer not in sockets:
+            return
+        del sockets[consumer]
+        if not sockets:
+            del self.sessions[key]
+            self.tasks.pop(key).cancel()
+
+    async def _check_forever(self, key: tuple[str | None, Any]) -> None:
+        while True:
+            await asyncio.sleep(SESSION_CHECK_S)
+            sockets = list(self.sessions.get(key, ()))
+            try:
+                codes = await _refusals(key[0], key[1], {socket_.run_id for socket_ in sockets})
+            except Exception:  # the database is busy or gone: the next round asks again
+                log.warning("session re-check failed; trying again in %ss", SESSION_CHECK_S, exc_info=True)
+                continue
+            for socket_ in sockets:
+                code = codes.get(socket_.run_id)
+                if code is None:
+                    continue
+                try:
+                    await socket_.channel_layer.send(socket_.channel_name, {"type": "session.check", "code": code})
+                except Exception:  # a full channel: the next round tells it again
+                    log.debug("run %s: session refusal not queued", socket_.run_id, exc_info=True)
+
+
+_session_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SessionWatch] = weakref.WeakKeyDictionary()
+
+
+def session_watch() -> SessionWatch:
+    """The running event loop's watch (tests run several loops)."""
+    loop = asyncio.get_running_loop()
+    watch = _session_watches.get(loop)
+    if watch is None:
+        watch = _session_watches[loop] = SessionWatch()
+    return watch
 
 
 @database_sync_to_async
@@ -125,6 +185,7 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     def _leave_viewers(self) -> None:
         self.gone = True
+        session_watch().unwatch(self)
         if self.joined:
             self.joined = False
             self.viewers.leave(self.run_id, self)
@@ -227,7 +288,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.viewers.join(self.run_id, self)
         self.joined = True
         await self.accept()
-        self.session_watch = asyncio.create_task(self._watch_session(), name=f"ws-run-{self.run_id}-session")
+        session_watch().watch(self)
         await self._send_stored(upto=None)
         run = await _load_run(self.run_id)
         if run is None:
@@ -245,6 +306,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         """Close with ``code``; during the handshake, accept first so that the browser sees the
         code rather than a failed handshake (see the module doc)."""
         self.refused = True
+        session_watch().unwatch(self)  # nothing more to check for it
         if accept:
             await self.accept()
         await self.close(code=code)
@@ -252,9 +314,9 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.gone = True
         self.inbox.clear()
-        for task in (getattr(self, "watchdog", None), getattr(self, "session_watch", None)):
-            if task is not None:
-                task.cancel()
+        watchdog = getattr(self, "watchdog", None)
+        if watchdog is not None:
+            watchdog.cancel()
         was_joined = self.joined
         self._leave_viewers()
         if was_joined and self.session_group:
@@ -264,18 +326,9 @@ class RunConsumer(AsyncWebsocketConsumer):
         """The session logged out (dashboard/auth.py sends this to the session's group)."""
         await self.refuse(CLOSE_UNAUTHENTICATED)
 
-    async def _watch_session(self) -> None:
-        while True:
-            await asyncio.sleep(SESSION_CHECK_S)
-            try:
-                await self.channel_layer.send(self.channel_name, {"type": "session.check"})
-            except Exception:  # a full channel: the next round asks again
-                log.debug("run %s: session check not queued", self.run_id, exc_info=True)
-
     async def session_check(self, message: dict) -> None:
-        code = await _refusal(self.session_key, self.user_pk, self.run_id)
-        if code is not None:
-            await self.refuse(code)
+        """The session's re-check (SessionWatch) found this socket must close."""
+        await self.refuse(message["code"])
 
     async def _watch_for_lost_end(self) -> None:
         """The final status is one channel-layer message and can be dropped like any other (a
