@@ -129,7 +129,8 @@ def _per_event_us(split: CpuSplit, events: int) -> dict[str, float]:
     return {role: seconds / max(events, 1) * 1e6 for role, seconds in split.used.items()}
 
 
-async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float, unthrottled: int) -> dict:
+async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float, unthrottled: int,
+                  samples: int = SAMPLES) -> dict:
     direct_url = f"{stack.sim_url}/responses"
     gateway_url = f"{stack.webs[0]}/gateway/simulator/v1/responses"
     auth = {"Authorization": f"Bearer {token}"}
@@ -141,15 +142,17 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
     for label, n in (("one", 1), ("many", count)):
         if n == 0:
             continue
-        if n == 1:  # one stream at a time, SAMPLES times, alternating, for percentiles of single streams
+        if n == 1:  # one stream at a time, `samples` times, alternating, for percentiles of single streams
+            if samples == 0:
+                continue
             direct, gateway = [], []
             web_cpu = 0.0
-            for _ in range(SAMPLES):  # 2 s each: enough events for the delays, TTFB is per stream
+            for _ in range(samples):  # 2 s each: enough events for the delays, TTFB is per stream
                 direct += await streams(direct_url, {}, 1, rate * 2, str(rate))
                 with CpuSplit(stack.roles()) as split:
                     gateway += await streams(gateway_url, auth, 1, rate * 2, str(rate))
                 web_cpu += sum(s for role, s in split.used.items() if role not in ("simulator", "benchmark clients"))
-            out["one_cpu_ms"] = web_cpu / SAMPLES * 1000.0
+            out["one_cpu_ms"] = web_cpu / samples * 1000.0
             out["inside"] = inside_timings(stack)
         else:
             direct = await streams(direct_url, {}, n, tokens, str(rate))
@@ -185,6 +188,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=50, help="events (tokens) per second per stream")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--unthrottled", type=int, default=1, help="unthrottled streams measured, one at a time")
+    parser.add_argument("--samples", type=int, default=SAMPLES, help="single streams measured in turn (0: none)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"gateway: 1 and {args.streams} streams x {args.rate} events/s for {args.seconds:g} s, direct vs "
@@ -193,13 +197,14 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix=f"streamscope-bench-{mode}-"))
         with Stack(mode, work=work, extra_env={"STREAMSCOPE_GATEWAY_TIMINGS": str(work / TIMINGS)}) as stack:
             token = make_token(stack)
-            r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds, args.unthrottled))
+            r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds, args.unthrottled,
+                                    args.samples))
         print(f"  {stack.describe()}")
         for label in ("one", "many"):
             if label not in r:
                 continue
             d, g = r[label]["direct"], r[label]["gateway"]
-            what = f"1 stream ({SAMPLES} in turn)" if label == "one" else f"{r[label]['streams']} streams at once"
+            what = f"1 stream ({args.samples} in turn)" if label == "one" else f"{r[label]['streams']} streams at once"
             print(f"    {what}: TTFB p50 {d['ttfb50']:.1f} -> {g['ttfb50']:.1f} ms, "
                   f"p99 {d['ttfb99']:.1f} -> {g['ttfb99']:.1f} ms (added p50 {g['ttfb50'] - d['ttfb50']:+.1f}, "
                   f"p99 {g['ttfb99'] - d['ttfb99']:+.1f} ms); "
