@@ -127,8 +127,8 @@ def _database() -> dict:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
         # Reopening SQLite (and re-running the PRAGMAs) around every batch cost ~8% of a busy
-        # process; an idle connection costs nothing, and a finished request thread's connection
-        # is closed with its thread-local.
+        # process; an idle connection costs nothing, and a finished request's own thread closes
+        # its connection as the request ends (dashboard/request_threads.py).
         "CONN_MAX_AGE": 600,
         "OPTIONS": {
             # WAL lets viewers read while the runner writes; IMMEDIATE avoids lock upgrades.
