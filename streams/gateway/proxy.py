@@ -76,8 +76,10 @@ MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 # small machine. A paced stream (one event every few or tens of ms) is recorded chunk by chunk.
 BURST_BYTES_PER_MS = 1024
 BURST_PAUSE_MS = 10.0
-# A burst's unrecorded bytes beyond this are recorded while it lasts (a live viewer lags by at most this).
-BURST_BACKLOG_BYTES = 4 * 1024 * 1024
+# A burst's unrecorded bytes beyond this are recorded while it lasts (a live viewer lags by at most
+# this; memory stays within MAX_BACKLOG_BYTES). 4 MiB recorded a third of a 20,000-event burst during
+# it and cost 15-25 points of its throughput on 2 cores (docs/performance.md).
+BURST_BACKLOG_BYTES = MAX_BACKLOG_BYTES * 3 // 4
 STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
