@@ -52,15 +52,18 @@ def _one_statement() -> bool:
 
 
 def _execute_unlogged(cursor: Any, sql: str, params: Sequence[Any]) -> None:
-    """Execute past Django's debug cursor: with DEBUG on it renders each statement with its
-    parameters quoted (by a query of its own) and keeps the last 9,000, and these parameters are
-    whole batches of events, megabytes each."""
+    """Execute an SQLite statement written with ``?`` placeholders past Django's debug cursor (with
+    DEBUG on it renders each statement with its parameters quoted, by a query of its own, and
+    keeps the last 9,000; these parameters are whole batches of events, megabytes each) and past
+    its cursor's conversion of ``%s`` to ``?`` (a regular expression over a statement of up to
+    5,000 placeholders, every batch)."""
     with connection.wrap_database_errors:
-        cursor.cursor.execute(sql, params)
+        sqlite3.Cursor.execute(cursor.cursor, sql, params)
 
 
 def _values_rows(width: int, count: int) -> str:
-    row = "(" + ", ".join(["%s"] * width) + ")"
+    """``(?, ?), (?, ?)...``: ``count`` rows of ``width`` SQLite placeholders."""
+    row = "(" + ", ".join(["?"] * width) + ")"
     return ", ".join([row] * count)
 
 
