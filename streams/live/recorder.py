@@ -24,7 +24,7 @@ from django.conf import settings
 
 from streams.models import RunStatus
 from streams.pipeline import store
-from streams.pipeline.broadcast import publish_events, publish_status
+from streams.pipeline.broadcast import listened, publish_events, publish_status
 from streams.pipeline.flush_clock import RoundBatch
 from streams.protocol import fastjson
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
@@ -189,8 +189,7 @@ class RunRecorder:
             if final_fields:
                 fields.update(final_fields)
         run_id = self.run_id
-        return RoundBatch(run_id, [(run_id, r.seq, r.t, r.type, r.data) for r in batch], fields,
-                          batch[0].seq if batch else 0, [r.encoded() for r in batch], clock)
+        return RoundBatch(run_id, [(run_id, r.seq, r.t, r.type, r.data) for r in batch], fields, batch, clock)
 
     def _stored(self, taken: RoundBatch, final: bool) -> None:
         if taken.fields is not None:
@@ -210,12 +209,13 @@ class RunRecorder:
             taken = self._take(final_fields)
             await store.write_batch(self.run_id, taken.rows, taken.fields)  # grouped with other runs' batches
             self._stored(taken, final_fields is not None)
-            if taken.encoded:
+            if taken.records and listened(self.run_id):
+                first = taken.records[0].seq
                 try:
-                    await publish_events(self.run_id, taken.first_seq, taken.encoded)
+                    await publish_events(self.run_id, first, taken.encoded())
                 except Exception as exc:
                     # Stored already; viewers refill what a lost publish did not bring them.
-                    log.warning("run %s: publishing events %d.. failed: %r", self.run_id, taken.first_seq, exc)
+                    log.warning("run %s: publishing events %d.. failed: %r", self.run_id, first, exc)
             await self.moderator.commit(final=final_fields is not None)  # store + publish new flags
 
     # What the flush clock asks of a run (streams/pipeline/flush_clock.py).

@@ -18,7 +18,8 @@ from channels.layers import get_channel_layer
 from streams.pipeline.rounds import Rounds
 from streams.pipeline.viewers import group_name, local_viewers
 
-__all__ = ["GroupPublisher", "group_name", "publish_events", "publish_flag", "publish_round", "publish_status"]
+__all__ = ["GroupPublisher", "group_name", "listened", "publish_events", "publish_flag", "publish_round",
+           "publish_status"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,18 @@ async def publish_events(run_id: int, first_seq: int, encoded_events: list[str])
         return
     message = {"type": "run.events", "run": run_id, "first": first_seq, "events": encoded_events}
     await _publisher().send(group_name(run_id), message)
+
+
+def listened(run_id: int) -> bool:
+    """Whether a batch of the run published now could reach anyone: with the in-memory layer
+    (embedded) a viewer registered here or a channel in the run's group; another layer reaches
+    other processes, so always. Asked after the batch is stored: a viewer that joins later reads
+    it from the store (it joins before it reads its backlog, dashboard/consumers.py)."""
+    layer = get_channel_layer()
+    viewers = local_viewers(layer)
+    if not viewers.local:
+        return True
+    return run_id in viewers.runs or bool(layer.groups.get(group_name(run_id)))
 
 
 async def publish_round(batches: list[tuple[int, int, list[str]]]) -> None:

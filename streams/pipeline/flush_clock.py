@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from streams.pipeline import store
-from streams.pipeline.broadcast import publish_round
+from streams.pipeline.broadcast import listened, publish_round
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,11 @@ class RoundBatch:
     run_id: int
     rows: list[store.Row]
     fields: dict[str, Any] | None
-    first_seq: int
-    encoded: list[str]
+    records: list[Any]  # streams.protocol.records.EventRecord, encoded only for a run someone hears
     taken_at: float
+
+    def encoded(self) -> list[str]:
+        return [record.encoded() for record in self.records]
 
 
 class Flushable(Protocol):
@@ -139,8 +141,8 @@ class FlushClock:
         results: list[BaseException | None] | None = None
         try:
             results = await store.write_round([(b.run_id, b.rows, b.fields) for _, b in taken])
-            await publish_round([(b.run_id, b.first_seq, b.encoded) for (_, b), error in zip(taken, results)
-                                 if error is None and b.encoded])
+            await publish_round([(b.run_id, b.records[0].seq, b.encoded()) for (_, b), error in zip(taken, results)
+                                 if error is None and b.records and listened(b.run_id)])
         except BaseException as exc:  # cancelled: no run may wait for this round for ever
             if results is None:
                 results = [exc] * len(taken)

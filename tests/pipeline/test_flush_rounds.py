@@ -176,3 +176,39 @@ async def test_publish_round_logs_a_failed_publish_and_goes_on(monkeypatch, capl
     monkeypatch.setattr(broadcast, "_publisher", Broken)
     await broadcast.publish_round([(1, 0, ["{}"])])
     assert "publishing events 0.. failed" in caplog.text
+
+
+async def test_a_batch_nobody_in_this_process_hears_is_stored_but_not_encoded_or_sent(user, monkeypatch):
+    """Embedded (in-memory layer): no viewer registered and no channel in the run's group. A viewer
+    that joins later reads the batch from the store (it joins before reading its backlog)."""
+    from channels.layers import get_channel_layer
+
+    from streams.protocol.records import EventRecord
+
+    encoded = []
+    real = EventRecord.encoded
+    monkeypatch.setattr(EventRecord, "encoded", lambda self: encoded.append(self.seq) or real(self))
+    sent = []
+    layer = get_channel_layer()
+    real_send = layer.group_send
+
+    async def group_send(group, message):
+        sent.append(group)
+        await real_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", group_send)
+    [heard], _ = await recording(user, 1)
+    unheard = RunRecorder((await sync_to_async(make_run)(user, status=RunStatus.STREAMING)).pk)
+    listener = RunRecorder((await sync_to_async(make_run)(user, status=RunStatus.STREAMING)).pk)
+    channel = await layer.new_channel()
+    await layer.group_add(broadcast.group_name(listener.run_id), channel)  # e.g. manage.py stream
+    clock = FlushClock()
+    for recorder in (heard, unheard, listener):
+        recorder.accept_frame(delta(0), 0.0)
+        clock.runs.add(recorder)
+    await clock.tick()
+    unheard.accept_frame(delta(1), 1.0)
+    await unheard.flush()  # the run's own flush decides the same way
+    assert await stored_seqs(unheard.run_id) == [0, 1]
+    assert sorted(encoded) == [0, 0] and broadcast.group_name(unheard.run_id) not in sent
+    assert (await layer.receive(channel))["events"][0].startswith('{"seq":0,')
