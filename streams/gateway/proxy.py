@@ -33,6 +33,7 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from streams.gateway.recorder import GatewayRecorder
+from streams.gateway.run_row import insert_here
 from streams.live import stoppers
 from streams.live.recorder import WORKER_NAME
 from streams.models import ModerationRule, Run, RunSource, RunStatus
@@ -208,7 +209,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         # Nothing can refuse it: the run is created while the request is on its way (the database
         # trip is out of the time to first byte). The run exists before a byte of the answer is
         # read, so the recorder misses nothing.
-        creating = asyncio.ensure_future(database_sync_to_async(_create_run)(request, fields, kind))
+        creating = asyncio.ensure_future(_create_run_beside(request, fields, kind))
     client = _client()
     headers = upstream_headers(request)
     url = f"{request.provider.base_url.rstrip('/')}/{request.path}"
@@ -332,12 +333,29 @@ def _create_run(request: GatewayRequest, fields: _RunFields, kind: str) -> Run:
         earlier = (Run.objects.filter(owner=request.owner, source=RunSource.GATEWAY, response_id=fields.response_id)
                    .order_by("created_at").first())
         model = earlier.model if earlier else ""
+    run = _new_run(request, fields, model)
+    run.save(force_insert=True)
+    return run
+
+
+def _new_run(request: GatewayRequest, fields: _RunFields, model: str) -> Run:
     now = timezone.now()
-    return Run.objects.create(
+    return Run(
         owner=request.owner, provider=request.provider.name, model=model[:200], request=fields.stored,
         status=RunStatus.STREAMING, background=fields.background, source=RunSource.GATEWAY,
         started_at=now, worker=WORKER_NAME, heartbeat_at=now,
     )
+
+
+async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: str) -> Run:
+    """:func:`_create_run` as a task beside the upstream request (its first step runs once the request
+    is written): on SQLite inserted on this thread at once (streams/gateway/run_row.py), else, or
+    when the database thread holds the write lock, on the database thread."""
+    if kind != "resume":  # a resumed stream reads the original run first: the database thread's way
+        run = _new_run(request, fields, fields.model)
+        if insert_here(run):
+            return run
+    return await database_sync_to_async(_create_run)(request, fields, kind)
 
 
 def _recorder(run: Run, protocol: str, fields: _RunFields) -> GatewayRecorder:
