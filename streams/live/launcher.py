@@ -44,12 +44,15 @@ class AsyncioLauncher:
 
     async def launch(self, run_id: int, resume: bool = False) -> None:
         # A fresh context: the task must not inherit the request's (asgiref ties thread-sensitive
-        # database calls to a per-request executor that is gone once the response is sent).
+        # database calls to a per-request executor that is gone once the response is sent). Its
+        # done callback gets the same one: by default a callback keeps a copy of the current (the
+        # request's) context, with the request's locals, for the run's whole life.
+        context = contextvars.Context()
         task = asyncio.get_running_loop().create_task(
-            RunExecutor(run_id, resume=resume).execute(), name=f"run-{run_id}", context=contextvars.Context()
+            RunExecutor(run_id, resume=resume).execute(), name=f"run-{run_id}", context=context
         )
         self.tasks[run_id] = task
-        task.add_done_callback(lambda done, run_id=run_id: self._forget(run_id, done))
+        task.add_done_callback(lambda done, run_id=run_id: self._forget(run_id, done), context=context)
 
     def _forget(self, run_id: int, task: asyncio.Task) -> None:
         if self.tasks.get(run_id) is task:
