@@ -502,6 +502,7 @@ class StreamRelay:
         self.bursting = False  # the last chunk came faster than BURST_BYTES_PER_MS after the one before
         self._wake = asyncio.Event()  # chunks (or the end) for the recorder
         self._drained = asyncio.Event()  # the backlog is small again
+        self.held = False  # the relay waits for the recorder (MAX_BACKLOG_BYTES unrecorded)
         self.stopped: str | None = None  # why the dashboard stopped it
         self.moderation_error: dict[str, Any] | None = None
         self.upstream_error: dict[str, Any] | None = None
@@ -599,7 +600,10 @@ class StreamRelay:
                 self.bursting = bursting
                 if self.backlog_bytes > MAX_BACKLOG_BYTES:
                     self._drained.clear()
+                    self.held = True  # no burst waits for a pause while the relay waits for it
+                    self._wake.set()
                     await self._drained.wait()
+                    self.held = False
             self.ended_at = recorder._now()
             if inline:
                 recorder.take_end(self.ended_at)
@@ -632,7 +636,8 @@ class StreamRelay:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self.bursting and not self.pump_finished and self.backlog_bytes <= BURST_BACKLOG_BYTES:
+            if (self.bursting and not self.pump_finished and not self.held
+                    and self.backlog_bytes <= BURST_BACKLOG_BYTES):
                 quiet = recorder._now() - self.last_arrival
                 if quiet < BURST_PAUSE_MS:
                     self._wake.clear()  # set again by the end, a stop, or the soft limit

@@ -135,3 +135,14 @@ async def test_a_stop_mid_burst_numbers_its_error_event_after_the_last_event_sen
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
     assert run.status == "cancelled"
     assert await stored_data(run.pk) == sent[:-1]  # every event sent before the stop, in order
+
+
+async def test_a_relay_held_by_a_full_backlog_has_its_burst_recorded_at_once(sim_upstream, token, monkeypatch):
+    chunks = await upstream_chunks(sim_upstream, 4)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    monkeypatch.setattr(proxy, "MAX_BACKLOG_BYTES", len(chunks[0]) * 2)  # held before the soft limit is reached
+    replay = Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await asyncio.wait_for(relay_through_gateway(token), 20)  # not held for the burst's pause
+    assert replay.recorded_before[-1] > chunks[0].count(b"\ndata: ")
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed" and await stored_data(run.pk) == sent
