@@ -107,6 +107,23 @@ def _mappings() -> dict[str, int]:
     return dict(kinds)
 
 
+def _holders(qualname: str, depth: int = 4) -> list[str]:
+    """What keeps one live object of type ``qualname`` alive: a chain of referrers' types."""
+    gc.collect()
+    found = [o for o in gc.get_objects() if type(o).__qualname__ == qualname]
+    if not found:
+        return []
+    chain, target, seen = [], found[-1], {id(found)}
+    for _ in range(depth):
+        referrers = [r for r in gc.get_referrers(target) if id(r) not in seen and r is not found]
+        seen.update(id(r) for r in referrers)
+        if not referrers:
+            break
+        chain.append(" | ".join(sorted({f"{type(r).__module__}.{type(r).__qualname__}" for r in referrers})[:6]))
+        target = referrers[0]
+    return chain
+
+
 def _report(dump_dir: Path, index: list[int], signum: int, frame) -> None:
     phase = index[0]
     index[0] += 1
@@ -126,6 +143,7 @@ def _report(dump_dir: Path, index: list[int], signum: int, frame) -> None:
     }
     if tracemalloc.is_tracing():
         tracemalloc.take_snapshot().dump(str(dump_dir / f"snapshot-{phase}.bin"))
+    report["holders"] = {name: _holders(name) for name in os.environ.get("MEMORY_HOLDERS", "").split(",") if name}
     report["types"] = dict(collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}"
                                                for o in gc.get_objects()))
     if phase == len(PHASES) - 1:  # the last: how much RSS glibc gives back when asked
@@ -263,6 +281,9 @@ def explain(reports: list[dict], dump_dir: Path, runs: int, top: int) -> None:
     for name, a, b in (("started", 0, 1), ("streaming", 0, 2), ("viewers", 2, 3)):
         table(f"resident KiB by mapping, {name}", reports[a]["mappings"], reports[b]["mappings"], runs, 8,
               unit="run")
+    for phase, report in zip(PHASES, reports):
+        for name, chain in report.get("holders", {}).items():
+            print(f"    {phase}: one {name} is held by: " + "  <-  ".join(chain))
     table("gc-tracked objects by type, run side", r0["types"], reports[2]["types"], runs, top, unit="run")
     table("gc-tracked objects by type, viewer side", reports[2]["types"], r2["types"], runs, top, unit="viewer")
     snapshots = [dump_dir / f"snapshot-{i}.bin" for i in range(len(PHASES))]
@@ -284,6 +305,7 @@ def main() -> None:
     parser.add_argument("--trace", type=int, default=0, help="tracemalloc frames (0: RSS only)")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of streaming before each report")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--holders", default="", help="comma-separated type names: print what keeps one alive")
     parser.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the server process")
     args = parser.parse_args()
     raise_open_files_limit()
@@ -303,6 +325,7 @@ def main() -> None:
             server_env = {**os.environ, **env, "STREAMSCOPE_VAR_DIR": str(work), "PORT": str(port),
                           "DJANGO_SETTINGS_MODULE": "dashboard.settings", "MEMORY_DUMP_DIR": str(dump_dir),
                           "MEMORY_TRACE_FRAMES": str(args.trace),
+                          "MEMORY_HOLDERS": args.holders,
                           **dict(item.split("=", 1) for item in args.server_env)}
             with open(work / f"server-{port}.log", "wb") as log:
                 server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], cwd=ROOT, env=server_env,
