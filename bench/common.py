@@ -48,6 +48,9 @@ SIMULATOR_ONLY = {"STREAMSCOPE_SIMULATOR_OPEN": "1", "STREAMSCOPE_RECOVERY_INTER
 # Which server runs the simulator-only process: "uvicorn" (python -m simulator.serve) or "daphne".
 SIMULATOR_SERVER = os.environ.get("STREAMSCOPE_BENCH_SIMULATOR", "uvicorn")
 BENCH_ENV = {
+    # As deployed: DEBUG off (on, Django keeps every query's text per connection and has SQLite
+    # quote each query's parameters for it: web + runs ~8% more CPU per event in bench/concurrency.py).
+    "DJANGO_DEBUG": os.environ.get("DJANGO_DEBUG", "0"),
     "STREAMSCOPE_MAX_ACTIVE_RUNS_PER_USER": "100000",
     "STREAMSCOPE_LOG_LEVEL": "WARNING",
     "STREAMSCOPE_RECOVERY_INTERVAL_S": "2",
@@ -56,7 +59,8 @@ BENCH_ENV = {
 
 def start_simulator_process(work: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """The benchmarks' simulator-only process on ``SIMULATOR_SERVER``; (process, base URL)."""
-    env = {**SIMULATOR_ONLY, "STREAMSCOPE_LOG_LEVEL": "WARNING", **(extra_env or {})}
+    env = {**SIMULATOR_ONLY, "STREAMSCOPE_LOG_LEVEL": "WARNING", "DJANGO_DEBUG": BENCH_ENV["DJANGO_DEBUG"],
+           **(extra_env or {})}
     if SIMULATOR_SERVER == "daphne":
         return start_daphne(work, extra_env=env)
     if SIMULATOR_SERVER != "uvicorn":
