@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import tracemalloc
+import types
 from pathlib import Path
 
 from common import BENCH_ENV, PASSWORD, SIMULATOR_ONLY, USER, Viewer, login, machine, rss_mb
@@ -107,7 +108,7 @@ def _mappings() -> dict[str, int]:
     return dict(kinds)
 
 
-def _holders(qualname: str, depth: int = 4) -> list[str]:
+def _holders(qualname: str, depth: int = 8) -> list[str]:
     """What keeps one live object of type ``qualname`` alive: a chain of referrers' types."""
     gc.collect()
     found = [o for o in gc.get_objects() if type(o).__qualname__ == qualname]
@@ -115,7 +116,9 @@ def _holders(qualname: str, depth: int = 4) -> list[str]:
         return []
     chain, target, seen = [], found[-1], {id(found)}
     for _ in range(depth):
-        referrers = [r for r in gc.get_referrers(target) if id(r) not in seen and r is not found]
+        # Not this function's own lists and frame, which refer to the target too.
+        referrers = [r for r in gc.get_referrers(target) if id(r) not in seen and not isinstance(r, types.FrameType)]
+        seen.add(id(referrers))
         seen.update(id(r) for r in referrers)
         if not referrers:
             break
