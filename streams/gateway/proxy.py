@@ -593,9 +593,11 @@ class StreamRelay:
                 self.backlog_bytes += len(chunk)
                 bursting = len(chunk) > BURST_BYTES_PER_MS * (t - self.last_arrival)
                 self.last_arrival = t
-                if not (bursting and self.bursting) or self.backlog_bytes > BURST_BACKLOG_BYTES:
-                    # Paced, a burst's first chunk (the recorder then waits for the pause by
-                    # itself), or a burst past its soft limit: no timer per chunk.
+                if (not (bursting and self.bursting) or len(self.backlog) == 1
+                        or self.backlog_bytes > BURST_BACKLOG_BYTES):
+                    # Paced, a burst's first chunk or the first since the recorder caught up (it
+                    # then waits for the pause by itself), or a burst past its soft limit: no timer
+                    # per chunk.
                     self._wake.set()
                 self.bursting = bursting
                 if self.backlog_bytes > MAX_BACKLOG_BYTES:
@@ -658,9 +660,11 @@ class StreamRelay:
             recorder.take_end(self.ended_at)
 
     async def _recorded(self) -> None:
-        """Wait until the recorder has taken everything the client was given (the relay has ended)."""
+        """Wait until the recorder has taken everything the client was given (the relay has ended).
+        Cancelling the waiter (the client left meanwhile) leaves the recorder running: the end
+        still waits for it, so the run keeps every event the client was sent."""
         if self.recording is not None:
-            await asyncio.gather(self.recording, return_exceptions=True)
+            await asyncio.wait([self.recording])
 
     def _separator(self) -> bytes:
         # A stop between two chunks of one event: end that event first (the client sees it broken).

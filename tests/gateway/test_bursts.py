@@ -146,3 +146,37 @@ async def test_a_relay_held_by_a_full_backlog_has_its_burst_recorded_at_once(sim
     assert replay.recorded_before[-1] > chunks[0].count(b"\ndata: ")
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
     assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
+async def test_burst_sized_chunks_that_come_with_pauses_between_are_each_recorded_in_the_pause(
+        sim_upstream, token, monkeypatch):
+    # Each chunk is big for the time since the one before (a burst by its rate), yet a pause follows
+    # it: the recorder, idle with nothing left, must still be woken for the next one.
+    monkeypatch.setattr(proxy, "BURST_BYTES_PER_MS", 1.0)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 10.0)
+    chunks = await upstream_chunks(sim_upstream, 4)
+    replay = Replay(monkeypatch, chunks, gap_s=0.12)
+    exchange, sent = await relay_through_gateway(token)
+    assert replay.recorded_before == events_in(chunks)  # each recorded in the pause after it
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
+async def test_a_client_leaving_while_a_stop_waits_for_the_recorder_leaves_it_recording():
+    # A dashboard stop first waits for the recorder (its error event is numbered after the last
+    # event sent); if the client leaves meanwhile, that wait is cancelled, not the recording.
+    from types import SimpleNamespace
+
+    done = asyncio.Event()
+
+    async def catching_up():
+        await asyncio.sleep(0.2)
+        done.set()
+
+    relay = SimpleNamespace(recording=asyncio.create_task(catching_up()))
+    waiter = asyncio.create_task(proxy.StreamRelay._recorded(relay))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    await asyncio.wait_for(done.wait(), 5)
+    assert not relay.recording.cancelled()
