@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from streams.live.executor import RunExecutor
+from streams.live.recorder import stored_output_text
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.pipeline.store import catch_up_row
 
@@ -86,8 +87,10 @@ def mark_orphan_cancelled(run_id: int) -> None:
         if run is None:
             return
         catch_up_row(run)
+        # The row's text is rewritten only every TEXT_EVERY_S while a run streams: spelled whole
+        # from the stored events instead.
         Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(
-            status=RunStatus.CANCELLED, finished_at=timezone.now()
+            status=RunStatus.CANCELLED, finished_at=timezone.now(), output_text=stored_output_text(run_id)
         )
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import AsyncioLauncher, mark_orphan_cancelled
+from streams.live.recorder import stored_output_text
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
@@ -95,7 +96,7 @@ def cancel_unclaimed(run_id: int) -> bool:
             return False
         catch_up_row(run)
         return Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").update(
-            status=RunStatus.CANCELLED, finished_at=timezone.now()
+            status=RunStatus.CANCELLED, finished_at=timezone.now(), output_text=stored_output_text(run_id)
         ) == 1
 
 
