@@ -17,7 +17,7 @@ from typing import Any
 
 from django.conf import settings
 
-from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder
+from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder, usable_response_id
 from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
@@ -124,8 +124,8 @@ class GatewayRecorder(RunRecorder):
             self.terminal_response = {"usage": payload.get("usage"), "output": []}
             finish = first.get("finish_reason")
             return (RunStatus.INCOMPLETE if finish in ("length", "content_filter") else RunStatus.COMPLETED), None
-        if isinstance(payload.get("id"), str):
-            self.response_id = payload["id"]
+        if usable_response_id(payload.get("id")):
+            self.response_id = usable_response_id(payload.get("id"))
         self.terminal_response = payload
         status = payload.get("status")
         if status == "failed":

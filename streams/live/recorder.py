@@ -51,6 +51,7 @@ TEXT_EVERY_S = 5.0
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.
 EXACT_TYPES = TERMINAL_TYPES | {"error"}
+RESPONSE_ID_MAX = 200  # Run.response_id's max_length
 
 
 class RunLimitExceeded(Exception):
@@ -148,8 +149,8 @@ class RunRecorder:
                     self.chat_finish_reason = str(choice["finish_reason"])
         elif event_type.startswith("response.") and isinstance(payload.get("response"), dict):
             response = payload["response"]
-            if not self.response_id and isinstance(response.get("id"), str):
-                self.response_id = response["id"]
+            if not self.response_id:
+                self.response_id = usable_response_id(response.get("id"))
             if event_type in TERMINAL_TYPES:
                 self.terminal_type = event_type
                 self.terminal_response = response
@@ -233,7 +234,12 @@ class RunRecorder:
         if type(self).flush is not RunRecorder.flush or self._closed:
             return None
         self._in_round = asyncio.get_running_loop().create_future()
-        return self._take()
+        try:
+            return self._take()
+        except BaseException:
+            in_round, self._in_round = self._in_round, None  # no flush of its own may wait for it
+            in_round.set_result(None)
+            raise
 
     def batch_done(self, taken: RoundBatch, error: BaseException | None) -> Awaitable[Any] | None:
         """The round stored (and published) ``taken``, or failed with ``error``; what is left to do
@@ -334,6 +340,14 @@ class RunRecorder:
         await publish_status(self.run_id, status, metrics, error, last_seq=self.next_seq - 1)
         log.info("run %s ended %s after %d events", self.run_id, status, self.next_seq)
         return status
+
+
+def usable_response_id(value: Any) -> str:
+    """The upstream's response id when the run's row can keep it as it is and the URLs built from it
+    (resume, cancel) can carry it; else "" (the run then cannot resume, its events are kept)."""
+    if isinstance(value, str) and 0 < len(value) <= RESPONSE_ID_MAX and clean_text(value) == value:
+        return value
+    return ""
 
 
 def stored_output_text(run_id: int) -> str:

@@ -46,6 +46,7 @@ class RoundBatch:
     fields: dict[str, Any] | None
     records: list[Any]  # streams.protocol.records.EventRecord, encoded only for a run someone hears
     taken_at: float
+    settled: bool = False  # its run was told the round's outcome (batch_done)
 
     def encoded(self) -> list[str]:
         return [record.encoded() for record in self.records]
@@ -119,19 +120,30 @@ class FlushClock:
         now = time.monotonic()
         taken: list[tuple[RoundFlushable, RoundBatch]] = []
         alone: list[Flushable] = []
-        for run in self.runs:
-            if not run.flush_due(now):
+        for run in list(self.runs):
+            try:
+                if not run.flush_due(now):
+                    continue
+                take = getattr(run, "take_batch", None)
+                batch = take() if take is not None else None
+            except Exception:  # one run's trouble must not keep the others' batches from their round
+                log.exception("flush clock: run %s could not be flushed", getattr(run, "run_id", "?"))
                 continue
-            take = getattr(run, "take_batch", None)
-            batch = take() if take is not None else None
             if batch is None:
                 alone.append(run)
             else:
                 taken.append((run, batch))
-        if alone:
-            await asyncio.gather(self._round(taken), *(self._flush(run) for run in alone))
-        elif taken:
-            await self._round(taken)
+        try:
+            if alone:
+                await asyncio.gather(self._round(taken), *(self._flush(run) for run in alone))
+            elif taken:
+                await self._round(taken)
+        finally:
+            # Cancelled before the round began (gather's task never ran): no run may wait for it.
+            for run, batch in taken:
+                if not batch.settled:
+                    batch.settled = True
+                    run.batch_done(batch, asyncio.CancelledError("the flush round was cancelled"))
 
     @staticmethod
     async def _round(taken: list[tuple[RoundFlushable, RoundBatch]]) -> None:
@@ -150,6 +162,7 @@ class FlushClock:
         finally:
             left = []
             for (run, batch), error in zip(taken, results or ()):
+                batch.settled = True
                 try:
                     follow = run.batch_done(batch, error)
                 except Exception:

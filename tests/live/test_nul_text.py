@@ -93,3 +93,16 @@ async def test_a_flag_keeps_only_storable_text_around_its_match(upstream, user):
     assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
     flag = await sync_to_async(RunFlag.objects.get)(run=run)
     assert (flag.context_before, flag.matched_text, flag.start) == ("\ufffd a\ufffd ", "fruit", 5)
+
+
+@pytest.mark.parametrize("bad_id", ["resp_\ud800", "resp_\x00", "r" * 201])
+async def test_a_response_id_no_row_can_keep_is_not_taken_and_the_run_goes_on(upstream, user, bad_id):
+    events = text_stream(["a", "b"])
+    for event in events:
+        if "response" in event:
+            event["response"] = {**event["response"], "id": bad_id}
+    upstream.scripts.append(Script(steps=[(0, sse(*events))]))
+    run = await new_run(user)
+    assert await RunExecutor(run.pk).execute() == RunStatus.COMPLETED
+    run, rows = await stored(run)
+    assert (run.response_id, run.output_text, len(rows)) == ("", "ab", len(events))

@@ -65,3 +65,46 @@ async def test_the_clock_ticks_while_runs_are_registered_and_stops_after_the_las
 
 async def test_each_event_loop_has_its_own_clock():
     assert flushclock.flush_clock() is flushclock.flush_clock()
+
+
+class RoundRun(FakeRun):
+    """A run whose batch goes in the clock's round; notes the outcome it is told."""
+
+    def __init__(self, run_id: int, breaks: bool = False) -> None:
+        super().__init__()
+        self.run_id, self.breaks = run_id, breaks
+        self.outcomes: list[BaseException | None] = []
+
+    def flush_due(self, now: float) -> bool:
+        if self.breaks:
+            raise RuntimeError("this run is in trouble")
+        return True
+
+    def take_batch(self) -> flushclock.RoundBatch:
+        return flushclock.RoundBatch(self.run_id, [], None, [], 0.0)
+
+    def batch_done(self, batch, error):
+        self.outcomes.append(error)
+
+
+async def test_a_round_cancelled_before_it_began_still_tells_each_run_its_outcome():
+    clock = FlushClock()
+    in_round, alone = RoundRun(1), FakeRun()
+    clock.runs.update({in_round, alone})  # one alone: the round goes through gather as a task
+    tick = asyncio.ensure_future(clock.tick())
+    await asyncio.sleep(0)  # the tick took the batch and awaits gather; the round has not begun
+    tick.cancel()
+    await asyncio.gather(tick, return_exceptions=True)
+    assert len(in_round.outcomes) == 1 and isinstance(in_round.outcomes[0], asyncio.CancelledError)
+
+
+async def test_a_run_that_raises_when_asked_does_not_keep_the_others_from_their_round(monkeypatch):
+    async def stored(batches):
+        return [None] * len(batches)
+
+    monkeypatch.setattr(flushclock.store, "write_round", stored)
+    clock = FlushClock()
+    broken, fine = RoundRun(1, breaks=True), RoundRun(2)
+    clock.runs.update({broken, fine})
+    await clock.tick()
+    assert fine.outcomes == [None] and broken.outcomes == []
