@@ -209,7 +209,11 @@ class LiveModerator:
         flags: list[dict[str, Any]] = []
         if self.pending:
             hits, self.pending = self.pending, []
-            flags = await database_sync_to_async(store_flags)(self.run_id, hits)
+            try:
+                flags = await database_sync_to_async(store_flags)(self.run_id, hits)
+            except BaseException:
+                self.pending = hits + self.pending  # kept for the next commit (the run's end at the latest)
+                raise
             for flag in flags:
                 await publish_flag(self.run_id, flag)
         if final and not self._model_checked and moderation_model.configured():

@@ -252,3 +252,19 @@ async def test_a_finished_run_is_checked_by_the_model_when_configured(upstream, 
             break
         await asyncio.sleep(0.05)
     assert result is not None and result.flagged and "illicit" in result.flagged_categories
+
+
+async def test_flags_that_fail_to_store_are_kept_for_the_next_commit(monkeypatch):
+    from streams.review import moderation
+
+    moderator = LiveModerator(run_id=0)
+    moderator.configure([ModerationRule(pk=1, name="r", kind="keywords", patterns="secret", scope="output_text")])
+    moderator.observe(0, "response.output_text.delta", {"output_index": 0, "delta": "a secret "})
+
+    def down(run_id, hits):
+        raise RuntimeError("database is gone")
+
+    monkeypatch.setattr(moderation, "store_flags", down)
+    with pytest.raises(RuntimeError):
+        await moderator.commit()
+    assert [h.match.seq for h in moderator.pending] == [0]  # not lost: the next commit stores it
