@@ -4,6 +4,7 @@ fail loudly if a Twisted upgrade renames it (the bound would silently stop worki
 from twisted.internet import abstract
 
 from dashboard.twisted_shim import unsent_bytes
+from tests.support.twisted_reactor import Reactor
 
 
 def test_a_twisted_transport_still_counts_unsent_bytes_where_the_shim_reads_them():
@@ -14,19 +15,6 @@ def test_a_twisted_transport_still_counts_unsent_bytes_where_the_shim_reads_them
     transport.dataBuffer = b"abc"
     transport.offset = 1
     assert unsent_bytes(transport) == 7
-
-
-class Reactor:
-    """What a Twisted transport asks of its reactor when it buffers (watch the socket for writing)."""
-
-    def __init__(self) -> None:
-        self.writers: set = set()
-
-    def addWriter(self, writer) -> None:  # noqa: N802 (Twisted's names)
-        self.writers.add(writer)
-
-    def removeWriter(self, writer) -> None:  # noqa: N802
-        self.writers.discard(writer)
 
 
 def test_frames_go_to_the_socket_at_once_and_what_it_cannot_take_waits_in_order():

@@ -23,22 +23,10 @@ from dashboard.consumers import RunConsumer
 from dashboard.twisted_shim import TextFrames, send_at_once, text_frame, transport_of, unsent_bytes
 from tests.dashboard.test_slow_viewer import login, open_socket
 from tests.support.servers import manage, start_daphne, stop_process
+from tests.support.twisted_reactor import Reactor
 
 # 7-bit, 16-bit and 64-bit lengths, at and around each boundary, and multi-byte UTF-8.
 TEXTS = ["a", "x" * 125, "x" * 126, "é" * 40_000, "x" * 65_535, "x" * 65_536, "€" * 300_000]
-
-
-class Reactor:
-    """What a Twisted transport asks of its reactor when it buffers."""
-
-    def __init__(self) -> None:
-        self.writers: set = set()
-
-    def addWriter(self, writer) -> None:  # noqa: N802 (Twisted's names)
-        self.writers.add(writer)
-
-    def removeWriter(self, writer) -> None:  # noqa: N802
-        self.writers.discard(writer)
 
 
 @pytest.fixture
