@@ -45,26 +45,8 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) ->
 def start_daphne(var_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None):
     """Start ``daphne dashboard.asgi:application`` in a subprocess; returns (process, base_url)."""
     port = port or free_port()
-    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "PORT": str(port)}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
-    env.update(extra_env or {})
-    log = open(var_dir / f"daphne-{port}.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS,
-         "dashboard.asgi:application"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base_url + "/sim/v1/models", process)
-    except Exception:
-        process.kill()
-        raise
-    return process, base_url
+    command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS, "dashboard.asgi:application"]
+    return _start(command, var_dir, f"daphne-{port}.log", port, {"PORT": str(port), **(extra_env or {})})
 
 
 def start_simulator(var_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None,
@@ -72,11 +54,17 @@ def start_simulator(var_dir: Path, extra_env: dict[str, str] | None = None, port
     """Start the simulator alone (``python -m simulator.serve``, uvicorn, gate open) in a subprocess;
     returns (process, base_url) where ``base_url + "/sim/v1"`` is its API."""
     port = port or free_port()
-    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings"}
-    env.update(extra_env or {})
-    log = open(var_dir / f"simulator-{port}.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "simulator.serve", "--port", str(port), *args], cwd=ROOT,
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = ["-m", "simulator.serve", "--port", str(port), *args]
+    return _start(command, var_dir, f"simulator-{port}.log", port, extra_env or {})
+
+
+def _start(command: list[str], var_dir: Path, log_name: str, port: int, extra_env: dict[str, str]):
+    """``python <command>`` with the app's settings and ``var_dir``, its output in ``var_dir/log_name``;
+    returns (process, base_url) once its simulator answers."""
+    env = {**os.environ, "STREAMSCOPE_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "dashboard.settings",
+           **extra_env}
+    log = open(var_dir / log_name, "wb")
+    process = subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(base_url + "/sim/v1/models", process)
