@@ -34,7 +34,6 @@ import contextvars
 import json
 import logging
 import time
-import weakref
 from collections import OrderedDict, deque
 from importlib import import_module
 from types import SimpleNamespace
@@ -53,6 +52,7 @@ from dashboard.serializers import flags_json
 from dashboard.twisted_shim import SocketClosed, TextFrames, send_at_once, transport_of, unsent_bytes
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
+from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.viewers import local_viewers
 from streams.protocol.records import events_frame
 
@@ -148,16 +148,12 @@ class SessionWatch:
                     log.debug("run %s: session refusal not queued", socket_.run_id, exc_info=True)
 
 
-_session_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SessionWatch] = weakref.WeakKeyDictionary()
+_session_watches = PerLoop(SessionWatch)
 
 
 def session_watch() -> SessionWatch:
     """The running event loop's watch (tests run several loops)."""
-    loop = asyncio.get_running_loop()
-    watch = _session_watches.get(loop)
-    if watch is None:
-        watch = _session_watches[loop] = SessionWatch()
-    return watch
+    return _session_watches.get()
 
 
 @database_sync_to_async

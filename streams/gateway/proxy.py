@@ -37,6 +37,7 @@ from streams.gateway.run_row import insert_here
 from streams.live import stoppers
 from streams.live.recorder import WORKER_NAME
 from streams.models import ModerationRule, Run, RunSource, RunStatus
+from streams.pipeline.per_loop import PerLoop
 from streams.protocol.values import BadValue, clean_json
 from streams.review.moderation import LiveModerator, ModerationStopped, enabled_rules
 from streams.upstream.client import UpstreamError, iter_body, make_client
@@ -136,17 +137,12 @@ def openai_error_body(message: str, kind: str, code: str | None) -> bytes:
 
 # --- the upstream side -----------------------------------------------------------------------
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+_clients = PerLoop(lambda: make_client(settings.STREAMSCOPE_CONNECT_TIMEOUT_S, settings.STREAMSCOPE_STALL_TIMEOUT_S))
 
 
 def _client() -> httpx.AsyncClient:
     """One pooled client per event loop (the server's), shared by every gateway request."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = make_client(settings.STREAMSCOPE_CONNECT_TIMEOUT_S, settings.STREAMSCOPE_STALL_TIMEOUT_S)
-        _clients[loop] = client
-    return client
+    return _clients.get()
 
 
 def upstream_headers(request: GatewayRequest) -> dict[str, str]:

@@ -22,7 +22,6 @@ import asyncio
 import contextvars
 import logging
 import time
-import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +30,7 @@ from django.conf import settings
 
 from streams.pipeline import store
 from streams.pipeline.broadcast import listened, publish_round
+from streams.pipeline.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,9 @@ class FlushClock:
             run.flush_failed(exc)
 
 
-_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FlushClock] = weakref.WeakKeyDictionary()
+_clocks = PerLoop(FlushClock)
 
 
 def flush_clock() -> FlushClock:
     """The clock of the running event loop."""
-    loop = asyncio.get_running_loop()
-    clock = _clocks.get(loop)
-    if clock is None:
-        clock = _clocks[loop] = FlushClock()
-    return clock
+    return _clocks.get()

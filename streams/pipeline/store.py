@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -14,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from streams.models import Event, Run
+from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
 from streams.protocol.records import encode_record
 
@@ -178,15 +177,11 @@ class GroupWriter(Rounds[Batch]):
         return results
 
 
-_writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupWriter] = weakref.WeakKeyDictionary()
+_writers = PerLoop(GroupWriter)
 
 
 def _writer() -> GroupWriter:
-    loop = asyncio.get_running_loop()
-    writer = _writers.get(loop)
-    if writer is None:
-        writer = _writers[loop] = GroupWriter()
-    return writer
+    return _writers.get()
 
 
 async def write_batch(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] | None = None) -> None:
