@@ -157,6 +157,71 @@ def session_watch() -> SessionWatch:
 
 
 @database_sync_to_async
+def _ended_runs(run_ids: list[int]) -> list[tuple[int, str, dict, object, int]]:
+    return list(Run.objects.filter(pk__in=run_ids, status__in=TERMINAL_STATUSES)
+                .values_list("pk", "status", "metrics", "error", "event_count"))
+
+
+class EndWatch:
+    """The live sockets of this process whose run had not ended when they connected, swept together
+    every :data:`STATUS_CHECK_S`. A run's final status is one channel-layer message and can be
+    dropped like any other (a web process that falls behind has its Redis queue capped); a socket
+    that has heard nothing for a period is a candidate, and the runs of all candidates are read in
+    one query. Each socket of an ended run is handed that run's stored end (``run.check``) as if
+    its status message had come, so it sends what is left from the store and the final status.
+    One task and at most one query per period for the process, instead of a task per socket."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[RunConsumer, None] = {}
+        self.task: asyncio.Task | None = None
+
+    def watch(self, consumer: RunConsumer) -> None:
+        consumer.last_message = time.monotonic()
+        self.sockets[consumer] = None
+        if self.task is None or self.task.done():
+            # A context of its own: the first socket's dies with it.
+            self.task = asyncio.get_running_loop().create_task(
+                self._sweep_forever(), name="ws-end-watch", context=contextvars.Context())
+
+    def unwatch(self, consumer: RunConsumer) -> None:
+        self.sockets.pop(consumer, None)
+        if not self.sockets and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_CHECK_S)
+            try:
+                await self.sweep()
+            except Exception:  # the database is busy or gone: the next round asks again
+                log.warning("run end sweep failed; trying again in %ss", STATUS_CHECK_S, exc_info=True)
+
+    async def sweep(self) -> None:
+        quiet_since = time.monotonic() - STATUS_CHECK_S
+        idle: dict[int, list[RunConsumer]] = {}
+        for socket_ in self.sockets:
+            if socket_.last_message <= quiet_since and not getattr(socket_, "ended", False):
+                idle.setdefault(socket_.run_id, []).append(socket_)
+        if not idle:
+            return
+        for run_id, status, metrics, error, event_count in await _ended_runs(list(idle)):
+            message = {"type": "run.check", "run": run_id, "status": status, "metrics": metrics, "error": error,
+                       "last_seq": event_count - 1}
+            for socket_ in idle[run_id]:
+                if socket_ in self.sockets:  # not gone while the query ran
+                    socket_.offer(message)
+
+
+_end_watches = PerLoop(EndWatch)
+
+
+def end_watch() -> EndWatch:
+    """The running event loop's watch (tests run several loops)."""
+    return _end_watches.get()
+
+
+@database_sync_to_async
 def _events_after(run_id: int, after: int, upto: int | None) -> list[tuple[int, str]]:
     return store.encoded_events_after(run_id, after, BACKLOG_PAGE, upto)
 
@@ -182,6 +247,7 @@ class RunConsumer(AsyncWebsocketConsumer):
     def _leave_viewers(self) -> None:
         self.gone = True
         session_watch().unwatch(self)
+        end_watch().unwatch(self)
         if self.joined:
             self.joined = False
             self.viewers.leave(self.run_id, self)
@@ -295,7 +361,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         else:
             # The status message published when streaming began may predate this socket.
             await self._send_status(run.status, {}, None, None)
-            self.watchdog = asyncio.create_task(self._watch_for_lost_end(), name=f"ws-run-{self.run_id}-watchdog")
+            end_watch().watch(self)
         await self._send_stored_flags()  # moderation flags so far; later ones come as run.flag
 
     async def refuse(self, code: int, accept: bool = False) -> None:
@@ -303,6 +369,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         code rather than a failed handshake (see the module doc)."""
         self.refused = True
         session_watch().unwatch(self)  # nothing more to check for it
+        end_watch().unwatch(self)
         if accept:
             await self.accept()
         await self.close(code=code)
@@ -310,9 +377,6 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.gone = True
         self.inbox.clear()
-        watchdog = getattr(self, "watchdog", None)
-        if watchdog is not None:
-            watchdog.cancel()
         was_joined = self.joined
         self._leave_viewers()
         if was_joined and self.session_group:
@@ -326,27 +390,10 @@ class RunConsumer(AsyncWebsocketConsumer):
         """The session's re-check (SessionWatch) found this socket must close."""
         await self.refuse(message["code"])
 
-    async def _watch_for_lost_end(self) -> None:
-        """The final status is one channel-layer message and can be dropped like any other (a
-        web process that falls behind has its Redis queue capped). While nothing arrives, ask
-        this consumer every few seconds to look at the stored run; a message, so the check runs
-        between handlers, never inside one."""
-        self.last_message = time.monotonic()
-        while True:
-            await asyncio.sleep(STATUS_CHECK_S)
-            if time.monotonic() - self.last_message >= STATUS_CHECK_S:
-                try:
-                    await self.channel_layer.send(self.channel_name, {"type": "run.check"})
-                except Exception:  # a full channel has messages coming anyway
-                    log.debug("run %s: status check not queued", self.run_id)
-
     async def run_check(self, message: dict) -> None:
-        if getattr(self, "ended", False):
-            return
-        run = await _load_run(self.run_id)
-        if run is not None and run.status in TERMINAL_STATUSES:
-            await self.run_status({"status": run.status, "metrics": run.metrics, "error": run.error,
-                                   "last_seq": run.event_count - 1})
+        """The run ended in the store while nothing reached this viewer (:class:`EndWatch`)."""
+        if not getattr(self, "ended", False):
+            await self.run_status(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Viewers only listen; a ping keeps proxies from closing an idle socket.
@@ -421,9 +468,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.last_message = time.monotonic()
         if message["status"] in TERMINAL_STATUSES:
             self.ended = True
-            watchdog = getattr(self, "watchdog", None)
-            if watchdog is not None and watchdog is not asyncio.current_task():
-                watchdog.cancel()
+            end_watch().unwatch(self)
         last_seq = message.get("last_seq", -1)
         if last_seq is not None and last_seq > self.last_sent:
             # The end: everything left goes out now, at the pace this viewer reads.
