@@ -8,7 +8,9 @@ The run's messages (batches, status, flags) do not come through the channel laye
 viewer: the process's viewers of a run are registered once (streams.pipeline.viewers), each
 message is handed to :meth:`RunConsumer.offer`, which queues it in the viewer's own inbox, and
 one task at a time works the inbox through the same handlers, never at the same time as a
-handler Channels dispatches (``turn``). A full inbox drops batches like a full channel would.
+handler of the socket's own messages (``turn``). A full inbox drops batches like a full channel
+would. A consumer has no channel of its own: what else it is told (its session's logout and
+re-checks, a run's lost end) is offered the same way.
 
 A slow viewer never holds anyone up: Daphne buffers a socket's unsent output without limit, so
 when a viewer's buffer passes :data:`VIEWER_HIGH_WATER` bytes it stops getting live batches (they
@@ -19,8 +21,8 @@ Refusals are said with close codes the page understands (static/js/socket.js sto
 them): the socket is accepted first and then closed with 4401 (not logged in) or 4403 (may not see
 the run; also for "no such run"). Closing *before* accepting would make Daphne answer the handshake
 with HTTP 403, which a browser reports as 1006, indistinguishable from a network error. A socket
-lives no longer than its session: logging out closes it at once (the consumer joins its session's
-group, dashboard/auth.py), and every :data:`SESSION_CHECK_S` the session's sockets in this process
+lives no longer than its session: logging out closes it at once (the process joins the session's
+group for its sockets, dashboard/auth.py), and every :data:`SESSION_CHECK_S` the session's sockets in this process
 are re-checked together (:class:`SessionWatch`): that the session still holds its user and that the
 user may still see each run (expiry, password change, deactivation, reviewer role removed),
 closing with 4401 or 4403 otherwise.
@@ -42,7 +44,9 @@ from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user as get_session_user
 from django.contrib.auth import get_user_model
@@ -53,7 +57,7 @@ from dashboard.twisted_shim import SocketClosed, TextFrames, send_at_once, trans
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline import store
 from streams.pipeline.per_loop import PerLoop
-from streams.pipeline.viewers import local_viewers
+from streams.pipeline.viewers import RETRY_S, local_viewers
 from streams.protocol.records import events_frame
 
 log = logging.getLogger(__name__)
@@ -102,22 +106,39 @@ def _refusals(session_key: str | None, user_pk: Any, run_ids: set[int]) -> dict[
 
 
 class SessionWatch:
-    """The open sockets of each session in this process, re-checked together every
-    :data:`SESSION_CHECK_S`: one database hop per session (the session, its user, which of the
-    watched runs the user may still see) instead of three queries per socket. A socket to close
-    is sent ``session.check`` with its code, so it closes between its handlers, never inside one."""
+    """The open sockets of each session in this process, and what ends them.
+
+    A logout elsewhere is one message to the session's channel-layer group (dashboard/auth.py):
+    the session, not each socket, is a member here, through one channel and one listening task per
+    session in this process, which hands the message to each of the session's sockets. And every
+    :data:`SESSION_CHECK_S` the session's sockets are re-checked together: one database hop per
+    session (the session, its user, which of the watched runs the user may still see) instead of
+    three queries per socket. A socket to close is handed ``session.ended`` or ``session.check``
+    with its code (:meth:`RunConsumer.offer`), so it closes between its handlers, never inside one."""
 
     def __init__(self) -> None:
         self.sessions: dict[tuple[str | None, Any], dict[RunConsumer, None]] = {}
-        self.tasks: dict[tuple[str | None, Any], asyncio.Task] = {}
+        self.tasks: dict[tuple[str | None, Any], asyncio.Task] = {}  # the periodic re-check
+        self.listeners: dict[tuple[str | None, Any], _SessionListener] = {}
+        self._leaving: set[asyncio.Task] = set()  # group_discard of sessions whose last socket left
 
-    def watch(self, consumer: RunConsumer) -> None:
+    async def watch(self, consumer: RunConsumer) -> None:
+        """Returns once a logout of the consumer's session reaches it."""
         key = (consumer.session_key, consumer.user_pk)
         self.sessions.setdefault(key, {})[consumer] = None
         if key not in self.tasks:
-            # A context of its own: the first socket's dies with it.
+            # Contexts of their own: the first socket's dies with it.
             self.tasks[key] = asyncio.get_running_loop().create_task(
                 self._check_forever(key), name="ws-session-check", context=contextvars.Context())
+            if consumer.session_key and consumer.channel_layer is not None:
+                self.listeners[key] = _SessionListener(self, key, consumer.channel_layer)
+        listener = self.listeners.get(key)
+        if listener is not None:
+            try:
+                await asyncio.shield(listener.joined)
+            except BaseException:  # cancelled too: a socket that never joined must not stay listed
+                self.unwatch(consumer)
+                raise
 
     def unwatch(self, consumer: RunConsumer) -> None:
         key = (getattr(consumer, "session_key", None), getattr(consumer, "user_pk", None))
@@ -128,6 +149,15 @@ class SessionWatch:
         if not sockets:
             del self.sessions[key]
             self.tasks.pop(key).cancel()
+            listener = self.listeners.pop(key, None)
+            if listener is not None:
+                leaving = listener.leave()
+                self._leaving.add(leaving)
+                leaving.add_done_callback(self._leaving.discard)
+
+    def tell(self, key: tuple[str | None, Any], message: dict) -> None:
+        for socket_ in list(self.sessions.get(key, ())):
+            socket_.offer(message)
 
     async def _check_forever(self, key: tuple[str | None, Any]) -> None:
         while True:
@@ -140,12 +170,58 @@ class SessionWatch:
                 continue
             for socket_ in sockets:
                 code = codes.get(socket_.run_id)
-                if code is None:
-                    continue
-                try:
-                    await socket_.channel_layer.send(socket_.channel_name, {"type": "session.check", "code": code})
-                except Exception:  # a full channel: the next round tells it again
-                    log.debug("run %s: session refusal not queued", socket_.run_id, exc_info=True)
+                if code is not None:
+                    socket_.offer({"type": "session.check", "code": code})
+
+
+class _SessionListener:
+    """One session's membership of its group in this process: a channel of its own, joined to the
+    group, and the task that hands what arrives there to the session's sockets. Each session's
+    stay gets a fresh channel, so leaving (a group_discard in flight) never races a later join."""
+
+    def __init__(self, watch: SessionWatch, key: tuple[str | None, Any], layer: Any) -> None:
+        self.layer = layer
+        self.group = session_group(key[0])  # type: ignore[arg-type]
+        self.channel: str | None = None
+        self.joined: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.task = asyncio.get_running_loop().create_task(
+            self._listen(watch, key), name="ws-session-listen", context=contextvars.Context())
+
+    async def _listen(self, watch: SessionWatch, key: tuple[str | None, Any]) -> None:
+        try:
+            self.channel = await self.layer.new_channel()
+            await self.layer.group_add(self.group, self.channel)
+        except asyncio.CancelledError:
+            self.joined.cancel()
+            raise
+        except Exception as exc:  # said to the joiners, whose sockets fail to connect
+            self.joined.set_exception(exc)
+            return
+        self.joined.set_result(None)
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the layer's server went away: keep listening once it is back
+                log.warning("a session's sockets: receiving from the channel layer failed: %r", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
+            watch.tell(key, message)
+
+    def leave(self) -> asyncio.Task:
+        return asyncio.get_running_loop().create_task(self._leave(), name="ws-session-leave",
+                                                      context=contextvars.Context())
+
+    async def _leave(self) -> None:
+        await asyncio.wait([self.joined])  # a join in flight ends first, or it would outlive the leave
+        self.task.cancel()
+        if self.joined.cancelled() or self.joined.exception() is not None:
+            return
+        try:
+            await self.layer.group_discard(self.group, self.channel)
+        except Exception:  # the membership expires on its own (the layer's group_expiry)
+            log.warning("a session's sockets: leaving its group failed", exc_info=True)
 
 
 _session_watches = PerLoop(SessionWatch)
@@ -236,11 +312,23 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.joined = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        """However this connection ends (a clean disconnect, ``connect()`` failing after the join,
+        """Channels' consumer loop without a channel of its own: everything a viewer is sent comes
+        through :meth:`offer` (the run's messages, its session's logout and re-checks, a lost end),
+        so only the socket is read here, in the connection's own task. Channels would add a
+        channel-layer channel and two tasks per socket (``await_many_dispatch``) and a pair of
+        futures per message.
+
+        However this connection ends (a clean disconnect, ``connect()`` failing after the join,
         Daphne cancelling the app), the viewer leaves the process's registry: nothing else would
         drop it, and a registered viewer keeps its run's group joined."""
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        self.base_send = send
         try:
-            await super().__call__(scope, receive, send)
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
         finally:
             self._leave_viewers()
 
@@ -267,7 +355,8 @@ class RunConsumer(AsyncWebsocketConsumer):
             await handler(message)
 
     def offer(self, message: dict) -> None:
-        """One of the run's messages, from the process's registry of viewers (it must not wait)."""
+        """A message for this viewer: the run's (from the process's registry of viewers), its session's
+        (SessionWatch) or its run's stored end (EndWatch). It must not wait."""
         if self.gone:
             return
         if message["type"] == "run.events":
@@ -275,7 +364,10 @@ class RunConsumer(AsyncWebsocketConsumer):
                 return  # like a full channel; the next batch finds the gap and refills it from the store
             if not self.inbox and not self.turn.locked() and self._send_live_now(message):
                 return
-        self.inbox.append(message)
+        if message["type"].startswith("session."):
+            self.inbox.appendleft(message)  # a logout or a lost right closes before any batch goes out
+        else:
+            self.inbox.append(message)
         if self.draining is None or self.draining.done():
             # A context of its own: the publisher's may belong to a request (see streams.live.launcher).
             self.draining = asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
@@ -302,8 +394,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         return True
 
     async def _drain(self) -> None:
-        # The turn is taken per message, so a handler Channels dispatches (a logout, a disconnect)
-        # gets in between batches of a busy run instead of waiting for the inbox to run dry.
+        # The turn is taken per message, so a handler of the socket's (a disconnect) gets in
+        # between batches of a busy run instead of waiting for the inbox to run dry.
         while self.inbox and not self.gone:
             async with self.turn:
                 if not self.inbox or self.gone:
@@ -332,7 +424,6 @@ class RunConsumer(AsyncWebsocketConsumer):
         self.text_frames = TextFrames.of(self.base_send)  # frames written here, not through autobahn
         session = self.scope.get("session")
         self.session_key = getattr(session, "session_key", None)
-        self.session_group = session_group(self.session_key) if self.session_key else None
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.refuse(CLOSE_UNAUTHENTICATED, accept=True)
@@ -344,13 +435,11 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self.refuse(CLOSE_FORBIDDEN, accept=True)
             return
         self.last_sent = _after_param(self.scope.get("query_string", b""))
-        if self.session_group:
-            await self.channel_layer.group_add(self.session_group, self.channel_name)
+        await session_watch().watch(self)  # from here on, a logout reaches this socket
         self.viewers = local_viewers(self.channel_layer)
         await self.viewers.join(self.run_id, self)
         self.joined = True
         await self.accept()
-        session_watch().watch(self)
         await self._send_stored(upto=None)
         run = await _load_run(self.run_id)
         if run is None:
@@ -377,10 +466,7 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self.gone = True
         self.inbox.clear()
-        was_joined = self.joined
         self._leave_viewers()
-        if was_joined and self.session_group:
-            await self.channel_layer.group_discard(self.session_group, self.channel_name)
 
     async def session_ended(self, message: dict) -> None:
         """The session logged out (dashboard/auth.py sends this to the session's group)."""
