@@ -186,7 +186,11 @@ class RunRecorder:
             if self.response_id:
                 fields["response_id"] = self.response_id
             if clock - self._last_text_save >= TEXT_EVERY_S:
-                fields["output_text"] = clean_text("".join(self.text_parts))  # rewritten whole (TEXT_EVERY_S)
+                # Rewritten whole (TEXT_EVERY_S), and kept as that one string from now on: a delta
+                # is a few characters in an object of ~50 bytes, and a run holds its text for its life.
+                text = "".join(self.text_parts)
+                self.text_parts = [text]
+                fields["output_text"] = clean_text(text)
             if final_fields:
                 fields.update(final_fields)
         run_id = self.run_id

@@ -58,3 +58,22 @@ async def test_an_interrupted_run_gets_the_whole_text_of_its_stored_events(user)
     await sync_to_async(mark_interrupted)(run)
     row = await Run.objects.aget(pk=run.pk)
     assert row.status == RunStatus.INTERRUPTED and row.output_text == "w0 w1 w2 chat\ufffd"
+
+
+async def test_the_text_is_held_as_one_string_once_written(user, monkeypatch):
+    # A run keeps its output text for its whole life: as one string after each rewrite, not as a
+    # string per delta (~50 bytes of object each for a few characters of text).
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    recorder = RunRecorder(run.pk)
+    clock = [1000.0]
+    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+    for seq in range(200):
+        recorder.accept_frame(delta(seq), float(seq))
+    clock[0] += recording.TEXT_EVERY_S + 0.1
+    await recorder.flush()
+    expected = "".join(f"w{seq} " for seq in range(200))
+    assert recorder.text_parts == [expected]
+    assert (await Run.objects.aget(pk=run.pk)).output_text == expected
+    recorder.accept_frame(delta(200), 201.0)
+    await recorder._finish(RunStatus.COMPLETED, None)
+    assert (await Run.objects.aget(pk=run.pk)).output_text == expected + "w200 "
