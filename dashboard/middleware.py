@@ -1,13 +1,34 @@
-"""Response headers every page gets, and JSON (never a technical page) for API errors."""
+"""Response headers every page gets, JSON (never a technical page) for API errors, and Django's own
+middleware with its hooks run on the event loop under ASGI instead of a thread hop each.
+
+Under ASGI, :class:`~django.utils.deprecation.MiddlewareMixin` runs every ``process_request``,
+``process_view`` and ``process_response`` through ``sync_to_async``: about fifteen thread hops per
+request with our list, most of an API request's CPU (docs/performance.md). The classes at the end
+of this module are Django's (and WhiteNoise's) with the same hooks, called directly on the event
+loop where they do no I/O; where one may touch the database (a session to save, messages to store,
+a form body to parse, the user to load) it still runs on the request's thread, as before. Django's
+async guard makes a hook that reaches the database on the event loop fail loudly
+(``SynchronousOnlyOperation``), never silently. Under WSGI (tests' ``Client``) nothing changes.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages.middleware import MessageMiddleware as DjangoMessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware as DjangoXFrameOptionsMiddleware
+from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
+from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
+from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from django.utils.deprecation import MiddlewareMixin
+from whitenoise.middleware import WhiteNoiseMiddleware as BaseWhiteNoiseMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +99,27 @@ def security_headers(secure: bool) -> dict[str, str]:
     return headers
 
 
-class ContentSecurityPolicyMiddleware(MiddlewareMixin):
+class InlineHooks:
+    """For a :class:`MiddlewareMixin` whose ``process_request`` and ``process_response`` do no I/O:
+    in async mode they run on the event loop instead of through ``sync_to_async`` each. A subclass
+    with a hook that sometimes does I/O overrides :meth:`needs_thread_for_response`."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = None
+        if hasattr(self, "process_request"):
+            response = self.process_request(request)
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            if self.needs_thread_for_response(request):
+                return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+            response = self.process_response(request, response)
+        return response
+
+    def needs_thread_for_response(self, request: HttpRequest) -> bool:
+        return False
+
+
+class ContentSecurityPolicyMiddleware(InlineHooks, MiddlewareMixin):
     """Adds the CSP header; works for sync and async views alike (MiddlewareMixin)."""
 
     def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
@@ -100,3 +141,131 @@ class JsonErrorsMiddleware(MiddlewareMixin):
                                            "type": "invalid_request_error"}}, status=413)
         log.error("%s %s failed", request.method, request.path, exc_info=exception)
         return JsonResponse(INTERNAL_ERROR, status=500)
+
+
+# --- Django's middleware, hooks on the event loop under ASGI ------------------------------------------
+
+
+class SecurityMiddleware(InlineHooks, DjangoSecurityMiddleware):
+    """Django's: the SSL redirect and the security headers (no I/O)."""
+
+
+class WhiteNoiseMiddleware(BaseWhiteNoiseMiddleware):
+    """WhiteNoise's, async-capable: a path that is not a static file goes on without a thread hop.
+    WhiteNoise itself is sync only, which put the whole middleware stack below it behind a hop each
+    way (``sync_to_async`` to it, ``async_to_sync`` back). A static file is served as before, its file
+    opened on the request's thread."""
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Any = None, settings: Any = settings) -> None:
+        super().__init__(get_response, settings)
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        return super().__call__(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if self.autorefresh:  # development: looks in the file system on every request
+            static_file = await sync_to_async(self.find_file, thread_sensitive=True)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            return await sync_to_async(self.serve, thread_sensitive=True)(static_file, request)
+        return await self.get_response(request)
+
+
+class SessionMiddleware(InlineHooks, DjangoSessionMiddleware):
+    """Django's: the session is made lazily (no I/O); the response's hook runs on the request's
+    thread only when it may save the session."""
+
+    def needs_thread_for_response(self, request: HttpRequest) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class CommonMiddleware(InlineHooks, DjangoCommonMiddleware):
+    """Django's: host check, slash redirect, Content-Length (no I/O)."""
+
+
+FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class CsrfViewMiddleware(InlineHooks, DjangoCsrfViewMiddleware):
+    """Django's, every check and refusal unchanged. On the event loop: reading the CSRF cookie, the
+    check against the header, setting the cookie. On the request's thread: a form body to parse for
+    ``csrfmiddlewaretoken`` (an upload of up to 50 MB must not stall the loop), and everything when
+    the secret lives in the session (``CSRF_USE_SESSIONS``)."""
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        if self.async_mode:
+            self.process_view = self._aprocess_view  # Django adapts process_view by what it is
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        if settings.CSRF_USE_SESSIONS:
+            return await MiddlewareMixin.__acall__(self, request)
+        return await super().__acall__(request)
+
+    async def _aprocess_view(self, request: HttpRequest, callback: Any, callback_args: Any,
+                             callback_kwargs: Any) -> HttpResponse | None:
+        view = DjangoCsrfViewMiddleware.process_view.__get__(self)
+        if settings.CSRF_USE_SESSIONS or (
+            request.method == "POST" and request.content_type in FORM_CONTENT_TYPES and not hasattr(request, "_post")
+        ):
+            return await sync_to_async(view, thread_sensitive=True)(request, callback, callback_args, callback_kwargs)
+        return view(request, callback, callback_args, callback_kwargs)
+
+
+async def _auser(request: HttpRequest) -> Any:
+    """The request's user, loaded (session, then user) in one hop to the request's thread and shared
+    with ``request.user``; Django's own ``auser`` makes a hop per query and loads the user again."""
+    if not hasattr(request, "_acached_user"):
+        request._acached_user = await sync_to_async(auth_middleware.get_user, thread_sensitive=True)(request)
+    return request._acached_user
+
+
+class AuthenticationMiddleware(InlineHooks, auth_middleware.AuthenticationMiddleware):
+    """Django's: ``request.user`` stays lazy; ``request.auser`` loads it in one hop (:func:`_auser`)."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        if self.async_mode:
+            request.auser = lambda: _auser(request)
+
+
+class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
+    """Django's: the same answer, the user loaded through ``request.auser`` (one hop, kept for the
+    view) instead of a hop to read ``request.user``."""
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        if self.async_mode:
+            self.process_view = self._aprocess_view
+
+    async def _aprocess_view(self, request: HttpRequest, view_func: Any, view_args: Any,
+                             view_kwargs: Any) -> HttpResponse | None:
+        user = await request.auser()
+        if user.is_authenticated:
+            return None
+        if not getattr(view_func, "login_required", True):
+            return None
+        return self.handle_no_permission(request, view_func)
+
+
+class MessageMiddleware(InlineHooks, DjangoMessageMiddleware):
+    """Django's: the storage is made lazily (no I/O); the response's hook runs on the request's
+    thread only when messages were added or read (storing them may write the session)."""
+
+    def needs_thread_for_response(self, request: HttpRequest) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class XFrameOptionsMiddleware(InlineHooks, DjangoXFrameOptionsMiddleware):
+    """Django's: one header (no I/O)."""
