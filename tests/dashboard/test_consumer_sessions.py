@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 from dashboard import consumers
 from dashboard.auth import session_group
 from streams.models import RunStatus
+from streams.pipeline.viewers import local_viewers
 from tests.dashboard.test_websocket_refusals import _close_code, _open, _session_cookie
 from tests.support.factories import make_run
 
@@ -66,3 +67,17 @@ async def test_a_logout_closes_each_socket_of_that_session_only(user, django_use
     finally:
         for comm in (*mine, theirs, hers):
             await comm.disconnect()
+
+
+async def test_a_viewer_keeps_no_task_once_its_inbox_is_worked_through(user):
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=1)
+    cookie, key = await _session_cookie(user)
+    comm = await _open(run.pk, cookie)
+    try:
+        [consumer] = consumers.session_watch().sessions[(key, user.pk)]
+        local_viewers(get_channel_layer()).deliver({"type": "run.flag", "run": run.pk, "flag": {"rule": "r"}})
+        assert json.loads(await comm.receive_from(timeout=5)) == {"type": "flag", "flag": {"rule": "r"}}
+        await asyncio.sleep(0)
+        assert consumer.draining is None and not consumer.inbox
+    finally:
+        await comm.disconnect()
