@@ -78,8 +78,14 @@ INBOX_MAX = 100  # queued live batches per viewer; beyond, batches are dropped a
 
 
 @database_sync_to_async
-def _load_run(run_id: int) -> Run | None:
-    return Run.objects.filter(pk=run_id).first()
+def _opening(run_id: int, after: int) -> tuple[Run | None, list[tuple[int, str]], list[dict[str, Any]]]:
+    """What a joined viewer is sent first, in one hop to the database thread: the run's row; then
+    the first page of its stored events after ``after`` (read after the row, so a row that says
+    the run ended comes with every event); then its moderation flags so far."""
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        return None, [], []
+    return run, store.encoded_events_after(run_id, after, BACKLOG_PAGE), flags_json(run_id)
 
 
 @database_sync_to_async
@@ -447,18 +453,22 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.viewers.join(self.run_id, self)
         self.joined = True
         await self.accept()
-        await self._send_stored(upto=None)
-        run = await _load_run(self.run_id)
+        run, rows, flags = await _opening(self.run_id, self.last_sent)
+        if rows:
+            await self._send_events([encoded for _, encoded in rows])
+            self.last_sent = rows[-1][0]
+            if len(rows) == BACKLOG_PAGE:
+                await self._send_stored(upto=None)  # the rest a page at a time, at the viewer's pace
         if run is None:
             return
         if run.status in TERMINAL_STATUSES:
-            await self._send_stored(upto=None)
             await self._send_status(run.status, run.metrics, run.error, run.event_count - 1)
         else:
             # The status message published when streaming began may predate this socket.
             await self._send_status(run.status, {}, None, None)
             end_watch().watch(self)
-        await self._send_stored_flags()  # moderation flags so far; later ones come as run.flag
+        for flag in flags:  # moderation flags so far; later ones come as run.flag
+            await self.send(text_data=json.dumps({"type": "flag", "flag": flag}))
 
     async def refuse(self, code: int, accept: bool = False) -> None:
         """Close with ``code``; during the handshake, accept first so that the browser sees the
@@ -571,10 +581,6 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def run_flag(self, message: dict) -> None:
         await self.send(text_data=json.dumps({"type": "flag", "flag": message["flag"]}))
-
-    async def _send_stored_flags(self) -> None:
-        for flag in await database_sync_to_async(flags_json)(self.run_id):
-            await self.send(text_data=json.dumps({"type": "flag", "flag": flag}))
 
     async def _send_status(self, status: str, metrics: dict, error: object, last_seq: int | None) -> None:
         frame = {"type": "status", "status": status, "metrics": metrics, "error": error, "last_seq": last_seq}

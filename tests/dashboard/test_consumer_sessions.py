@@ -9,11 +9,14 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import DatabaseSyncToAsync
 from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
 
 from dashboard import consumers
+from dashboard.asgi import application
 from dashboard.auth import session_group
-from streams.models import RunStatus
+from streams.models import RunFlag, RunStatus
 from streams.pipeline.viewers import local_viewers
 from tests.dashboard.test_websocket_refusals import _close_code, _open, _session_cookie
 from tests.support.factories import make_run
@@ -79,5 +82,33 @@ async def test_a_viewer_keeps_no_task_once_its_inbox_is_worked_through(user):
         assert json.loads(await comm.receive_from(timeout=5)) == {"type": "flag", "flag": {"rule": "r"}}
         await asyncio.sleep(0)
         assert consumer.draining is None and not consumer.inbox
+    finally:
+        await comm.disconnect()
+
+
+async def test_a_viewers_opening_is_two_database_hops_of_its_own(user, monkeypatch):
+    # Every hop waits its turn on the one database thread, behind the runs' writes: the opening
+    # (the run's row, the backlog's first page, the flags) is read in one, after the access check.
+    run = await sync_to_async(make_run)(user, status=RunStatus.COMPLETED, events=3)
+    await RunFlag.objects.acreate(run=run, seq=1, rule_name="r", scope="output", matched_text="w1")
+    cookie, _ = await _session_cookie(user)
+    hops = []
+    real_call = DatabaseSyncToAsync.__call__
+
+    async def counted(self, *args, **kwargs):
+        hops.append(getattr(self.func, "__name__", "?"))
+        return await real_call(self, *args, **kwargs)
+
+    monkeypatch.setattr(DatabaseSyncToAsync, "__call__", counted)
+    comm = WebsocketCommunicator(application, f"/ws/runs/{run.pk}/", headers=[
+        (b"origin", b"http://localhost"), (b"host", b"localhost"), (b"cookie", cookie)])
+    try:
+        assert (await comm.connect(timeout=5))[0]
+        frames = [json.loads(await comm.receive_from(timeout=5)) for _ in range(3)]
+        assert [event["seq"] for event in frames[0]["events"]] == [0, 1, 2]
+        assert frames[1]["type"] == "status" and frames[1]["status"] == "completed" and frames[1]["last_seq"] == 2
+        assert frames[2]["type"] == "flag" and frames[2]["flag"]["matched_text"] == "w1"
+        ours = [name for name in hops if name in ("_load_visible_run", "_opening")]
+        assert ours == ["_load_visible_run", "_opening"] and len(hops) == 3  # and the user's (AuthMiddleware)
     finally:
         await comm.disconnect()
