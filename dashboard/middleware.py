@@ -240,8 +240,10 @@ class AuthenticationMiddleware(InlineHooks, auth_middleware.AuthenticationMiddle
 
 
 class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
-    """Django's: the same answer, the user loaded through ``request.auser`` (one hop, kept for the
-    view) instead of a hop to read ``request.user``."""
+    """Django's: the same answers. A view marked ``login_not_required`` goes on without its user
+    loaded here (Django loads it first, then looks at the mark): the API's views load it themselves,
+    in the same hop as their own reads (dashboard/api/common.py). Any other view's user is loaded
+    through ``request.auser`` (one hop, kept for the view)."""
 
     def __init__(self, get_response: Any) -> None:
         super().__init__(get_response)
@@ -250,10 +252,10 @@ class LoginRequiredMiddleware(auth_middleware.LoginRequiredMiddleware):
 
     async def _aprocess_view(self, request: HttpRequest, view_func: Any, view_args: Any,
                              view_kwargs: Any) -> HttpResponse | None:
+        if not getattr(view_func, "login_required", True):
+            return None
         user = await request.auser()
         if user.is_authenticated:
-            return None
-        if not getattr(view_func, "login_required", True):
             return None
         return self.handle_no_permission(request, view_func)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import wraps
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
@@ -28,12 +29,30 @@ def run_not_found() -> JsonResponse:
 
 
 def api_view(*methods: str):
-    """Login (JSON 401, not a redirect) and allowed methods for an async API view.
+    """Login (JSON 401, not a redirect) and allowed methods for an API view.
 
     A session or an API token (``Authorization: Bearer``, see dashboard/tokens.py) signs a caller in.
+    An ``async`` view gets the caller's user loaded first (a hop to the request's thread). A plain
+    function, for a view whose work is all database reads, runs on the request's thread with the
+    user loaded there too: one hop for the whole request instead of two or more.
     """
 
     def decorate(view):
+        if iscoroutinefunction(view):
+            async def call(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                user = await request.auser()
+                if not user.is_authenticated:
+                    return not_authenticated()
+                request.user = user
+                return await view(request, *args, **kwargs)
+        else:
+            def signed_in(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+                if not request.user.is_authenticated:  # loads the session and the user here, on this thread
+                    return not_authenticated()
+                return view(request, *args, **kwargs)
+
+            call = sync_to_async(signed_in, thread_sensitive=True)
+
         @login_not_required
         @wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
@@ -42,16 +61,15 @@ def api_view(*methods: str):
             rejected = getattr(request, "bearer_rejected", None)  # dashboard.tokens.BearerTokenMiddleware
             if rejected:
                 return error(rejected, "invalid_token", 401)
-            user = await request.auser()
-            if not user.is_authenticated:
-                return error("log in first (session cookie) or send Authorization: Bearer <API token>",
-                             "not_authenticated", 401)
-            request.user = user
-            return await view(request, *args, **kwargs)
+            return await call(request, *args, **kwargs)
 
         return wrapper
 
     return decorate
+
+
+def not_authenticated() -> JsonResponse:
+    return error("log in first (session cookie) or send Authorization: Bearer <API token>", "not_authenticated", 401)
 
 
 def json_object_body(request: HttpRequest) -> dict[str, Any] | JsonResponse:
