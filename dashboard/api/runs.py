@@ -93,7 +93,7 @@ async def _create_run(request: HttpRequest) -> HttpResponse:
     data = {"provider": "simulator",
             **{k: body[k] for k in ("provider", "model", "input", "instructions") if k in body}}
     form = RunRequestForm({**data, "params": body.get("params")})
-    if not await database_sync_to_async(form.is_valid)():
+    if not form.is_valid():  # no I/O (the providers come from settings): on the event loop, no hop
         return form_errors(form)
     cleaned = form.cleaned_data
     try:

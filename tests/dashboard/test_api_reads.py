@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 from django.db.backends.utils import CursorWrapper
 from django.test import AsyncClient
 
+from dashboard.forms import RunRequestForm
 from dashboard.tokens import issue_token
 from tests.support.factories import make_run
 
@@ -101,3 +104,21 @@ async def test_strangers_and_wrong_methods_get_json_errors(user):
     assert response.status_code == 405
     response = await AsyncClient().get("/api/runs/", headers={"Authorization": "Bearer ssk_nope"})
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_token"
+
+
+async def test_a_new_runs_form_is_checked_on_the_event_loop(user, monkeypatch):
+    """No I/O in RunRequestForm (the providers come from settings), so no hop to a thread for it; a
+    database read added to it would fail loudly here (SynchronousOnlyOperation)."""
+    threads = []
+    is_valid = RunRequestForm.is_valid
+
+    def recording(form):
+        threads.append(threading.current_thread())
+        return is_valid(form)
+
+    monkeypatch.setattr(RunRequestForm, "is_valid", recording)
+    client = await client_for(user)
+    response = await client.post("/api/runs/", data={"model": "sim-text", "input": " "},
+                                 content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["fields"] == {"input": ["the input is empty"]}
+    assert threads == [threading.current_thread()]
