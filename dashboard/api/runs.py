@@ -118,8 +118,8 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @api_view("GET")
-async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
-    run = await _visible_run(request.user, run_id)
+def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = visible_run(request.user, run_id)
     if run is None:
         return run_not_found()
     try:
@@ -127,7 +127,7 @@ async def run_events(request: HttpRequest, run_id: int) -> HttpResponse:
         limit = parse_int(request.GET.get("limit", "1000"), "limit", minimum=1, maximum=MAX_EVENTS_PAGE)
     except BadValue as exc:
         return error(str(exc), "bad_request", 400)
-    rows = await database_sync_to_async(store.encoded_events_after)(run.pk, max(after, -1), limit + 1)
+    rows = store.encoded_events_after(run.pk, max(after, -1), limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     next_after = rows[-1][0] if more and rows else None

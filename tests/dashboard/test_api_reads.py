@@ -55,6 +55,16 @@ async def test_reading_ones_own_run_is_three_queries(user, queries):
     assert tables == ["django_session", "auth_user", "streams_run"], queries
 
 
+async def test_reading_ones_own_runs_events_is_four_queries(user, queries):
+    run = await sync_to_async(make_run)(user, events=3)
+    client = await client_for(user)
+    queries.clear()
+    response = await client.get(f"/api/runs/{run.pk}/events/?after=0")
+    assert [event["seq"] for event in response.json()["events"]] == [1, 2]
+    tables = [sql.split(" FROM ", 1)[1].split()[0].strip('"') for sql in queries]
+    assert tables == ["django_session", "auth_user", "streams_run", "streams_event"], queries
+
+
 async def test_listing_ones_own_runs_asks_no_role(user, other_user, queries):
     await sync_to_async(make_run)(user)
     await sync_to_async(make_run)(other_user)
