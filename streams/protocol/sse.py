@@ -51,6 +51,7 @@ class SSEDecoder:
         # Lines that are neither a field nor a comment (binary garbage, a body that is not SSE):
         # kept (bounded) so the runner can record them instead of losing them silently.
         self.ignored_lines: list[bytes] = []
+        self._names: dict[bytes, str] = {}  # event: lines seen, with the names they give
 
     def take_ignored(self) -> list[bytes]:
         lines, self.ignored_lines = self.ignored_lines, []
@@ -75,17 +76,24 @@ class SSEDecoder:
         rest = lines.pop()  # the unterminated end: b"" when the chunk ended with a line
         frames: list[SSEFrame] = []
         pending = self._pending_bytes
+        data = self._data
         for line in lines:
-            pending += len(line) + 1
-            if not line:
+            if not line:  # a blank line: the event so far is dispatched (inline: once per event)
                 if self._has_fields:
-                    frames.append(self._dispatch(pending))
+                    text = data[0] if len(data) == 1 else b"\n".join(data)
+                    frames.append(SSEFrame(self._event, text.decode("utf-8", errors="replace"), self._id, pending + 1))
+                    self._event = ""
+                    data = self._data = []
+                    self._has_fields = False
                 pending = 0
-            elif line[:5] == b"data:":
-                self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+                continue
+            pending += len(line) + 1
+            if line.startswith(b"data:"):
+                data.append(line[6:] if line[5:6] == b" " else line[5:])
                 self._has_fields = True
-            elif line[:6] == b"event:":
-                self._event = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", errors="replace")
+            elif line.startswith(b"event:"):
+                # Decoded once per name: a stream repeats a few dozen names thousands of times.
+                self._event = self._names.get(line) or self._event_name(line)
                 self._has_fields = True
             else:
                 self._field(line)
@@ -95,6 +103,13 @@ class SSEDecoder:
         if len(rest) + pending > self.max_event_bytes:
             raise EventTooLarge(self.max_event_bytes)
         return frames
+
+    def _event_name(self, line: bytes) -> str:
+        """The name an ``event:`` line gives, remembered for the next line like it (a few hundred at most)."""
+        name = (line[7:] if line[6:7] == b" " else line[6:]).decode("utf-8", errors="replace")
+        if len(self._names) < 256:
+            self._names[line] = name
+        return name
 
     def _past_bom(self, chunk: bytes) -> bytes:
         """The stream's first bytes without a leading byte order mark (its bytes still count

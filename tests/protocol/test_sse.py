@@ -109,7 +109,8 @@ def test_arbitrary_bytes_never_crash(chunks):
 
 
 LINES = st.sampled_from([
-    b"event: response.output_text.delta", b"event:x", b"event", b"data: {\"a\":1}", b"data:{}", b"data",
+    b"event: response.output_text.delta", b"event:x", b"event", b"event:", b"event:  two", b"event: \xff",
+    b"data: {\"a\":1}", b"data:{}", b"data",
     b"data:  two spaces", b"id: 7", b"id: a\x00b", b"retry: 10", b": comment", b":", b"", b"",
     b"garbage line", b"data: \xc3", b"\xa9 tail", b"id",
 ])
@@ -167,3 +168,12 @@ def test_only_a_leading_byte_order_mark_is_dropped():
 def test_a_stream_that_is_only_part_of_a_mark_is_left_over_not_lost():
     frames, leftover, decoder = decode_all([b"\xef\xbb"])
     assert frames == [] and decoder.ignored_lines == [b"\xef\xbb"] and leftover == b""
+
+
+def test_every_event_name_comes_out_as_sent_however_many_a_stream_uses():
+    # feed() remembers the names it decoded (a stream repeats a few dozen); past its bound it decodes.
+    names = [f"kind.{i}" for i in range(600)] + ["kind.1", "", "kind.599", "é"]
+    stream = b"".join(f"event: {name}\ndata: {{}}\n\n".encode() for name in names)
+    decoder = SSEDecoder()
+    frames = [frame for i in range(0, len(stream), 64) for frame in decoder.feed(stream[i:i + 64])]
+    assert [frame.event for frame in frames] == names
