@@ -49,6 +49,8 @@ async def test_idle_sockets_of_several_runs_are_checked_in_one_query(user, count
     sockets = [await _open(run.pk, cookie) for run in runs]
     sockets.append(await _open(runs[0].pk, cookie))  # a second viewer of the first run
     try:
+        await asyncio.sleep(0.6)  # all four quiet for a period: swept together while still streaming
+        assert sorted(run.pk for run in runs) in counted_sweeps
         # The first two runs end in the store; their status messages never come.
         for run in runs[:2]:
             await sync_to_async(add_events)(run, [2, 3])
@@ -61,7 +63,6 @@ async def test_idle_sockets_of_several_runs_are_checked_in_one_query(user, count
         for comm in sockets:
             assert await comm.receive_nothing(timeout=0.3)  # each end said once
         # One query per period for all idle sockets, never one per socket.
-        assert sorted(run.pk for run in runs) in counted_sweeps
         assert all(len(set(ids)) == len(ids) for ids in counted_sweeps)  # two sockets of a run: one row
         assert counted_sweeps[-1] == [runs[2].pk]  # the ended runs' sockets are no longer watched
         # No task of its own per socket for this: four sockets, one sweeping task in all.
