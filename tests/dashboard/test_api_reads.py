@@ -73,6 +73,9 @@ async def test_listing_ones_own_runs_asks_no_role(user, other_user, queries):
     response = await client.get("/api/runs/")
     assert [item["owner"] for item in response.json()["runs"]] == ["alice"]
     assert not any("auth_group" in sql for sql in queries), queries
+    runs_query = next(sql for sql in queries if 'FROM "streams_run"' in sql)
+    assert '"streams_run"."metrics"' not in runs_query and '"streams_run"."usage"' not in runs_query
+    assert len(queries) == 3, queries  # session, user, runs: nothing read run by run
 
 
 async def test_who_sees_whose_run(user, other_user, staff_user, reviewer):
