@@ -462,6 +462,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         if run is None:
             return
         if run.status in TERMINAL_STATUSES:
+            self.ended = True
             await self._send_status(run.status, run.metrics, run.error, run.event_count - 1)
         else:
             # The status message published when streaming began may predate this socket.
@@ -570,6 +571,8 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def run_status(self, message: dict) -> None:
         self.last_message = time.monotonic()
         if message["status"] in TERMINAL_STATUSES:
+            if getattr(self, "ended", False):
+                return  # said already: the row's end at connect, or the stored end EndWatch found first
             self.ended = True
             end_watch().unwatch(self)
         last_seq = message.get("last_seq", -1)

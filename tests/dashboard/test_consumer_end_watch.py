@@ -88,3 +88,19 @@ async def test_a_socket_that_hears_its_run_does_not_cost_a_query(user, counted_s
         assert counted_sweeps == []
     finally:
         await comm.disconnect()
+
+
+async def test_a_run_end_found_by_the_sweep_and_then_published_is_said_once(user):
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=2)
+    cookie, _ = await _session_cookie(user)
+    comm = await _open(run.pk, cookie)
+    try:
+        [watched] = consumers.end_watch().sockets
+        end = {"run": run.pk, "status": "completed", "metrics": {}, "error": None, "last_seq": 1}
+        watched.offer({"type": "run.check", **end})  # the sweep's stored end...
+        watched.offer({"type": "run.status", **end})  # ...and the published one, late but not lost
+        seqs, status = await _until_status(comm)
+        assert seqs == [] and status["status"] == "completed"
+        assert await comm.receive_nothing(timeout=0.3)
+    finally:
+        await comm.disconnect()
