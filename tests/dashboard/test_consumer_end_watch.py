@@ -11,7 +11,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
-from dashboard import consumers
+from dashboard import consumers, socket_watches
 from streams.models import Run, RunStatus
 from tests.dashboard.test_websocket_refusals import _open, _session_cookie
 from tests.support.factories import add_events, make_run
@@ -21,15 +21,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def counted_sweeps(monkeypatch):
-    monkeypatch.setattr(consumers, "STATUS_CHECK_S", 0.2)
+    monkeypatch.setattr(socket_watches, "STATUS_CHECK_S", 0.2)
     calls = []
-    real = consumers._ended_runs
+    real = socket_watches._ended_runs
 
     async def counted(run_ids):
         calls.append(sorted(run_ids))
         return await real(run_ids)
 
-    monkeypatch.setattr(consumers, "_ended_runs", counted)
+    monkeypatch.setattr(socket_watches, "_ended_runs", counted)
     return calls
 
 

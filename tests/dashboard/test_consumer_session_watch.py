@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import Group
 
-from dashboard import consumers
+from dashboard import consumers, socket_watches
 from tests.dashboard.test_websocket_refusals import _close_code, _open, _session_cookie
 from tests.support.factories import make_run
 
@@ -18,15 +18,15 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture
 def counted_checks(monkeypatch):
-    monkeypatch.setattr(consumers, "SESSION_CHECK_S", 0.2)
+    monkeypatch.setattr(socket_watches, "SESSION_CHECK_S", 0.2)
     calls = []
-    real = consumers._refusals
+    real = socket_watches._refusals
 
     async def counted(session_key, user_pk, run_ids):
         calls.append(set(run_ids))
         return await real(session_key, user_pk, run_ids)
 
-    monkeypatch.setattr(consumers, "_refusals", counted)
+    monkeypatch.setattr(socket_watches, "_refusals", counted)
     return calls
 
 

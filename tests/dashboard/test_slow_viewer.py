@@ -13,7 +13,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from dashboard import consumers
+from dashboard import consumers, socket_watches
 from dashboard.consumers import RunConsumer
 from streams.models import RunStatus
 from streams.pipeline.broadcast import publish_events, publish_status
@@ -141,7 +141,7 @@ async def test_big_batches_are_split_into_frames_daphne_can_send(gauged, user):
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_viewer_whose_final_status_message_was_dropped_still_ends(gauged, user, monkeypatch):
-    monkeypatch.setattr(consumers, "STATUS_CHECK_S", 0.2)
+    monkeypatch.setattr(socket_watches, "STATUS_CHECK_S", 0.2)
     run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=3)
     comm = await gauged(run)
     try:

@@ -19,7 +19,7 @@ from django.contrib.auth.models import Group
 from django.contrib.sessions.models import Session
 from django.test import Client
 
-from dashboard import consumers
+from dashboard import socket_watches
 from dashboard.asgi import application
 from tests.support.factories import make_run
 from tests.support.live import login
@@ -132,7 +132,7 @@ def test_logging_out_closes_the_open_socket_with_4401(daphne_app):
 
 @pytest.fixture
 def quick_session_check(monkeypatch):
-    monkeypatch.setattr(consumers, "SESSION_CHECK_S", 0.2)
+    monkeypatch.setattr(socket_watches, "SESSION_CHECK_S", 0.2)
 
 
 @sync_to_async
