@@ -6,9 +6,14 @@ Under ASGI, :class:`~django.utils.deprecation.MiddlewareMixin` runs every ``proc
 request with our list, most of an API request's CPU (docs/performance.md). The classes at the end
 of this module are Django's (and WhiteNoise's) with the same hooks, called directly on the event
 loop where they do no I/O; where one may touch the database (a session to save, messages to store,
-a form body to parse, the user to load) it still runs on the request's thread, as before. Django's
-async guard makes a hook that reaches the database on the event loop fail loudly
-(``SynchronousOnlyOperation``), never silently. Under WSGI (tests' ``Client``) nothing changes.
+the user to load) it still runs on the request's thread, as before. Django's async guard makes a
+hook that reaches the database on the event loop fail loudly (``SynchronousOnlyOperation``), never
+silently. Under WSGI (tests' ``Client``) nothing changes.
+
+Django's SecurityMiddleware, CsrfViewMiddleware and XFrameOptionsMiddleware are used as they are
+(a hop per hook still): ``manage.py check --deploy`` looks for their dotted paths in MIDDLEWARE and
+skips the checks of their settings (HSTS, SSL redirect, secure CSRF cookie) without them
+(docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -23,10 +28,7 @@ from django.contrib.messages.middleware import MessageMiddleware as DjangoMessag
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.middleware.clickjacking import XFrameOptionsMiddleware as DjangoXFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
-from django.middleware.csrf import CsrfViewMiddleware as DjangoCsrfViewMiddleware
-from django.middleware.security import SecurityMiddleware as DjangoSecurityMiddleware
 from django.utils.deprecation import MiddlewareMixin
 from whitenoise.middleware import WhiteNoiseMiddleware as BaseWhiteNoiseMiddleware
 
@@ -146,10 +148,6 @@ class JsonErrorsMiddleware(MiddlewareMixin):
 # --- Django's middleware, hooks on the event loop under ASGI ------------------------------------------
 
 
-class SecurityMiddleware(InlineHooks, DjangoSecurityMiddleware):
-    """Django's: the SSL redirect and the security headers (no I/O)."""
-
-
 class WhiteNoiseMiddleware(BaseWhiteNoiseMiddleware):
     """WhiteNoise's, async-capable: a path that is not a static file goes on without a thread hop.
     WhiteNoise itself is sync only, which put the whole middleware stack below it behind a hop each
@@ -191,35 +189,6 @@ class SessionMiddleware(InlineHooks, DjangoSessionMiddleware):
 
 class CommonMiddleware(InlineHooks, DjangoCommonMiddleware):
     """Django's: host check, slash redirect, Content-Length (no I/O)."""
-
-
-FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-class CsrfViewMiddleware(InlineHooks, DjangoCsrfViewMiddleware):
-    """Django's, every check and refusal unchanged. On the event loop: reading the CSRF cookie, the
-    check against the header, setting the cookie. On the request's thread: a form body to parse for
-    ``csrfmiddlewaretoken`` (an upload of up to 50 MB must not stall the loop), and everything when
-    the secret lives in the session (``CSRF_USE_SESSIONS``)."""
-
-    def __init__(self, get_response: Any) -> None:
-        super().__init__(get_response)
-        if self.async_mode:
-            self.process_view = self._aprocess_view  # Django adapts process_view by what it is
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        if settings.CSRF_USE_SESSIONS:
-            return await MiddlewareMixin.__acall__(self, request)
-        return await super().__acall__(request)
-
-    async def _aprocess_view(self, request: HttpRequest, callback: Any, callback_args: Any,
-                             callback_kwargs: Any) -> HttpResponse | None:
-        view = DjangoCsrfViewMiddleware.process_view.__get__(self)
-        if settings.CSRF_USE_SESSIONS or (
-            request.method == "POST" and request.content_type in FORM_CONTENT_TYPES and not hasattr(request, "_post")
-        ):
-            return await sync_to_async(view, thread_sensitive=True)(request, callback, callback_args, callback_kwargs)
-        return view(request, callback, callback_args, callback_kwargs)
 
 
 async def _auser(request: HttpRequest) -> Any:
@@ -267,7 +236,3 @@ class MessageMiddleware(InlineHooks, DjangoMessageMiddleware):
     def needs_thread_for_response(self, request: HttpRequest) -> bool:
         storage = getattr(request, "_messages", None)
         return storage is not None and (storage.used or storage.added_new)
-
-
-class XFrameOptionsMiddleware(InlineHooks, DjangoXFrameOptionsMiddleware):
-    """Django's: one header (no I/O)."""
