@@ -13,9 +13,9 @@ write per event, as the simulator and real upstreams do; each event shaped like 
 
 CPU is counted over the streaming window only: every stream is connected and has its response
 head before the server writes the first event (at one wall-clock moment), so connecting 200
-clients is not in the figure. Nothing else runs in this process, so the difference between rows
-is the reading path alone. ``--profile FILE`` writes a cProfile of the window (slower; for shares,
-not figures).
+clients is not in the figure; user and kernel time are printed apart. Nothing else runs in this
+process, so the difference between rows is the reading path alone. ``--profile FILE`` writes a
+cProfile of the window (slower; for shares, not figures).
 
     .venv/bin/python bench/reader.py [--streams 200] [--rate 50] [--seconds 10] [--modes ...]
 """
@@ -118,7 +118,7 @@ class Counter:
             self.events = executor.encoded + len([r.encoded() for r in executor.buffer])
 
 
-async def read_all(url: str, streams: int, mode: str, profile: str | None) -> tuple[int, float, float]:
+async def read_all(url: str, streams: int, mode: str, profile: str | None) -> tuple[int, float, float, float]:
     counters = [Counter(mode) for _ in range(streams)]
     ready = 0
     all_ready = asyncio.Event()
@@ -139,15 +139,15 @@ async def read_all(url: str, streams: int, mode: str, profile: str | None) -> tu
     tasks = [asyncio.ensure_future(one(counter)) for counter in counters]
     await all_ready.wait()
     profiler = cProfile.Profile() if profile else None
-    cpu, wall = time.process_time(), time.monotonic()
+    times, wall = os.times(), time.monotonic()
     if profiler is not None:
         profiler.enable()
     await asyncio.gather(*tasks)
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(profile)
-    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-    return sum(c.events for c in counters), cpu, wall
+    after, wall = os.times(), time.monotonic() - wall
+    return sum(c.events for c in counters), after.user - times.user, after.system - times.system, wall
 
 
 def main() -> None:
@@ -169,12 +169,14 @@ def main() -> None:
         server.start()
         time.sleep(0.5)
         try:
-            events, cpu, wall = asyncio.run(read_all(f"http://127.0.0.1:{port}/", args.streams, mode, args.profile))
+            events, user, system, wall = asyncio.run(
+                read_all(f"http://127.0.0.1:{port}/", args.streams, mode, args.profile))
         finally:
             server.terminate()
             server.join()
+        cpu = user + system
         print(f"  {mode:12s} {events} events in {wall:.1f} s: {cpu:.2f} s CPU = {cpu / events * 1e6:.1f} µs per event"
-              f" (load {os.getloadavg()[0]:.2f})")
+              f" (user {user / events * 1e6:.1f}, kernel {system / events * 1e6:.1f}; load {os.getloadavg()[0]:.2f})")
 
 
 if __name__ == "__main__":
