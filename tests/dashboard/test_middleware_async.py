@@ -167,3 +167,25 @@ async def test_an_api_request_loads_its_user_once(user, monkeypatch):
     response = await client.get(f"/api/runs/{run.pk}/")
     assert response.status_code == 200
     assert len(loads) == 1, loads
+
+
+async def test_pages_login_and_logout_through_the_asgi_stack(user):
+    """The whole stack under ASGI: strangers sent to log in, a login saves the session (the hook on
+    the request's thread), pages then open, a logout ends it, and a form without its CSRF token is
+    refused (Django's CsrfViewMiddleware, unchanged)."""
+    run = await sync_to_async(make_run)(user)
+    client = AsyncClient()
+    pages = ("/", "/runs/", f"/runs/{run.pk}/", "/insights/", "/settings/tokens/")
+    for url in pages:
+        response = await client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+    assert (await client.get("/accounts/login/")).status_code == 200
+    response = await client.post("/accounts/login/", {"username": "alice", "password": "alice-pass-123"})
+    assert response.status_code == 302 and response.cookies["sessionid"].value
+    for url in pages:
+        assert (await client.get(url)).status_code == 200, url
+    assert (await client.post("/accounts/logout/")).status_code == 302
+    assert (await client.get("/runs/")).status_code == 302
+    strict = AsyncClient(enforce_csrf_checks=True)
+    response = await strict.post("/accounts/login/", {"username": "alice", "password": "alice-pass-123"})
+    assert response.status_code == 403
