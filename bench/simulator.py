@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -141,12 +142,21 @@ async def drive(sim_url: str, bodies: list[dict]) -> list[Tally]:
     return tallies
 
 
+def user_system_seconds(pid: int) -> tuple[float, float]:
+    """A process's CPU seconds in user space and in the kernel (``send`` and the reader's wake-up)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def measure(sim_url: str, sim_pid: int | None, bodies: list[dict], expected: int) -> dict:
     cpu_before = cpu_seconds(sim_pid) if sim_pid else 0.0
+    split_before = user_system_seconds(sim_pid) if sim_pid else (0.0, 0.0)
     started = time.monotonic()
     tallies = asyncio.run(drive(sim_url, bodies))
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(sim_pid) - cpu_before if sim_pid else float("nan")
+    split = user_system_seconds(sim_pid) if sim_pid else (float("nan"), float("nan"))
     events = sum(t.frames for t in tallies)
     return {
         "events": events,
@@ -156,6 +166,8 @@ def measure(sim_url: str, sim_pid: int | None, bodies: list[dict], expected: int
         "writes": sum(t.chunks for t in tallies),
         "elapsed": elapsed,
         "cpu": cpu,
+        "user": split[0] - split_before[0],
+        "system": split[1] - split_before[1],
         "us_per_event": cpu / max(events, 1) * 1e6,
     }
 
@@ -169,8 +181,11 @@ def report(label: str, streams: int, r: dict, target: bool) -> None:
     print(f"    events delivered {r['events']}/{r['expected']} ({'nothing lost' if not lost else 'LOST EVENTS'}); "
           f"streams whole {r['whole']}/{streams}; {r['bytes'] / 2**20:.1f} MiB in {r['elapsed']:.1f} s "
           f"= {r['events'] / r['elapsed']:,.0f} events/s")
-    print(f"    simulator CPU {r['cpu']:.2f} s = {r['us_per_event']:.1f} us per event{verdict}; "
-          f"{r['events'] / max(r['writes'], 1):.1f} events per write")
+    events = max(r["events"], 1)
+    print(f"    simulator CPU {r['cpu']:.2f} s = {r['us_per_event']:.1f} us per event{verdict} "
+          f"(user {r['user'] / events * 1e6:.1f}, kernel {r['system'] / events * 1e6:.1f}); "
+          f"{r['events'] / max(r['writes'], 1):.1f} events per write, "
+          f"{r['cpu'] / max(r['writes'], 1) * 1e6:.0f} us per write")
 
 
 def main() -> None:

@@ -24,6 +24,8 @@ from django.http import HttpResponse, JsonResponse
 from django.urls import Resolver404, URLResolver
 from django.urls.resolvers import RegexPattern
 
+from simulator.playback import write_paced
+
 logger = logging.getLogger("simulator")
 
 PREFIX = "/sim/v1/"
@@ -103,6 +105,11 @@ async def _send(response: HttpResponse, send: Send, extra: dict[str, str]) -> No
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
     if not response.streaming:
         await send({"type": "http.response.body", "body": response.content})
+        return
+    playback = getattr(response, "simulator_playback", None)
+    if playback is not None:  # a plain stream: written from the shared clock (simulator.playback)
+        await write_paced(playback, send)
+        await send({"type": "http.response.body"})
         return
     async for chunk in response.streaming_content:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})

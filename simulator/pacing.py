@@ -10,14 +10,17 @@ By default every frame is written at its own time, as a provider streaming token
 most once per ``write_interval_s`` instead (``sim_write_interval_ms``, or the process default
 ``STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS``): frames that fall due in between go out together at
 the end of it, while the first frame and any frame after a pause go out when due. A write costs
-the server far more CPU than a frame (Twisted's write path and a syscall, see docs/simulator.md
+the server far more CPU than a frame (a syscall and the server's write path, see docs/simulator.md
 "Load generator"), so that is what lets one process pace 10,000 events/s cheaply. Waits are served
-by one shared clock per process, ticking every 5 ms, rather than a timer per stream per write.
+by one shared clock per process (1 ms ticks; a 5 ms grid for batched streams) rather than a timer
+per stream per write; on the direct ASGI path the clock writes plain streams itself
+(:mod:`simulator.playback`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import random
@@ -38,8 +41,11 @@ MIN_SLEEP_S = 0.002
 # A stream writes at most once per this (sim_write_interval_ms); frames due in between go out together.
 # 0: every frame at its own time (the default; a load generator sets a larger one).
 DEFAULT_WRITE_INTERVAL_S = 0.0
-# The shared clock's granularity: streams waiting for about the same moment wake on the same tick.
-CLOCK_TICK_S = 0.005
+# The shared clock's granularity: streams due at about the same moment are written on the same tick
+# (1 ms: a frame goes out at most that late, well inside a token gap).
+CLOCK_TICK_S = 0.001
+# Streams that batch their writes wake on a coarser grid of the same clock: fewer, fuller writes.
+BATCHED_TICK_S = 0.005
 
 Frame = tuple[dict[str, Any], bytes]
 
@@ -201,32 +207,69 @@ async def _paced(
 ) -> AsyncIterator[list[Frame]]:
     loop = asyncio.get_running_loop()
     clock = shared_clock(loop) if pacing.write_interval_s > 0 else None
-    batch: list[Frame] = []
-    size = 0
-    start = loop.time()
-    due = 0.0
-    next_write = start
-    for step, delay in pacing.delays(steps):
-        due += delay
-        if start + due - loop.time() > MIN_SLEEP_S:
-            if batch:
-                yield batch
-                batch, size = [], 0
-                next_write = loop.time() + pacing.write_interval_s
+    timeline = Timeline(steps, pacing, encode, loop.time())
+    while not timeline.ended:
+        wait = timeline.wake_at - loop.time()
+        if wait > MIN_SLEEP_S:
             if clock is not None:
-                await clock.wake_at(max(start + due, next_write))
+                await clock.wake_at(timeline.wake_at, BATCHED_TICK_S)
             else:
-                wait = start + due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-        frame = encode(step.event)
-        batch.append((step.event, frame))
-        size += len(frame)
-        if size >= BATCH_BYTES:
+                await asyncio.sleep(wait)
+        batch = timeline.take(loop.time())
+        if batch:
             yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+
+
+class Timeline:
+    """A paced stream's frames and the loop times they are due: ``take(now)`` gives the next batch,
+    ``wake_at`` when to ask again. Played by :func:`play` in a task of its own, or straight from the
+    shared clock (:mod:`simulator.playback`)."""
+
+    def __init__(
+        self, steps: Iterable[Step], pacing: Pacing, encode: Callable[[dict[str, Any]], bytes], start: float
+    ) -> None:
+        self._delays = pacing.delays(steps)
+        self._encode = encode
+        self._interval = pacing.write_interval_s
+        self._due = start  # of the next step
+        self._next: Step | None = None
+        self._next_write = start
+        self.ended = False
+        self._advance()
+
+    def _advance(self) -> None:
+        for step, delay in self._delays:
+            self._due += delay
+            self._next = step
+            return
+        self._next = None
+        self.ended = True
+
+    @property
+    def wake_at(self) -> float:
+        """When the next batch is due: its first frame's time, or the end of the write interval."""
+        return max(self._due, self._next_write)
+
+    def take(self, now: float) -> list[Frame]:
+        """The next frame (the caller waited for it) and every later one due within ``MIN_SLEEP_S`` of
+        ``now``, up to ``BATCH_BYTES``."""
+        batch: list[Frame] = []
+        size = 0
+        encode = self._encode
+        step = self._next
+        while step is not None:
+            if batch and self._due - now > MIN_SLEEP_S:
+                break
+            frame = encode(step.event)
+            batch.append((step.event, frame))
+            size += len(frame)
+            self._advance()
+            step = self._next
+            if size >= BATCH_BYTES:
+                break
+        if batch and self._interval:
+            self._next_write = now + self._interval
+        return batch
 
 
 def stamp_suffix(now: float) -> bytes:
@@ -236,29 +279,39 @@ def stamp_suffix(now: float) -> bytes:
 
 
 class SharedClock:
-    """Wakes the waiting streams of one event loop on shared ticks (every ``CLOCK_TICK_S``): one timer
-    per tick for the process instead of one per stream per write."""
+    """Calls back the waiting streams of one event loop on shared ticks (every ``CLOCK_TICK_S``): one
+    timer per tick for the process instead of one per stream per write."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.waiting: dict[float, list[asyncio.Future[None]]] = {}
+        self.waiting: dict[int, list[Callable[[], None]]] = {}
 
-    def wake_at(self, when: float) -> asyncio.Future[None]:
-        """A future done on the first tick at or after ``when`` (loop time). Each waiter has its
-        own future, so cancelling one stream never touches the others."""
-        tick = math.ceil(when / CLOCK_TICK_S) * CLOCK_TICK_S
+    def call_at(self, when: float, callback: Callable[[], None], every_s: float = CLOCK_TICK_S) -> None:
+        """Call ``callback`` on the first tick at or after ``when`` (loop time), on a grid of
+        ``every_s`` (a multiple of the clock's tick)."""
+        grid = round(every_s / CLOCK_TICK_S)
+        tick = math.ceil(when / CLOCK_TICK_S / grid) * grid
+        callbacks = self.waiting.get(tick)
+        if callbacks is None:
+            callbacks = self.waiting[tick] = []
+            self.loop.call_at(tick * CLOCK_TICK_S, self._fire, tick)
+        callbacks.append(callback)
+
+    def wake_at(self, when: float, every_s: float = CLOCK_TICK_S) -> asyncio.Future[None]:
+        """A future done on the first tick at or after ``when``. Each waiter has its own future, so
+        cancelling one stream never touches the others."""
         future = self.loop.create_future()
-        waiters = self.waiting.get(tick)
-        if waiters is None:
-            waiters = self.waiting[tick] = []
-            self.loop.call_at(tick, self._fire, tick)
-        waiters.append(future)
+        self.call_at(when, functools.partial(_wake, future), every_s)
         return future
 
-    def _fire(self, tick: float) -> None:
-        for future in self.waiting.pop(tick, ()):
-            if not future.done():
-                future.set_result(None)
+    def _fire(self, tick: int) -> None:
+        for callback in self.waiting.pop(tick, ()):
+            callback()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedClock] = weakref.WeakKeyDictionary()

@@ -29,6 +29,7 @@ from simulator.connection import ConnectionNotFound, drop_connection
 from simulator.errors import APIErrorSpec, SimulatorError, invalid, not_found
 from simulator.moderation import moderate
 from simulator.pacing import encode_data_only, encode_sse, play, to_json
+from simulator.playback import Playback
 from simulator.request import checked_body, parse_request
 from simulator.scenarios import SCENARIOS, SEEDED_EPOCH, Plan, get_scenario, plan_response
 
@@ -182,10 +183,14 @@ async def _live(plan: Plan, entry: StoredResponse) -> AsyncIterator[list[bytes]]
             entry.record(batch)
             yield [frame for _event, frame in batch]
     finally:
-        if not entry.terminal:
-            # Closing a non-background stream stops generation, as on the real API.
-            entry.base = {**entry.base, "status": "cancelled"}
-        entry.finish()
+        _end_live(entry)
+
+
+def _end_live(entry: StoredResponse) -> None:
+    if not entry.terminal:
+        # Closing a non-background stream stops generation, as on the real API.
+        entry.base = {**entry.base, "status": "cancelled"}
+    entry.finish()
 
 
 # ----- endpoints -------------------------------------------------------------------------------
@@ -242,7 +247,13 @@ async def create_response(request: HttpRequest) -> HttpResponse:
     entry = StoredResponse(plan, background=False)
     STORE.add(entry)
     if sim_request.stream:
-        return _event_stream(_deliver(request, _live(plan, entry), **faults))
+        response = _event_stream(_deliver(request, _live(plan, entry), **faults))
+        if plan.drop_after is None and plan.stall_after is None:
+            # Nothing to cut: the direct ASGI path may play it from the shared clock (simulator.playback).
+            response.simulator_playback = Playback(  # type: ignore[attr-defined]
+                plan.steps, plan.pacing, encode_sse, entry.record, functools.partial(_end_live, entry)
+            )
+        return response
     steps = list(plan.steps)
     await asyncio.sleep(min(plan.pacing.total_seconds(steps), MAX_BLOCKING_WAIT_S))
     final = steps[-1].event
@@ -318,7 +329,12 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             "stall_ms": plan.stall_ms,
         }
         trailer = DONE_MARKER if plan.done_marker else b""
-        return _event_stream(_deliver(request, chunks, trailer=trailer, **faults))
+        response = _event_stream(_deliver(request, chunks, trailer=trailer, **faults))
+        if plan.drop_after is None and stall_after is None:
+            response.simulator_playback = Playback(  # type: ignore[attr-defined]
+                plan.steps, plan.pacing, encode_data_only, trailer=trailer
+            )
+        return response
     steps = list(plan.steps)
     await asyncio.sleep(min(plan.pacing.total_seconds(steps), MAX_BLOCKING_WAIT_S))
     chunks_data = [step.event for step in steps]
