@@ -38,8 +38,8 @@ def test_the_frames_are_those_of_the_events_written_as_they_fall_due():
     async def send(message: dict) -> None:
         sent.append(message)
 
-    asyncio.run(write_paced(playback("200"), send))  # a token every 5 ms
-    assert b"".join(bodies(sent)) == expected("200")
+    asyncio.run(write_paced(playback("50"), send))  # a token every 20 ms
+    assert b"".join(bodies(sent)) == expected("50")
     # The scaffold at once, then (unless the loop was held up) every delta alone; whole frames each time.
     assert len(sent) > 2 and all(body.endswith(b"\n\n") for body in bodies(sent))
 
@@ -85,14 +85,15 @@ def test_a_client_that_leaves_stops_the_writes_and_closes_the_stream():
         async def send(message: dict) -> None:
             sent.append(message)
 
-        writing = asyncio.ensure_future(write_paced(playback("100", close=lambda: closed.append(len(sent))), send))
+        # 12 tokens at 10 per second: the stream would take 1.2 s.
+        writing = asyncio.ensure_future(write_paced(playback("10", close=lambda: closed.append(len(sent))), send))
         await asyncio.sleep(0.05)
         writing.cancel()
         await asyncio.gather(writing, return_exceptions=True)
         await asyncio.sleep(0.05)  # nothing is written after it
 
     asyncio.run(run())
-    assert 1 <= len(sent) < 10 and closed == [len(sent)]
+    assert 1 <= len(sent) < 13 and closed == [len(sent)]  # 13: the scaffold's write and one per delta
 
 
 def test_recorded_batches_and_the_trailer_after_the_last_frame():
