@@ -104,12 +104,14 @@ def unsent_bytes(transport: Any) -> int:
 
 
 def send_at_once(transport: Any) -> bool:
-    """Make ``transport.write`` send on the socket right away when nothing is waiting before it,
-    as asyncio's transports do; what the socket does not take (or any error) goes Twisted's way,
-    buffered, in order, and a dead socket is noticed by Twisted as before. Plain TCP only (TLS
-    writes go through the TLS layer). True when installed."""
+    """Make ``transport.write`` and ``writeSequence`` send on the socket right away when nothing is
+    waiting before it, as asyncio's transports do; what the socket does not take (or any error) goes
+    Twisted's way, buffered, in order, and a dead socket is noticed by Twisted as before. Plain TCP
+    only (TLS writes go through the TLS layer). True when installed (or already)."""
     if getattr(transport, "TLS", True) or not hasattr(transport, "socket") or not hasattr(transport, "_tempDataLen"):
         return False
+    if "write" in vars(transport):
+        return True
     buffered = type(transport).write
 
     def write(data: bytes) -> None:
@@ -124,5 +126,10 @@ def send_at_once(transport: Any) -> bool:
             data = data[sent:]
         buffered(transport, data)
 
+    def write_sequence(iovec: Any) -> None:
+        # Twisted's HTTP response writes its head and each chunk of a chunked body this way.
+        write(b"".join(iovec))
+
     transport.write = write
+    transport.writeSequence = write_sequence
     return True

@@ -33,6 +33,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.middleware import INTERNAL_ERROR, is_secure, request_headers, security_headers
 from dashboard.tokens import REJECTED, bearer_of, token_owner
+from dashboard.twisted_shim import send_at_once, transport_of
 from streams.gateway.proxy import (
     GatewayAnswer,
     GatewayRequest,
@@ -238,6 +239,9 @@ class DirectRequest:
             headers["content-type"] = DJANGO_DEFAULT_TYPE
         for name, value in security_headers(self.secure).items():
             headers.setdefault(name, value)
+        transport = transport_of(self.send)
+        if transport is not None:
+            send_at_once(transport)  # each chunk to the socket as it is sent, not on Twisted's next turn
         self.started = True
         await self.send({"type": "http.response.start", "status": reply.status,
                          # An upstream header httpx decoded as UTF-8 may not fit latin-1: "?" for the rest.

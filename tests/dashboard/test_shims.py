@@ -45,3 +45,24 @@ def test_frames_go_to_the_socket_at_once_and_what_it_cannot_take_waits_in_order(
     assert bytes(received) == big + b"tail" and unsent_bytes(transport) == 0
     ours.close()
     theirs.close()
+
+
+def test_an_http_response_written_as_a_sequence_goes_at_once_too_and_patching_twice_changes_nothing():
+    import socket
+
+    from twisted.internet import tcp
+
+    from dashboard.twisted_shim import send_at_once
+
+    ours, theirs = socket.socketpair()
+    reactor = Reactor()
+    transport = tcp.Connection(ours, protocol=None, reactor=reactor)
+    transport.connected = True
+    assert send_at_once(transport)
+    write = transport.write
+    assert send_at_once(transport) and transport.write is write  # the gateway asks once per response
+    transport.writeSequence([b"HTTP/1.1 200 OK\r\n", b"\r\n"])  # how Twisted writes a head and each chunk
+    transport.writeSequence([b"5\r\n", b"hello", b"\r\n"])
+    assert theirs.recv(100) == b"HTTP/1.1 200 OK\r\n\r\n5\r\nhello\r\n" and not reactor.writers
+    ours.close()
+    theirs.close()
