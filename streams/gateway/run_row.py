@@ -12,6 +12,7 @@ lock (a flush) the insert is refused at once and the caller takes the database t
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -20,6 +21,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connections
 from django.db.models.sql import InsertQuery
+from django.db.models.sql.compiler import SQLInsertCompiler
 
 from streams.models import Run
 
@@ -73,14 +75,21 @@ def _connection(name: str) -> sqlite3.Connection:
 
 def _insert_sql(run: Run) -> tuple[str, tuple]:
     """Django's own INSERT ... RETURNING for ``run`` (what ``Run.objects.create`` sends), with
-    SQLite's placeholders."""
+    SQLite's placeholders: the statement built once (:func:`_statement`), each value prepared as
+    Django's compiler prepares it (a new statement cost ~0.6 ms on this VM, half the insert)."""
+    compiler, fields, sql = _statement()
+    return sql, tuple(compiler.prepare_value(field, compiler.pre_save_val(field, run)) for field in fields)
+
+
+@functools.cache
+def _statement() -> tuple[SQLInsertCompiler, list, str]:
     meta = Run._meta
     fields = [field for field in meta.local_concrete_fields if not field.generated and field is not meta.auto_field]
     query = InsertQuery(Run)
-    query.insert_values(fields, [run])
+    query.insert_values(fields, [Run()])
     compiler = query.get_compiler(connection=connections["default"])
     compiler.returning_fields = meta.db_returning_fields
-    [(sql, params)] = compiler.as_sql()
-    if "%%" in sql:
-        raise ValueError("an INSERT with a literal percent sign")
-    return sql.replace("%s", "?"), tuple(params)
+    [(sql, _params)] = compiler.as_sql()
+    if "%%" in sql or sql.count("%s") != len(fields):
+        raise ValueError("an INSERT this module cannot pass to sqlite3 as it is")
+    return compiler, fields, sql.replace("%s", "?")
