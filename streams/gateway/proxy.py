@@ -32,6 +32,8 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
+from streams.gateway import leg
+from streams.gateway.leg import LegResponse
 from streams.gateway.recorder import GatewayRecorder
 from streams.gateway.run_row import insert_here
 from streams.live import stoppers
@@ -159,7 +161,7 @@ def upstream_headers(request: GatewayRequest) -> dict[str, str]:
     return headers
 
 
-def _passed_headers(response: httpx.Response) -> dict[str, str]:
+def _passed_headers(response: httpx.Response | LegResponse) -> dict[str, str]:
     return {name: value for name, value in response.headers.items()
             if name in PASSED_RESPONSE_HEADERS or name.startswith("x-ratelimit-")}
 
@@ -206,16 +208,12 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         # trip is out of the time to first byte). The run exists before a byte of the answer is
         # read, so the recorder misses nothing.
         creating = asyncio.ensure_future(_create_run_beside(request, fields, kind))
-    client = _client()
     headers = upstream_headers(request)
-    url = f"{request.provider.base_url.rstrip('/')}/{request.path}"
-    upstream = client.build_request(request.method, url, content=request.body or None, headers=headers,
-                                    params=request.query or None)
     t0 = time.monotonic()
-    response: httpx.Response | None = None
+    response: httpx.Response | LegResponse | None = None
     failure: UpstreamError | None = None
     try:
-        response = await client.send(upstream, stream=True)
+        response = await _send(request, headers)
         _mark("upstream_headers")
     except asyncio.CancelledError:  # the client left while the provider was still to answer
         run = await creating  # cancelled once already: the run is still created and ended
@@ -266,6 +264,19 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         status, error = recorder.take_body(whole, recorder._now())
         _end_later(recorder, status, error)
     return GatewayAnswer(response.status_code, passed, whole, run_id=run.pk)
+
+
+async def _send(request: GatewayRequest, headers: dict[str, str]) -> httpx.Response | LegResponse:
+    """The request on to the provider; the answer once its head is read, its body to be read."""
+    base = request.provider.base_url
+    if leg.can_send(base, request.path, request.query, headers):
+        return await leg.send(base, request.method, request.path, request.query, headers, request.body or None,
+                              settings.STREAMSCOPE_CONNECT_TIMEOUT_S, settings.STREAMSCOPE_STALL_TIMEOUT_S)
+    client = _client()
+    url = f"{base.rstrip('/')}/{request.path}"
+    upstream = client.build_request(request.method, url, content=request.body or None, headers=headers,
+                                    params=request.query or None)
+    return await client.send(upstream, stream=True)
 
 
 async def _pass_through(request: GatewayRequest) -> GatewayAnswer:
@@ -481,8 +492,8 @@ class StreamRelay:
     ASGI path, dashboard/api/gateway.py, sends it on the connection); :meth:`body` is the same
     relay as an iterator, for Django's ``StreamingHttpResponse``."""
 
-    def __init__(self, run: Run, recorder: GatewayRecorder, response: httpx.Response, request: GatewayRequest,
-                 headers: dict[str, str]) -> None:
+    def __init__(self, run: Run, recorder: GatewayRecorder, response: httpx.Response | LegResponse,
+                 request: GatewayRequest, headers: dict[str, str]) -> None:
         self.run = run
         self.recorder = recorder
         self.response = response
