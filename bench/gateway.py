@@ -10,6 +10,11 @@ Targets: added TTFB p99 <= 5 ms at one stream; unthrottled >= 80% of direct; not
 
     .venv/bin/python bench/gateway.py [--mode embedded|scaled|both] [--streams 200] [--rate 50] [--seconds 10]
 
+Time to first byte at one stream is sampled apart from the paced streams: ``--ttfb`` short requests
+(5 events, default 200) one at a time, direct and through the gateway in turn, once on kept
+connections (as an SDK's client keeps them) and once on a new connection each; with 200 samples the
+p99 is a percentile, not the slowest of twenty.
+
 ``--streams 0`` skips the concurrent part (1-stream TTFB and the unthrottled stream only). The CPU
 seconds of each process are printed for the 1-stream and unthrottled parts: on a shared machine
 CPU per request and per event say more than wall-clock figures.
@@ -31,6 +36,7 @@ import httpx
 from common import ROOT, STAMP, USER, CpuSplit, Stack, machine, modes_arg, percentile, selected_modes
 
 SAMPLES = 20  # single streams measured one after another
+TTFB_SAMPLES = 200  # short requests each way for the time to first byte
 TIMINGS = "gateway-timings.jsonl"  # the gateway's own timings (STREAMSCOPE_GATEWAY_TIMINGS), in the stack's folder
 
 
@@ -76,6 +82,33 @@ async def one_stream(client: httpx.AsyncClient, url: str, payload: dict, headers
                     delays.extend((now - float(s)) * 1000.0 for s in STAMP.findall(frame.decode()))
     return {"ttfb": ((first or time.monotonic()) - sent) * 1000.0, "delays": delays, "events": events,
             "run": int(run_id) if run_id else None, "elapsed": time.monotonic() - sent}
+
+
+async def first_byte_ms(client: httpx.AsyncClient, url: str, payload: dict, headers: dict) -> float:
+    sent = time.monotonic()
+    first = None
+    async with client.stream("POST", url, json=payload, headers=headers) as response:
+        async for _ in response.aiter_raw():
+            if first is None:
+                first = time.monotonic()
+    return ((first or time.monotonic()) - sent) * 1000.0
+
+
+async def ttfb_samples(direct_url: str, gateway_url: str, auth: dict, count: int, kept: bool) -> dict:
+    """``count`` short streams each way, one at a time and in turn; TTFB p50/p99 (ms) of each."""
+    out: dict[str, list[float]] = {"direct": [], "gateway": []}
+    client = httpx.AsyncClient(timeout=30)
+    try:
+        for i in range(count):
+            for label, url, headers in (("direct", direct_url, {}), ("gateway", gateway_url, auth)):
+                if not kept:
+                    await client.aclose()
+                    client = httpx.AsyncClient(timeout=30)
+                out[label].append(await first_byte_ms(client, url, body(5, "max", i), headers))
+                await asyncio.sleep(0.02)  # one at a time, as a person's or an app's single calls come
+    finally:
+        await client.aclose()
+    return {label: (percentile(values, 50), percentile(values, 99)) for label, values in out.items()}
 
 
 async def streams(url: str, headers: dict, count: int, tokens: int, rate: str) -> list[dict]:
@@ -130,7 +163,7 @@ def _per_event_us(split: CpuSplit, events: int) -> dict[str, float]:
 
 
 async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float, unthrottled: int,
-                  samples: int = SAMPLES) -> dict:
+                  samples: int = SAMPLES, ttfb: int = TTFB_SAMPLES) -> dict:
     direct_url = f"{stack.sim_url}/responses"
     gateway_url = f"{stack.webs[0]}/gateway/simulator/v1/responses"
     auth = {"Authorization": f"Bearer {token}"}
@@ -139,6 +172,10 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
     await streams(direct_url, {}, 1, 10, "max")  # warm up both paths (connections, first queries)
     await streams(gateway_url, auth, 1, 10, "max")
     inside_timings(stack)  # the warm-up's are not counted
+    if ttfb:
+        out["ttfb"] = {"kept": await ttfb_samples(direct_url, gateway_url, auth, ttfb, kept=True),
+                       "new": await ttfb_samples(direct_url, gateway_url, auth, ttfb, kept=False)}
+        out["ttfb_inside"] = inside_timings(stack)
     for label, n in (("one", 1), ("many", count)):
         if n == 0:
             continue
@@ -189,6 +226,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--unthrottled", type=int, default=1, help="unthrottled streams measured, one at a time")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="single streams measured in turn (0: none)")
+    parser.add_argument("--ttfb", type=int, default=TTFB_SAMPLES,
+                        help="short requests each way for the time to first byte (0: none)")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"gateway: 1 and {args.streams} streams x {args.rate} events/s for {args.seconds:g} s, direct vs "
@@ -198,8 +237,18 @@ def main() -> None:
         with Stack(mode, work=work, extra_env={"STREAMSCOPE_GATEWAY_TIMINGS": str(work / TIMINGS)}) as stack:
             token = make_token(stack)
             r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds, args.unthrottled,
-                                    args.samples))
+                                    args.samples, args.ttfb))
         print(f"  {stack.describe()}")
+        for how, label in (("kept", "kept connections"), ("new", "a new connection each")):
+            if "ttfb" not in r:
+                break
+            (d50, d99), (g50, g99) = r["ttfb"][how]["direct"], r["ttfb"][how]["gateway"]
+            print(f"    time to first byte, {args.ttfb} short requests each way in turn, {label}: "
+                  f"direct p50 {d50:.2f} / p99 {d99:.2f} ms, gateway p50 {g50:.2f} / p99 {g99:.2f} ms; "
+                  f"added p50 {g50 - d50:+.2f}, p99 {g99 - d99:+.2f} ms")
+        if r.get("ttfb_inside"):
+            inside = ", ".join(f"{what} p50 {p50:.2f} / p99 {p99:.2f}" for what, (p50, p99) in r["ttfb_inside"].items())
+            print(f"      inside the gateway (ms from the request handed over): {inside}")
         for label in ("one", "many"):
             if label not in r:
                 continue
