@@ -349,9 +349,11 @@ class RunConsumer(AsyncWebsocketConsumer):
 
     async def run_status(self, message: dict) -> None:
         self.last_message = time.monotonic()
+        if getattr(self, "ended", False):
+            # Said already (the row's end at connect, or the stored end EndWatch found first): nothing
+            # follows an end, also not a "streaming" published before it and queued behind the opening.
+            return
         if message["status"] in TERMINAL_STATUSES:
-            if getattr(self, "ended", False):
-                return  # said already: the row's end at connect, or the stored end EndWatch found first
             self.ended = True
             end_watch().unwatch(self)
         last_seq = message.get("last_seq", -1)
