@@ -23,6 +23,7 @@ import re
 import socket
 import ssl
 import time
+import zlib
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,6 +45,7 @@ USER_AGENT = b"streamscope-gateway"
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _QUERY = re.compile(r"[\x21-\x7e]*")
+_KEEP_ALIVE_TIMEOUT = re.compile(r"timeout\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 _PATH = re.compile(r"[A-Za-z0-9_.\-/]+")  # what the gateway's routes let through (proxy.ROUTES): no escaping
 
 
@@ -58,6 +60,8 @@ class _Origin:
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.base_path = parts.path.rstrip("/")
+        if self.base_path and not _PATH.fullmatch(self.base_path):
+            raise ValueError("a base path that would need escaping")
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -111,6 +115,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.error: BaseException | None = None
         self.idle_since = 0.0
+        self.keepalive_s = KEEPALIVE_S  # shorter when the provider says so (Keep-Alive: timeout=N)
         self.response: LegResponse | None = None
         self.parser: Any = None
         self._header_items: list[tuple[bytes, bytes]] = []
@@ -151,10 +156,24 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools ----------------------------------------------------------------------------
 
+    def _past_the_answer(self) -> bool:
+        """True (and the connection given up) for anything parsed after the answer was complete:
+        a provider sending more than it answered is not trusted with the next request."""
+        if self.response is None or self.response._ended:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            return True
+        return False
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._past_the_answer():
+            return
         self._header_items.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._past_the_answer():
+            return
         status = self.parser.get_status_code()
         items, self._header_items = self._header_items, []
         if 100 <= status < 200:
@@ -162,10 +181,12 @@ class _Connection(asyncio.Protocol):
         self.response._head(status, items)  # type: ignore[union-attr]
 
     def on_body(self, body: bytes) -> None:
+        if self._past_the_answer():
+            return
         self.response._body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
-        if self.parser.get_status_code() < 200:
+        if self._past_the_answer() or self.parser.get_status_code() < 200:
             return
         keep = self.parser.should_keep_alive()
         self.response._complete(keep)  # type: ignore[union-attr]
@@ -202,12 +223,24 @@ class LegResponse:
         self._waiter: asyncio.Future[None] | None = None
         self._released = False
         self._framed_by_close = False
+        self._decoder: Any = None  # a compressed answer's (zlib)
+        self._undecodable = ""  # a content coding zlib does not read
 
     # --- fed by the connection ----------------------------------------------------------------
 
     def _head(self, status: int, items: list[tuple[bytes, bytes]]) -> None:
         self.status_code = status
         self.headers = httpx.Headers(items)
+        coding = self.headers.get("content-encoding", "identity").strip().lower()
+        if coding in ("gzip", "x-gzip", "deflate"):
+            # Asked for identity, but a provider may compress anyway: the client gets the bytes
+            # decoded, as httpx gave them (the header does not go on).
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32 if coding != "deflate" else zlib.MAX_WBITS)
+        elif coding != "identity":
+            self._undecodable = coding
+        said = _KEEP_ALIVE_TIMEOUT.search(self.headers.get("keep-alive", ""))
+        if said:  # a second under what the provider said, so it never closes one under a request
+            self._connection.keepalive_s = min(KEEPALIVE_S, max(0.0, float(said[1]) - 1.0))
         names = {name.lower() for name, _ in items}
         self._framed_by_close = (b"content-length" not in names and b"transfer-encoding" not in names
                                  and status not in (204, 304))
@@ -270,6 +303,9 @@ class LegResponse:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
+            if self._undecodable:
+                raise httpx.DecodingError(f"the provider answered in a coding the gateway cannot read: "
+                                          f"{self._undecodable}")
             while True:
                 if self._chunks:
                     # Everything that has arrived, as one: a burst's many small chunks (one per
@@ -279,16 +315,28 @@ class LegResponse:
                     chunks.clear()
                     self._held = 0
                     self._connection.resume()
+                    if self._decoder is not None:
+                        chunk = self._decode(chunk)
+                        if not chunk:
+                            continue
                     yield chunk
                     continue
                 if self._failure is not None:
                     raise self._failure
                 if self._ended:
+                    if self._decoder is not None and (tail := self._decoder.flush()):
+                        yield tail
                     return
                 await self._wait("body")
         finally:
             if self._ended and not self._chunks:
                 self._release()
+
+    def _decode(self, chunk: bytes) -> bytes:
+        try:
+            return self._decoder.decompress(chunk)
+        except zlib.error as exc:
+            raise httpx.DecodingError(f"the provider's compressed answer could not be read ({exc})") from exc
 
     async def aread(self) -> bytes:
         return b"".join([chunk async for chunk in self.aiter_bytes()])
@@ -331,7 +379,7 @@ class _Pool:
             connection = idle.pop()
             transport = connection.transport
             if (not connection.closed and transport is not None and not transport.is_closing()
-                    and now - connection.idle_since < KEEPALIVE_S):
+                    and now - connection.idle_since < connection.keepalive_s):
                 return connection
             if transport is not None:
                 transport.close()
@@ -370,12 +418,19 @@ async def _connect(origin: _Origin, connect_timeout: float) -> _Connection:
     return connection
 
 
+def _may_send_again(method: str, headers: dict[str, str]) -> bool:
+    """A GET reads; a request with an Idempotency-Key is taken once by the provider however often sent."""
+    return method == "GET" or any(name.lower() == "idempotency-key" for name in headers)
+
+
 async def send(base_url: str, method: str, path: str, query: str, headers: dict[str, str], body: bytes | None,
                connect_timeout: float, stall_timeout: float) -> LegResponse:
     """Send the request (:func:`can_send` said yes) and return once the answer's head is read.
 
-    A kept connection the provider closed while it was idle (nothing of an answer came back) is
-    noticed only when written to: the request then goes once more on a new connection."""
+    A kept connection the provider closed while it was idle is noticed only when written to. Nothing
+    of an answer came back, but the provider may have read the request and begun on it, so it goes
+    once more on a new connection only when sending it twice is harmless (:func:`_may_send_again`);
+    otherwise the failure is the caller's, as httpx (which never sends a request again) said it."""
     origin = _origin(base_url)
     assert origin is not None
     head = request_head(base_url, method, path, query, headers, body)
@@ -395,8 +450,8 @@ async def send(base_url: str, method: str, path: str, query: str, headers: dict[
             await response._read_head()
         except BaseException as exc:
             response._release()  # cancelled or failed before the answer: the connection is closed
-            if kept is not None and not connection.received and isinstance(exc, httpx.TransportError) \
-                    and not isinstance(exc, httpx.TimeoutException):
+            if (kept is not None and not connection.received and isinstance(exc, httpx.TransportError)
+                    and not isinstance(exc, httpx.TimeoutException) and _may_send_again(method, headers)):
                 kept = None
                 continue
             raise

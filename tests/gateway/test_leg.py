@@ -183,25 +183,77 @@ async def test_nothing_listening_is_a_connect_error():
         await send(url)
 
 
-async def test_a_kept_connection_the_provider_let_go_under_a_request_is_replaced_without_an_error():
-    answered_on: list[int] = []
-
+@pytest.mark.parametrize(("method", "headers", "again"), [
+    ("GET", {}, True),
+    ("POST", {"Content-Type": "application/json", "Idempotency-Key": "k-1"}, True),
+    ("POST", {"Content-Type": "application/json"}, False),
+])
+async def test_a_kept_connection_let_go_under_a_request_is_replaced_only_when_sending_twice_is_harmless(
+        method, headers, again):
     async def answer(request, reader, writer):
-        if len(upstream.requests) == 2:  # the second request came on the kept connection: closed unanswered,
-            return False                 # as a server does with an idle connection it times out
-        answered_on.append(upstream.connections)
+        if len(upstream.requests) == 2:  # the second request came on the kept connection: read, then closed
+            return False                 # unanswered (a server's idle timeout, or a crash after reading it)
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
 
     async with Upstream(answer) as upstream:
         assert await (await send(upstream.url)).aread() == b"ok"
-        assert await (await send(upstream.url)).aread() == b"ok"
-        assert upstream.connections == 2 and answered_on == [1, 2] and len(upstream.requests) == 3
-        # A failure on a new connection is not tried again.
-        upstream.requests.clear()
-        upstream.requests.append(b"")  # the next request is "the second": closed unanswered
-        leg._pools.get().idle.clear()
+        if again:
+            response = await send(upstream.url, method=method, headers=headers, body=None)
+            assert await response.aread() == b"ok"
+            assert upstream.connections == 2 and len(upstream.requests) == 3
+        else:  # the provider may have begun on it: never sent twice, the failure is the caller's
+            with pytest.raises(httpx.RemoteProtocolError):
+                await send(upstream.url, method=method, headers=headers)
+            assert upstream.connections == 1 and len(upstream.requests) == 2
+
+
+async def test_a_failure_on_a_new_connection_is_not_tried_again():
+    async def answer(request, reader, writer):
+        return False
+
+    async with Upstream(answer) as upstream:
         with pytest.raises(httpx.RemoteProtocolError):
-            await send(upstream.url)
+            await send(upstream.url, method="GET", body=None)
+        assert len(upstream.requests) == 1
+
+
+async def test_bytes_after_a_complete_answer_are_not_taken_into_it_and_the_connection_is_given_up():
+    async def answer(request, reader, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                     b"HTTP/1.1 500 Oops\r\ncontent-length: 3\r\n\r\nbad")
+
+    async with Upstream(answer) as upstream:
+        response = await send(upstream.url)
+        assert await response.aread() == b"ok" and response.status_code == 200
+        assert await (await send(upstream.url)).aread() == b"ok"
+        assert upstream.connections == 2
+
+
+async def test_a_compressed_answer_is_given_decoded_and_an_unknown_coding_is_an_error():
+    import gzip
+
+    body = b"data: " + b"x" * 5000 + b"\n\n"
+    packed = gzip.compress(body)
+
+    async def answer(request, reader, writer):
+        coding = b"gzip" if len(upstream.requests) == 1 else b"br"
+        writer.write(HEAD_OK + b"content-encoding: %s\r\ncontent-length: %d\r\n\r\n" % (coding, len(packed))
+                     + packed)
+
+    async with Upstream(answer) as upstream:
+        assert await (await send(upstream.url)).aread() == body
+        with pytest.raises(httpx.DecodingError):
+            await (await send(upstream.url)).aread()
+
+
+async def test_a_connection_is_not_kept_past_the_idle_time_the_provider_names():
+    async def answer(request, reader, writer):
+        writer.write(b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=1\r\ncontent-length: 2\r\n\r\nok")
+
+    async with Upstream(answer) as upstream:
+        for _ in range(2):
+            assert await (await send(upstream.url)).aread() == b"ok"
+        assert upstream.connections == 2  # 1 s named: kept for none (a second under it)
 
 
 async def test_an_interim_answer_is_skipped_and_error_answers_come_whole_with_their_headers():
@@ -244,6 +296,8 @@ def test_only_requests_it_can_write_as_they_are_take_this_leg():
     assert not leg.can_send("http://host/v1", "responses/a b", "", plain)
     assert not leg.can_send("http://host/v1", "responses", "", {"Authorization": "Bearer x\r\nX-Evil: 1"})
     assert not leg.can_send("http://host/v1", "responses", "", {"Bad Name": "x"})
+    assert not leg.can_send("http://host/a b/v1", "responses", "", plain)
+    assert not leg.can_send("http://host/vä", "responses", "", plain)
 
 
 def test_the_request_head_names_the_host_and_the_body_length_once():
