@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from importlib import import_module
@@ -23,7 +24,7 @@ from django.contrib.auth import get_user_model
 from dashboard.auth import session_group
 from streams.models import TERMINAL_STATUSES, Run
 from streams.pipeline.per_loop import PerLoop
-from streams.pipeline.viewers import RETRY_S
+from streams.pipeline.viewers import listen
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +156,7 @@ class _SessionListener:
             self.joined.set_exception(exc)
             return
         self.joined.set_result(None)
-        while True:
-            try:
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the layer's server went away: keep listening once it is back
-                log.warning("a session's sockets: receiving from the channel layer failed: %r", exc)
-                await asyncio.sleep(RETRY_S)
-                continue
-            watch.tell(key, message)
+        await listen(self.layer, self.channel, functools.partial(watch.tell, key), "a session's sockets")
 
     def leave(self) -> asyncio.Task:
         return asyncio.get_running_loop().create_task(self._leave(), name="ws-session-leave",

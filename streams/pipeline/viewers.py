@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
@@ -120,16 +121,22 @@ class LocalViewers:
             await self.layer.group_discard(group_name(run_id), self.channel)
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                message = await self.layer.receive(self.channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the layer's server went away: keep listening once it is back
-                log.warning("viewers: receiving from the channel layer failed: %r", exc)
-                await asyncio.sleep(RETRY_S)
-                continue
-            self.deliver(message)
+        await listen(self.layer, self.channel, self.deliver, "viewers")
+
+
+async def listen(layer: Any, channel: str, deliver: Callable[[dict], object], who: str) -> None:
+    """Every message of ``channel`` to ``deliver``, for as long as this runs; when the layer fails
+    (its server went away) it is asked again after RETRY_S, so listening goes on once it is back."""
+    while True:
+        try:
+            message = await layer.receive(channel)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: receiving from the channel layer failed: %r", who, exc)
+            await asyncio.sleep(RETRY_S)
+            continue
+        deliver(message)
 
 
 # Per event loop, per layer object (tests swap layers).

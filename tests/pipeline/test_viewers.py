@@ -95,3 +95,28 @@ async def test_with_a_layer_between_processes_one_channel_joins_each_watched_run
     await viewers.join(5, first)  # discard, then add again, in that order
     assert layer.calls == [("add", "run.5"), ("discard", "run.5"), ("add", "run.5")]
     viewers._listener.cancel()
+
+
+async def test_listening_goes_on_after_the_layer_fails(monkeypatch, caplog):
+    from streams.pipeline import viewers as viewers_module
+
+    monkeypatch.setattr(viewers_module, "RETRY_S", 0)
+    asked = []
+    got = []
+    done = asyncio.get_running_loop().create_future()
+
+    class Layer:
+        async def receive(self, channel):
+            asked.append(channel)
+            if len(asked) == 1:
+                raise ConnectionError("the layer's server went away")
+            if len(asked) == 2:
+                return {"type": "run.batch", "n": 1}
+            done.set_result(None)
+            await asyncio.Event().wait()  # nothing more comes
+
+    listening = asyncio.ensure_future(viewers_module.listen(Layer(), "ch-1", got.append, "test listener"))
+    await asyncio.wait_for(done, 5)
+    listening.cancel()
+    assert got == [{"type": "run.batch", "n": 1}] and asked == ["ch-1"] * 3
+    assert "test listener: receiving from the channel layer failed" in caplog.text
