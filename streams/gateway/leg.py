@@ -40,7 +40,7 @@ LOW_WATER = 64 * 1024
 # httpcore's pool) let an idle connection go, so a kept one is rarely closed under a request.
 KEEPALIVE_S = 4.0
 IDLE_PER_ORIGIN = 20
-USER_AGENT = b"streamscope-gateway"
+USER_AGENT = "streamscope-gateway"
 # What may go into a request line or a header as it is (RFC 9110 field values: visible ASCII, space, tab).
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -99,7 +99,7 @@ def request_head(base_url: str, method: str, path: str, query: str, headers: dic
     lines = [f"{method} {target} HTTP/1.1", f"Host: {origin.host_header}"]
     named = {name.lower() for name in headers}
     if "user-agent" not in named:
-        lines.append(f"User-Agent: {USER_AGENT.decode()}")
+        lines.append(f"User-Agent: {USER_AGENT}")
     lines.extend(f"{name}: {value}" for name, value in headers.items() if name.lower() != "content-length")
     if body is not None or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body or b'')}")
@@ -113,7 +113,6 @@ class _Connection(asyncio.Protocol):
         self.origin_key = origin_key
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.error: BaseException | None = None
         self.idle_since = 0.0
         self.keepalive_s = KEEPALIVE_S  # shorter when the provider says so (Keep-Alive: timeout=N)
         self.response: LegResponse | None = None
