@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import socket
 import ssl
 import time
 import zlib
@@ -33,6 +32,7 @@ import httptools
 import httpx
 
 from streams.pipeline.per_loop import PerLoop
+from streams.upstream.httpx_shim import tls_context
 
 HIGH_WATER = 256 * 1024  # bytes of body held before the connection is read no further
 LOW_WATER = 64 * 1024
@@ -124,10 +124,8 @@ class _Connection(asyncio.Protocol):
     # --- asyncio ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # No TCP_NODELAY to set: asyncio sets it on every TCP transport it makes.
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         self.received = True
@@ -397,14 +395,9 @@ class _Pool:
 _pools = PerLoop(_Pool)
 
 
-@functools.cache
-def _tls() -> ssl.SSLContext:
-    return httpx.create_ssl_context(trust_env=False)  # httpx's own CA bundle and settings
-
-
 async def _connect(origin: _Origin, connect_timeout: float) -> _Connection:
     loop = asyncio.get_running_loop()
-    tls = _tls() if origin.scheme == "https" else None
+    tls = tls_context() if origin.scheme == "https" else None
     try:
         _, connection = await asyncio.wait_for(
             loop.create_connection(lambda: _Connection(origin.key), origin.host, origin.port, ssl=tls,

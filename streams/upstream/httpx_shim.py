@@ -18,17 +18,18 @@ from streams.upstream.asyncio_backend import AsyncioBackend
 
 
 @functools.cache
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     # Building a context loads the CA bundle, which is slow CPU work on the event loop, and runs
-    # starting together paid it each (docs/performance.md). One shared, read-only context serves all.
+    # starting together paid it each (docs/performance.md). One shared, read-only context serves all
+    # (the gateway's own upstream connections too, streams/gateway/leg.py).
     return httpx.create_ssl_context(trust_env=False)
 
 
 def pooled_transport() -> httpx.AsyncHTTPTransport:
     """httpx's transport with its connection pool on our asyncio network backend."""
-    transport = httpx.AsyncHTTPTransport(verify=_tls_context(), trust_env=False)
+    transport = httpx.AsyncHTTPTransport(verify=tls_context(), trust_env=False)
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=_tls_context(),
+        ssl_context=tls_context(),
         max_connections=100,  # httpx's default limits
         max_keepalive_connections=20,
         keepalive_expiry=5.0,
