@@ -79,13 +79,19 @@ async def relay_through_gateway(token: str) -> tuple[Exchange, list[str]]:
     return exchange, [line[6:] for line in got.decode().splitlines() if line.startswith("data: ")]
 
 
-async def test_a_paced_stream_is_recorded_while_it_streams(sim_upstream, token, monkeypatch):
+async def recorded_chunk_by_chunk(sim_upstream, token, monkeypatch, gap_s: float) -> None:
+    """Four chunks ``gap_s`` apart through the gateway: each recorded before the next came, and the
+    run completed with every event stored as the client got it."""
     chunks = await upstream_chunks(sim_upstream, 4)
-    replay = Replay(monkeypatch, chunks, gap_s=0.03)
+    replay = Replay(monkeypatch, chunks, gap_s=gap_s)
     exchange, sent = await relay_through_gateway(token)
-    assert replay.recorded_before == events_in(chunks)  # each chunk recorded before the next came
+    assert replay.recorded_before == events_in(chunks)
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
     assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
+async def test_a_paced_stream_is_recorded_while_it_streams(sim_upstream, token, monkeypatch):
+    await recorded_chunk_by_chunk(sim_upstream, token, monkeypatch, gap_s=0.03)
 
 
 async def test_a_burst_is_recorded_after_it_ends_completely_and_in_order(sim_upstream, token, monkeypatch):
@@ -154,12 +160,7 @@ async def test_burst_sized_chunks_that_come_with_pauses_between_are_each_recorde
     # it: the recorder, idle with nothing left, must still be woken for the next one.
     monkeypatch.setattr(proxy, "BURST_BYTES_PER_MS", 1.0)
     monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 10.0)
-    chunks = await upstream_chunks(sim_upstream, 4)
-    replay = Replay(monkeypatch, chunks, gap_s=0.12)
-    exchange, sent = await relay_through_gateway(token)
-    assert replay.recorded_before == events_in(chunks)  # each recorded in the pause after it
-    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
-    assert run.status == "completed" and await stored_data(run.pk) == sent
+    await recorded_chunk_by_chunk(sim_upstream, token, monkeypatch, gap_s=0.12)  # each in the pause after it
 
 
 async def test_a_client_leaving_while_a_stop_waits_for_the_recorder_leaves_it_recording():
