@@ -62,3 +62,15 @@ def test_chat_chunks_with_content_count_as_tokens_and_usage_is_read():
     ])
     assert figures["ttft_ms"] == 30.0
     assert figures["output_tokens"] == 2 and figures["output_tokens_estimated"] is False
+
+
+def test_a_long_run_keeps_its_gaps_at_eight_bytes_each():
+    # A run keeps every inter-token gap for its whole life (1,200 at 20 tokens/s for a minute):
+    # as float objects in a list they were ~32 bytes each, the largest part of a run's metrics.
+    acc = MetricsAccumulator()
+    for i in range(1201):
+        acc.observe(i * 50.0 + (30.0 if i == 600 else 0.0), "response.output_text.delta")
+    assert len(acc.delta_gaps) == 1200
+    assert acc.delta_gaps.itemsize == 8
+    snap = acc.snapshot()
+    assert snap["gap_p50_ms"] == 50.0 and snap["gap_max_ms"] == 80.0
