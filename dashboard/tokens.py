@@ -8,16 +8,12 @@ a token cannot be ridden the way a cookie can. Session requests keep the CSRF ch
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
 import secrets
 import sqlite3
 import threading
-import time
-import weakref
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,13 +26,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from dashboard.models import ApiToken
+from streams.pipeline import loop_db
 
 log = logging.getLogger(__name__)
-
-try:
-    import psycopg
-except ImportError:  # PostgreSQL support is optional (pyproject: streamscope[postgres])
-    psycopg = None
 
 TOKEN_PREFIX = "ssk_"
 PREFIX_SHOWN = 12  # "ssk_" and 8 characters of the secret: enough to tell tokens apart
@@ -132,8 +124,8 @@ async def _read_token(token_hash: str) -> tuple[int, Any] | None:
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
         return _read_token_sqlite(token_hash, str(database["NAME"]))
-    if database["ENGINE"] == "django.db.backends.postgresql" and psycopg is not None:
-        return await _read_token_postgres(token_hash, database)
+    if loop_db.available():
+        return await _read_token_postgres(token_hash)
     raise _NoDirectRead
 
 
@@ -156,52 +148,14 @@ def _read_token_sqlite(token_hash: str, name: str) -> tuple[int, str | None] | N
         raise _NoDirectRead from exc
 
 
-DJANGO_ONLY_OPTIONS = ("pool", "isolation_level", "server_side_binding", "assume_role")
-DIRECT_READ_TIMEOUT_S = 1.0  # connect + read on the kept connection; beyond it, the database thread's path
-CONNECT_RETRY_S = 5.0  # after a failed connect, the thread path only, for this long
-_connect_failed_until: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, float] = weakref.WeakKeyDictionary()
-# Per event loop: (the database's settings it was opened for, an autocommit asyncio connection).
-_postgres: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[tuple, Any]] = weakref.WeakKeyDictionary()
-_connecting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
-
-
-async def _read_token_postgres(token_hash: str, database: dict[str, Any]) -> tuple[int, Any] | None:
-    loop = asyncio.get_running_loop()
-    key = (database["NAME"], database["USER"], database["HOST"], database["PORT"])
-    if time.monotonic() < _connect_failed_until.get(loop, 0.0):
-        raise _NoDirectRead  # the last connect failed moments ago: do not make every request wait for another
-    connection = None
+async def _read_token_postgres(token_hash: str) -> tuple[int, Any] | None:
     try:
-        # A half-open connection must not hold every gateway request: past this, the thread path.
-        async with asyncio.timeout(DIRECT_READ_TIMEOUT_S):
-            connection = await _postgres_connection(loop, key, database)
+        async with loop_db.postgres() as connection:
             async with connection.cursor() as cursor:
                 await cursor.execute(_token_query("%s"), (token_hash,))
                 return await cursor.fetchone()
-    except (psycopg.Error, OSError, TimeoutError) as exc:
-        kept = _postgres.get(loop)
-        if kept is not None and (connection is None or kept[1] is connection):
-            del _postgres[loop]
-            with contextlib.suppress(Exception):
-                await kept[1].close()
-        if connection is None:
-            _connect_failed_until[loop] = time.monotonic() + CONNECT_RETRY_S
+    except loop_db.NoDirectPath as exc:
         raise _NoDirectRead from exc
-
-
-async def _postgres_connection(loop: asyncio.AbstractEventLoop, key: tuple, database: dict[str, Any]) -> Any:
-    lock = _connecting.setdefault(loop, asyncio.Lock())
-    async with lock:  # concurrent first requests open one connection, not one each
-        kept = _postgres.get(loop)
-        if kept is not None and kept[0] == key and not kept[1].closed:
-            return kept[1]
-        options = {k: v for k, v in database.get("OPTIONS", {}).items() if k not in DJANGO_ONLY_OPTIONS}
-        options = {"connect_timeout": 5, **options}  # the deployment's own connect_timeout wins
-        connection = await psycopg.AsyncConnection.connect(
-            dbname=database["NAME"], user=database["USER"] or None, password=database["PASSWORD"] or None,
-            host=database["HOST"] or None, port=database["PORT"] or None, autocommit=True, **options)
-        _postgres[loop] = (key, connection)
-        return connection
 
 
 @functools.cache

@@ -35,7 +35,7 @@ from django.utils import timezone
 from streams.gateway import leg
 from streams.gateway.leg import LegResponse
 from streams.gateway.recorder import GatewayRecorder
-from streams.gateway.run_row import insert_here
+from streams.gateway.run_row import MaybeInserted, insert_here, insert_on_loop
 from streams.live import stoppers
 from streams.live.recorder import WORKER_NAME
 from streams.models import ModerationRule, Run, RunSource, RunStatus
@@ -356,13 +356,30 @@ def _new_run(request: GatewayRequest, fields: _RunFields, model: str) -> Run:
 
 async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: str) -> Run:
     """:func:`_create_run` as a task beside the upstream request (its first step runs once the request
-    is written): on SQLite inserted on this thread at once (streams/gateway/run_row.py), else, or
-    when the database thread holds the write lock, on the database thread."""
+    is written), without a hop to the database thread where it can (streams/gateway/run_row.py): on
+    SQLite on this thread's own connection, on PostgreSQL on the event loop's; else, or when SQLite's
+    write lock is held, on the database thread."""
     if kind != "resume":  # a resumed stream reads the original run first: the database thread's way
         run = _new_run(request, fields, fields.model)
         if insert_here(run):
             return run
+        try:
+            if await insert_on_loop(run):
+                return run
+        except MaybeInserted:
+            return await database_sync_to_async(_adopt_or_insert)(run)
     return await database_sync_to_async(_create_run)(request, fields, kind)
+
+
+def _adopt_or_insert(run: Run) -> Run:
+    """``run``'s row if an unanswered INSERT made it, else ``run`` inserted now: never two rows. A
+    gateway run is told apart by its owner, worker and start time (to the microsecond)."""
+    made = Run.objects.filter(owner_id=run.owner_id, source=RunSource.GATEWAY, worker=run.worker,
+                              started_at=run.started_at).first()
+    if made is not None:
+        return made
+    run.save(force_insert=True)
+    return run
 
 
 def _recorder(run: Run, protocol: str, fields: _RunFields) -> GatewayRecorder:

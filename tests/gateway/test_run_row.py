@@ -1,16 +1,21 @@
 """A gateway run's row inserted on the serving thread (streams/gateway/run_row.py): the same row the
 ORM would write, and never a wait: with the write lock taken elsewhere it leaves the insert to the
-database thread at once."""
+database thread at once. On PostgreSQL (the event loop's connection, tests/gateway/test_run_row_postgres.py
+for the real thing): an INSERT whose answer was lost is looked for before it is made again."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+from types import SimpleNamespace
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.db import connection
 
 from streams.gateway import proxy, run_row
 from streams.models import Run
+from streams.pipeline import loop_db
 from streams.upstream.providers import get_provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -27,11 +32,16 @@ def database_file(tmp_path, user) -> str:
     return str(path)
 
 
-def gateway_run(user) -> Run:
+def gateway_request(user) -> tuple[proxy.GatewayRequest, proxy._RunFields]:
     request = proxy.GatewayRequest(provider=get_provider("simulator"), method="POST", path="responses", query="",
                                    body=b"{}", owner=user)
     fields = proxy._RunFields(model="sim-text", stored={"model": "sim-text", "input": "hi ☂", "n": [1, None]},
                               background=True)
+    return request, fields
+
+
+def gateway_run(user) -> Run:
+    request, fields = gateway_request(user)
     return proxy._new_run(request, fields, fields.model)
 
 
@@ -67,3 +77,44 @@ def test_with_the_write_lock_taken_the_insert_is_left_to_the_database_thread_at_
 
 def test_an_in_memory_database_is_left_to_the_database_thread(user):
     assert not run_row.insert_into(gateway_run(user), "file:memorydb_default?mode=memory&cache=shared")
+
+
+async def test_an_insert_that_reached_the_server_unanswered_is_adopted_not_made_twice(user, monkeypatch):
+    # The loop's connection lost after its INSERT committed (streams/gateway/run_row.MaybeInserted).
+    async def committed_then_lost(run):
+        await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields
+                                   if f.attname != "id"}).save)(force_insert=True)
+        raise run_row.MaybeInserted("connection lost")
+
+    monkeypatch.setattr(proxy, "insert_on_loop", committed_then_lost)
+    request, fields = gateway_request(user)
+    made = await proxy._create_run_beside(request, fields, "responses")
+    assert made.pk and await Run.objects.acount() == 1
+    assert made.source == "gateway" and made.request == fields.stored
+
+
+async def test_an_insert_lost_before_the_server_kept_it_is_made_once_on_the_database_thread(user, monkeypatch):
+    async def lost(run):
+        raise run_row.MaybeInserted("connection lost")
+
+    monkeypatch.setattr(proxy, "insert_on_loop", lost)
+    request, fields = gateway_request(user)
+    made = await proxy._create_run_beside(request, fields, "responses")
+    assert made.pk and await Run.objects.acount() == 1
+
+
+async def test_the_loops_connection_gives_way_to_the_database_thread_and_stops_trying_for_a_while(monkeypatch):
+    pytest.importorskip("psycopg")
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": "nothing", "USER": "", "PASSWORD": "",
+                "HOST": "127.0.0.1", "PORT": port}
+    monkeypatch.setattr(loop_db, "settings", SimpleNamespace(DATABASES={"default": database}))
+    with pytest.raises(loop_db.NoDirectPath) as refused:
+        async with loop_db.postgres():
+            pass
+    assert not refused.value.connected  # nothing was sent: a caller may do the work elsewhere
+    with pytest.raises(loop_db.NoDirectPath, match="moments ago"):  # no second connect per request
+        async with loop_db.postgres():
+            pass
