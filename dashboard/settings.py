@@ -11,6 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
+from dashboard import garbage_collector as _garbage_collector
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("STREAMSCOPE_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -289,6 +291,11 @@ STREAMSCOPE_GATEWAY_TIMINGS = os.environ.get("STREAMSCOPE_GATEWAY_TIMINGS", "")
 STREAMSCOPE_EVENT_RETENTION_DAYS = (int(os.environ["STREAMSCOPE_EVENT_RETENTION_DAYS"])
                                     if os.environ.get("STREAMSCOPE_EVENT_RETENTION_DAYS", "").strip() else None)
 STREAMSCOPE_PRUNE_INTERVAL_S = float(os.environ.get("STREAMSCOPE_PRUNE_INTERVAL_S", "3600"))
+# The garbage collector's thresholds ("700,10,10": Python's default) and, for benchmarks, a JSON
+# file its pauses are summed up in (dashboard/garbage_collector.py); each ignored when empty.
+STREAMSCOPE_GC_THRESHOLD = os.environ.get("STREAMSCOPE_GC_THRESHOLD", "")
+STREAMSCOPE_GC_LOG = os.environ.get("STREAMSCOPE_GC_LOG", "")
+_garbage_collector.configure(STREAMSCOPE_GC_THRESHOLD, STREAMSCOPE_GC_LOG)
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = os.environ.get("DJANGO_SECURE_SSL_REDIRECT", "1") == "1"

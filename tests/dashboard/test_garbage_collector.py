@@ -1,0 +1,49 @@
+"""The serving process's collector settings (dashboard/garbage_collector.py)."""
+
+import gc
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dashboard.garbage_collector import PauseLog, configure, parse_threshold
+
+
+def test_a_threshold_is_one_to_three_non_negative_integers():
+    assert parse_threshold("700,10,10") == (700, 10, 10)
+    assert parse_threshold(" 50000 ") == (50000,)
+    for bad in ("", "a,b", "1,2,3,4", "-1"):
+        with pytest.raises(ValueError):
+            parse_threshold(bad)
+
+
+def test_the_log_counts_each_generations_collections(tmp_path):
+    log = configure("", str(tmp_path / "gc.json"))
+    try:
+        gc.collect(0)
+        gc.collect(2)
+        log.write()
+    finally:
+        gc.callbacks.remove(log)
+    report = json.loads((tmp_path / "gc.json").read_text())
+    assert report["generations"][0]["collections"] >= 1
+    assert report["generations"][2]["collections"] >= 1
+    assert report["threshold"] == list(gc.get_threshold())
+
+
+def test_a_slow_pause_is_listed_with_its_generation(tmp_path, monkeypatch):
+    monkeypatch.setattr("dashboard.garbage_collector.SLOW_PAUSE_S", 0.0)
+    log = PauseLog(tmp_path / "gc.json")
+    log("start", {"generation": 1, "collected": 0, "uncollectable": 0})
+    log("stop", {"generation": 1, "collected": 3, "uncollectable": 0})
+    assert [generation for _, generation, _, _ in log.slow] == [1]
+    assert log.generations[1]["collections"] == 1 and log.generations[1]["collected"] == 3
+
+
+def test_settings_apply_the_threshold_from_the_environment():
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "dashboard.settings", "STREAMSCOPE_GC_THRESHOLD": "5000,20,30"}
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup(); import gc; print(gc.get_threshold())"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(5000, 20, 30)"
