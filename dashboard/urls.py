@@ -56,4 +56,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+handler400 = "dashboard.pages.errors.bad_request"
 handler404 = "dashboard.pages.errors.not_found"
