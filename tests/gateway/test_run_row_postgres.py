@@ -1,6 +1,6 @@
 """On PostgreSQL a gateway run's row goes in on the event loop's own connection
 (streams/gateway/run_row.insert_on_loop, streams/pipeline/loop_db.py): the row the ORM writes, and
-an INSERT that stalls after it was sent ends in one run, never two."""
+an INSERT that stalls after it was sent ends in one run, never two; its commit waits for no WAL flush."""
 
 from __future__ import annotations
 
@@ -33,6 +33,10 @@ SCRIPT = textwrap.dedent("""
     skip = {"id", "created_at"}
     rows = {r["id"]: {k: v for k, v in r.items() if k not in skip} for r in Run.objects.values()}
     out["same_row"] = rows[here.pk] == rows[twin.pk]
+    async def commit_mode():
+        async with loop_db.postgres() as connection:
+            return (await (await connection.execute("SHOW synchronous_commit")).fetchone())[0]
+    out["synchronous_commit"] = asyncio.run(commit_mode())
 
     # A stalled INSERT: the table locked by another session, the statement sent and never answered.
     loop_db.DIRECT_TIMEOUT_S = 0.5
@@ -71,6 +75,7 @@ def test_the_loop_connections_insert_is_the_orms_row_and_a_stalled_one_makes_one
         result = json.loads(output.split("RESULT ", 1)[1])
         assert result["direct"] is True and result["pk"]
         assert result["same_row"]
+        assert result["synchronous_commit"] == "off"  # no WAL flush in a client's time to first byte
         assert result["looked_first"] == 1  # the unanswered INSERT was not simply sent again
         assert result["after_stall"] == 1 and result["made_pk"]
     finally:
