@@ -12,7 +12,12 @@ Every process gets the hard limit of open files (each socket is a descriptor; Da
 per viewer and one per upstream stream).
 
     .venv/bin/python bench/many.py [--mode embedded|scaled|both] [--runs 1000] [--rate 20] [--seconds 60]
-                                   [--clients 2] [--first-token-s 90]
+                                   [--clients 2] [--first-token-s 90] [--windows 5]
+                                   [--server-env STREAMSCOPE_GC_THRESHOLD=700,10,10 --server-env ...]
+
+Where the delay comes from: with ``--windows S`` it prints, every S seconds from the first token,
+the delays of the events received in that window next to each process's CPU (a process at 100% is
+a saturated core) and the web process's garbage collections (dashboard/garbage_collector.py).
 """
 
 from __future__ import annotations
@@ -20,11 +25,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import resource
+import tempfile
+import threading
 import time
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from common import (
@@ -32,6 +41,7 @@ from common import (
     PeakMemory,
     Stack,
     Viewer,
+    cpu_seconds,
     event_count,
     login,
     machine,
@@ -65,13 +75,63 @@ class Seen:
     final: str | None
 
 
+@dataclass
+class TimedViewer(Viewer):
+    """A viewer that also keeps when each delay in ``delays_ms`` was received (wall clock)."""
+
+    received: array = field(default_factory=lambda: array("d"))
+
+    def _take(self, raw: str, opened: float) -> bool:
+        before = len(self.delays_ms)
+        final = super()._take(raw, opened)
+        added = len(self.delays_ms) - before
+        if added:
+            self.received.extend([time.time()] * added)
+        return final
+
+
+class CpuTimeline:
+    """Each role's CPU (in cores) per ``every`` seconds, sampled in a thread: (wall clock, {role: cores})."""
+
+    def __init__(self, roles: dict[str, list[int]], every: float = 1.0) -> None:
+        self.roles, self.every = roles, every
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> dict[str, float]:
+        totals = {}
+        for role, pids in self.roles.items():
+            total = 0.0
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    total += cpu_seconds(pid)
+            totals[role] = total
+        return totals
+
+    def _sample(self) -> None:
+        last, clock = self._read(), time.time()
+        while not self._stop.wait(self.every):
+            now, totals = time.time(), self._read()
+            self.samples.append((now, {role: (totals[role] - last[role]) / (now - clock) for role in totals}))
+            last, clock = totals, now
+
+    def __enter__(self) -> CpuTimeline:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def watch_share(connection, base_urls: list[str], cookies: dict, run_ids: list[int], timeout: float) -> None:
     """A client process: watch ``run_ids`` until each run's final status; send back what each viewer
     got and every delay (as one array of floats, not a list of objects)."""
     raise_open_files_limit()
 
-    async def go() -> list[Viewer]:
-        viewers = [Viewer(base_urls[i % len(base_urls)], cookies, run_id) for i, run_id in enumerate(run_ids)]
+    async def go() -> list[TimedViewer]:
+        viewers = [TimedViewer(base_urls[i % len(base_urls)], cookies, run_id) for i, run_id in enumerate(run_ids)]
         await asyncio.gather(*(v.watch(timeout=timeout) for v in viewers))
         return viewers
 
@@ -81,7 +141,10 @@ def watch_share(connection, base_urls: list[str], cookies: dict, run_ids: list[i
     seen = [Seen(v.run_id, len(v.seqs), v.seqs == list(range(len(v.seqs))), v.frames,
                  v.final["status"] if v.final else None) for v in viewers]
     delays = array("d", (d for v in viewers for d in v.delays_ms))
-    connection.send((seen, delays.tobytes(), time.monotonic() - started,
+    received = array("d")
+    for v in viewers:
+        received.extend(v.received)
+    connection.send((seen, delays.tobytes(), received.tobytes(), time.monotonic() - started,
                      sum(v.retries + v.reconnects for v in viewers), sum(v.before_open for v in viewers),
                      time.process_time() - cpu))
     connection.close()
@@ -112,19 +175,20 @@ class Clients:
         for pipe in self.pipes:
             pipe.send("go")
 
-    def results(self) -> tuple[list[Seen], array, float, int, int]:
+    def results(self) -> tuple[list[Seen], array, array, float, int, int]:
         seen: list[Seen] = []
-        delays = array("d")
+        delays, received = array("d"), array("d")
         slowest, retries, before_open = 0.0, 0, 0
         self.cpu = 0.0  # the client processes' own CPU seconds (they are gone when the window closes)
         for pipe, process in zip(self.pipes, self.processes):
-            part, raw, elapsed, tries, early, cpu = pipe.recv()
+            part, raw, raw_received, elapsed, tries, early, cpu = pipe.recv()
             process.join()
             seen.extend(part)
             delays.frombytes(raw)
+            received.frombytes(raw_received)
             slowest, retries, before_open = max(slowest, elapsed), retries + tries, before_open + early
             self.cpu += cpu
-        return seen, delays, slowest, retries, before_open
+        return seen, delays, received, slowest, retries, before_open
 
 
 async def start_together(client, count: int, tokens: int, rate: int, at: float) -> list[int]:
@@ -159,17 +223,23 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict:
     begun = time.monotonic()
     ids = asyncio.run(start_together(client, args.runs, tokens, args.rate, first_token_at))
     started_s = time.monotonic() - begun
-    clients.start(stack.webs, dict(client.cookies), ids, timeout=args.first_token_s + args.seconds * 3 + 120)
+    client_pids = clients.start(stack.webs, dict(client.cookies), ids,
+                                timeout=args.first_token_s + args.seconds * 3 + 120)
+    roles = stack.roles()
+    timeline_roles = {role: pids for role, pids in roles.items() if role != "benchmark clients"}
+    timeline_roles["benchmark clients"] = client_pids
     with contextlib.ExitStack() as sampling:
         memories = {pid: sampling.enter_context(PeakMemory(pid, every=0.25)) for pid in baseline}
-        with CpuSplit(stack.roles()) as split:
+        timeline = sampling.enter_context(CpuTimeline(timeline_roles))
+        with CpuSplit(roles) as split:
             clients.go()
-            seen, delays, watched_s, retries, before_open = clients.results()
+            seen, delays, received, watched_s, retries, before_open = clients.results()
     split.used["benchmark clients"] += clients.cpu
     results = {run_id: event_count(client, run_id) for run_id in ids}
     events = sum(count for _, count in results.values())
     return {
         "started_s": started_s,
+        "first_token_at": first_token_at,
         "watched_s": watched_s,
         "retries": retries,
         "before_open": before_open,
@@ -182,9 +252,62 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict:
         "p99": percentile(delays, 99),
         "max": max(delays) if delays else float("nan"),
         "memory": {pid: (baseline[pid], memories[pid].peak) for pid in baseline},
+        "windows": windows(delays, received, timeline.samples, first_token_at, args.windows),
         "split": split.describe(),
         "per_event": split.describe_per_event(events),
     }
+
+
+def windows(delays: array, received: array, cpu: list[tuple[float, dict[str, float]]], first_token_at: float,
+            every: float) -> list[tuple[float, int, float, float, float, dict[str, float]]]:
+    """Per ``every`` seconds from the first token: (start s, events, p50, p99, max delay ms, mean CPU
+    per role in cores) of the events received in it."""
+    if not every or not received:
+        return []
+    by_window: dict[int, list[float]] = {}
+    for delay, at in zip(delays, received):
+        by_window.setdefault(int((at - first_token_at) // every), []).append(delay)
+    rows = []
+    for index in sorted(by_window):
+        start, end = first_token_at + index * every, first_token_at + (index + 1) * every
+        samples = [roles for at, roles in cpu if start < at <= end]
+        mean = {role: sum(s[role] for s in samples) / len(samples) for role in samples[0]} if samples else {}
+        values = by_window[index]
+        rows.append((index * every, len(values), percentile(values, 50), percentile(values, 99), max(values), mean))
+    return rows
+
+
+def gc_summary(path: Path, first_token_at: float, every: float, runs: int) -> list[str]:
+    """The web process's collections (dashboard/garbage_collector.py's log), in a few lines."""
+    if not path.exists():
+        return ["    garbage collections: no log (the server did not write one)"]
+    report = json.loads(path.read_text())
+    lines = [f"    web process's garbage collections (threshold {tuple(report['threshold'])},"
+             f" {report['frozen']:,} objects frozen at start-up; counted until its last write):"]
+    for generation, figures in enumerate(report["generations"]):
+        lines.append(f"      generation {generation}: {figures['collections']:,} collections,"
+                     f" {figures['total_ms']:,.0f} ms in all, longest {figures['max_ms']:.1f} ms")
+    slow = report["slow"]
+    if slow:
+        by_window: dict[int, list] = {}
+        for started, generation, ms, collected in slow:
+            by_window.setdefault(int((started - first_token_at) // every), []).append((generation, ms, collected))
+        parts = []
+        for index in sorted(by_window):
+            pauses = by_window[index]
+            parts.append(f"{index * every:+.0f} s: {len(pauses)} ({sum(ms for _, ms, _ in pauses):.0f} ms,"
+                         f" longest {max(ms for _, ms, _ in pauses):.0f} ms, gen {max(g for g, _, _ in pauses)})")
+        lines.append("      pauses >= 10 ms by window from the first token: " + "; ".join(parts))
+    memory = [sample for sample in report.get("memory", []) if "glibc_in_use_kib" in sample]
+    if len(memory) > 1:
+        first, peak = memory[0], max(memory, key=lambda sample: sample["rss_kib"])
+        per = {key: (peak[key] - first[key]) / runs for key in peak if key.endswith("_kib")}
+        rest = per["rss_kib"] - per["glibc_arenas_kib"] - per["glibc_mapped_kib"]
+        lines.append(f"    web process's RSS at its sampled peak ({peak['at'] - first_token_at:+.0f} s) over its first"
+                     f" sample, per run: {per['rss_kib']:.0f} KiB = glibc in use {per['glibc_in_use_kib']:.0f}"
+                     f" + glibc free in arenas {per['glibc_free_kib']:.0f} + glibc mapped {per['glibc_mapped_kib']:.0f}"
+                     f" + the rest (pymalloc's arenas, stacks; untouched arena pages count negative) {rest:.0f}")
+    return lines
 
 
 def main() -> None:
@@ -197,6 +320,12 @@ def main() -> None:
     parser.add_argument("--first-token-s", type=float, default=90.0,
                         help="from the first run's start to every run's first token: time to start every run "
                              "and connect its viewer")
+    parser.add_argument("--windows", type=float, default=5.0,
+                        help="print the delays, CPU and collections per this many seconds from the first token "
+                             "(0: not)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for the web process (repeatable), e.g. "
+                             "STREAMSCOPE_GC_THRESHOLD=700,10,10 or MALLOC_ARENA_MAX=2")
     args = parser.parse_args()
     files = raise_open_files_limit()
     print(f"machine: {machine()}; open files per process: {files}")
@@ -206,6 +335,13 @@ def main() -> None:
     # The wait before the first token is the benchmark's, not a stalled upstream.
     env = {"STREAMSCOPE_WORKER_MAX_RUNS": str(args.runs + 100),
            "STREAMSCOPE_STALL_TIMEOUT_S": str(args.first_token_s + 60)}
+    gc_log = Path(tempfile.mkdtemp(prefix="streamscope-many-")) / "gc.json"
+    env["STREAMSCOPE_GC_LOG"] = str(gc_log)
+    for assignment in args.server_env:
+        name, _, value = assignment.partition("=")
+        env[name] = value
+    if args.server_env:
+        print(f"web process environment: {' '.join(args.server_env)}")
     for mode in selected_modes(args.mode):
         with Stack(mode, extra_env=env) as stack:
             r = measure(stack, args)
@@ -235,6 +371,16 @@ def main() -> None:
                       f" = {(peak - base) / args.runs * 1024:.0f} KiB per viewer")
         print(f"    {r['split']}")
         print(f"    {r['per_event']}")
+        if r["windows"]:
+            print(f"    per {args.windows:g} s from the first token (events by when they were received;"
+                  " CPU in cores, 1.0 = one core busy):")
+            for start, count, p50, p99, worst, cpu in r["windows"]:
+                cores = ", ".join(f"{role} {value:.2f}" for role, value in cpu.items())
+                print(f"      {start:+5.0f} s: {count:7,} events, p50 {p50:6.0f} / p99 {p99:6.0f}"
+                      f" / max {worst:6.0f} ms; {cores}")
+            for line in gc_summary(gc_log, r["first_token_at"], args.windows, args.runs):
+                print(line)
+        gc_log.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

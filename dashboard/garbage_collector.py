@@ -3,11 +3,14 @@
 ``STREAMSCOPE_GC_THRESHOLD`` ("700,10,10", Python's own default) sets ``gc.set_threshold``.
 ``STREAMSCOPE_GC_LOG`` names a JSON file that gets, every couple of seconds, each generation's
 collections, their total and longest pause, and every pause of 10 ms or more with its wall-clock
-time: how benchmarks (bench/many.py) tell collections apart from other causes of a delay.
+time: how benchmarks (bench/many.py) tell collections apart from other causes of a delay. Each
+write also samples the process's RSS and glibc's heap (``mallinfo2``: in use, free in arenas,
+mapped), so a benchmark can split the RSS at its peak into Python's and the allocator's share.
 """
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
@@ -18,6 +21,33 @@ from typing import Any
 SLOW_PAUSE_S = 0.010  # pauses this long or longer are listed one by one
 SLOW_PAUSES_KEPT = 5000
 WRITE_EVERY_S = 2.0
+MEMORY_SAMPLES_KEPT = 2000
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def memory_sample() -> dict[str, float]:
+    """RSS and glibc's heap figures in KiB (``glibc_*`` absent where the C library is not glibc)."""
+    sample: dict[str, float] = {"at": time.time()}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sample["rss_kib"] = float(line.split()[1])
+    except OSError:
+        pass
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _Mallinfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return sample
+    sample.update(glibc_in_use_kib=info.uordblks / 1024, glibc_free_kib=info.fordblks / 1024,
+                  glibc_mapped_kib=info.hblkhd / 1024, glibc_arenas_kib=info.arena / 1024)
+    return sample
 
 
 def parse_threshold(text: str) -> tuple[int, ...]:
@@ -36,7 +66,8 @@ class PauseLog:
         self.generations: list[dict[str, float]] = [
             {"collections": 0, "total_ms": 0.0, "max_ms": 0.0, "collected": 0} for _ in range(3)
         ]
-        self.slow: list[tuple[float, int, float, int]] = []  # (wall-clock start, generation, ms, objects tracked)
+        self.slow: list[tuple[float, int, float, int]] = []  # (wall-clock start, generation, ms, objects collected)
+        self.memory: list[dict[str, float]] = []
         self._started = 0.0
         self._written = time.monotonic()
 
@@ -51,16 +82,17 @@ class PauseLog:
         figures["max_ms"] = max(figures["max_ms"], pause * 1000.0)
         figures["collected"] += info["collected"]
         if pause >= SLOW_PAUSE_S and len(self.slow) < SLOW_PAUSES_KEPT:
-            self.slow.append((time.time() - pause, info["generation"], round(pause * 1000.0, 2),
-                              len(gc.get_objects(info["generation"]))))
+            self.slow.append((time.time() - pause, info["generation"], round(pause * 1000.0, 2), info["collected"]))
         now = time.monotonic()
         if now - self._written >= WRITE_EVERY_S:
             self._written = now
             self.write()
 
     def write(self) -> None:
+        if len(self.memory) < MEMORY_SAMPLES_KEPT:
+            self.memory.append(memory_sample())
         report = {"pid": os.getpid(), "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(),
-                  "generations": self.generations, "slow": self.slow}
+                  "generations": self.generations, "slow": self.slow, "memory": self.memory}
         partial = self.path.with_name(self.path.name + ".tmp")
         partial.write_text(json.dumps(report))
         partial.replace(self.path)

@@ -47,3 +47,13 @@ def test_settings_apply_the_threshold_from_the_environment():
     out = subprocess.run([sys.executable, "-c", "import django; django.setup(); import gc; print(gc.get_threshold())"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "(5000, 20, 30)"
+
+
+def test_each_write_samples_the_process_memory(tmp_path):
+    log = PauseLog(tmp_path / "gc.json")
+    log.write()
+    log.write()
+    memory = json.loads((tmp_path / "gc.json").read_text())["memory"]
+    assert len(memory) == 2
+    assert memory[0]["rss_kib"] > 0
+    assert memory[0]["glibc_in_use_kib"] > 0 and "glibc_free_kib" in memory[0]
