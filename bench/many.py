@@ -286,7 +286,8 @@ def gc_summary(path: Path, first_token_at: float, every: float, runs: int) -> li
              f" {report['frozen']:,} objects frozen at start-up; counted until its last write):"]
     for generation, figures in enumerate(report["generations"]):
         lines.append(f"      generation {generation}: {figures['collections']:,} collections,"
-                     f" {figures['total_ms']:,.0f} ms in all, longest {figures['max_ms']:.1f} ms")
+                     f" {figures['total_ms']:,.0f} ms in all ({figures.get('cpu_ms', 0):,.0f} ms of CPU),"
+                     f" longest {figures['max_ms']:.1f} ms")
     slow = report["slow"]
     if slow:
         by_window: dict[int, list] = {}

@@ -54,6 +54,19 @@ def _libc():
     return libc
 
 
+def _sqlite_memory() -> dict[str, int]:
+    """SQLite's own heap (page caches, schemas, statements of every connection), which glibc counts
+    as in use and tracemalloc does not see; empty where the library cannot be loaded."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")  # the one _sqlite3 is linked to: the same counters
+    except OSError:
+        return {}
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    return {"used": lib.sqlite3_memory_used(), "highwater": lib.sqlite3_memory_highwater(0)}
+
+
 def _pymalloc_stats() -> dict[str, int]:
     """The totals of ``sys._debugmallocstats()`` (it writes to the C stderr, so that is borrowed)."""
     with tempfile.TemporaryFile() as out:
@@ -139,6 +152,7 @@ def _report(dump_dir: Path, index: list[int], signum: int, frame) -> None:
         "rss_kib": rss_mb(os.getpid()) * 1024,
         "mallinfo2": {name: getattr(info, name) for name, _ in _Mallinfo2._fields_},
         "pymalloc": _pymalloc_stats(),
+        "sqlite": _sqlite_memory(),
         "mappings": _mappings(),
         "tasks": len(asyncio.all_tasks(asyncio.get_event_loop())),
         "traced": traced,
@@ -273,6 +287,8 @@ def explain(reports: list[dict], dump_dir: Path, runs: int, top: int) -> None:
             blocks = py[b].get("bytes in allocated blocks", 0) - py[a].get("bytes in allocated blocks", 0)
             line += (f"; pymalloc arenas {(py[b]['total'] - py[a]['total']) / runs / 1024:,.1f} KiB (of which"
                      f" allocated blocks {blocks / runs / 1024:,.1f} KiB)")
+        if ra.get("sqlite") and rb.get("sqlite"):
+            line += f"; SQLite's heap {(rb['sqlite']['used'] - ra['sqlite']['used']) / runs / 1024:,.1f} KiB"
         if ra["traced"]:
             line += (f"; tracemalloc {(rb['traced'] - ra['traced']) / runs / 1024:,.1f} KiB"
                      f" (peak since the last report {(rb['traced_peak'] - ra['traced']) / runs / 1024:,.1f} KiB)")

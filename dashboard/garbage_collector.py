@@ -2,10 +2,11 @@
 
 ``STREAMSCOPE_GC_THRESHOLD`` ("700,10,10", Python's own default) sets ``gc.set_threshold``.
 ``STREAMSCOPE_GC_LOG`` names a JSON file that gets, every couple of seconds, each generation's
-collections, their total and longest pause, and every pause of 10 ms or more with its wall-clock
-time: how benchmarks (bench/many.py) tell collections apart from other causes of a delay. Each
-write also samples the process's RSS and glibc's heap (``mallinfo2``: in use, free in arenas,
-mapped), so a benchmark can split the RSS at its peak into Python's and the allocator's share.
+collections, their total and longest pause (wall clock), the CPU they used, and every pause of
+10 ms or more with its wall-clock time: how benchmarks (bench/many.py) tell collections apart
+from other causes of a delay. Each write also samples the process's RSS and glibc's heap
+(``mallinfo2``: in use, free in arenas, mapped), so a benchmark can split the RSS at its peak into
+Python's and the allocator's share.
 """
 
 from __future__ import annotations
@@ -64,21 +65,24 @@ class PauseLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.generations: list[dict[str, float]] = [
-            {"collections": 0, "total_ms": 0.0, "max_ms": 0.0, "collected": 0} for _ in range(3)
+            {"collections": 0, "total_ms": 0.0, "cpu_ms": 0.0, "max_ms": 0.0, "collected": 0} for _ in range(3)
         ]
         self.slow: list[tuple[float, int, float, int]] = []  # (wall-clock start, generation, ms, objects collected)
         self.memory: list[dict[str, float]] = []
         self._started = 0.0
+        self._started_cpu = 0.0
         self._written = time.monotonic()
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
-            self._started = time.perf_counter()
+            self._started, self._started_cpu = time.perf_counter(), time.thread_time()
             return
         pause = time.perf_counter() - self._started
         figures = self.generations[info["generation"]]
         figures["collections"] += 1
         figures["total_ms"] += pause * 1000.0
+        # A pause is wall-clock time; on a busy machine part of it is waiting for a core.
+        figures["cpu_ms"] += (time.thread_time() - self._started_cpu) * 1000.0
         figures["max_ms"] = max(figures["max_ms"], pause * 1000.0)
         figures["collected"] += info["collected"]
         if pause >= SLOW_PAUSE_S and len(self.slow) < SLOW_PAUSES_KEPT:

@@ -30,6 +30,7 @@ def test_the_log_counts_each_generations_collections(tmp_path):
     report = json.loads((tmp_path / "gc.json").read_text())
     assert report["generations"][0]["collections"] >= 1
     assert report["generations"][2]["collections"] >= 1
+    assert report["generations"][2]["cpu_ms"] > 0
     assert report["threshold"] == list(gc.get_threshold())
 
 
