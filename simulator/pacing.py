@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.builders import HIDDEN, NOW, QUEUE, START, TOKEN, WORK, Step
+from simulator.builders import HIDDEN, NOW, QUEUE, START, TOKEN, WORK, Step, text_delta_template
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # How _ENCODER writes a string (ensure_ascii=False): the C function when there is one.
@@ -64,14 +64,10 @@ def encode_sse(event: dict[str, Any]) -> bytes:
     return f"event: {event['type']}\ndata: {_ENCODER.encode(event)}\n\n".encode()
 
 
-# Most events of a stream are plain text deltas: they are written from a template, which gives the
-# encoder's bytes (same keys in the same order, same string escaping) at a fraction of its cost.
+# Most events of a stream are plain text deltas: the builder writes their frames with them (Step.frame);
+# one built elsewhere is written from the same template, which gives the encoder's bytes.
 _TEXT_DELTA_KEYS = (
     "type", "sequence_number", "item_id", "output_index", "content_index", "logprobs", "delta", "obfuscation",
-)
-_TEXT_DELTA = (
-    'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":%d,'
-    '"item_id":%s,"output_index":%d,"content_index":%d,"logprobs":[],"delta":%s,"obfuscation":%s}\n\n'
 )
 
 
@@ -92,9 +88,8 @@ def _text_delta_frame(event: dict[str, Any]) -> bytes | None:
     ):
         return None
     quoted = _QUOTE
-    return (
-        _TEXT_DELTA % (seq, quoted(item_id), output_index, content_index, quoted(delta), quoted(obfuscation))
-    ).encode()
+    template = text_delta_template(item_id, output_index, content_index, obfuscation=True)
+    return template % (seq, quoted(delta).encode(), quoted(obfuscation).encode())
 
 
 def encode_data_only(chunk: dict[str, Any]) -> bytes:
@@ -145,7 +140,7 @@ class Pacing:
             if pause == NOW:
                 delay = 0.0
             elif pause == TOKEN:
-                delay = gap * wobble()
+                delay = gap * wobble() if sigma > 0 else gap
                 if waiting_for_first_token:
                     delay = max(delay, first_token_s - elapsed)
                     waiting_for_first_token = False
@@ -180,7 +175,7 @@ async def play(
         batches = _paced(steps, pacing, encode)
     async for batch in batches:
         if pacing.stamp:
-            suffix = stamp_suffix(round(time.time(), 6))
+            suffix = stamp_suffix(wall_clock_us())
             batch = [(event, frame[:-3] + suffix) for event, frame in batch]
         yield batch
 
@@ -190,8 +185,9 @@ async def _unthrottled(
 ) -> AsyncIterator[list[Frame]]:
     batch: list[Frame] = []
     size = 0
+    prebuilt = encode is encode_sse  # the builder's frames (Step.frame) are SSE frames
     for step in steps:
-        frame = encode(step.event)
+        frame = step.frame if prebuilt and step.frame else encode(step.event)
         batch.append((step.event, frame))
         size += len(frame)
         if size >= BATCH_BYTES:
@@ -230,6 +226,7 @@ class Timeline:
     ) -> None:
         self._delays = pacing.delays(steps)
         self._encode = encode
+        self._prebuilt = encode is encode_sse  # the builder's frames (Step.frame) are SSE frames
         self._interval = pacing.write_interval_s
         self._due = start  # of the next step
         self._next: Step | None = None
@@ -238,12 +235,13 @@ class Timeline:
         self._advance()
 
     def _advance(self) -> None:
-        for step, delay in self._delays:
-            self._due += delay
-            self._next = step
+        following = next(self._delays, None)
+        if following is None:
+            self._next = None
+            self.ended = True
             return
-        self._next = None
-        self.ended = True
+        self._next = following[0]
+        self._due += following[1]
 
     @property
     def wake_at(self) -> float:
@@ -256,11 +254,12 @@ class Timeline:
         batch: list[Frame] = []
         size = 0
         encode = self._encode
+        prebuilt = self._prebuilt
         step = self._next
         while step is not None:
             if batch and self._due - now > MIN_SLEEP_S:
                 break
-            frame = encode(step.event)
+            frame = step.frame if prebuilt and step.frame else encode(step.event)
             batch.append((step.event, frame))
             size += len(frame)
             self._advance()
@@ -272,10 +271,18 @@ class Timeline:
         return batch
 
 
-def stamp_suffix(now: float) -> bytes:
-    """What replaces a frame's closing ``}\\n\\n`` to give it ``"sim_stamp": now`` as its last key:
-    the bytes encoding the event with that key added would give, without encoding it again."""
-    return b',"sim_stamp":%s}\n\n' % repr(now).encode()
+def stamp_suffix(now_us: int) -> bytes:
+    """What replaces a frame's closing ``}\\n\\n`` to give it ``"sim_stamp"`` (wall-clock seconds, to
+    the microsecond ``now_us``) as its last key: the bytes encoding the event with that key added would
+    give (the float's shortest form, for any wall-clock time), without encoding it again and without
+    rounding and formatting a float, which cost more than the rest of a frame's stamping."""
+    seconds, micros = divmod(now_us, 1_000_000)
+    return b',"sim_stamp":%d.%s}\n\n' % (seconds, (b"%06d" % micros).rstrip(b"0") or b"0")
+
+
+def wall_clock_us() -> int:
+    """The wall clock (``time.time()``) in whole microseconds, rounded."""
+    return (time.time_ns() + 500) // 1000
 
 
 class SharedClock:

@@ -16,7 +16,6 @@ stream goes back to the clock.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from simulator.pacing import (
     Timeline,
     shared_clock,
     stamp_suffix,
+    wall_clock_us,
 )
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -112,7 +112,7 @@ class _Writer:
         if not batch:
             return None
         if playback.pacing.stamp:
-            suffix = stamp_suffix(round(time.time(), 6))
+            suffix = stamp_suffix(wall_clock_us())
             batch = [(event, frame[:-3] + suffix) for event, frame in batch]
         if playback.record is not None:
             playback.record(batch)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 import random
+import time
 
 import pytest
 
@@ -20,9 +21,10 @@ from simulator.pacing import (
     play,
     stamp_suffix,
     to_json,
+    wall_clock_us,
 )
 from simulator.request import parse_request
-from simulator.scenarios import SCENARIOS, build_events, get_scenario, pacing_for
+from simulator.scenarios import SCENARIOS, build_events, get_scenario, pacing_for, plan_response
 from simulator.text import OBFUSCATION_ALPHABET, random_letters
 
 BODIES = (
@@ -43,6 +45,21 @@ def test_every_frame_is_what_the_json_encoder_writes(model):
             assert encode_sse(event) == plain_sse(event)
 
 
+@pytest.mark.parametrize("model", [s.id for s in SCENARIOS if s.outcome != "http_error"])
+def test_the_frames_the_builder_writes_with_its_text_deltas_are_what_the_json_encoder_writes(model):
+    bodies = (*BODIES, {"input": "100% sure: %d %s %%", "metadata": {"sim_tokens": "300"}})
+    for body in bodies:
+        plan = plan_response(parse_request({**body, "metadata": {**body.get("metadata", {}), "sim_seed": "f"}},
+                                           model=model))
+        steps = list(plan.steps)
+        for step in steps:
+            if step.frame:
+                assert step.frame == plain_sse(step.event)
+        if model == "sim-text":  # every delta of a plain text carries its frame
+            assert sum(bool(step.frame) for step in steps) == sum(
+                step.event["type"] == "response.output_text.delta" for step in steps) > 0
+
+
 def test_a_text_delta_that_is_not_plain_is_encoded_the_plain_way():
     delta = {"type": "response.output_text.delta", "sequence_number": True, "item_id": "msg_1",
              "output_index": 0, "content_index": 0, "logprobs": [], "delta": "hi", "obfuscation": "abc"}
@@ -55,8 +72,18 @@ def test_a_text_delta_that_is_not_plain_is_encoded_the_plain_way():
 @pytest.mark.parametrize("encode", [encode_sse, encode_data_only])
 def test_a_stamp_is_spliced_in_as_encoding_it_would_write_it(encode):
     for event in build_events("sim-all-families", {"input": "stamp"}, seed="s")[:40]:
-        for now in (1796003248.043928, 1796003248.5, 1.0):
-            assert encode(event)[:-3] + stamp_suffix(now) == encode({**event, "sim_stamp": now})
+        for now_us, now in ((1796003248043928, 1796003248.043928), (1796003248500000, 1796003248.5),
+                            (1796003248000010, 1796003248.00001), (1796003248000000, 1796003248.0),
+                            (1000000, 1.0)):
+            assert encode(event)[:-3] + stamp_suffix(now_us) == encode({**event, "sim_stamp": now})
+
+
+def test_the_stamp_is_the_wall_clock_to_the_microsecond():
+    before = time.time()
+    now_us = wall_clock_us()
+    after = time.time()
+    assert before - 1e-6 <= now_us / 1e6 <= after + 1e-6
+    assert json.loads(b"{" + stamp_suffix(now_us)[1:-2]) == {"sim_stamp": round(now_us / 1e6, 6)}
 
 
 def test_waiters_in_one_tick_share_one_timer_and_a_cancelled_one_leaves_the_rest():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from simulator.builders import Step
 from simulator.pacing import Pacing, encode_data_only, encode_sse
 from simulator.playback import Playback, write_paced
 from simulator.request import parse_request
@@ -104,7 +105,7 @@ def test_recorded_batches_and_the_trailer_after_the_last_frame():
         sent.append(message)
 
     events = build_events("sim-text", {**REQUEST, "metadata": {**REQUEST["metadata"], "sim_tokens_per_s": "max"}})
-    steps = [type("S", (), {"event": e, "pause": 0, "amount": 0.0})() for e in events]
+    steps = [Step(e) for e in events]
     pacing = Pacing.unthrottled_pacing()
     asyncio.run(write_paced(Playback(steps, pacing, encode_data_only, record=lambda batch: recorded.extend(
         event["sequence_number"] for event, _frame in batch), trailer=b"data: [DONE]\n\n"), send))
