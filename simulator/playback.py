@@ -10,12 +10,15 @@ their times and what is recorded are those of :func:`simulator.pacing.play`.
 
 A server's ``send`` is an awaitable; it is driven here without a task. When it has to wait (the
 client reads slowly: the server pauses writing) the request's own task finishes it, then the
-stream goes back to the clock.
+stream goes back to the clock. On uvicorn (httptools) a chunk is written straight to the
+connection's transport instead, framed as uvicorn's ``send`` frames it, whenever writing is not
+paused: no coroutine, ASGI message or server bookkeeping per write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -77,25 +80,28 @@ class _Writer:
         self.outcome: asyncio.Future[tuple[Coroutine[Any, Any, None], Any] | None] = loop.create_future()
         self.stopped = False
         self.grid = BATCHED_TICK_S if playback.pacing.write_interval_s else CLOCK_TICK_S
+        self.write_body = direct_body_writer(send)
 
     def run(self) -> asyncio.Future[tuple[Coroutine[Any, Any, None], Any] | None]:
         """A future done when the stream ended (None) or its ``send`` has to wait (that send, to be
         finished by the caller before calling ``run`` again)."""
         self.outcome = self.loop.create_future()
-        self._schedule()
+        self._schedule(self.loop.time())
         return self.outcome
 
-    def _schedule(self) -> None:
-        if self.timeline.wake_at - self.loop.time() > MIN_SLEEP_S:
-            self.clock.call_at(self.timeline.wake_at, self._write, self.grid)
+    def _schedule(self, now: float) -> None:
+        wake_at = self.timeline.wake_at
+        if wake_at - now > MIN_SLEEP_S:
+            self.clock.call_at(wake_at, self._write, self.grid)
         else:  # due now (or behind, or unthrottled): on the next loop turn, after what else is ready
             self.loop.call_soon(self._write)
 
     def _write(self) -> None:
         if self.stopped or self.outcome.done():
             return
+        now = self.loop.time()
         try:
-            waiting = self._write_due()
+            waiting = self._write_due(now)
         except BaseException as exc:  # the task that awaits the outcome raises it, as play() would
             self.outcome.set_exception(exc)
             return
@@ -104,11 +110,11 @@ class _Writer:
         elif self.timeline.ended:
             self.outcome.set_result(None)
         else:
-            self._schedule()
+            self._schedule(now)
 
-    def _write_due(self) -> tuple[Coroutine[Any, Any, None], Any] | None:
+    def _write_due(self, now: float) -> tuple[Coroutine[Any, Any, None], Any] | None:
         playback = self.playback
-        batch = self.timeline.take(self.loop.time())
+        batch = self.timeline.take(now)
         if not batch:
             return None
         if playback.pacing.stamp:
@@ -119,12 +125,44 @@ class _Writer:
         body = batch[0][1] if len(batch) == 1 else b"".join([frame for _event, frame in batch])
         if self.timeline.ended and playback.trailer:
             body += playback.trailer
+        if self.write_body is not None and self.write_body(body):
+            return None
         sending = self.send({"type": "http.response.body", "body": body, "more_body": True})
         try:
             waiting_for = sending.send(None)  # type: ignore[attr-defined]
         except StopIteration:
             return None
         return sending, waiting_for  # type: ignore[return-value]
+
+
+def direct_body_writer(send: Send) -> Callable[[bytes], bool] | None:
+    """For uvicorn's httptools server, a function that writes a chunk of a started chunked body
+    straight to the connection's transport, framed as uvicorn's ``send`` frames it (one write:
+    size line, data, CRLF), and returns False when it cannot (the server paused writing: the chunk
+    then goes through ``send``, which waits). None for any other server. It saves each write the
+    coroutine, the ASGI message and uvicorn's checks (docs/simulator.md, "Load generator")."""
+    httptools_impl = sys.modules.get("uvicorn.protocols.http.httptools_impl")
+    cycle = getattr(send, "__self__", None)
+    if (
+        httptools_impl is None
+        or type(cycle) is not httptools_impl.RequestResponseCycle
+        or not cycle.response_started
+        or cycle.response_complete
+        or not cycle.chunked_encoding
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return None
+    transport, flow = cycle.transport, cycle.flow
+
+    def write_body(body: bytes) -> bool:
+        if cycle.disconnected:
+            return True  # as uvicorn's send: nothing more goes out (the request's task sees the disconnect)
+        if flow.write_paused:
+            return False
+        transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        return True
+
+    return write_body
 
 
 class _Finish:

@@ -1,0 +1,123 @@
+"""On uvicorn (httptools) a plain stream's chunks go straight to the connection's transport, framed as
+uvicorn frames them; while uvicorn has paused writing (a client that does not read) they go through
+its ``send``, which waits, and the client still gets every byte once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+from simulator.builders import Step
+from simulator.pacing import Pacing, encode_sse
+from simulator.playback import Playback, direct_body_writer, write_paced
+from simulator.request import parse_request
+from simulator.scenarios import build_events, plan_response
+
+REQUEST = {"model": "sim-text", "input": "hi", "stream": True,
+           "metadata": {"sim_seed": "u", "sim_first_token_ms": "0", "sim_jitter": "0"}}
+
+
+def knobs(tokens: int, rate: str) -> dict:
+    return {**REQUEST, "metadata": {**REQUEST["metadata"], "sim_tokens": str(tokens), "sim_tokens_per_s": rate}}
+
+
+def chunked(body: bytes) -> list[bytes]:
+    """The data of each chunk of an HTTP/1.1 chunked body, the last (empty) one included."""
+    chunks = []
+    while True:
+        size_line, body = body.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        chunks.append(body[:size])
+        assert body[size:size + 2] == b"\r\n"
+        body = body[size + 2:]
+        if size == 0:
+            assert body == b""
+            return chunks
+
+
+async def serve_one(playback: Playback, read_after_s: float = 0.0) -> tuple[bytes, list[dict]]:
+    """Serve one request with ``playback`` on a real uvicorn server; the raw response and the messages
+    that went through uvicorn's ``send``. The client starts reading after ``read_after_s``."""
+    through_send: list[dict] = []
+    original_send = RequestResponseCycle.send
+
+    async def counting_send(self: RequestResponseCycle, message: dict) -> None:
+        through_send.append(message)
+        await original_send(self, message)
+
+    async def app(scope: dict, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream; charset=utf-8")]})
+        await write_paced(playback, send)
+        await send({"type": "http.response.body"})
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, http="httptools", lifespan="off", log_level="warning"))
+    RequestResponseCycle.send = counting_send  # type: ignore[method-assign]
+    try:
+        serving = asyncio.ensure_future(server.serve(sockets=[listener]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        client = socket.create_connection(("127.0.0.1", port))
+        client.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(client, b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(read_after_s)
+        received = bytearray()
+        while data := await loop.sock_recv(client, 65536):
+            received += data
+        client.close()
+        server.should_exit = True
+        await serving
+    finally:
+        RequestResponseCycle.send = original_send  # type: ignore[method-assign]
+    return bytes(received), through_send
+
+
+def test_paced_chunks_are_written_straight_to_the_transport():
+    plan = plan_response(parse_request(knobs(20, "200")))
+    raw, through_send = asyncio.run(serve_one(Playback(plan.steps, plan.pacing, encode_sse)))
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert b"transfer-encoding: chunked" in head.lower()
+    chunks = chunked(body)
+    assert b"".join(chunks) == b"".join(encode_sse(e) for e in build_events("sim-text", knobs(20, "200")))
+    assert len(chunks) > 10 and all(chunk.endswith(b"\n\n") for chunk in chunks[:-1])
+    # Only the start and the end went through uvicorn's send: every chunk between went straight out.
+    assert [m["type"] for m in through_send] == ["http.response.start", "http.response.body"]
+
+
+def test_while_writing_is_paused_chunks_go_through_send_and_arrive_whole():
+    events = build_events("sim-text", knobs(40_000, "max"))  # ~11 MB, far more than the socket buffers hold
+    plan = plan_response(parse_request(knobs(40_000, "max")))
+    raw, through_send = asyncio.run(serve_one(Playback(plan.steps, plan.pacing, encode_sse), read_after_s=0.3))
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert b"".join(chunked(body)) == b"".join(encode_sse(e) for e in events)
+    assert len(through_send) > 2  # the client did not read for 0.3 s: uvicorn paused writing
+
+
+def test_other_servers_sends_are_awaited_as_they_are():
+    async def send(message: dict) -> None:
+        pass
+
+    assert direct_body_writer(send) is None
+    sent: list[dict] = []
+
+    async def record(message: dict) -> None:
+        sent.append(message)
+
+    events = build_events("sim-text", knobs(3, "max"))
+    asyncio.run(write_paced(Playback([Step(e) for e in events], Pacing.unthrottled_pacing(), encode_sse), record))
+    assert b"".join(m["body"] for m in sent) == b"".join(encode_sse(e) for e in events)
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_patch():
+    original = RequestResponseCycle.send
+    yield
+    assert RequestResponseCycle.send is original
