@@ -28,6 +28,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from simulator.builders import HIDDEN, NOW, QUEUE, START, TOKEN, WORK, Step, text_delta_template
@@ -36,6 +37,8 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # How _ENCODER writes a string (ensure_ascii=False): the C function when there is one.
 _QUOTE = json.encoder.encode_basestring
 BATCH_BYTES = 64 * 1024
+# A paced stream's frames are built this many at a time, ahead of their time (Timeline).
+FRAMES_AHEAD = 16
 # Below this a wait is not worth a sleep: frames due within it go out together.
 MIN_SLEEP_S = 0.002
 # A stream writes at most once per this (sim_write_interval_ms); frames due in between go out together.
@@ -228,44 +231,52 @@ class Timeline:
         self._encode = encode
         self._prebuilt = encode is encode_sse  # the builder's frames (Step.frame) are SSE frames
         self._interval = pacing.write_interval_s
-        self._due = start  # of the next step
-        self._next: Step | None = None
+        self._built_until = start  # the due time of the last frame built
+        self._ahead: list[tuple[float, dict[str, Any], bytes]] = []  # (due, event, frame), in order
+        self._position = 0  # of the next frame in _ahead
         self._next_write = start
         self.ended = False
-        self._advance()
+        self._build()
 
-    def _advance(self) -> None:
-        following = next(self._delays, None)
-        if following is None:
-            self._next = None
-            self.ended = True
-            return
-        self._next = following[0]
-        self._due += following[1]
+    def _build(self) -> None:
+        """The next ``FRAMES_AHEAD`` frames with their due times (fewer at the end; none: ``ended``).
+        Built a block at a time, the steps' generators run in one go instead of once per write."""
+        encode = self._encode
+        prebuilt = self._prebuilt
+        due = self._built_until
+        ahead = []
+        for step, delay in islice(self._delays, FRAMES_AHEAD):
+            due += delay
+            ahead.append((due, step.event, step.frame if prebuilt and step.frame else encode(step.event)))
+        self._built_until = due
+        self._ahead = ahead
+        self._position = 0
+        self.ended = not ahead
 
     @property
     def wake_at(self) -> float:
         """When the next batch is due: its first frame's time, or the end of the write interval."""
-        return max(self._due, self._next_write)
+        return max(self._ahead[self._position][0], self._next_write) if not self.ended else self._next_write
 
     def take(self, now: float) -> list[Frame]:
         """The next frame (the caller waited for it) and every later one due within ``MIN_SLEEP_S`` of
         ``now``, up to ``BATCH_BYTES``."""
         batch: list[Frame] = []
         size = 0
-        encode = self._encode
-        prebuilt = self._prebuilt
-        step = self._next
-        while step is not None:
-            if batch and self._due - now > MIN_SLEEP_S:
+        ahead, position = self._ahead, self._position
+        while not self.ended:
+            due, event, frame = ahead[position]
+            if batch and due - now > MIN_SLEEP_S:
                 break
-            frame = step.frame if prebuilt and step.frame else encode(step.event)
-            batch.append((step.event, frame))
+            batch.append((event, frame))
             size += len(frame)
-            self._advance()
-            step = self._next
+            position += 1
+            if position == len(ahead):
+                self._build()
+                ahead, position = self._ahead, 0
             if size >= BATCH_BYTES:
                 break
+        self._position = position
         if batch and self._interval:
             self._next_write = now + self._interval
         return batch
