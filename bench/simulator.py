@@ -149,14 +149,25 @@ def user_system_seconds(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def wake_ups(pid: int) -> int:
+    """How many times a process went to sleep and was woken (its voluntary context switches): each
+    costs a few tens of microseconds of CPU on a VM, whatever the process does when awake."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            return int(line.split()[1])
+    return 0
+
+
 def measure(sim_url: str, sim_pid: int | None, bodies: list[dict], expected: int) -> dict:
     cpu_before = cpu_seconds(sim_pid) if sim_pid else 0.0
     split_before = user_system_seconds(sim_pid) if sim_pid else (0.0, 0.0)
+    wakes_before = wake_ups(sim_pid) if sim_pid else 0
     started = time.monotonic()
     tallies = asyncio.run(drive(sim_url, bodies))
     elapsed = time.monotonic() - started
     cpu = cpu_seconds(sim_pid) - cpu_before if sim_pid else float("nan")
     split = user_system_seconds(sim_pid) if sim_pid else (float("nan"), float("nan"))
+    wakes = wake_ups(sim_pid) - wakes_before if sim_pid else 0
     events = sum(t.frames for t in tallies)
     return {
         "events": events,
@@ -169,6 +180,7 @@ def measure(sim_url: str, sim_pid: int | None, bodies: list[dict], expected: int
         "user": split[0] - split_before[0],
         "system": split[1] - split_before[1],
         "us_per_event": cpu / max(events, 1) * 1e6,
+        "wake_ups": wakes,
     }
 
 
@@ -185,7 +197,7 @@ def report(label: str, streams: int, r: dict, target: bool) -> None:
     print(f"    simulator CPU {r['cpu']:.2f} s = {r['us_per_event']:.1f} us per event{verdict} "
           f"(user {r['user'] / events * 1e6:.1f}, kernel {r['system'] / events * 1e6:.1f}); "
           f"{r['events'] / max(r['writes'], 1):.1f} events per write, "
-          f"{r['cpu'] / max(r['writes'], 1) * 1e6:.0f} us per write")
+          f"{r['cpu'] / max(r['writes'], 1) * 1e6:.0f} us per write; {r['wake_ups'] / r['elapsed']:,.0f} wake-ups/s")
 
 
 def main() -> None:
