@@ -99,22 +99,21 @@ class CpuTimeline:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def _read(self) -> dict[str, float]:
-        totals = {}
-        for role, pids in self.roles.items():
-            total = 0.0
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    total += cpu_seconds(pid)
-            totals[role] = total
-        return totals
+    def _read(self) -> dict[int, float]:
+        seconds = {}
+        for pid in {pid for pids in self.roles.values() for pid in pids}:
+            with contextlib.suppress(OSError):  # a client process that finished
+                seconds[pid] = cpu_seconds(pid)
+        return seconds
 
     def _sample(self) -> None:
         last, clock = self._read(), time.time()
         while not self._stop.wait(self.every):
-            now, totals = time.time(), self._read()
-            self.samples.append((now, {role: (totals[role] - last[role]) / (now - clock) for role in totals}))
-            last, clock = totals, now
+            now, seconds = time.time(), self._read()
+            self.samples.append((now, {role: sum(seconds[pid] - last[pid] for pid in pids
+                                                 if pid in seconds and pid in last) / (now - clock)
+                                       for role, pids in self.roles.items()}))
+            last, clock = seconds, now
 
     def __enter__(self) -> CpuTimeline:
         self._thread.start()

@@ -291,9 +291,13 @@ STREAMSCOPE_GATEWAY_TIMINGS = os.environ.get("STREAMSCOPE_GATEWAY_TIMINGS", "")
 STREAMSCOPE_EVENT_RETENTION_DAYS = (int(os.environ["STREAMSCOPE_EVENT_RETENTION_DAYS"])
                                     if os.environ.get("STREAMSCOPE_EVENT_RETENTION_DAYS", "").strip() else None)
 STREAMSCOPE_PRUNE_INTERVAL_S = float(os.environ.get("STREAMSCOPE_PRUNE_INTERVAL_S", "3600"))
-# The garbage collector's thresholds ("700,10,10": Python's default) and, for benchmarks, a JSON
-# file its pauses are summed up in (dashboard/garbage_collector.py); each ignored when empty.
-STREAMSCOPE_GC_THRESHOLD = os.environ.get("STREAMSCOPE_GC_THRESHOLD", "")
+# The garbage collector's thresholds and, for benchmarks, a JSON file its pauses are summed up in
+# (dashboard/garbage_collector.py; an empty threshold keeps Python's 700,10,10). At 700, events
+# buffered for a flush (up to 100 ms) outlive two young collections and are promoted, so full
+# collections of the whole heap ran every 2-5 s with 1,000 runs (250-800 ms each, ~11% of the
+# process's CPU); at 10,000 most of them are freed before any collection sees them
+# (docs/performance.md, bench/many.py).
+STREAMSCOPE_GC_THRESHOLD = os.environ.get("STREAMSCOPE_GC_THRESHOLD", "10000,10,10")
 STREAMSCOPE_GC_LOG = os.environ.get("STREAMSCOPE_GC_LOG", "")
 _garbage_collector.configure(STREAMSCOPE_GC_THRESHOLD, STREAMSCOPE_GC_LOG)
 

@@ -58,3 +58,13 @@ def test_each_write_samples_the_process_memory(tmp_path):
     assert len(memory) == 2
     assert memory[0]["rss_kib"] > 0
     assert memory[0]["glibc_in_use_kib"] > 0 and "glibc_free_kib" in memory[0]
+
+
+def test_the_serving_process_collects_young_objects_every_10000_allocations_by_default():
+    # At Python's 700, a run's events buffered for a flush were promoted to the oldest generation,
+    # whose full collections then ran every few seconds with many runs (docs/performance.md).
+    env = {key: value for key, value in os.environ.items() if key != "STREAMSCOPE_GC_THRESHOLD"}
+    env["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    out = subprocess.run([sys.executable, "-c", "import django; django.setup(); import gc; print(gc.get_threshold())"],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(10000, 10, 10)"
