@@ -143,16 +143,18 @@ def direct_body_writer(send: Send) -> Callable[[bytes], bool] | None:
     coroutine, the ASGI message and uvicorn's checks (docs/simulator.md, "Load generator")."""
     httptools_impl = sys.modules.get("uvicorn.protocols.http.httptools_impl")
     cycle = getattr(send, "__self__", None)
-    if (
-        httptools_impl is None
-        or type(cycle) is not httptools_impl.RequestResponseCycle
-        or not cycle.response_started
-        or cycle.response_complete
-        or not cycle.chunked_encoding
-        or cycle.scope["method"] == "HEAD"
-    ):
+    if httptools_impl is None or type(cycle) is not getattr(httptools_impl, "RequestResponseCycle", None):
         return None
-    transport, flow = cycle.transport, cycle.flow
+    try:  # uvicorn's own state of the request (not an API of it: a version that changes it gets None)
+        ready = (cycle.response_started and not cycle.response_complete and cycle.chunked_encoding
+                 and cycle.scope["method"] != "HEAD")
+        transport, flow = cycle.transport, cycle.flow
+        ready = ready and isinstance(cycle.disconnected, bool) and isinstance(flow.write_paused, bool)
+        ready = ready and callable(transport.write)
+    except (AttributeError, KeyError, TypeError):
+        return None
+    if not ready:
+        return None
 
     def write_body(body: bytes) -> bool:
         if cycle.disconnected:

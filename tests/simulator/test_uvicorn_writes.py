@@ -116,6 +116,11 @@ def test_other_servers_sends_are_awaited_as_they_are():
     assert b"".join(m["body"] for m in sent) == b"".join(encode_sse(e) for e in events)
 
 
+def test_a_uvicorn_whose_request_state_is_not_as_expected_gets_its_send_awaited():
+    cycle = object.__new__(RequestResponseCycle)  # none of the attributes a direct write reads
+    assert direct_body_writer(RequestResponseCycle.send.__get__(cycle)) is None
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_patch():
     original = RequestResponseCycle.send
