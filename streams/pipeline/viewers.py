@@ -53,6 +53,8 @@ class LocalViewers:
         self.channel: str | None = None
         self._membership: dict[int, asyncio.Task] = {}  # the latest group_add/discard of a run, while in flight
         self._listener: asyncio.Task | None = None
+        # The first joins of several runs at once must make one channel between them, not one each.
+        self._making_channel = asyncio.Lock()
 
     async def join(self, run_id: int, viewer: Viewer) -> None:
         """Returns once the viewer gets every message published from now on (its backlog can be read)."""
@@ -111,8 +113,12 @@ class LocalViewers:
         if previous is not None:
             await asyncio.wait([previous])  # in order, whatever the previous one ended with
         if add:
-            if self.channel is None:
-                self.channel = await self.layer.new_channel()
+            async with self._making_channel:
+                # First joins of several runs at once each making a channel joined some runs' groups
+                # with channels nobody listened to: their viewers got nothing live (only the store's
+                # events at the run's end: bench/concurrency.py --mode scaled's ~22 s maximum).
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel()
             if self._listener is None or self._listener.done():
                 self._listener = asyncio.get_running_loop().create_task(
                     self._listen(), name="streamscope-viewers-listener", context=contextvars.Context())
