@@ -306,7 +306,8 @@ def gc_summary(path: Path, first_token_at: float, every: float, runs: int) -> li
         lines.append(f"    web process's RSS at its sampled peak ({peak['at'] - first_token_at:+.0f} s) over its first"
                      f" sample, per run: {per['rss_kib']:.0f} KiB = glibc in use {per['glibc_in_use_kib']:.0f}"
                      f" + glibc free in arenas {per['glibc_free_kib']:.0f} + glibc mapped {per['glibc_mapped_kib']:.0f}"
-                     f" + the rest (pymalloc's arenas, stacks; untouched arena pages count negative) {rest:.0f}")
+                     f" + the rest (pymalloc's arenas, stacks; untouched arena pages count negative) {rest:.0f};"
+                     f" of glibc's in use, SQLite's heap {per.get('sqlite_kib', float('nan')):.0f}")
     return lines
 
 

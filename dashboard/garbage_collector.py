@@ -5,8 +5,8 @@
 collections, their total and longest pause (wall clock), the CPU they used, and every pause of
 10 ms or more with its wall-clock time: how benchmarks (bench/many.py) tell collections apart
 from other causes of a delay. Each write also samples the process's RSS and glibc's heap
-(``mallinfo2``: in use, free in arenas, mapped), so a benchmark can split the RSS at its peak into
-Python's and the allocator's share.
+(``mallinfo2``: in use, free in arenas, mapped) and SQLite's own heap, so a benchmark can split the
+RSS at its peak into Python's, SQLite's and the allocator's share.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ def memory_sample() -> dict[str, float]:
         return sample
     sample.update(glibc_in_use_kib=info.uordblks / 1024, glibc_free_kib=info.fordblks / 1024,
                   glibc_mapped_kib=info.hblkhd / 1024, glibc_arenas_kib=info.arena / 1024)
+    try:
+        sqlite = ctypes.CDLL("libsqlite3.so.0")  # the library _sqlite3 is linked to: the same counters
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+        sample["sqlite_kib"] = sqlite.sqlite3_memory_used() / 1024
+    except (OSError, AttributeError):
+        pass
     return sample
 
 

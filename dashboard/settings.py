@@ -141,6 +141,11 @@ def _database() -> dict:
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
+            # Prepared statements each connection keeps (Python's default 128). The flush's
+            # multi-row INSERT and UPDATE have a text per batch size, up to 1,000 rows: ~0.6 MiB of
+            # SQLite's heap each prepared, so 128 of them held ~40 MiB that were seldom reused
+            # (docs/performance.md). 16 keeps the ORM's frequent statements.
+            "cached_statements": int(os.environ.get("STREAMSCOPE_SQLITE_CACHED_STATEMENTS", "16")),
         },
         "TEST": {"NAME": os.environ.get("STREAMSCOPE_TEST_DB") or None},
     }

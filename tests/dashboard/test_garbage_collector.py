@@ -68,3 +68,14 @@ def test_the_serving_process_collects_young_objects_every_10000_allocations_by_d
     out = subprocess.run([sys.executable, "-c", "import django; django.setup(); import gc; print(gc.get_threshold())"],
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "(10000, 10, 10)"
+
+
+def test_the_memory_sample_has_sqlites_heap(tmp_path):
+    import sqlite3
+
+    connection = sqlite3.connect(":memory:")
+    connection.execute("create table t (x)")
+    log = PauseLog(tmp_path / "gc.json")
+    log.write()
+    connection.close()
+    assert json.loads((tmp_path / "gc.json").read_text())["memory"][0]["sqlite_kib"] > 0
