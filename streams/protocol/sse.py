@@ -10,11 +10,17 @@ UTF-8 sequence split across network chunks is never decoded early. docs/decision
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 # The spec's decoder drops one UTF-8 byte order mark at the very start of a stream: kept, it would
 # turn the first line (``event: ...``) into a line that is not a field and lose the first event.
 BOM = b"\xef\xbb\xbf"
+
+# Every whole line of an LF-only chunk, in one C call: an event of exactly one ``event:`` line and
+# one ``data:`` line (nearly every event a server sends) as one match, (name line, space, value),
+# any other line as a match of its own. Nothing is skipped: the line alternative matches anywhere.
+_LINES = re.compile(rb"(event:[^\n]*)\ndata:( ?)([^\n]*)\n\n|([^\n]*)\n")
 
 
 class EventTooLarge(Exception):
@@ -65,20 +71,43 @@ class SSEDecoder:
         buffer = self._buffer
         if b"\r" in chunk or (buffer and buffer[-1] == 0x0D):
             return self._feed_any(chunk)
-        # Lines end with LF only (what nearly every server sends): split them in one C call and
-        # read the two fields a stream is made of inline. Same results as _feed_any, a third of the CPU.
+        # Lines end with LF only (what nearly every server sends): every whole line found by one
+        # regular expression, an event/data pair read as it matched. Same results as _feed_any.
         if buffer:
             buffer += chunk
-            lines = bytes(buffer).split(b"\n")
+            chunk = bytes(buffer)
             buffer.clear()
-        else:
-            lines = chunk.split(b"\n")
-        rest = lines.pop()  # the unterminated end: b"" when the chunk ended with a line
+        end = chunk.rfind(b"\n") + 1
         frames: list[SSEFrame] = []
+        if end:
+            names = self._names
+            event_id = self._id
+            clean = not (self._has_fields or self._pending_bytes)  # no event begun before the match
+            for name_line, space, value, line in _LINES.findall(chunk, 0, end):
+                if name_line and clean:
+                    frames.append(SSEFrame(names.get(name_line) or self._event_name(name_line),
+                                           value.decode("utf-8", errors="replace"), event_id,
+                                           len(name_line) + len(space) + len(value) + 8))
+                    continue
+                if name_line:  # the pair continues an event begun by earlier lines
+                    self._lines((name_line, b"data:" + space + value, b""), frames)
+                else:
+                    self._lines((line,), frames)
+                event_id = self._id
+                clean = not (self._has_fields or self._pending_bytes)
+        rest = chunk[end:]  # the unterminated end: b"" when the chunk ended with a line
+        if rest:
+            buffer += rest
+        if len(rest) + self._pending_bytes > self.max_event_bytes:
+            raise EventTooLarge(self.max_event_bytes)
+        return frames
+
+    def _lines(self, lines: tuple[bytes, ...], frames: list[SSEFrame]) -> None:
+        """Whole LF-ended lines read one by one; the events they complete appended to ``frames``."""
         pending = self._pending_bytes
         data = self._data
         for line in lines:
-            if not line:  # a blank line: the event so far is dispatched (inline: once per event)
+            if not line:  # a blank line: the event so far is dispatched
                 if self._has_fields:
                     text = data[0] if len(data) == 1 else b"\n".join(data)
                     frames.append(SSEFrame(self._event, text.decode("utf-8", errors="replace"), self._id, pending + 1))
@@ -98,11 +127,6 @@ class SSEDecoder:
             else:
                 self._field(line)
         self._pending_bytes = pending
-        if rest:
-            buffer += rest
-        if len(rest) + pending > self.max_event_bytes:
-            raise EventTooLarge(self.max_event_bytes)
-        return frames
 
     def _event_name(self, line: bytes) -> str:
         """The name an ``event:`` line gives, remembered for the next line like it (a few hundred at most)."""

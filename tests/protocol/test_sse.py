@@ -177,3 +177,13 @@ def test_every_event_name_comes_out_as_sent_however_many_a_stream_uses():
     decoder = SSEDecoder()
     frames = [frame for i in range(0, len(stream), 64) for frame in decoder.feed(stream[i:i + 64])]
     assert [frame.event for frame in frames] == names
+
+
+def test_an_event_and_data_pair_after_lines_of_an_event_belongs_to_that_event():
+    # feed() reads an "event:" line followed by one "data:" line and a blank line as one match;
+    # when earlier lines began the event (in this chunk or the last), the pair is part of it.
+    chunks = [b"data: a\nevent: b\ndata: c\n\n", b"id: 7\n", b"event: d\ndata: e\n\nevent: f\ndata: g\n\n"]
+    frames, _, _ = decode_all(chunks)
+    assert [(f.event, f.data, f.id, f.nbytes) for f in frames] == [
+        ("b", "a\nc", None, 26), ("d", "e", "7", 24), ("f", "g", "7", 18),
+    ]
