@@ -6,8 +6,8 @@ Modes:
   scaled   - PostgreSQL (a fresh database) + Redis, a Daphne web process and a stream worker.
 The simulator always runs in a process of its own: ``python -m simulator.serve`` (uvicorn), or Daphne
 with ``STREAMSCOPE_BENCH_SIMULATOR=daphne`` (how every figure before 2026-11-30's second pass was
-taken). Delay of an event = wall clock when a viewer receives it minus the ``sim_stamp`` the
-simulator wrote into it when it sent it.
+taken; in scaled mode, before its third session). Delay of an event = wall clock when a viewer
+receives it minus the ``sim_stamp`` the simulator wrote into it when it sent it.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class Stack:
             missing = services_missing()
             if missing:
                 raise SystemExit(f"scaled mode needs Redis and PostgreSQL: {missing}")
-            self._deployment = Deployment(self.work, extra_env=self.extra_env)
+            self._deployment = Deployment(self.work, extra_env=self.extra_env, simulator=SIMULATOR_SERVER)
             self._deployment.env["STREAMSCOPE_LOG_LEVEL"] = self.extra_env["STREAMSCOPE_LOG_LEVEL"]
             self._deployment.setup(users=((USER, PASSWORD),))
             for _ in range(self._n_webs):
@@ -159,7 +159,7 @@ class Stack:
 
     def describe(self) -> str:
         if self.mode == "scaled":
-            return "scaled (PostgreSQL + Redis, runs in a stream-worker process)"
+            return f"scaled (PostgreSQL + Redis, runs in a stream-worker process; simulator on {SIMULATOR_SERVER})"
         return f"embedded (SQLite + in-memory layer, runs inside the Daphne process; simulator on {SIMULATOR_SERVER})"
 
 
