@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -18,8 +19,8 @@ from channels.layers import get_channel_layer
 from streams.pipeline.rounds import Rounds
 from streams.pipeline.viewers import group_name, local_viewers
 
-__all__ = ["GroupPublisher", "group_name", "listened", "publish_events", "publish_flag", "publish_round",
-           "publish_status"]
+__all__ = ["GroupPublisher", "group_name", "listened", "listening", "publish_events", "publish_flag",
+           "publish_round", "publish_status"]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,22 @@ def listened(run_id: int) -> bool:
     (embedded) a viewer registered here or a channel in the run's group; another layer reaches
     other processes, so always. Asked after the batch is stored: a viewer that joins later reads
     it from the store (it joins before it reads its backlog, dashboard/consumers.py)."""
+    return listening()(run_id)
+
+
+def listening() -> Callable[[int], bool]:
+    """:func:`listened` for many runs at once (the flush clock's round): the layer and its registry
+    are looked up once."""
     layer = get_channel_layer()
     viewers = local_viewers(layer)
     if not viewers.local:
-        return True
-    return run_id in viewers.runs or bool(layer.groups.get(group_name(run_id)))
+        return _always
+    runs, groups = viewers.runs, layer.groups
+    return lambda run_id: run_id in runs or bool(groups.get(group_name(run_id)))
+
+
+def _always(run_id: int) -> bool:
+    return True
 
 
 async def publish_round(batches: list[tuple[int, int, list[str]]]) -> None:

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from django.conf import settings
 
 from streams.pipeline import store
-from streams.pipeline.broadcast import listened, publish_round
+from streams.pipeline.broadcast import listening, publish_round
 from streams.pipeline.per_loop import PerLoop
 
 log = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class FlushClock:
         results: list[BaseException | None] | None = None
         try:
             results = await store.write_round([(b.run_id, b.rows, b.fields) for _, b in taken])
+            listened = listening()  # asked once for the round, not once per run
             await publish_round([(b.run_id, b.records[0].seq, b.encoded()) for (_, b), error in zip(taken, results)
                                  if error is None and b.records and listened(b.run_id)])
         except BaseException as exc:  # cancelled: no run may wait for this round for ever

@@ -87,3 +87,25 @@ async def test_the_redis_layer_publishes_a_round_in_one_pipeline_to_the_right_gr
     finally:
         await layer.flush()
         broadcast._publishers.clear()
+
+
+async def test_a_round_asks_who_listens_once_and_gets_the_same_answers_as_each_run_would():
+    layer = get_channel_layer()
+    viewers = broadcast.local_viewers(layer)
+
+    class Viewer:
+        def offer(self, message: dict) -> None:
+            pass
+
+    watched, grouped, unheard = 910_001, 910_002, 910_003
+    viewer = Viewer()
+    await viewers.join(watched, viewer)
+    channel = await layer.new_channel()
+    await layer.group_add(group_name(grouped), channel)
+    try:
+        listened = broadcast.listening()
+        assert [listened(run) for run in (watched, grouped, unheard)] == [True, True, False]
+        assert [broadcast.listened(run) for run in (watched, grouped, unheard)] == [True, True, False]
+    finally:
+        viewers.leave(watched, viewer)
+        await layer.group_discard(group_name(grouped), channel)
