@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -71,7 +72,8 @@ def _sqlite_insert(cursor: Any, rows: Sequence[Row]) -> None:
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         chunk = rows[start:start + SQLITE_ROWS_PER_STATEMENT]
         sql = f"INSERT INTO {table} (run_id, seq, t, type, data) VALUES {_values_rows(5, len(chunk))}"
-        _execute_unlogged(cursor, sql, [value for row in chunk for value in row])
+        # Flattened in C: this runs with the GIL held, on the thread next to the event loop's.
+        _execute_unlogged(cursor, sql, list(chain.from_iterable(chunk)))
 
 
 def _insert_rows(rows: Sequence[Row]) -> None:
