@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import struct
 import typing
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from openai.types.responses import ResponseStreamEvent
 
 from simulator import chat, images, moderation
+from simulator.builders import copy_json
 from simulator.errors import SimulatorError
 from simulator.request import parse_request
 from simulator.scenarios import (
@@ -372,3 +374,13 @@ def test_sdk_event_payloads_roundtrip_for_unknown_types():
         SDK_CLASSES["response.audio.delta"].model_validate(
             {**event, "type": "response.audio.delta", "delta": 1}
         )
+
+
+def test_a_response_copy_shares_nothing_mutable_and_equals_a_deep_copy():
+    value = {"a": [1, 2.5, {"b": None, "c": True}], "d": "text", "e": {"f": []}, "g": ({"h": 1},)}
+    copied = copy_json(value)
+    assert copied == copy.deepcopy(value)
+    copied["a"][2]["b"] = "changed"
+    copied["e"]["f"].append(1)
+    copied["g"][0]["h"] = 2  # not JSON-shaped (a tuple): deep-copied as deepcopy would
+    assert value == {"a": [1, 2.5, {"b": None, "c": True}], "d": "text", "e": {"f": []}, "g": ({"h": 1},)}
