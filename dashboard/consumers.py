@@ -35,6 +35,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -65,21 +66,33 @@ FRAME_MAX_CHARS = 200_000
 INBOX_MAX = 100  # queued live batches per viewer; beyond, batches are dropped and refilled (Channels' capacity)
 
 
+@dataclass(frozen=True, slots=True)
+class RunEnd:
+    """The little of a run's row a viewer's opening needs (not the row: its request, output text
+    and JSON columns would be read and decoded for every viewer that connects)."""
+
+    status: str
+    metrics: dict[str, Any]
+    error: Any
+    event_count: int
+
+
 @database_sync_to_async
-def _opening(run_id: int, after: int) -> tuple[Run | None, list[tuple[int, str]], list[dict[str, Any]]]:
+def _opening(run_id: int, after: int) -> tuple[RunEnd | None, list[tuple[int, str]], list[dict[str, Any]]]:
     """What a joined viewer is sent first, in one hop to the database thread: the run's row; then
     the first page of its stored events after ``after`` (read after the row, so a row that says
     the run ended comes with every event); then its moderation flags so far."""
-    run = Run.objects.filter(pk=run_id).first()
+    row = Run.objects.filter(pk=run_id).order_by().values_list("status", "metrics", "error", "event_count")[:1]
+    run = next((RunEnd(*values) for values in row), None)
     if run is None:
         return None, [], []
     return run, store.encoded_events_after(run_id, after, BACKLOG_PAGE), flags_json(run_id)
 
 
 @database_sync_to_async
-def _load_visible_run(run_id: int, user: Any) -> Run | None:
+def _may_see_run(run_id: int, user: Any) -> bool:
     # visible_to may read the user's groups (reviewers): a query, so not on the event loop.
-    return Run.objects.visible_to(user).filter(pk=run_id).first()
+    return Run.objects.visible_to(user).filter(pk=run_id).exists()
 
 
 @database_sync_to_async
@@ -221,8 +234,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self.refuse(CLOSE_UNAUTHENTICATED, accept=True)
             return
         self.user_pk = user.pk
-        run = await _load_visible_run(self.run_id, user)
-        if run is None:
+        if not await _may_see_run(self.run_id, user):
             # The same answer for "no such run" and "not yours": ids reveal nothing.
             await self.refuse(CLOSE_FORBIDDEN, accept=True)
             return
