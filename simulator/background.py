@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -113,11 +114,16 @@ class ResponseStore:
     """Bounded map of response id → :class:`StoredResponse` (oldest evicted first)."""
 
     def __init__(
-        self, ttl_s: float = 600, max_entries: int = 500, max_bytes: int = 256 * 1024 * 1024
+        self, ttl_s: float = 600, max_entries: int = 500, max_bytes: int = 256 * 1024 * 1024,
+        scan_every_s: float = 1.0,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self.max_bytes = max_bytes
+        # How often sweep() reads every entry (ages, bytes): ~0.2 ms at 500 entries, once per request
+        # before; the count is held on every call.
+        self.scan_every_s = scan_every_s
+        self._scanned_at = -math.inf
         self._entries: OrderedDict[str, StoredResponse] = OrderedDict()
 
     def add(self, entry: StoredResponse) -> None:
@@ -138,17 +144,23 @@ class ResponseStore:
         return entry
 
     def sweep(self) -> None:
+        """Forget responses that ended more than ``ttl_s`` ago (or have run for six times that), then
+        the oldest while more than ``max_entries`` or ``max_bytes`` are stored. The count is held on
+        every call; ages and bytes are read at most every ``scan_every_s``."""
         now = time.monotonic()
-        for response_id, entry in list(self._entries.items()):
-            ended_long_ago = entry.finished_at is not None and now - entry.finished_at > self.ttl_s
-            running_too_long = now - entry.created > 6 * self.ttl_s
-            if ended_long_ago or running_too_long:
-                self.delete(response_id)
-        total = sum(entry.nbytes for entry in self._entries.values())
-        while self._entries and (len(self._entries) > self.max_entries or total > self.max_bytes):
-            response_id = next(iter(self._entries))
-            evicted = self.delete(response_id)
-            total -= evicted.nbytes if evicted else 0
+        if now - self._scanned_at >= self.scan_every_s:
+            self._scanned_at = now
+            for response_id, entry in list(self._entries.items()):
+                ended_long_ago = entry.finished_at is not None and now - entry.finished_at > self.ttl_s
+                running_too_long = now - entry.created > 6 * self.ttl_s
+                if ended_long_ago or running_too_long:
+                    self.delete(response_id)
+            total = sum(entry.nbytes for entry in self._entries.values())
+            while self._entries and total > self.max_bytes:
+                evicted = self.delete(next(iter(self._entries)))
+                total -= evicted.nbytes if evicted else 0
+        while len(self._entries) > self.max_entries:
+            self.delete(next(iter(self._entries)))
 
     def __len__(self) -> int:
         return len(self._entries)
