@@ -75,6 +75,7 @@ class PauseLog:
         ]
         self.slow: list[tuple[float, int, float, int]] = []  # (wall-clock start, generation, ms, objects collected)
         self.memory: list[dict[str, float]] = []
+        self._frozen = 0
         self._started = 0.0
         self._started_cpu = 0.0
         self._written = time.monotonic()
@@ -101,7 +102,10 @@ class PauseLog:
     def write(self) -> None:
         if len(self.memory) < MEMORY_SAMPLES_KEPT:
             self.memory.append(memory_sample())
-        report = {"pid": os.getpid(), "threshold": gc.get_threshold(), "frozen": gc.get_freeze_count(),
+        if not self._frozen:
+            # It walks every frozen object (~10^5): read once the process has frozen them, not every write.
+            self._frozen = gc.get_freeze_count()
+        report = {"pid": os.getpid(), "threshold": gc.get_threshold(), "frozen": self._frozen,
                   "generations": self.generations, "slow": self.slow, "memory": self.memory}
         partial = self.path.with_name(self.path.name + ".tmp")
         partial.write_text(json.dumps(report))
