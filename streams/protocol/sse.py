@@ -85,8 +85,11 @@ class SSEDecoder:
             clean = not (self._has_fields or self._pending_bytes)  # no event begun before the match
             for name_line, space, value, line in _LINES.findall(chunk, 0, end):
                 if name_line and clean:
-                    frames.append(SSEFrame(names.get(name_line) or self._event_name(name_line),
-                                           value.decode("utf-8", errors="replace"), event_id,
+                    try:
+                        text = value.decode()  # strict and without arguments: a third cheaper
+                    except UnicodeDecodeError:
+                        text = value.decode("utf-8", "replace")
+                    frames.append(SSEFrame(names.get(name_line) or self._event_name(name_line), text, event_id,
                                            len(name_line) + len(space) + len(value) + 8))
                     continue
                 if name_line:  # the pair continues an event begun by earlier lines

@@ -187,3 +187,8 @@ def test_an_event_and_data_pair_after_lines_of_an_event_belongs_to_that_event():
     assert [(f.event, f.data, f.id, f.nbytes) for f in frames] == [
         ("b", "a\nc", None, 26), ("d", "e", "7", 24), ("f", "g", "7", 18),
     ]
+
+
+def test_undecodable_bytes_in_an_event_and_data_pair_are_replaced_not_raised():
+    frames, _, _ = decode_all([b"event: x\ndata: {\"a\":\"\xc3\"}\n\n"])
+    assert [(f.event, f.data) for f in frames] == [("x", '{"a":"\ufffd"}')]
