@@ -350,7 +350,7 @@ def main() -> None:
                 server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)], cwd=ROOT, env=server_env,
                                           stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_for_http(f"http://127.0.0.1:{port}/accounts/login/", server, timeout=60)
+                wait_for_http(f"http://127.0.0.1:{port}/accounts/login/", server, timeout=240)  # tracing: slow imports
                 reports = asyncio.run(measure(server, f"http://127.0.0.1:{port}", dump_dir, runs, args.rate,
                                               args.settle))
             finally:
