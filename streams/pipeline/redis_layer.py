@@ -7,6 +7,12 @@ round's messages as one pipeline per shard: one round trip. It reaches into the 
 objects (``_get_shard``, ``_lock``, ``_ensure_redis``, ``_redis``), so pyproject.toml keeps
 channels-redis below the next minor version; tests/pipeline/test_shims.py checks those names and
 tests/live/test_scaled_out.py runs it against Redis.
+
+Its connections speak RESP2 unless a host says otherwise: redis-py 8 defaults to RESP3, whose
+Python parser builds ``"Push response: " + str(message)`` for a debug log line on every pub/sub
+message a web process receives, a few KB of text per batch (~8% of a web process's event loop in
+bench/concurrency.py --mode scaled; 94-117 -> 70-83 us per message published and received in a
+micro-benchmark). Pub/sub needs nothing of RESP3.
 """
 
 from __future__ import annotations
@@ -14,9 +20,16 @@ from __future__ import annotations
 from typing import Any
 
 from channels_redis.pubsub import RedisPubSubChannelLayer
+from channels_redis.utils import decode_hosts
+
+RESP_VERSION = 2
 
 
 class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
+    def __init__(self, *args: Any, hosts: Any = None, **kwargs: Any) -> None:
+        hosts = [{"protocol": RESP_VERSION, **host} for host in decode_hosts(hosts)]
+        super().__init__(*args, hosts=hosts, **kwargs)
+
     async def group_send_many(self, items: list[tuple[str, dict[str, Any]]]) -> None:
         layer = self._get_layer()
         by_shard: dict[Any, list[tuple[str, bytes]]] = {}
