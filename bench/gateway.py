@@ -154,7 +154,8 @@ def inside_timings(stack: Stack) -> dict[str, tuple[float, float]]:
     path.unlink()
     rows = [row for row in rows if "first_byte" in row]
     return {what: (percentile([r[what] for r in rows], 50), percentile([r[what] for r in rows], 99))
-            for what in ("token", "rules", "upstream_headers", "run_created", "headers", "first_byte", "cpu")
+            for what in ("token", "rules", "insert_started", "run_inserted", "upstream_headers", "run_created",
+                         "headers", "first_byte", "cpu")
             if rows and all(what in row for row in rows)}
 
 

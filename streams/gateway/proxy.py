@@ -360,11 +360,14 @@ async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: 
     SQLite on this thread's own connection, on PostgreSQL on the event loop's; else, or when SQLite's
     write lock is held, on the database thread."""
     if kind != "resume":  # a resumed stream reads the original run first: the database thread's way
+        _mark("insert_started")
         run = _new_run(request, fields, fields.model)
         if insert_here(run):
+            _mark("run_inserted")
             return run
         try:
             if await insert_on_loop(run):
+                _mark("run_inserted")
                 return run
         except MaybeInserted:
             return await database_sync_to_async(_adopt_or_insert)(run)
