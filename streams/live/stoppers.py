@@ -66,19 +66,28 @@ async def _listen() -> None:
         return
     channel = await layer.new_channel("stops")
     await layer.group_add(STOP_GROUP, channel)
-    refreshed = asyncio.get_running_loop().time()
+    # The membership is renewed beside the receive, never by cancelling it: channels_redis' pub/sub
+    # layer drops a channel whose receive is cancelled, and a stop published before the next
+    # receive subscribes it again would be lost.
+    renewing = asyncio.get_running_loop().create_task(_renew_membership(layer, channel))
+    try:
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except Exception:  # a layer hiccup (Redis restarting): try again shortly
+                log.warning("listening for gateway stops failed; retrying", exc_info=True)
+                await asyncio.sleep(1.0)
+                continue
+            if message and message.get("type") == "run.stop" and isinstance(message.get("run"), int):
+                stop_here(message["run"], str(message.get("reason") or "stopped in the dashboard"))
+    finally:
+        renewing.cancel()
+
+
+async def _renew_membership(layer, channel: str) -> None:
     while True:
+        await asyncio.sleep(MEMBERSHIP_REFRESH_S)
         try:
-            message = await asyncio.wait_for(layer.receive(channel), MEMBERSHIP_REFRESH_S)
-        except TimeoutError:
-            message = None
-        except Exception:  # a layer hiccup (Redis restarting): try again shortly
-            log.warning("listening for gateway stops failed; retrying", exc_info=True)
-            await asyncio.sleep(1.0)
-            continue
-        now = asyncio.get_running_loop().time()
-        if now - refreshed >= MEMBERSHIP_REFRESH_S:
             await layer.group_add(STOP_GROUP, channel)
-            refreshed = now
-        if message and message.get("type") == "run.stop" and isinstance(message.get("run"), int):
-            stop_here(message["run"], str(message.get("reason") or "stopped in the dashboard"))
+        except Exception:
+            log.warning("renewing the gateway stops' group membership failed; trying again later", exc_info=True)
