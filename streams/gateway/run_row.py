@@ -13,7 +13,11 @@ On PostgreSQL the same statement goes on the event loop's own asyncio connection
 (streams/pipeline/loop_db.py, which the token read uses too): the hop to the database thread had put
 the run's creation 1.6 ms after the provider's answer, inside the time to first byte. The INSERT is
 not idempotent, so a failure after it may have reached the server is told apart
-(:class:`MaybeInserted`): the caller then looks for the row before it inserts one.
+(:class:`MaybeInserted`): the caller then looks for the row before it inserts one. That covers a
+timeout (psycopg cancels the statement and waits for it to end) and an answer lost with a
+connection the server also lost; a connection cut between the two while the server goes on with
+the INSERT (a proxy's reset) could still leave a second row, empty and ``streaming`` (docs/gateway.md,
+"Limits").
 """
 
 from __future__ import annotations
@@ -83,14 +87,26 @@ async def insert_on_loop(run: Run) -> bool:
     except loop_db.NoDirectPath as exc:
         if sent and exc.connected:
             raise MaybeInserted(str(exc)) from exc
-        log.warning("inserting a gateway run on the event loop's connection failed, using the database thread: "
-                    "%s", exc)
+        _note_fallback(exc)
         return False
     except ValueError as exc:  # a statement this module cannot build: never sent
         log.warning("a gateway run's INSERT could not be built here, using the database thread: %r", exc)
         return False
     _inserted(run, row[0])
     return True
+
+
+_fallbacks_noted: set[str] = set()
+
+
+def _note_fallback(exc: loop_db.NoDirectPath) -> None:
+    """Log once per kind of failure that a run's INSERT left the loop's connection for the database
+    thread (while PostgreSQL is unreachable from it, every request would say so)."""
+    kind = type(exc.__cause__).__name__ if exc.__cause__ is not None else str(exc)
+    if kind not in _fallbacks_noted:
+        _fallbacks_noted.add(kind)
+        log.warning("inserting a gateway run on the event loop's connection failed, using the database thread "
+                    "(logged once per kind): %s", exc)
 
 
 def _inserted(run: Run, pk: int) -> None:

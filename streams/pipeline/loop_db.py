@@ -6,13 +6,11 @@ its run's INSERT sit inside a client's time to first byte, so on PostgreSQL they
 asyncio connection (psycopg) kept per event loop instead. It is an optimisation only: callers catch
 :class:`NoDirectPath` and take the database thread's way.
 
-Its commits do not wait for the WAL flush (``synchronous_commit = off``, set at connect): on this VM
-a flush is ~0.5 ms at p50 and 8-10 ms at p99 (docs/performance.md), more than all the rest of a
-gateway request's own work. What it writes (a gateway run's row) is followed within milliseconds by
-the run's events, committed on the database thread with the flush, and a flushed commit makes every
-earlier one durable too (the WAL is written in order); only a crash of PostgreSQL itself in between
-loses the row, and with it nothing a later commit had. Statements whose loss would matter must not
-come here.
+Its commits wait for the WAL flush like every other connection's. Not waiting (``synchronous_commit
+= off``) was measured (the flush is ~0.5 ms at p50 and 8-10 ms at p99 on this VM) and not taken: a
+run's id is used outside the database at once (a response header, the recorder's writes by id), and
+after a crash of PostgreSQL inside the unflushed window the sequence could hand the same id to
+another user's run, whose row the first run's recorder would then write into.
 
 Bounded: connecting and the statement together get :data:`DIRECT_TIMEOUT_S`, so a half-open
 connection cannot hold the requests behind it; after a failed connect every caller takes the thread
@@ -67,7 +65,10 @@ async def postgres() -> AsyncIterator[Any]:
     """The running loop's kept autocommit connection, for one short use within :data:`DIRECT_TIMEOUT_S`.
 
     Raises :class:`NoDirectPath` when the database is not PostgreSQL, a connect failed moments ago,
-    or connecting or the caller's statement failed or took too long (the connection is then closed)."""
+    or connecting or the caller's statement failed or took too long (the connection is then closed
+    unless only the statement failed). The bound is asyncio's: when it cancels a statement psycopg
+    sends the server a cancel and waits for the statement to end, which on an unreachable server
+    can hold that one caller up to ~10 s more (psycopg's own timeouts); other callers are not held."""
     if not available():
         raise NoDirectPath("not PostgreSQL")
     database = settings.DATABASES["default"]
@@ -82,7 +83,11 @@ async def postgres() -> AsyncIterator[Any]:
             yield connection
     except (psycopg.Error, OSError, TimeoutError) as exc:
         kept = _kept.get(loop)
-        if kept is not None and (connection is None or kept[1] is connection):
+        # Closed only when the connection itself failed (not for an error in a statement, which
+        # leaves it usable): other coroutines of this loop may have a statement running on it.
+        statement_only = isinstance(exc, psycopg.DatabaseError) and not isinstance(exc, psycopg.OperationalError)
+        failed = connection is None or connection.broken or not statement_only
+        if failed and kept is not None and (connection is None or kept[1] is connection):
             del _kept[loop]
             with contextlib.suppress(Exception):
                 await kept[1].close()
@@ -102,6 +107,5 @@ async def _connection(loop: asyncio.AbstractEventLoop, key: tuple, database: dic
         connection = await psycopg.AsyncConnection.connect(
             dbname=database["NAME"], user=database["USER"] or None, password=database["PASSWORD"] or None,
             host=database["HOST"] or None, port=database["PORT"] or None, autocommit=True, **options)
-        await connection.execute("SET synchronous_commit = off")
         _kept[loop] = (key, connection)
         return connection

@@ -1,6 +1,7 @@
 """On PostgreSQL a gateway run's row goes in on the event loop's own connection
 (streams/gateway/run_row.insert_on_loop, streams/pipeline/loop_db.py): the row the ORM writes, and
-an INSERT that stalls after it was sent ends in one run, never two; its commit waits for no WAL flush."""
+an INSERT that stalls after it was sent ends in one run, never two; a failed statement leaves the
+connection to the others using it."""
 
 from __future__ import annotations
 
@@ -33,10 +34,18 @@ SCRIPT = textwrap.dedent("""
     skip = {"id", "created_at"}
     rows = {r["id"]: {k: v for k, v in r.items() if k not in skip} for r in Run.objects.values()}
     out["same_row"] = rows[here.pk] == rows[twin.pk]
-    async def commit_mode():
+    async def statement_error_keeps_the_connection():
         async with loop_db.postgres() as connection:
-            return (await (await connection.execute("SHOW synchronous_commit")).fetchone())[0]
-    out["synchronous_commit"] = asyncio.run(commit_mode())
+            first = connection
+        try:
+            async with loop_db.postgres() as connection:
+                await connection.execute("SELECT 1 / 0")
+        except loop_db.NoDirectPath:
+            pass
+        async with loop_db.postgres() as connection:
+            await connection.execute("SELECT 1")
+            return connection is first and not first.closed
+    out["kept_after_statement_error"] = asyncio.run(statement_error_keeps_the_connection())
 
     # A stalled INSERT: the table locked by another session, the statement sent and never answered.
     loop_db.DIRECT_TIMEOUT_S = 0.5
@@ -75,7 +84,7 @@ def test_the_loop_connections_insert_is_the_orms_row_and_a_stalled_one_makes_one
         result = json.loads(output.split("RESULT ", 1)[1])
         assert result["direct"] is True and result["pk"]
         assert result["same_row"]
-        assert result["synchronous_commit"] == "off"  # no WAL flush in a client's time to first byte
+        assert result["kept_after_statement_error"]  # others' statements on it are not cut
         assert result["looked_first"] == 1  # the unanswered INSERT was not simply sent again
         assert result["after_stall"] == 1 and result["made_pk"]
     finally:
