@@ -1,6 +1,7 @@
 """The serving process's garbage collector: its thresholds, and what its collections cost.
 
-``STREAMSCOPE_GC_THRESHOLD`` ("700,10,10", Python's own default) sets ``gc.set_threshold``.
+``STREAMSCOPE_GC_THRESHOLD`` (dashboard/settings.py: "10000,10,10" by default; empty keeps Python's
+700,10,10) sets ``gc.set_threshold``.
 ``STREAMSCOPE_GC_LOG`` names a JSON file that gets, every couple of seconds, each generation's
 collections, their total and longest pause (wall clock), the CPU they used, and every pause of
 10 ms or more with its wall-clock time: how benchmarks (bench/many.py) tell collections apart

@@ -32,3 +32,20 @@ async def test_channels_redis_shards_still_have_what_group_send_many_reads():
     for name in ("_lock", "_ensure_redis"):
         assert hasattr(shard, name), f"channels_redis shard lost {name}: streams/pipeline/redis_layer.py"
     assert hasattr(shard, "_redis")
+
+
+async def test_channels_redis_still_has_what_the_blocking_receive_and_loop_layer_override():
+    # streams/pipeline/redis_layer.py: _BlockingShard replaces _do_receiving and reads _pubsub and
+    # _receive_message; BatchPubSubChannelLayer builds _LoopLayer from _args/_kwargs into _layers.
+    pubsub = pytest.importorskip("channels_redis.pubsub")
+    utils = pytest.importorskip("channels_redis.utils")
+    assert callable(getattr(utils, "_wrap_close", None)) and callable(getattr(utils, "decode_hosts", None))
+    for name in ("_do_receiving", "_receive_message"):
+        assert callable(getattr(pubsub.RedisSingleShardConnection, name, None)), name
+    layer = pubsub.RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:6379"])
+    for name in ("_layers", "_args", "_kwargs"):
+        assert hasattr(layer, name), f"channels_redis layer lost {name}: streams/pipeline/redis_layer.py"
+    inner = layer._get_layer()
+    assert isinstance(inner, pubsub.RedisPubSubLoopLayer) and inner._shards
+    shard = inner._shards[0]
+    assert hasattr(shard, "host") and hasattr(shard, "_pubsub")
