@@ -88,7 +88,7 @@ async def token_owner(secret: str) -> Any | None:
         row = await _read_token(hash_token(secret))
     except Exception as exc:  # the fast path is only an optimisation: any failure costs speed, not the request
         if not isinstance(exc, _NoDirectRead):
-            _note_fallback(exc)
+            loop_db.note_fallback("the gateway's direct token read", exc)
         token = await database_sync_to_async(authenticate_token)(secret)
         return token.owner if token is not None else None
     if row is None:
@@ -106,17 +106,6 @@ async def token_owner(secret: str) -> Any | None:
 
 class _NoDirectRead(Exception):
     pass
-
-
-_fallbacks_noted: set[str] = set()
-
-
-def _note_fallback(exc: BaseException) -> None:
-    """Log once per kind of failure that the direct token read fell back to the database thread."""
-    kind = type(exc).__name__
-    if kind not in _fallbacks_noted:
-        _fallbacks_noted.add(kind)
-        log.warning("gateway token read falls back to the database thread (%s: %s)", kind, exc)
 
 
 async def _read_token(token_hash: str) -> tuple[int, Any] | None:

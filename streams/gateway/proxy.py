@@ -375,8 +375,9 @@ async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: 
 
 
 def _adopt_or_insert(run: Run) -> Run:
-    """``run``'s row if an unanswered INSERT made it, else ``run`` inserted now: never two rows. A
-    gateway run is told apart by its owner, worker and start time (to the microsecond)."""
+    """``run``'s row if an unanswered INSERT made it, else ``run`` inserted now (the one gap left:
+    streams/gateway/run_row.py). A gateway run is told apart by its owner, worker and start time (to
+    the microsecond)."""
     made = Run.objects.filter(owner_id=run.owner_id, source=RunSource.GATEWAY, worker=run.worker,
                               started_at=run.started_at).first()
     if made is not None:

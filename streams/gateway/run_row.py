@@ -87,26 +87,13 @@ async def insert_on_loop(run: Run) -> bool:
     except loop_db.NoDirectPath as exc:
         if sent and exc.connected:
             raise MaybeInserted(str(exc)) from exc
-        _note_fallback(exc)
+        loop_db.note_fallback("inserting a gateway run on the event loop's connection", exc)
         return False
     except ValueError as exc:  # a statement this module cannot build: never sent
         log.warning("a gateway run's INSERT could not be built here, using the database thread: %r", exc)
         return False
     _inserted(run, row[0])
     return True
-
-
-_fallbacks_noted: set[str] = set()
-
-
-def _note_fallback(exc: loop_db.NoDirectPath) -> None:
-    """Log once per kind of failure that a run's INSERT left the loop's connection for the database
-    thread (while PostgreSQL is unreachable from it, every request would say so)."""
-    kind = type(exc.__cause__).__name__ if exc.__cause__ is not None else str(exc)
-    if kind not in _fallbacks_noted:
-        _fallbacks_noted.add(kind)
-        log.warning("inserting a gateway run on the event loop's connection failed, using the database thread "
-                    "(logged once per kind): %s", exc)
 
 
 def _inserted(run: Run, pk: int) -> None:

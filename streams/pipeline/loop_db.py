@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ try:
     import psycopg
 except ImportError:  # PostgreSQL support is optional (pyproject: streamscope[postgres])
     psycopg = None
+
+log = logging.getLogger(__name__)
 
 DJANGO_ONLY_OPTIONS = ("pool", "isolation_level", "server_side_binding", "assume_role")
 DIRECT_TIMEOUT_S = 1.0  # connect + statement on the kept connection; beyond it, the database thread's path
@@ -53,6 +56,22 @@ class NoDirectPath(Exception):
     def __init__(self, reason: str, connected: bool = False) -> None:
         super().__init__(reason)
         self.connected = connected
+
+
+_fallbacks_noted: set[tuple[str, str]] = set()
+
+
+def note_fallback(what: str, exc: BaseException) -> None:
+    """Log once per kind of failure that ``what`` (a statement kept off the database thread) took the
+    database thread's way instead: while the direct path is down, every request would say so. The
+    kind of a :class:`NoDirectPath` is that of what caused it."""
+    if isinstance(exc, NoDirectPath):
+        kind = type(exc.__cause__).__name__ if exc.__cause__ is not None else str(exc)
+    else:
+        kind = type(exc).__name__
+    if (what, kind) not in _fallbacks_noted:
+        _fallbacks_noted.add((what, kind))
+        log.warning("%s falls back to the database thread (logged once per kind; %s): %s", what, kind, exc)
 
 
 def available() -> bool:

@@ -120,3 +120,16 @@ async def test_the_loops_connection_gives_way_to_the_database_thread_and_stops_t
     with pytest.raises(loop_db.NoDirectPath, match="moments ago"):  # no second connect per request
         async with loop_db.postgres():
             pass
+
+
+def test_a_fallback_is_logged_once_per_kind(caplog, monkeypatch):
+    monkeypatch.setattr(loop_db, "_fallbacks_noted", set())
+    refused = loop_db.NoDirectPath("ConnectionRefusedError: no")
+    refused.__cause__ = ConnectionRefusedError("no")
+    with caplog.at_level("WARNING", logger="streams.pipeline.loop_db"):
+        for _ in range(3):
+            loop_db.note_fallback("inserting a run", refused)
+        loop_db.note_fallback("inserting a run", loop_db.NoDirectPath("a connect failed moments ago"))
+        loop_db.note_fallback("reading a token", refused)
+    assert len(caplog.records) == 3
+    assert "ConnectionRefusedError" in caplog.records[0].getMessage()
