@@ -308,6 +308,11 @@ def gc_summary(path: Path, first_token_at: float, every: float, runs: int) -> li
                      f" + glibc free in arenas {per['glibc_free_kib']:.0f} + glibc mapped {per['glibc_mapped_kib']:.0f}"
                      f" + the rest (pymalloc's arenas, stacks; untouched arena pages count negative) {rest:.0f};"
                      f" of glibc's in use, SQLite's heap {per.get('sqlite_kib', float('nan')):.0f}")
+        if "glibc_main_free_kib" in per:
+            lines.append(f"      glibc per run by arena: the event loop's (main) {per['glibc_main_arena_kib']:.0f}"
+                         f" KiB, {per['glibc_main_free_kib']:.0f} free; the other threads' hold"
+                         f" {per['glibc_arenas_kib'] - per['glibc_main_arena_kib']:.0f},"
+                         f" {per['glibc_free_kib'] - per['glibc_main_free_kib']:.0f} free")
     return lines
 
 

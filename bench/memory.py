@@ -22,6 +22,7 @@ import ctypes
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,32 @@ def _mappings() -> dict[str, int]:
     return dict(kinds)
 
 
+def _arenas(libc) -> dict[str, dict[str, int]]:
+    """glibc's arenas one by one (``malloc_info``): bytes each holds from the system and how much of
+    that is free, with the free chunks split by size. Arena 0 is the main thread's (the event loop);
+    the others belong to other threads (the database thread, request threads)."""
+    libc.open_memstream.restype = ctypes.c_void_p
+    buffer, size = ctypes.c_char_p(), ctypes.c_size_t()
+    stream = libc.open_memstream(ctypes.byref(buffer), ctypes.byref(size))
+    if not stream:
+        return {}
+    libc.malloc_info(0, ctypes.c_void_p(stream))
+    libc.fclose(ctypes.c_void_p(stream))
+    text = ctypes.string_at(buffer, size.value).decode()
+    libc.free(buffer)
+    arenas: dict[str, dict[str, int]] = {}
+    for heap in re.finditer(r'<heap nr="(\d+)">(.*?)</heap>', text, re.S):
+        body = heap.group(2)
+        figures = {"system": int(re.search(r'<system type="current" size="(\d+)"', body).group(1)),
+                   "free": sum(map(int, re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', body))),
+                   "free < 1 KiB": 0, "free 1-64 KiB": 0, "free >= 64 KiB": 0}
+        for low, total in re.findall(r'<size from="(\d+)" to="\d+" total="(\d+)"', body):
+            band = "free < 1 KiB" if int(low) < 1024 else "free 1-64 KiB" if int(low) < 65536 else "free >= 64 KiB"
+            figures[band] += int(total)
+        arenas[heap.group(1)] = figures
+    return arenas
+
+
 def _holders(qualname: str, depth: int = 8) -> list[str]:
     """What keeps one live object of type ``qualname`` alive: a chain of referrers' types."""
     gc.collect()
@@ -154,6 +181,7 @@ def _report(dump_dir: Path, index: list[int], signum: int, frame) -> None:
         "pymalloc": _pymalloc_stats(),
         "sqlite": _sqlite_memory(),
         "mappings": _mappings(),
+        "arenas": _arenas(libc),
         "tasks": len(asyncio.all_tasks(asyncio.get_event_loop())),
         "traced": traced,
         "traced_peak": peak,
@@ -300,6 +328,20 @@ def explain(reports: list[dict], dump_dir: Path, runs: int, top: int) -> None:
     for name, a, b in (("started", 0, 1), ("streaming", 0, 2), ("viewers", 2, 3)):
         table(f"resident KiB by mapping, {name}", reports[a]["mappings"], reports[b]["mappings"], runs, 8,
               unit="run")
+    for name, a, b in (("started", 0, 1), ("streaming", 0, 2), ("viewers", 2, 3)):
+        before, after = reports[a].get("arenas", {}), reports[b].get("arenas", {})
+        if not after:
+            continue
+        parts = []
+        for nr, figures in sorted(after.items(), key=lambda item: int(item[0])):
+            was = before.get(nr, dict.fromkeys(figures, 0))
+            delta = {key: (figures[key] - was[key]) / runs / 1024 for key in figures}
+            if abs(delta["system"]) >= 0.5 or abs(delta["free"]) >= 0.5:
+                parts.append(f"#{nr}{' (main)' if nr == '0' else ''} {delta['system']:,.1f} held, {delta['free']:,.1f}"
+                             f" free ({delta['free < 1 KiB']:,.1f} / {delta['free 1-64 KiB']:,.1f} /"
+                             f" {delta['free >= 64 KiB']:,.1f} in chunks < 1 KiB / 1-64 KiB / >= 64 KiB)")
+        print(f"    glibc arenas, {name}, KiB per {'viewer' if name == 'viewers' else 'run'}"
+              f" ({len(after)} arenas): " + ("; ".join(parts) or "no change"))
     for phase, report in zip(PHASES, reports):
         for name, chain in report.get("holders", {}).items():
             print(f"    {phase}: one {name} is held by: " + "  <-  ".join(chain))

@@ -6,8 +6,9 @@
 collections, their total and longest pause (wall clock), the CPU they used, and every pause of
 10 ms or more with its wall-clock time: how benchmarks (bench/many.py) tell collections apart
 from other causes of a delay. Each write also samples the process's RSS and glibc's heap
-(``mallinfo2``: in use, free in arenas, mapped) and SQLite's own heap, so a benchmark can split the
-RSS at its peak into Python's, SQLite's and the allocator's share.
+(``mallinfo2``: in use, free in arenas, mapped; the main arena's part apart) and SQLite's own
+heap, so a benchmark can split the RSS at its peak into Python's, SQLite's and the allocator's
+share, and tell the event loop's arena from the other threads'.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ctypes
 import gc
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,9 @@ def memory_sample() -> dict[str, float]:
         return sample
     sample.update(glibc_in_use_kib=info.uordblks / 1024, glibc_free_kib=info.fordblks / 1024,
                   glibc_mapped_kib=info.hblkhd / 1024, glibc_arenas_kib=info.arena / 1024)
+    main = main_arena(libc)
+    if main is not None:
+        sample.update(glibc_main_arena_kib=main[0] / 1024, glibc_main_free_kib=main[1] / 1024)
     try:
         sqlite = ctypes.CDLL("libsqlite3.so.0")  # the library _sqlite3 is linked to: the same counters
         sqlite.sqlite3_memory_used.restype = ctypes.c_int64
@@ -56,6 +61,34 @@ def memory_sample() -> dict[str, float]:
     except (OSError, AttributeError):
         pass
     return sample
+
+
+_HEAP = re.compile(r'<heap nr="0">(.*?)</heap>', re.S)
+_SYSTEM = re.compile(r'<system type="current" size="(\d+)"')
+_FREE = re.compile(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"')
+
+
+def main_arena(libc: ctypes.CDLL) -> tuple[int, int] | None:
+    """glibc's main arena, the event loop thread's: (bytes it holds from the system, bytes free in
+    it), from ``malloc_info``; the rest of ``mallinfo2``'s figures are the other threads' arenas
+    (the database thread, request threads). None where that cannot be read."""
+    try:
+        libc.open_memstream.restype = ctypes.c_void_p
+        text_at, size = ctypes.c_void_p(), ctypes.c_size_t()
+        stream = libc.open_memstream(ctypes.byref(text_at), ctypes.byref(size))
+        if not stream:
+            return None
+        libc.malloc_info(0, ctypes.c_void_p(stream))
+        libc.fclose(ctypes.c_void_p(stream))
+        text = ctypes.string_at(text_at, size.value).decode()
+        libc.free(text_at)
+    except (AttributeError, OSError, UnicodeDecodeError):
+        return None
+    heap = _HEAP.search(text)
+    system = _SYSTEM.search(heap.group(1)) if heap else None
+    if system is None:
+        return None
+    return int(system.group(1)), sum(map(int, _FREE.findall(heap.group(1))))
 
 
 def parse_threshold(text: str) -> tuple[int, ...]:

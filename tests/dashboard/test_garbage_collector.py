@@ -79,3 +79,24 @@ def test_the_memory_sample_has_sqlites_heap(tmp_path):
     log.write()
     connection.close()
     assert json.loads((tmp_path / "gc.json").read_text())["memory"][0]["sqlite_kib"] > 0
+
+
+def test_the_memory_sample_tells_the_event_loops_arena_from_other_threads():
+    # glibc gives each thread that allocates its own arena; what a thread holds shows outside the main one.
+    import platform
+    import threading
+
+    from dashboard.garbage_collector import memory_sample
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's arenas")
+
+    held: list[bytes] = []
+    worker = threading.Thread(target=lambda: held.extend(bytes(4096) + bytes([i % 256]) for i in range(4000)))
+    worker.start()
+    worker.join()
+    sample = memory_sample()
+    assert 0 < sample["glibc_main_arena_kib"] <= sample["glibc_arenas_kib"]
+    assert 0 <= sample["glibc_main_free_kib"] <= sample["glibc_free_kib"]
+    assert sample["glibc_arenas_kib"] - sample["glibc_main_arena_kib"] > 12_000  # the thread's 16 MB
+    held.clear()
