@@ -45,6 +45,13 @@ def _copy_sql() -> str:
 SQLITE_ONE_STATEMENT = sqlite3.sqlite_version_info >= (3, 33)
 # 1,000 rows of 5 values: 5,000 parameters, well under SQLite's limit of 32,766 (since 3.32).
 SQLITE_ROWS_PER_STATEMENT = 1000
+# A batch's rows go out in statements of a few fixed sizes, so the same few SQL texts come back
+# round after round and stay prepared: a connection keeps 16 prepared statements (settings'
+# cached_statements) and a text per batch size missed that cache nearly every time, preparing
+# cost ~2-3 us per row, more than inserting it (docs/performance.md). Greedy, largest first; the
+# last rows (fewer than the smallest size) fill a statement of the smallest size whose unused
+# rows are NULLs the statement leaves out.
+SQLITE_CHUNK_ROWS = (1000, 250, 64, 16)
 
 
 def _one_statement() -> bool:
@@ -67,13 +74,47 @@ def _values_rows(width: int, count: int) -> str:
     return ", ".join([row] * count)
 
 
+def chunk_sizes(count: int) -> list[tuple[int, int]]:
+    """``(rows, statement size)`` for each statement writing ``count`` rows: whole statements of the
+    sizes in :data:`SQLITE_CHUNK_ROWS` (none above SQLITE_ROWS_PER_STATEMENT), largest first, and
+    the rest in one statement of the smallest size, padded."""
+    sizes = [size for size in SQLITE_CHUNK_ROWS if size <= SQLITE_ROWS_PER_STATEMENT] or [SQLITE_ROWS_PER_STATEMENT]
+    chunks = []
+    for size in sizes:
+        while count >= size:
+            chunks.append((size, size))
+            count -= size
+    if count:
+        chunks.append((count, sizes[-1]))
+    return chunks
+
+
+_SQL: dict[tuple[str, int], str] = {}  # (kind, rows) -> statement text; a handful of entries
+
+
+def _insert_statement(rows: int, padded: bool) -> str:
+    key = ("insert-padded" if padded else "insert", rows)
+    sql = _SQL.get(key)
+    if sql is None:
+        table = connection.ops.quote_name(Event._meta.db_table)
+        if padded:  # a padding row is all NULLs: run_id is never NULL in a real one
+            sql = (f"INSERT INTO {table} (run_id, seq, t, type, data)"
+                   f" SELECT * FROM (VALUES {_values_rows(5, rows)}) WHERE column1 IS NOT NULL")
+        else:
+            sql = f"INSERT INTO {table} (run_id, seq, t, type, data) VALUES {_values_rows(5, rows)}"
+        _SQL[key] = sql
+    return sql
+
+
 def _sqlite_insert(cursor: Any, rows: Sequence[Row]) -> None:
-    table = connection.ops.quote_name(Event._meta.db_table)
-    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
-        chunk = rows[start:start + SQLITE_ROWS_PER_STATEMENT]
-        sql = f"INSERT INTO {table} (run_id, seq, t, type, data) VALUES {_values_rows(5, len(chunk))}"
+    start = 0
+    for count, size in chunk_sizes(len(rows)):
         # Flattened in C: this runs with the GIL held, on the thread next to the event loop's.
-        _execute_unlogged(cursor, sql, list(chain.from_iterable(chunk)))
+        params = list(chain.from_iterable(rows[start:start + count]))
+        start += count
+        if count < size:
+            params.extend([None] * (5 * (size - count)))
+        _execute_unlogged(cursor, _insert_statement(size, count < size), params)
 
 
 def _insert_rows(rows: Sequence[Row]) -> None:
@@ -129,13 +170,19 @@ def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
             if _one_statement():
                 # One statement for every run (see _insert_rows); the id is each row's last value,
                 # and SQLite names a VALUES table's columns column1, column2...
+                # Statements of the insert's fixed sizes (chunk_sizes), for the same reason; a
+                # padding row's id is NULL, which matches no run.
                 values = [f"v.column{i + 1}" for i in range(len(columns) + 1)]
                 assignments = ", ".join(f"{quote(c)} = {v}" for c, v in zip(columns, values))
-                for start in range(0, len(params), SQLITE_ROWS_PER_STATEMENT):
-                    chunk = params[start:start + SQLITE_ROWS_PER_STATEMENT]
-                    sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {_values_rows(len(values), len(chunk))})"
+                start = 0
+                for count, size in chunk_sizes(len(params)):
+                    chunk = params[start:start + count]
+                    start += count
+                    sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {_values_rows(len(values), size)})"
                            f" AS v WHERE {table}.{quote('id')} = {values[-1]}")
-                    _execute_unlogged(cursor, sql, [value for row in chunk for value in row])
+                    flat = list(chain.from_iterable(chunk))
+                    flat.extend([None] * (len(values) * (size - count)))
+                    _execute_unlogged(cursor, sql, flat)
                 continue
             assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
             cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)

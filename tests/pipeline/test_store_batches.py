@@ -123,3 +123,53 @@ async def test_batches_stay_out_of_the_debug_query_log(user, settings):
     logged = await sync_to_async(write_and_log)()
     assert sum(len(q["sql"]) for q in logged) < 10_000
     assert await Event.objects.filter(run=run).acount() == 20
+
+
+def test_chunk_sizes_are_a_few_fixed_statements():
+    assert store.chunk_sizes(0) == []
+    assert store.chunk_sizes(3) == [(3, 16)]
+    assert store.chunk_sizes(16) == [(16, 16)]
+    assert store.chunk_sizes(1330) == [(1000, 1000), (250, 250), (64, 64), (16, 16)]
+    assert store.chunk_sizes(1331) == [(1000, 1000), (250, 250), (64, 64), (16, 16), (1, 16)]
+    for count in range(0, 2100):
+        chunks = store.chunk_sizes(count)
+        assert sum(rows for rows, _ in chunks) == count
+        assert all(0 < rows <= size for rows, size in chunks)
+        assert {size for _, size in chunks} <= set(store.SQLITE_CHUNK_ROWS)
+
+
+async def test_batches_of_every_size_reuse_a_few_statement_texts(user, monkeypatch):
+    """A statement text per batch size missed SQLite's small statement cache nearly every round
+    (preparing a statement cost more than inserting its rows): a few sizes, padded, instead."""
+    from django.db import connection
+
+    if not store.SQLITE_ONE_STATEMENT or connection.vendor != "sqlite":
+        pytest.skip("the one-statement batch is SQLite's path")
+    texts: set[str] = set()
+    real = store._execute_unlogged
+
+    def execute(cursor, sql, params):
+        texts.add(sql)
+        real(cursor, sql, params)
+
+    monkeypatch.setattr(store, "_execute_unlogged", execute)
+    runs = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING) for _ in range(40)]
+    written: dict[int, int] = {run.pk: 0 for run in runs}
+    # Batches of 1 to 300 rows over many rounds, and a round updating 1 to 40 runs' rows.
+    for size in [*range(1, 80), 123, 250, 251, 299, 300, 1000, 1017]:
+        batches = []
+        for run in runs[:size % 40 + 1]:
+            first = written[run.pk]
+            take = max(1, size // (size % 40 + 1))
+            batches.append((run.pk, rows(run.pk, range(first, first + take)), {"event_count": first + take}))
+            written[run.pk] = first + take
+        await sync_to_async(store.append_many)(batches)
+    inserts = {sql for sql in texts if sql.startswith("INSERT")}
+    updates = {sql for sql in texts if sql.startswith("UPDATE")}
+    assert len(inserts) <= len(store.SQLITE_CHUNK_ROWS) + 1, len(inserts)
+    assert len(updates) <= len(store.SQLITE_CHUNK_ROWS), len(updates)
+    for run in runs:
+        assert await Event.objects.filter(run=run).acount() == written[run.pk]
+        assert [s async for s in Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True)] \
+            == list(range(written[run.pk]))
+        assert (await Run.objects.aget(pk=run.pk)).event_count == written[run.pk]
