@@ -91,11 +91,13 @@ class TimedViewer(Viewer):
 
 
 class CpuTimeline:
-    """Each role's CPU (in cores) per ``every`` seconds, sampled in a thread: (wall clock, {role: cores})."""
+    """Each role's CPU (in cores) per ``every`` seconds, sampled in a thread: (wall clock, {role: cores});
+    and the RSS of ``rss_pid`` at each sample, (wall clock, MiB) in ``rss``."""
 
-    def __init__(self, roles: dict[str, list[int]], every: float = 1.0) -> None:
-        self.roles, self.every = roles, every
+    def __init__(self, roles: dict[str, list[int]], every: float = 1.0, rss_pid: int = 0) -> None:
+        self.roles, self.every, self.rss_pid = roles, every, rss_pid
         self.samples: list[tuple[float, dict[str, float]]] = []
+        self.rss: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
@@ -114,6 +116,9 @@ class CpuTimeline:
                                                  if pid in seconds and pid in last) / (now - clock)
                                        for role, pids in self.roles.items()}))
             last, clock = seconds, now
+            if self.rss_pid:
+                with contextlib.suppress(OSError):
+                    self.rss.append((now, rss_mb(self.rss_pid)))
 
     def __enter__(self) -> CpuTimeline:
         self._thread.start()
@@ -229,7 +234,7 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict:
     timeline_roles["benchmark clients"] = client_pids
     with contextlib.ExitStack() as sampling:
         memories = {pid: sampling.enter_context(PeakMemory(pid, every=0.25)) for pid in baseline}
-        timeline = sampling.enter_context(CpuTimeline(timeline_roles))
+        timeline = sampling.enter_context(CpuTimeline(timeline_roles, every=0.5, rss_pid=stack.executor_pid))
         with CpuSplit(roles) as split:
             clients.go()
             seen, delays, received, watched_s, retries, before_open = clients.results()
@@ -251,6 +256,10 @@ def measure(stack: Stack, args: argparse.Namespace) -> dict:
         "p99": percentile(delays, 99),
         "max": max(delays) if delays else float("nan"),
         "memory": {pid: (baseline[pid], memories[pid].peak) for pid in baseline},
+        # The runs' end (all at once, each writing its whole text and final event) is a burst of its
+        # own: the peak while every run streams is told apart from the peak with the end.
+        "streaming_peak": max((mib for at, mib in timeline.rss
+                               if first_token_at <= at <= first_token_at + args.seconds), default=float("nan")),
         "windows": windows(delays, received, timeline.samples, first_token_at, args.windows),
         "split": split.describe(),
         "per_event": split.describe_per_event(events),
@@ -308,6 +317,13 @@ def gc_summary(path: Path, first_token_at: float, every: float, runs: int) -> li
                      f" + glibc free in arenas {per['glibc_free_kib']:.0f} + glibc mapped {per['glibc_mapped_kib']:.0f}"
                      f" + the rest (pymalloc's arenas, stacks; untouched arena pages count negative) {rest:.0f};"
                      f" of glibc's in use, SQLite's heap {per.get('sqlite_kib', float('nan')):.0f}")
+        by_window: dict[int, dict] = {}
+        for sample in memory:  # the last sample of each window
+            by_window[int((sample["at"] - first_token_at) // every)] = sample
+        lines.append("      RSS over the first sample, KiB per run, at each window's last sample (glibc free in"
+                     " arenas): " + "; ".join(f"{index * every:+.0f} s {(s['rss_kib'] - first['rss_kib']) / runs:.0f}"
+                                              f" ({(s['glibc_free_kib'] - first['glibc_free_kib']) / runs:.0f})"
+                                              for index, s in sorted(by_window.items()) if index >= -1))
         if "glibc_main_free_kib" in per:
             lines.append(f"      glibc per run by arena: the event loop's (main) {per['glibc_main_arena_kib']:.0f}"
                          f" KiB, {per['glibc_main_free_kib']:.0f} free; the other threads' hold"
@@ -369,7 +385,9 @@ def main() -> None:
         per_run = (peak - base) / args.runs * 1024
         memory_verdict = "MET" if per_run <= TARGET_KIB_PER_RUN else "NOT MET"
         print(f"    memory per active run (process executing the runs): RSS {base:.0f} -> peak {peak:.0f} MiB"
-              f" = {per_run:.0f} KiB  [{memory_verdict}]")
+              f" = {per_run:.0f} KiB  [{memory_verdict}]; peak while every run streams (first token to"
+              f" +{args.seconds:g} s, sampled every 0.5 s) {r['streaming_peak']:.0f} MiB"
+              f" = {(r['streaming_peak'] - base) / args.runs * 1024:.0f} KiB")
         for pid in webs:
             if pid != executor:
                 base, peak = r["memory"][pid]
