@@ -29,7 +29,6 @@ from streams.pipeline.flush_clock import RoundBatch
 from streams.protocol import fastjson
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, column_values
-from streams.protocol.records import EventRecord
 from streams.protocol.sse import SSEFrame
 from streams.protocol.values import BadValue, clean_json, clean_text
 from streams.review.moderation import LiveModerator
@@ -63,7 +62,9 @@ class RunRecorder:
 
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
-        self.buffer: list[EventRecord] = []
+        # Rows as stored, (run_id, seq, t, type, data): the store takes them as they are and a
+        # published batch is encoded from them, no object per event in between.
+        self.buffer: list[store.Row] = []
         self.next_seq = 0
         self.t0 = 0.0
         self.metrics = MetricsAccumulator()
@@ -99,7 +100,7 @@ class RunRecorder:
             )
         if not event_type.isascii() or "\x00" in event_type:
             event_type = clean_text(event_type)  # the upstream names it: "\ud800" or NUL must not reach the store
-        self.buffer.append(EventRecord(self.next_seq, t, event_type, data, nbytes))
+        self.buffer.append((self.run_id, self.next_seq, t, event_type, data))
         self.next_seq += 1
         self.metrics.observe_payload(t, event_type, payload, nbytes)
         self.moderator.observe(self.next_seq - 1, event_type, payload)  # raises ModerationStopped
@@ -193,8 +194,7 @@ class RunRecorder:
                 fields["output_text"] = clean_text(text)
             if final_fields:
                 fields.update(final_fields)
-        run_id = self.run_id
-        return RoundBatch(run_id, [(run_id, r.seq, r.t, r.type, r.data) for r in batch], fields, batch, clock)
+        return RoundBatch(self.run_id, batch, fields, clock)
 
     def _stored(self, taken: RoundBatch, final: bool) -> None:
         if taken.fields is not None:
@@ -214,8 +214,8 @@ class RunRecorder:
             taken = self._take(final_fields)
             await store.write_batch(self.run_id, taken.rows, taken.fields)  # grouped with other runs' batches
             self._stored(taken, final_fields is not None)
-            if taken.records and listened(self.run_id):
-                first = taken.records[0].seq
+            if taken.rows and listened(self.run_id):
+                first = taken.first_seq
                 try:
                     await publish_events(self.run_id, first, taken.encoded())
                 except Exception as exc:

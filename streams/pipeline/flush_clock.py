@@ -31,6 +31,7 @@ from django.conf import settings
 from streams.pipeline import store
 from streams.pipeline.broadcast import listening, publish_round
 from streams.pipeline.per_loop import PerLoop
+from streams.protocol.records import encode_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,21 @@ RUNS_PER_BASE_INTERVAL = 50
 
 @dataclass(slots=True)
 class RoundBatch:
-    """One run's part of a round: its rows and row fields to store, its records to publish."""
+    """One run's part of a round: its rows and row fields to store, the same rows to publish
+    (encoded only for a run someone hears)."""
 
     run_id: int
     rows: list[store.Row]
     fields: dict[str, Any] | None
-    records: list[Any]  # streams.protocol.records.EventRecord, encoded only for a run someone hears
     taken_at: float
     settled: bool = False  # its run was told the round's outcome (batch_done)
 
+    @property
+    def first_seq(self) -> int:
+        return self.rows[0][1]
+
     def encoded(self) -> list[str]:
-        return [record.encoded() for record in self.records]
+        return encode_rows(self.rows)
 
 
 class Flushable(Protocol):
@@ -154,8 +159,8 @@ class FlushClock:
         try:
             results = await store.write_round([(b.run_id, b.rows, b.fields) for _, b in taken])
             listened = listening()  # asked once for the round, not once per run
-            await publish_round([(b.run_id, b.records[0].seq, b.encoded()) for (_, b), error in zip(taken, results)
-                                 if error is None and b.records and listened(b.run_id)])
+            await publish_round([(b.run_id, b.first_seq, b.encoded()) for (_, b), error in zip(taken, results)
+                                 if error is None and b.rows and listened(b.run_id)])
         except BaseException as exc:  # cancelled: no run may wait for this round for ever
             if results is None:
                 results = [exc] * len(taken)

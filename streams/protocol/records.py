@@ -7,6 +7,7 @@ those encoded strings, so no event is ever re-serialised per viewer.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _QUOTED: dict[str, str] = {}  # a run has a few dozen types at most; quoting each once saves a json.dumps per event
@@ -23,6 +24,14 @@ def encode_record(seq: int, t: float, event_type: str, data: str) -> str:
     """JSON of ``{"seq", "t", "type", "data"}`` with ``data`` spliced in as received."""
     # A dict lookup, not an lru_cache call: ~0.05-0.1 us of the ~0.8 us this takes per event.
     return f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{_QUOTED.get(event_type) or _quoted(event_type)},"data":{data}}}'
+
+
+def encode_rows(rows: Iterable[tuple[int, int, float, str, str]]) -> list[str]:
+    """:func:`encode_record` of each stored row ``(run_id, seq, t, type, data)``, the batch a flush
+    publishes: the same text, without a call per event."""
+    quoted = _QUOTED
+    return [f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{quoted.get(event_type) or _quoted(event_type)},"data":{data}}}'
+            for _, seq, t, event_type, data in rows]
 
 
 @dataclass(slots=True)

@@ -19,7 +19,8 @@ def test_deltas_terminal_usage_and_sequence_numbers_are_understood():
     recorder.accept_frame(frame({"type": "response.output_text.delta", "sequence_number": 1, "delta": "Hi"}), 2.0)
     recorder.accept_frame(frame({"type": "response.completed", "sequence_number": 2,
                                  "response": {"id": "resp_1", "usage": {"output_tokens": BIG}}}), 3.0)
-    assert [r.type for r in recorder.buffer] == ["response.created", "response.output_text.delta", "response.completed"]
+    assert [event_type for _, _, _, event_type, _ in recorder.buffer] == [
+        "response.created", "response.output_text.delta", "response.completed"]
     assert recorder.response_id == "resp_1" and recorder.text_parts == ["Hi"] and recorder.last_upstream_seq == 2
     # The run keeps the final response's numbers exactly, as json.loads read them.
     assert recorder.terminal_response["usage"]["output_tokens"] == BIG
@@ -38,10 +39,10 @@ def test_json_the_standard_library_accepts_is_not_malformed():
     recorder.accept_frame(frame('{"type": "response.output_text.delta", "delta": "x", "logprob": NaN}'), 1.0)
     recorder.accept_frame(frame('{"type": "response.output_text.delta", "delta": "\\ud800"}'), 2.0)
     recorder.accept_frame(frame("{not json"), 3.0)
-    assert [r.type for r in recorder.buffer] == ["response.output_text.delta", "response.output_text.delta",
-                                                 "streamscope.malformed"]
+    assert [event_type for _, _, _, event_type, _ in recorder.buffer] == [
+        "response.output_text.delta", "response.output_text.delta", "streamscope.malformed"]
     assert recorder.text_parts == ["x", "\ud800"]
-    assert json.loads(recorder.buffer[2].data)["error"].startswith("invalid JSON in data line: Expecting")
+    assert json.loads(recorder.buffer[2][4])["error"].startswith("invalid JSON in data line: Expecting")
 
 
 def test_events_already_stored_before_a_resume_are_skipped():
@@ -49,4 +50,20 @@ def test_events_already_stored_before_a_resume_are_skipped():
     recorder.last_upstream_seq = 5
     recorder.accept_frame(frame({"type": "response.output_text.delta", "sequence_number": 5, "delta": "old"}), 1.0)
     recorder.accept_frame(frame({"type": "response.output_text.delta", "sequence_number": 6, "delta": "new"}), 2.0)
-    assert [json.loads(r.data)["delta"] for r in recorder.buffer] == ["new"]
+    assert [json.loads(data)["delta"] for _, _, _, _, data in recorder.buffer] == ["new"]
+
+
+def test_the_buffer_holds_the_rows_the_store_takes_and_a_published_batch_is_their_records():
+    from streams.pipeline.flush_clock import RoundBatch
+    from streams.protocol.records import encode_record
+
+    recorder = RunRecorder(7)
+    recorder.accept_frame(frame({"type": "response.output_text.delta", "sequence_number": 0, "delta": "a"}), 1.25)
+    recorder.accept_frame(frame('{"type": "response.output_text.delta", "delta": "b"}', event="odd"), 2.5)
+    rows = list(recorder.buffer)
+    assert [row[:4] for row in rows] == [(7, 0, 1.25, "response.output_text.delta"),
+                                         (7, 1, 2.5, "response.output_text.delta")]
+    assert rows[1][4] == '{"type": "response.output_text.delta", "delta": "b"}'  # as received
+    taken = RoundBatch(7, rows, None, 0.0)
+    assert taken.first_seq == 0
+    assert taken.encoded() == [encode_record(seq, t, event_type, data) for _, seq, t, event_type, data in rows]

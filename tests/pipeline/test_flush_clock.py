@@ -81,7 +81,7 @@ class RoundRun(FakeRun):
         return True
 
     def take_batch(self) -> flushclock.RoundBatch:
-        return flushclock.RoundBatch(self.run_id, [], None, [], 0.0)
+        return flushclock.RoundBatch(self.run_id, [], None, 0.0)
 
     def batch_done(self, batch, error):
         self.outcomes.append(error)

@@ -183,11 +183,11 @@ async def test_a_batch_nobody_in_this_process_hears_is_stored_but_not_encoded_or
     that joins later reads the batch from the store (it joins before reading its backlog)."""
     from channels.layers import get_channel_layer
 
-    from streams.protocol.records import EventRecord
+    from streams.pipeline import flush_clock
 
     encoded = []
-    real = EventRecord.encoded
-    monkeypatch.setattr(EventRecord, "encoded", lambda self: encoded.append(self.seq) or real(self))
+    real = flush_clock.encode_rows
+    monkeypatch.setattr(flush_clock, "encode_rows", lambda rows: encoded.extend(row[1] for row in rows) or real(rows))
     sent = []
     layer = get_channel_layer()
     real_send = layer.group_send

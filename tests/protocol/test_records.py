@@ -16,3 +16,9 @@ def test_however_many_types_an_upstream_names_each_is_quoted_right_and_few_are_r
     types = [f"kind.{i}\u2028" for i in range(3000)]
     assert [json.loads(EventRecord(i, 0.0, kind, "{}").encoded())["type"] for i, kind in enumerate(types)] == types
     assert len(records._QUOTED) <= 1024
+
+
+def test_rows_are_encoded_as_their_records():
+    rows = [(3, 0, 0.0, "a", "{}"), (3, 1, 1234.56789, 'odd "type"', '{"b": 1,  "a":[2]}'), (3, 2, 1e300, "a", "[]")]
+    assert records.encode_rows(rows) == [encode_record(seq, t, kind, data) for _, seq, t, kind, data in rows]
+    assert records.encode_rows([]) == []
