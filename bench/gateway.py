@@ -13,7 +13,9 @@ Targets: added TTFB p99 <= 5 ms at one stream; unthrottled >= 80% of direct; not
 Time to first byte at one stream is sampled apart from the paced streams: ``--ttfb`` short requests
 (5 events, default 200) one at a time, direct and through the gateway in turn, once on kept
 connections (as an SDK's client keeps them) and once on a new connection each; with 200 samples the
-p99 is a percentile, not the slowest of twenty.
+p99 is a percentile, not the slowest of twenty. Those samples are taken with a minimal client (one
+write, httptools, the benchmark's garbage collector off meanwhile: ``FirstByteClient``), so the
+figures are the servers' and not the benchmark's; the paced and concurrent streams use httpx.
 
 ``--streams 0`` skips the concurrent part (1-stream TTFB and the unthrottled stream only). The CPU
 seconds of each process are printed for the 1-stream and unthrottled parts: on a shared machine
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -31,7 +35,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import httptools
 import httpx
 from common import ROOT, STAMP, USER, CpuSplit, Stack, machine, modes_arg, percentile, selected_modes
 
@@ -84,30 +90,94 @@ async def one_stream(client: httpx.AsyncClient, url: str, payload: dict, headers
             "run": int(run_id) if run_id else None, "elapsed": time.monotonic() - sent}
 
 
-async def first_byte_ms(client: httpx.AsyncClient, url: str, payload: dict, headers: dict) -> float:
-    sent = time.monotonic()
-    first = None
-    async with client.stream("POST", url, json=payload, headers=headers) as response:
-        async for _ in response.aiter_raw():
-            if first is None:
-                first = time.monotonic()
-    return ((first or time.monotonic()) - sent) * 1000.0
+class FirstByteClient:
+    """The time to first byte of short streams, measured with as little client as possible: one
+    request written at once on a socket (kept, or new each time), the answer parsed by httptools, the
+    clock read in the same loop turn the first body bytes are read. With httpx's client the benchmark's
+    own process cost 2.5-3.5 ms of CPU per request and, once a collection of its large heap fell inside
+    a sample, 15-35 ms more (a generation-2 collection of 31.5 ms, 2026-11-30): that was the direct
+    path's 1-2% of 15-20 ms stalls, measured on the client, not the servers (docs/performance.md)."""
+
+    def __init__(self, url: str, headers: dict, kept: bool) -> None:
+        parts = urlsplit(url)
+        self.host, self.port, self.path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+        self.headers = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self.kept = kept
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def _request(self, payload: dict) -> bytes:
+        data = json.dumps(payload).encode()
+        return (f"POST {self.path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json\r\n"
+                f"accept: text/event-stream\r\ncontent-length: {len(data)}\r\n{self.headers}\r\n").encode() + data
+
+    async def first_byte_ms(self, payload: dict) -> float:
+        """Request sent (connecting included, for a new connection) -> first body byte read, in ms; the
+        whole answer is read before it returns."""
+        request = self._request(payload)
+        sent = time.perf_counter()
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        state = {"first": 0.0, "done": False, "status": 0}
+        parser = httptools.HttpResponseParser(_Answer(state))
+        self.writer.write(request)
+        while not state["done"]:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection before the answer ended")
+            parser.feed_data(data)
+            if not state["first"] and state["body"]:
+                state["first"] = time.perf_counter()
+        if parser.get_status_code() != 200:
+            raise RuntimeError(f"HTTP {parser.get_status_code()} from {self.path}")
+        if not self.kept or not parser.should_keep_alive():
+            await self.close()
+        return (state["first"] - sent) * 1000.0
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(OSError):
+                await self.writer.wait_closed()
+        self.reader = self.writer = None
+
+
+class _Answer:
+    """httptools' callbacks for :class:`FirstByteClient`: whether body bytes came, and the end."""
+
+    def __init__(self, state: dict) -> None:
+        self.state = state
+        state["body"] = False
+
+    def on_body(self, body: bytes) -> None:
+        self.state["body"] = True
+
+    def on_message_complete(self) -> None:
+        self.state["done"] = True
 
 
 async def ttfb_samples(direct_url: str, gateway_url: str, auth: dict, count: int, kept: bool) -> dict:
-    """``count`` short streams each way, one at a time and in turn; TTFB p50/p99 (ms) of each."""
+    """``count`` short streams each way, one at a time and in turn; TTFB p50/p99 (ms) of each.
+
+    The benchmark's garbage collector is off while sampling (a collection between two reads of the
+    clock is the client's time, not the server's); what it would have collected is collected in the
+    pauses between requests."""
     out: dict[str, list[float]] = {"direct": [], "gateway": []}
-    # One client either way: a new client per request (an SSL context each) made the benchmark's own
-    # garbage collections the ~15 ms p99 of whichever path they fell in.
-    limits = httpx.Limits(max_keepalive_connections=None if kept else 0)
-    client = httpx.AsyncClient(timeout=30, limits=limits)
+    clients = {"direct": FirstByteClient(direct_url, {}, kept), "gateway": FirstByteClient(gateway_url, auth, kept)}
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         for i in range(count):
-            for label, url, headers in (("direct", direct_url, {}), ("gateway", gateway_url, auth)):
-                out[label].append(await first_byte_ms(client, url, body(5, "max", i), headers))
+            for label in ("direct", "gateway"):
+                out[label].append(await clients[label].first_byte_ms(body(5, "max", i)))
+                gc.collect(0)
                 await asyncio.sleep(0.02)  # one at a time, as a person's or an app's single calls come
     finally:
-        await client.aclose()
+        if collecting:
+            gc.enable()
+        for client in clients.values():
+            await client.close()
     return {label: (percentile(values, 50), percentile(values, 99)) for label, values in out.items()}
 
 
