@@ -35,7 +35,7 @@ from django.utils import timezone
 from streams.gateway import leg
 from streams.gateway.leg import LegResponse
 from streams.gateway.recorder import GatewayRecorder
-from streams.gateway.run_row import MaybeInserted, insert_here, insert_on_loop
+from streams.gateway.run_row import MaybeInserted, insert_again, insert_here, insert_on_loop, unflushed
 from streams.live import stoppers
 from streams.live.recorder import WORKER_NAME
 from streams.models import ModerationRule, Run, RunSource, RunStatus
@@ -366,11 +366,15 @@ async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: 
             _mark("run_inserted")
             return run
         try:
-            if await insert_on_loop(run):
-                _mark("run_inserted")
-                return run
-        except MaybeInserted:
-            return await database_sync_to_async(_adopt_or_insert)(run)
+            inserted = await insert_on_loop(run)
+        except MaybeInserted as exc:
+            if not exc.reserved:
+                return await database_sync_to_async(_adopt_or_insert)(run)
+            await database_sync_to_async(insert_again)(run)  # its id is known: sent again, one row
+            return run
+        if inserted:
+            _mark("run_inserted")
+            return run
     return await database_sync_to_async(_create_run)(request, fields, kind)
 
 
@@ -388,6 +392,8 @@ def _adopt_or_insert(run: Run) -> Run:
 
 def _recorder(run: Run, protocol: str, fields: _RunFields) -> GatewayRecorder:
     recorder = GatewayRecorder(run.pk, protocol)
+    if unflushed(run):  # a crash of PostgreSQL may lose its row: the recorder makes it again
+        recorder.unflushed_row = run
     if fields.response_id:  # a resumed stream
         recorder.response_id = fields.response_id
     return recorder

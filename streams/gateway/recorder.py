@@ -6,6 +6,12 @@ comes first. Nothing here raises into the forwarding path except
 :class:`~streams.review.moderation.ModerationStopped` (a stop rule matched: the gateway ends the
 client's stream). A failed database write keeps its events in memory and is retried by the next
 flush, so ``seq`` stays dense; what could not be recorded in the end is written on the run.
+
+A run whose row was committed without waiting for PostgreSQL's WAL flush (streams/gateway/run_row.py,
+a reserved id) can lose that row to a crash of PostgreSQL until the run's first events are stored
+(their commit waits for the flush, which covers the row). A lost row shows up as the events' foreign
+key failing; the recorder then makes the row again with the same id and stores the events it held,
+so the run is whole and says so; a run that stores no event checks for its row before its end.
 """
 
 from __future__ import annotations
@@ -15,8 +21,11 @@ import json
 import logging
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import IntegrityError
 
+from streams.gateway.run_row import insert_again
 from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder, usable_response_id
 from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
@@ -41,6 +50,10 @@ class GatewayRecorder(RunRecorder):
         self.failed_writes = 0
         self.last_write_error = ""
         self._registered = False
+        # The run as inserted while its row may still be lost to a PostgreSQL crash (not yet
+        # covered by a commit that waited for the flush); None once it is, or when it never was.
+        self.unflushed_row: Run | None = None
+        self.row_made_again = False
 
     # --- the start ---------------------------------------------------------------------------
 
@@ -162,7 +175,23 @@ class GatewayRecorder(RunRecorder):
             if self.failed_writes == 1:
                 log.warning("run %s (gateway): storing events failed, keeping them for the next try: %r",
                             self.run_id, exc)
+            if self.unflushed_row is not None and isinstance(exc, IntegrityError):
+                await self._make_row_again()  # the events' foreign key found no run: a crash lost it
             raise
+        if self.unflushed_row is not None and batch and self._last_write != last_write:
+            self.unflushed_row = None  # events stored: the row is there, and flushed with them
+
+    async def _make_row_again(self) -> None:
+        """The run's row, lost to a crash of PostgreSQL, inserted again with its id (never raises)."""
+        row = self.unflushed_row
+        assert row is not None
+        try:
+            if await database_sync_to_async(insert_again)(row):
+                self.row_made_again = True
+                log.warning("run %s (gateway): its row was lost by the database before it was flushed; "
+                            "made again", self.run_id)
+        except Exception as exc:  # noqa: BLE001 - the next flush tries again
+            log.warning("run %s (gateway): making its lost row again failed: %r", self.run_id, exc)
 
     def flush_failed(self, error: BaseException) -> None:
         """The flush clock's report of a failed flush: already noted by :meth:`flush`; the client's
@@ -175,6 +204,10 @@ class GatewayRecorder(RunRecorder):
         if self._registered:
             flush_clock().unregister(self)
             self._registered = False
+        if self.unflushed_row is not None and not self.buffer:
+            # No event was stored or is left to store: nothing else would notice the row gone (an
+            # UPDATE of no row succeeds), so it is looked for before the end is written to it.
+            await self._make_row_again()
         for attempt in range(FINAL_ATTEMPTS):
             try:
                 await self._finish(status, self._with_losses(error))
@@ -189,6 +222,9 @@ class GatewayRecorder(RunRecorder):
 
     def _with_losses(self, error: Any) -> Any:
         notes = list(self.losses)
+        if self.row_made_again:
+            notes.append("the run's row was lost by a restart of the database before it was stored for good "
+                         "and was made again with the same id")
         if self.failed_writes:
             notes.append(f"{self.failed_writes} database writes failed and were retried "
                          f"(last: {self.last_write_error})")

@@ -6,11 +6,12 @@ its run's INSERT sit inside a client's time to first byte, so on PostgreSQL they
 asyncio connection (psycopg) kept per event loop instead. It is an optimisation only: callers catch
 :class:`NoDirectPath` and take the database thread's way.
 
-Its commits wait for the WAL flush like every other connection's. Not waiting (``synchronous_commit
-= off``) was measured (the flush is ~0.5 ms at p50 and 8-10 ms at p99 on this VM) and not taken: a
-run's id is used outside the database at once (a response header, the recorder's writes by id), and
-after a crash of PostgreSQL inside the unflushed window the sequence could hand the same id to
-another user's run, whose row the first run's recorder would then write into.
+Its commits wait for the WAL flush like every other connection's. Not waiting for the whole
+connection (``synchronous_commit = off``; the flush is ~0.5 ms at p50 and 8-10 ms at p99 on this VM)
+was not taken: a run's id is used outside the database at once (a response header, the recorder's
+writes by id), and after a crash of PostgreSQL inside the unflushed window the sequence could hand
+the same id to another user's run. A gateway run whose id was reserved ahead with a flushed commit
+skips the flush for its INSERT's own transaction only (streams/gateway/run_row.py).
 
 Bounded: connecting and the statement together get :data:`DIRECT_TIMEOUT_S`, so a half-open
 connection cannot hold the requests behind it; after a failed connect every caller takes the thread

@@ -133,3 +133,52 @@ def test_a_fallback_is_logged_once_per_kind(caplog, monkeypatch):
         loop_db.note_fallback("reading a token", refused)
     assert len(caplog.records) == 3
     assert "ConnectionRefusedError" in caplog.records[0].getMessage()
+
+
+async def test_an_unanswered_insert_of_a_reserved_id_is_sent_again_and_makes_one_run(user, monkeypatch):
+    # With its id reserved ahead the INSERT is idempotent: sent again, not looked for first.
+    async def sent_unanswered(run, kept: bool):
+        run.pk = 4242
+        if kept:  # the server committed it before the answer was lost
+            await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields}).save)(
+                force_insert=True)
+        raise run_row.MaybeInserted("connection lost", reserved=True)
+
+    monkeypatch.setattr(proxy, "insert_here", lambda run: False)
+    monkeypatch.setattr(proxy, "_adopt_or_insert", lambda run: pytest.fail("looked for instead of sent again"))
+    request, fields = gateway_request(user)
+    for kept in (True, False):
+        await Run.objects.all().adelete()
+        monkeypatch.setattr(proxy, "insert_on_loop", lambda run, kept=kept: sent_unanswered(run, kept))
+        made = await proxy._create_run_beside(request, fields, "responses")
+        assert made.pk == 4242 and not made._state.adding
+        assert [r.pk for r in await sync_to_async(list)(Run.objects.all())] == [4242]
+        assert (await Run.objects.aget()).request == fields.stored
+
+
+async def test_run_ids_are_reserved_ahead_in_the_background_and_a_failed_reservation_waits(monkeypatch):
+    blocks = iter([[101, 102, 103, 104], [105, 106, 107, 108]])
+    asked: list[int] = []
+
+    def reserve(count: int) -> list[int]:
+        asked.append(count)
+        block = next(blocks, None)
+        if block is None:
+            raise RuntimeError("the database is down")
+        return block
+
+    monkeypatch.setattr(run_row, "reserve_ids", reserve)
+    monkeypatch.setattr(run_row, "ID_LOW", 2)
+    ids = run_row.RunIds()
+    assert ids.take() is None  # nothing reserved yet: the sequence's own default, this once
+    await ids.reserving
+    assert [ids.take(), ids.take()] == [101, 102]
+    assert ids.take() == 103  # two were left: the next block is on its way meanwhile
+    await ids.reserving
+    assert list(ids.ids) == [104, 105, 106, 107, 108]
+    taken = [ids.take() for _ in range(4)]
+    assert taken == [104, 105, 106, 107]
+    await ids.reserving  # the third reservation fails
+    assert [ids.take(), ids.take()] == [108, None]
+    assert ids.reserving is None and len(asked) == 3  # no new try at every request after a failure
+    assert asked[0] == run_row.ID_BLOCK
