@@ -6,7 +6,7 @@
 collections, their total and longest pause (wall clock), the CPU they used, and every pause of
 10 ms or more with its wall-clock time: how benchmarks (bench/many.py) tell collections apart
 from other causes of a delay. Each write also samples the process's RSS and glibc's heap
-(``mallinfo2``: in use, free in arenas, mapped; the main arena's part apart) and SQLite's own
+(``malloc_info``: in use, free in arenas, mapped; the main arena's part apart) and SQLite's own
 heap, so a benchmark can split the RSS at its peak into Python's, SQLite's and the allocator's
 share, and tell the event loop's arena from the other threads'.
 """
@@ -28,12 +28,6 @@ WRITE_EVERY_S = 2.0
 MEMORY_SAMPLES_KEPT = 2000
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
 def memory_sample() -> dict[str, float]:
     """RSS and glibc's heap figures in KiB (``glibc_*`` absent where the C library is not glibc)."""
     sample: dict[str, float] = {"at": time.time()}
@@ -45,15 +39,11 @@ def memory_sample() -> dict[str, float]:
         pass
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _Mallinfo2
-        info = libc.mallinfo2()
-    except (OSError, AttributeError):
+    except OSError:
         return sample
-    sample.update(glibc_in_use_kib=info.uordblks / 1024, glibc_free_kib=info.fordblks / 1024,
-                  glibc_mapped_kib=info.hblkhd / 1024, glibc_arenas_kib=info.arena / 1024)
-    main = main_arena(libc)
-    if main is not None:
-        sample.update(glibc_main_arena_kib=main[0] / 1024, glibc_main_free_kib=main[1] / 1024)
+    heap = glibc_heap(libc)
+    if heap is not None:
+        sample.update({f"glibc_{name}_kib": value / 1024 for name, value in heap.items()})
     try:
         sqlite = ctypes.CDLL("libsqlite3.so.0")  # the library _sqlite3 is linked to: the same counters
         sqlite.sqlite3_memory_used.restype = ctypes.c_int64
@@ -63,15 +53,18 @@ def memory_sample() -> dict[str, float]:
     return sample
 
 
-_HEAP = re.compile(r'<heap nr="0">(.*?)</heap>', re.S)
+_MAIN_HEAP = re.compile(r'<heap nr="0">(.*?)</heap>', re.S)
 _SYSTEM = re.compile(r'<system type="current" size="(\d+)"')
 _FREE = re.compile(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"')
+_MAPPED = re.compile(r'<total type="mmap" count="\d+" size="(\d+)"')
 
 
-def main_arena(libc: ctypes.CDLL) -> tuple[int, int] | None:
-    """glibc's main arena, the event loop thread's: (bytes it holds from the system, bytes free in
-    it), from ``malloc_info``; the rest of ``mallinfo2``'s figures are the other threads' arenas
-    (the database thread, request threads). None where that cannot be read."""
+def glibc_heap(libc: ctypes.CDLL) -> dict[str, int] | None:
+    """glibc's heap in bytes, from one ``malloc_info`` (each read walks every free chunk of every
+    arena under its lock, so one read, not ``mallinfo2`` and this): ``arenas`` held from the
+    system, ``free`` in them, ``in_use``, ``mapped`` (large blocks mapped on their own), and the
+    main arena's (the event loop thread's) ``main_arena`` and ``main_free``; the rest are other
+    threads' arenas (the database thread, request threads). None where it cannot be read."""
     try:
         libc.open_memstream.restype = ctypes.c_void_p
         text_at, size = ctypes.c_void_p(), ctypes.c_size_t()
@@ -84,11 +77,16 @@ def main_arena(libc: ctypes.CDLL) -> tuple[int, int] | None:
         libc.free(text_at)
     except (AttributeError, OSError, UnicodeDecodeError):
         return None
-    heap = _HEAP.search(text)
-    system = _SYSTEM.search(heap.group(1)) if heap else None
-    if system is None:
+    main = _MAIN_HEAP.search(text)
+    main_text = main.group(1) if main else ""
+    tail = text[text.rfind("</heap>"):]  # the totals over every arena
+    main_system, system, mapped = _SYSTEM.search(main_text), _SYSTEM.search(tail), _MAPPED.search(tail)
+    if main_system is None or system is None or mapped is None:
         return None
-    return int(system.group(1)), sum(map(int, _FREE.findall(heap.group(1))))
+    free = sum(map(int, _FREE.findall(tail)))
+    return {"arenas": int(system.group(1)), "free": free, "in_use": int(system.group(1)) - free,
+            "mapped": int(mapped.group(1)), "main_arena": int(main_system.group(1)),
+            "main_free": sum(map(int, _FREE.findall(main_text)))}
 
 
 def parse_threshold(text: str) -> tuple[int, ...]:

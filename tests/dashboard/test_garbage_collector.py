@@ -100,3 +100,29 @@ def test_the_memory_sample_tells_the_event_loops_arena_from_other_threads():
     assert 0 <= sample["glibc_main_free_kib"] <= sample["glibc_free_kib"]
     assert sample["glibc_arenas_kib"] - sample["glibc_main_arena_kib"] > 12_000  # the thread's 16 MB
     held.clear()
+
+
+def test_the_heap_figures_are_glibcs_own_totals():
+    # One malloc_info read gives what mallinfo2 gives (each walks every free chunk under the arenas' locks).
+    import ctypes
+    import platform
+
+    from dashboard.garbage_collector import glibc_heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's arenas")
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                          "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = Mallinfo2
+    held = [bytes(2000 + i) for i in range(2000)]  # kept until both are read: nothing moves between them
+    del held[::2]
+    heap, info = glibc_heap(libc), libc.mallinfo2()
+    assert heap is not None
+    assert heap["arenas"] == info.arena and heap["mapped"] == info.hblkhd
+    assert abs(heap["free"] - info.fordblks) < 64 * 1024 and abs(heap["in_use"] - info.uordblks) < 64 * 1024
+    assert heap["main_arena"] <= heap["arenas"] and heap["main_free"] <= heap["free"]
+    held.clear()
