@@ -20,17 +20,30 @@ def _quoted(event_type: str) -> str:
     return quoted
 
 
+def time_text(t: float) -> str:
+    """``repr(round(t, 3))``, a record's time in its JSON, in about half the CPU: ``f"{t:.3f}"`` is the same
+    correctly rounded decimal, and below 10**12 (at most 15 significant digits) the shortest text
+    of that double is those digits without their trailing zeros (one kept after the point)."""
+    if -1e12 < t < 1e12:
+        text = f"{t:.3f}"
+        if text[-1] != "0":
+            return text
+        text = text.rstrip("0")
+        return text + "0" if text[-1] == "." else text
+    return repr(round(t, 3))
+
+
 def encode_record(seq: int, t: float, event_type: str, data: str) -> str:
     """JSON of ``{"seq", "t", "type", "data"}`` with ``data`` spliced in as received."""
     # A dict lookup, not an lru_cache call: ~0.05-0.1 us of the ~0.8 us this takes per event.
-    return f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{_QUOTED.get(event_type) or _quoted(event_type)},"data":{data}}}'
+    return f'{{"seq":{seq},"t":{time_text(t)},"type":{_QUOTED.get(event_type) or _quoted(event_type)},"data":{data}}}'
 
 
 def encode_rows(rows: Iterable[tuple[int, int, float, str, str]]) -> list[str]:
     """:func:`encode_record` of each stored row ``(run_id, seq, t, type, data)``, the batch a flush
     publishes: the same text, without a call per event."""
     quoted = _QUOTED
-    return [f'{{"seq":{seq},"t":{round(t, 3)!r},"type":{quoted.get(event_type) or _quoted(event_type)},"data":{data}}}'
+    return [f'{{"seq":{seq},"t":{time_text(t)},"type":{quoted.get(event_type) or _quoted(event_type)},"data":{data}}}'
             for _, seq, t, event_type, data in rows]
 
 
