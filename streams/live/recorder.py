@@ -77,7 +77,10 @@ class RunRecorder:
         self.saw_done_marker = False
         self.chat_finish_reason: str | None = None
         self._flush_lock = asyncio.Lock()
-        self._in_round: asyncio.Future | None = None  # a batch of ours is in the flush clock's round
+        self._in_round: RoundBatch | None = None  # a batch of ours is in the flush clock's round
+        # What a flush of the run's own waits on while _in_round is set: made only when one does
+        # (rare: a full buffer, the end), not for every batch of every round.
+        self._round_over: asyncio.Future | None = None
         self._kicked: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
         self._closed = False  # the final flush happened
@@ -208,7 +211,9 @@ class RunRecorder:
     async def flush(self, final_fields: dict[str, Any] | None = None) -> None:
         async with self._flush_lock:
             while self._in_round is not None:  # the clock's round has a batch of ours: it goes first
-                await asyncio.shield(self._in_round)
+                if self._round_over is None:
+                    self._round_over = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._round_over)
             if self._closed:
                 return  # a tick that began before the run ended must not rewrite its final fields
             taken = self._take(final_fields)
@@ -237,20 +242,16 @@ class RunRecorder:
         (the gateway keeps a batch that failed to store) or a run already ended."""
         if type(self).flush is not RunRecorder.flush or self._closed:
             return None
-        self._in_round = asyncio.get_running_loop().create_future()
-        try:
-            return self._take()
-        except BaseException:
-            in_round, self._in_round = self._in_round, None  # no flush of its own may wait for it
-            in_round.set_result(None)
-            raise
+        taken = self._in_round = self._take()
+        return taken
 
     def batch_done(self, taken: RoundBatch, error: BaseException | None) -> Awaitable[Any] | None:
         """The round stored (and published) ``taken``, or failed with ``error``; what is left to do
         for this run (its new moderation flags), if anything."""
-        in_round, self._in_round = self._in_round, None
-        if in_round is not None and not in_round.done():
-            in_round.set_result(None)
+        self._in_round = None
+        over, self._round_over = self._round_over, None
+        if over is not None and not over.done():
+            over.set_result(None)
         if error is not None:
             self.flush_failed(error)
             return None

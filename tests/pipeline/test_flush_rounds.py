@@ -103,6 +103,8 @@ async def test_a_runs_own_flush_waits_for_the_batch_the_round_holds(user, monkey
     tick = asyncio.ensure_future(clock.tick())
     await asyncio.sleep(0.01)
     assert recorder._in_round is not None and not recorder.flush_due(1e9)  # no second batch meanwhile
+    # Nothing to wake while no flush of the run's own waits: no future per batch per round.
+    assert recorder._round_over is None
     recorder.accept_frame(delta(1), 1.0)
     own = asyncio.ensure_future(recorder.flush())  # e.g. a full buffer's kick
     await asyncio.sleep(0.01)
@@ -110,6 +112,7 @@ async def test_a_runs_own_flush_waits_for_the_batch_the_round_holds(user, monkey
     gate.set()
     await asyncio.gather(tick, own)
     assert viewer.seqs() == [0, 1] and await stored_seqs(recorder.run_id) == [0, 1]
+    assert recorder._in_round is None and recorder._round_over is None
 
 
 async def test_a_batch_the_round_could_not_store_fails_its_run_and_is_not_published(user, monkeypatch):
