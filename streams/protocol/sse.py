@@ -77,6 +77,20 @@ class SSEDecoder:
             buffer += chunk
             chunk = bytes(buffer)
             buffer.clear()
+        elif (chunk[-2:] == b"\n\n" and chunk.startswith(b"event:") and chunk.count(b"\n") == 3
+              and not (self._has_fields or self._pending_bytes)):
+            # A slow stream's every read: exactly one event, its event: line and its data: line.
+            # What the regular expression below would match, without it (a third of the call).
+            line_end = chunk.find(b"\n")
+            if chunk.startswith(b"data:", line_end + 1):
+                name_line = chunk[:line_end]
+                start = line_end + (7 if chunk[line_end + 6:line_end + 7] == b" " else 6)
+                try:
+                    text = chunk[start:-2].decode()
+                except UnicodeDecodeError:
+                    text = chunk[start:-2].decode("utf-8", "replace")
+                return [SSEFrame(self._names.get(name_line) or self._event_name(name_line), text, self._id,
+                                 len(chunk))]
         end = chunk.rfind(b"\n") + 1
         frames: list[SSEFrame] = []
         if end:

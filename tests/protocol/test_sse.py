@@ -192,3 +192,17 @@ def test_an_event_and_data_pair_after_lines_of_an_event_belongs_to_that_event():
 def test_undecodable_bytes_in_an_event_and_data_pair_are_replaced_not_raised():
     frames, _, _ = decode_all([b"event: x\ndata: {\"a\":\"\xc3\"}\n\n"])
     assert [(f.event, f.data) for f in frames] == [("x", '{"a":"\ufffd"}')]
+
+
+@pytest.mark.parametrize("event", [
+    b"event: response.output_text.delta\ndata: {\"delta\":\"hi\"}\n\n", b"event:x\ndata:{}\n\n",
+    b"event: x\ndata:  two spaces\n\n", b"event: \xff\ndata: \xc3\n\n", b"event:\ndata:\n\n", b"event: a\ndata\n\n",
+    b"event: a\ndatum: 1\n\n", b"event: a\n: note\n\n", b"event: a\ndata: 1\ndata: 2\n\n",
+])
+@pytest.mark.parametrize("before", [b"", b"id: 7\n\n", b"data: begun\n", b"event: a\n"])
+def test_a_chunk_of_one_event_and_data_pair_decodes_as_the_line_by_line_path(event, before):
+    fast, reference = SSEDecoder(), SSEDecoder()
+    got = fast.feed(before) + fast.feed(event) + fast.feed(event) + fast.close()[0]
+    want = reference._feed_any(before) + reference._feed_any(event) + reference._feed_any(event) + reference.close()[0]
+    assert got == want
+    assert fast.take_ignored() == reference.take_ignored()
