@@ -37,7 +37,7 @@ from many import raise_open_files_limit, start_together
 
 from tests.support.servers import DAPHNE_OPTIONS, ROOT, free_port, manage, start_daphne, stop_process, wait_for_http
 
-PHASES = ("baseline", "started", "streaming", "viewers")
+PHASES = ("baseline", "started", "streaming", "viewers", "closed")
 SITE = "site-packages" + os.sep
 
 
@@ -191,7 +191,19 @@ def _report(dump_dir: Path, index: list[int], signum: int, frame) -> None:
     report["holders"] = {name: _holders(name) for name in os.environ.get("MEMORY_HOLDERS", "").split(",") if name}
     report["types"] = dict(collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}"
                                                for o in gc.get_objects()))
-    if phase == len(PHASES) - 1:  # the last: how much RSS glibc gives back when asked
+    if phase == len(PHASES) - 1:
+        # The viewers have closed: what of theirs only a full collection frees (cyclic garbage), by
+        # type, then what that collection gives back, then how much RSS glibc gives back when asked.
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            report["garbage"] = dict(collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}"
+                                                         for o in gc.garbage))
+            gc.garbage.clear()
+        finally:
+            gc.set_debug(0)
+        gc.collect()
+        report["rss_after_collect_kib"] = rss_mb(os.getpid()) * 1024
         libc.malloc_trim(0)
         report["rss_after_trim_kib"] = rss_mb(os.getpid()) * 1024
     path = dump_dir / f"report-{phase}.json"
@@ -254,6 +266,8 @@ async def measure(server: subprocess.Popen, base: str, dump_dir: Path, runs: int
     await asyncio.gather(*watching, return_exceptions=True)
     received = sum(len(v.seqs) for v in viewers)
     reports[-1]["check"] = {"sampled_statuses": sorted(status), "events_received": received}
+    await asyncio.sleep(3)  # Daphne lets a closed connection's application go within a second
+    reports.append(await ask(server, dump_dir, 4))
     return reports
 
 
@@ -299,7 +313,7 @@ def table(title: str, before: dict, after: dict, per: int, top: int, unit: str =
 
 
 def explain(reports: list[dict], dump_dir: Path, runs: int, top: int) -> None:
-    r0, r2 = reports[0], reports[-1]
+    r0, r2, closed = reports[0], reports[3], reports[4]
     mi = [r["mallinfo2"] for r in reports]
     py = [r["pymalloc"] for r in reports]
     print(f"  N = {runs} runs; server tasks {' -> '.join(str(r['tasks']) for r in reports)};"
@@ -321,10 +335,12 @@ def explain(reports: list[dict], dump_dir: Path, runs: int, top: int) -> None:
             line += (f"; tracemalloc {(rb['traced'] - ra['traced']) / runs / 1024:,.1f} KiB"
                      f" (peak since the last report {(rb['traced_peak'] - ra['traced']) / runs / 1024:,.1f} KiB)")
         print(line)
-    print(f"    totals at the end: RSS {r2['rss_kib'] / 1024:,.0f} MiB, after malloc_trim(0)"
-          f" {r2['rss_after_trim_kib'] / 1024:,.0f} MiB; glibc arena {mi[-1]['arena'] / 2**20:,.0f} MiB"
-          f" (in use {mi[-1]['uordblks'] / 2**20:,.0f}, free {mi[-1]['fordblks'] / 2**20:,.0f}), mmapped"
-          f" {mi[-1]['hblkhd'] / 2**20:,.0f} MiB; pymalloc {py[-1].get('total', 0) / 2**20:,.0f} MiB")
+    print(f"    totals with the viewers: RSS {r2['rss_kib'] / 1024:,.0f} MiB; once they closed"
+          f" {closed['rss_kib'] / 1024:,.0f} MiB, after a full collection {closed['rss_after_collect_kib'] / 1024:,.0f}"
+          f" MiB, after malloc_trim(0) {closed['rss_after_trim_kib'] / 1024:,.0f} MiB; with the viewers: glibc arena"
+          f" {mi[3]['arena'] / 2**20:,.0f} MiB (in use {mi[3]['uordblks'] / 2**20:,.0f}, free"
+          f" {mi[3]['fordblks'] / 2**20:,.0f}), mmapped {mi[3]['hblkhd'] / 2**20:,.0f} MiB;"
+          f" pymalloc {py[3].get('total', 0) / 2**20:,.0f} MiB")
     for name, a, b in (("started", 0, 1), ("streaming", 0, 2), ("viewers", 2, 3)):
         table(f"resident KiB by mapping, {name}", reports[a]["mappings"], reports[b]["mappings"], runs, 8,
               unit="run")
@@ -347,6 +363,8 @@ def explain(reports: list[dict], dump_dir: Path, runs: int, top: int) -> None:
             print(f"    {phase}: one {name} is held by: " + "  <-  ".join(chain))
     table("gc-tracked objects by type, run side", r0["types"], reports[2]["types"], runs, top, unit="run")
     table("gc-tracked objects by type, viewer side", reports[2]["types"], r2["types"], runs, top, unit="viewer")
+    table("cyclic garbage left by each closed viewer (found by a full collection 3 s after they closed)", {},
+          closed.get("garbage", {}), runs, top, unit="viewer")
     snapshots = [dump_dir / f"snapshot-{i}.bin" for i in range(len(PHASES))]
     if all(path.exists() for path in snapshots):
         groups = [grouped(tracemalloc.Snapshot.load(str(path))) for path in snapshots]
