@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from streams.event_loop import chosen_loop  # noqa: E402
 from tests.support.scaled import Deployment, services_missing  # noqa: E402
 from tests.support.servers import start_daphne, start_simulator, stop_process  # noqa: E402
 
@@ -66,6 +67,17 @@ def start_simulator_process(work: Path, extra_env: dict | None = None) -> tuple[
     if SIMULATOR_SERVER != "uvicorn":
         raise SystemExit(f"STREAMSCOPE_BENCH_SIMULATOR must be uvicorn or daphne, not {SIMULATOR_SERVER!r}")
     return start_simulator(work, extra_env=env)
+
+
+def event_loop() -> str:
+    """The servers' event loop, as they will choose it (``STREAMSCOPE_EVENT_LOOP``; streams/event_loop.py)."""
+    return f"servers on {chosen_loop()}'s event loop"
+
+
+def _serves_web(process: subprocess.Popen) -> bool:
+    """A Daphne process (``python -m dashboard.serve``, or ``daphne`` as before 2026-11-30's fifth session)."""
+    command = " ".join(map(str, process.args))
+    return "dashboard.serve" in command or "daphne" in command
 
 
 def machine() -> str:
@@ -141,7 +153,7 @@ class Stack:
         if self._deployment is not None:
             processes = self._deployment.processes
             roles = {"simulator": [processes[0].pid],
-                     "web": [p.pid for p in processes[1:] if "daphne" in " ".join(map(str, p.args))],
+                     "web": [p.pid for p in processes[1:] if _serves_web(p)],
                      "stream worker": [self.executor_pid]}
         else:
             roles = {"simulator": [self._processes[0].pid], "web + runs": [p.pid for p in self._processes[1:]]}
@@ -154,13 +166,15 @@ class Stack:
     def web_pids(self) -> list[int]:
         """The Daphne processes serving the pages and websockets (in embedded mode they run the runs too)."""
         if self._deployment is not None:
-            return [p.pid for p in self._deployment.processes[1:] if "daphne" in " ".join(map(str, p.args))]
+            return [p.pid for p in self._deployment.processes[1:] if _serves_web(p)]
         return [p.pid for p in self._processes[1:]]
 
     def describe(self) -> str:
         if self.mode == "scaled":
-            return f"scaled (PostgreSQL + Redis, runs in a stream-worker process; simulator on {SIMULATOR_SERVER})"
-        return f"embedded (SQLite + in-memory layer, runs inside the Daphne process; simulator on {SIMULATOR_SERVER})"
+            return (f"scaled (PostgreSQL + Redis, runs in a stream-worker process; simulator on {SIMULATOR_SERVER};"
+                    f" {event_loop()})")
+        return (f"embedded (SQLite + in-memory layer, runs inside the Daphne process; simulator on {SIMULATOR_SERVER};"
+                f" {event_loop()})")
 
 
 def login(base_url: str) -> httpx.Client:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import SIMULATOR_SERVER, cpu_seconds, machine, start_simulator_process, stop_process
+from common import SIMULATOR_SERVER, cpu_seconds, event_loop, machine, start_simulator_process, stop_process
 
 from simulator.scenarios import build_events
 
@@ -224,7 +224,7 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="streamscope-bench-sim-"))
         process, base = start_simulator_process(work)
         sim_url, sim_pid = base + "/sim/v1", process.pid
-        print(f"simulator server: {SIMULATOR_SERVER} (STREAMSCOPE_BENCH_SIMULATOR=uvicorn|daphne)")
+        print(f"simulator server: {SIMULATOR_SERVER} (STREAMSCOPE_BENCH_SIMULATOR=uvicorn|daphne); {event_loop()}")
     try:
         print(f"simulator: {args.streams} streams x {args.rate} events/s for {args.seconds:g} s "
               f"= {args.streams * args.rate:,} events/s{', stamped' if stamp else ''} "

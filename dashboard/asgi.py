@@ -20,6 +20,7 @@ from django.conf import settings  # noqa: E402
 from dashboard.api.gateway import GatewayASGI  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from dashboard.simulator_gate import OpenSimulatorASGI  # noqa: E402
+from streams.event_loop import running_loop_name  # noqa: E402
 from streams.live.recovery import start_housekeeping  # noqa: E402
 from streams.upstream.providers import note_listening_address, simulator_url  # noqa: E402
 
@@ -39,6 +40,7 @@ class FirstConnection:
     async def __call__(self, scope, receive, send):
         if not self.started and scope["type"] in ("http", "websocket"):
             self.started = True
+            log.info("serving on %s's event loop", running_loop_name())
             server = scope.get("server")
             if server and server[1] and note_listening_address(str(server[0]), int(server[1])):
                 if settings.STREAMSCOPE_SIMULATOR_ENABLED and not settings.STREAMSCOPE_SIMULATOR_URL:

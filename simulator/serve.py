@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 
 # Idle keep-alive connections are closed after this; longer than clients' pools keep them (httpx:
 # 5 s), so a client never reuses a connection the server is closing at that moment.
 KEEP_ALIVE_S = 75
 # On a stop (SIGTERM, Ctrl+C) streams still open are cut after this, as Daphne cuts them at once.
 STOP_GRACE_S = 2
+# The same switch as the other processes' (streams/event_loop.py, which the simulator may not import).
+EVENT_LOOP_ENV = "STREAMSCOPE_EVENT_LOOP"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -42,6 +45,16 @@ def simulator_only_environment(args: argparse.Namespace) -> dict[str, str]:
     return env
 
 
+def uvicorn_loop(environ: Mapping[str, str] = os.environ) -> str:
+    """uvicorn's ``loop`` setting: asyncio's loop unless ``STREAMSCOPE_EVENT_LOOP`` says ``uvloop`` (an error
+    where it is not installed) or ``auto`` (uvloop when it can be imported). uvloop measured no cheaper per
+    event here at one write per event (docs/decisions.md), so it is not a dependency."""
+    wanted = environ.get(EVENT_LOOP_ENV, "").strip().lower() or "asyncio"
+    if wanted not in ("auto", "uvloop", "asyncio"):
+        raise SystemExit(f"{EVENT_LOOP_ENV}={wanted!r}: use one of auto, uvloop, asyncio")
+    return wanted
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.update(simulator_only_environment(args))
@@ -51,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     from django.conf import settings
 
     module, _, attribute = settings.ASGI_APPLICATION.rpartition(".")
-    uvicorn.run(f"{module}:{attribute}", host=args.host, port=args.port, http="httptools", loop="asyncio",
+    uvicorn.run(f"{module}:{attribute}", host=args.host, port=args.port, http="httptools", loop=uvicorn_loop(),
                 lifespan="off", access_log=False, log_level=args.log_level, timeout_keep_alive=KEEP_ALIVE_S,
                 timeout_graceful_shutdown=STOP_GRACE_S)
 

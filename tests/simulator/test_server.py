@@ -5,6 +5,7 @@ leaves stops its stream's generation."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import time
@@ -14,7 +15,7 @@ import httpx
 import openai
 import pytest
 
-from simulator.serve import parse_args, simulator_only_environment
+from simulator.serve import parse_args, simulator_only_environment, uvicorn_loop
 from tests.support.servers import start_daphne, start_simulator, stop_process
 
 pytestmark = pytest.mark.server
@@ -136,3 +137,26 @@ def test_the_command_opens_the_simulator_and_sets_the_write_interval():
     assert env["STREAMSCOPE_SIMULATOR_OPEN"] == "1" and env["STREAMSCOPE_RECOVERY_INTERVAL_S"] == "0"
     assert env["STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS"] == "100.0"
     assert "STREAMSCOPE_SIMULATOR_WRITE_INTERVAL_MS" not in simulator_only_environment(parse_args([]))
+
+
+def test_the_command_runs_on_asyncios_loop_unless_asked_for_uvloop():
+    assert uvicorn_loop({}) == "asyncio"  # not uvicorn's "auto", which takes uvloop whenever it is installed
+    assert uvicorn_loop({"STREAMSCOPE_EVENT_LOOP": " UVLOOP"}) == "uvloop"
+    assert uvicorn_loop({"STREAMSCOPE_EVENT_LOOP": "auto"}) == "auto"
+    with pytest.raises(SystemExit, match="auto, uvloop, asyncio"):
+        uvicorn_loop({"STREAMSCOPE_EVENT_LOOP": "trio"})
+
+
+@pytest.mark.parametrize("name", ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"))])
+def test_the_simulator_process_serves_on_the_chosen_loop(name, tmp_path):
+    process, base_url = start_simulator(tmp_path, extra_env={"STREAMSCOPE_EVENT_LOOP": name},
+                                        args=("--log-level", "info"))
+    try:
+        with httpx.stream("POST", base_url + "/sim/v1/responses", json=STREAM) as response:
+            assert response.status_code == 200
+            assert b"response.completed" in response.read()
+    finally:
+        stop_process(process)
+    log = next(tmp_path.glob("simulator-*.log")).read_text()
+    assert f"serving on {name}'s event loop" in log

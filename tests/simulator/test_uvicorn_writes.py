@@ -1,11 +1,16 @@
 """On uvicorn (httptools) a plain stream's chunks go straight to the connection's transport, framed as
 uvicorn frames them; while uvicorn has paused writing (a client that does not read) they go through
-its ``send``, which waits, and the client still gets every byte once, in order."""
+its ``send``, which waits, and the client still gets every byte once, in order. Each test serving
+over a real uvicorn runs on asyncio's loop and on uvloop's (what ``python -m simulator.serve`` takes
+where uvloop is installed), whose transports are another implementation."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 import uvicorn
@@ -16,6 +21,9 @@ from simulator.pacing import Pacing, encode_sse
 from simulator.playback import Playback, direct_body_writer, write_paced
 from simulator.request import parse_request
 from simulator.scenarios import build_events, plan_response
+
+LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
+    importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"))]
 
 REQUEST = {"model": "sim-text", "input": "hi", "stream": True,
            "metadata": {"sim_seed": "u", "sim_first_token_ms": "0", "sim_jitter": "0"}}
@@ -80,9 +88,27 @@ async def serve_one(playback: Playback, read_after_s: float = 0.0) -> tuple[byte
     return bytes(received), through_send
 
 
-def test_paced_chunks_are_written_straight_to_the_transport():
+@pytest.fixture(params=LOOPS)
+def run(request) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    """Runs a coroutine to its end on a new loop of the kind the test is parametrized with."""
+    if request.param == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.SelectorEventLoop
+
+    def run_on_loop(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            assert type(runner.get_loop()).__module__.split(".")[0] == request.param
+            return runner.run(coroutine)
+
+    return run_on_loop
+
+
+def test_paced_chunks_are_written_straight_to_the_transport(run):
     plan = plan_response(parse_request(knobs(20, "200")))
-    raw, through_send = asyncio.run(serve_one(Playback(plan.steps, plan.pacing, encode_sse)))
+    raw, through_send = run(serve_one(Playback(plan.steps, plan.pacing, encode_sse)))
     head, body = raw.split(b"\r\n\r\n", 1)
     assert b"transfer-encoding: chunked" in head.lower()
     chunks = chunked(body)
@@ -92,10 +118,10 @@ def test_paced_chunks_are_written_straight_to_the_transport():
     assert [m["type"] for m in through_send] == ["http.response.start", "http.response.body"]
 
 
-def test_while_writing_is_paused_chunks_go_through_send_and_arrive_whole():
+def test_while_writing_is_paused_chunks_go_through_send_and_arrive_whole(run):
     events = build_events("sim-text", knobs(40_000, "max"))  # ~11 MB, far more than the socket buffers hold
     plan = plan_response(parse_request(knobs(40_000, "max")))
-    raw, through_send = asyncio.run(serve_one(Playback(plan.steps, plan.pacing, encode_sse), read_after_s=0.3))
+    raw, through_send = run(serve_one(Playback(plan.steps, plan.pacing, encode_sse), read_after_s=0.3))
     body = raw.split(b"\r\n\r\n", 1)[1]
     assert b"".join(chunked(body)) == b"".join(encode_sse(e) for e in events)
     assert len(through_send) > 2  # the client did not read for 0.3 s: uvicorn paused writing

@@ -43,9 +43,12 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 30.0) ->
 
 
 def start_daphne(var_dir: Path, extra_env: dict[str, str] | None = None, port: int | None = None):
-    """Start ``daphne dashboard.asgi:application`` in a subprocess; returns (process, base_url)."""
+    """Start Daphne serving ``dashboard.asgi:application`` in a subprocess; returns (process, base_url).
+    Through ``python -m dashboard.serve``: the event loop is ``STREAMSCOPE_EVENT_LOOP``'s (in ``extra_env``
+    or the environment; asyncio's by default, as ``daphne ...`` in ``make run`` and the Procfile)."""
     port = port or free_port()
-    command = ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS, "dashboard.asgi:application"]
+    command = ["-m", "dashboard.serve", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_OPTIONS,
+               "dashboard.asgi:application"]
     return _start(command, var_dir, f"daphne-{port}.log", port, {"PORT": str(port), **(extra_env or {})})
 
 

@@ -10,6 +10,7 @@ import signal
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
+from streams.event_loop import EventLoopChoiceError, chosen_loop, loop_factory, running_loop_name
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import use_launcher
 from streams.live.recovery import start_housekeeping
@@ -39,7 +40,12 @@ class Command(BaseCommand):
                 "a stream worker needs a channel layer shared between processes: set REDIS_URL "
                 "(the in-memory layer only reaches its own process)"
             )
-        remaining = asyncio.run(self.serve(max_runs, drain_seconds))
+        try:  # asyncio's loop unless STREAMSCOPE_EVENT_LOOP asks for uvloop (streams/event_loop.py)
+            factory = loop_factory(chosen_loop())
+        except EventLoopChoiceError as exc:
+            raise CommandError(str(exc)) from exc
+        with asyncio.Runner(loop_factory=factory) as runner:
+            remaining = runner.run(self.serve(max_runs, drain_seconds))
         if remaining:
             log.warning("stopping with %d runs still streaming; other processes will take them over", remaining)
             logging.shutdown()
@@ -56,7 +62,7 @@ class Command(BaseCommand):
         start_housekeeping()
         await worker.start()
         self.stdout.write(f"stream worker {WORKER_NAME} ready: queue {RUNS_CHANNEL},"
-                          f" up to {worker.max_runs} runs at once")
+                          f" up to {worker.max_runs} runs at once, on {running_loop_name()}'s event loop")
         self.stdout.flush()
         await stop.wait()
         log.info("stream worker stopping: no new runs; waiting up to %gs for %d running", drain_seconds,
