@@ -106,7 +106,8 @@ class RunRecorder:
         self.buffer.append((self.run_id, self.next_seq, t, event_type, data))
         self.next_seq += 1
         self.metrics.observe_payload(t, event_type, payload, nbytes)
-        self.moderator.observe(self.next_seq - 1, event_type, payload)  # raises ModerationStopped
+        if self.moderator.matchers:  # a run without live moderation rules skips the call
+            self.moderator.observe(self.next_seq - 1, event_type, payload)  # raises ModerationStopped
 
     def accept_frame(self, frame: SSEFrame, t: float) -> None:
         data = frame.data

@@ -107,7 +107,7 @@ class MetricsAccumulator:
         if self.created_ms is None and event_type == "response.created":
             self.created_ms = t
         # Once per event, so the type's classification is looked up rather than worked out.
-        type_kind, type_token = _traits(event_type)
+        type_kind, type_token = _TRAITS.get(event_type) or _traits(event_type)
         if kind is None:
             kind = type_kind
         if kind is not None and kind not in self._stamped:
@@ -133,6 +133,9 @@ class MetricsAccumulator:
 
     def observe_payload(self, t: float, event_type: str, payload: Any, nbytes: int = 0) -> None:
         """Like :meth:`observe`, picking usage out of a terminal event's response object."""
+        if event_type not in TERMINAL_TYPES and event_type != CHAT_CHUNK:
+            self.observe(t, event_type, nbytes)  # nearly every event: nothing in its payload counts
+            return
         usage = None
         token = None
         kind = None
