@@ -1,0 +1,79 @@
+"""On PostgreSQL a flush round updates its runs' rows in a few ``UPDATE ... FROM (VALUES ...)``
+statements (streams/pipeline/store._postgres_update), not one UPDATE per run: every value lands as
+the ORM would write it, a run named twice in a round keeps its later fields, padding rows touch no
+run, and a value too long for its column is refused, not cut."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+from tests.support.scaled import Deployment, scaled_out_marks
+
+pytestmark = scaled_out_marks()
+
+SCRIPT = textwrap.dedent("""
+    import datetime, json
+    from django.contrib.auth.models import User
+    from django.db import DataError, connection
+    from streams.models import Run, RunStatus
+    from streams.pipeline import store
+
+    owner = User.objects.get(username="alice")
+    runs = [Run.objects.create(owner=owner, provider="simulator", model="m", status=RunStatus.STREAMING)
+            for _ in range(21)]
+    bystander = Run.objects.create(owner=owner, provider="simulator", model="m", status=RunStatus.STREAMING,
+                                   event_count=7, output_text="untouched")
+    beat = datetime.datetime(2026, 11, 30, 12, 0, 0, 123456, tzinfo=datetime.timezone.utc)
+    statements = []
+
+    def capture(execute, sql, params, many, context):
+        if sql.startswith("UPDATE"):
+            statements.append(many)
+        return execute(sql, params, many, context)
+
+    batches = []
+    for i, run in enumerate(runs):
+        row = (run.pk, 0, 0.5, "response.output_text.delta", json.dumps({"delta": "x"}))
+        fields = {"event_count": i + 1, "heartbeat_at": beat, "output_text": f"text {i} \\u00e9\\U0001f389",
+                  "response_id": f"resp_{i}", "last_upstream_seq": None if i % 2 else i}
+        batches.append((run.pk, [row], fields))
+    # The first run again in the same round, later: its later fields win, as one UPDATE after another.
+    batches.append((runs[0].pk, [(runs[0].pk, 1, 0.6, "response.output_text.delta", "{}")],
+                    {"event_count": 99, "heartbeat_at": beat, "output_text": "later", "response_id": "resp_later",
+                     "last_upstream_seq": 5}))
+    with connection.execute_wrapper(capture):
+        store.append_many(batches)
+    out = {"statements": statements, "rows": {}}
+    for run in Run.objects.filter(pk__in=[r.pk for r in runs] + [bystander.pk]):
+        out["rows"][str(run.pk)] = [run.event_count, run.heartbeat_at == beat, run.output_text, run.response_id,
+                                    run.last_upstream_seq]
+    out["order"] = [r.pk for r in runs] + [bystander.pk]
+    try:
+        store.append_many([(runs[1].pk, [], {"event_count": 2, "response_id": "r" * 201})])
+        out["too_long"] = "stored"
+    except DataError:
+        out["too_long"] = "refused"
+    out["after_refusal"] = Run.objects.get(pk=runs[1].pk).response_id
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_a_rounds_run_rows_go_in_a_few_statements_with_every_value_as_written(tmp_path):
+    deployment = Deployment(tmp_path)
+    try:
+        deployment.setup()
+        script = tmp_path / "update.py"
+        script.write_text(SCRIPT)
+        output = deployment.manage("shell", "-c", f"exec(open({str(script)!r}).read())")
+        result = json.loads(output.split("RESULT ", 1)[1])
+    finally:
+        deployment.close()
+    # 21 runs: one statement of 16 rows and one of 16 padded (chunk_sizes), none per run.
+    assert result["statements"] == [False, False]
+    rows = [result["rows"][str(pk)] for pk in result["order"]]
+    assert rows[0] == [99, True, "later", "resp_later", 5]
+    for i in range(1, 21):
+        assert rows[i] == [i + 1, True, f"text {i} \u00e9\U0001f389", f"resp_{i}", None if i % 2 else i]
+    assert rows[21] == [7, False, "untouched", "", None]  # no padding row touched another run
+    assert result["too_long"] == "refused" and result["after_refusal"] == "resp_1"
