@@ -208,7 +208,10 @@ def _postgres_update(cursor: Any, table: str, columns: tuple[str, ...], params: 
         start += count
         flat = list(chain.from_iterable(chunk))
         flat.extend([None] * (width * (size - count)))
-        cursor.execute(_postgres_update_statement(table, columns, size), flat)
+        # Past Django's debug cursor, as on SQLite (_execute_unlogged): with DEBUG on it would keep
+        # each statement with every run's whole output text in it.
+        with connection.wrap_database_errors:
+            cursor.cursor.execute(_postgres_update_statement(table, columns, size), flat)
 
 
 def _postgres_update_statement(table: str, columns: tuple[str, ...], rows: int) -> str:

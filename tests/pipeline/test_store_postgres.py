@@ -1,7 +1,7 @@
 """On PostgreSQL a flush round updates its runs' rows in a few ``UPDATE ... FROM (VALUES ...)``
 statements (streams/pipeline/store._postgres_update), not one UPDATE per run: every value lands as
 the ORM would write it, a run named twice in a round keeps its later fields, padding rows touch no
-run, and a value too long for its column is refused, not cut."""
+run, a value too long for its column is refused, not cut, and DEBUG's query log keeps no round's texts."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ pytestmark = scaled_out_marks()
 SCRIPT = textwrap.dedent("""
     import datetime, json
     from django.contrib.auth.models import User
-    from django.db import DataError, connection
+    from django.db import DataError, connection, reset_queries
     from streams.models import Run, RunStatus
     from streams.pipeline import store
 
@@ -42,9 +42,18 @@ SCRIPT = textwrap.dedent("""
     batches.append((runs[0].pk, [(runs[0].pk, 1, 0.6, "response.output_text.delta", "{}")],
                     {"event_count": 99, "heartbeat_at": beat, "output_text": "later", "response_id": "resp_later",
                      "last_upstream_seq": 5}))
+    built = []
+    real_statement = getattr(store, "_postgres_update_statement", None)
+    if real_statement is not None:
+        store._postgres_update_statement = lambda *args: (built.append(args[-1]), real_statement(*args))[1]
+    batches[1][2]["output_text"] = "y" * 100_000
+    connection.force_debug_cursor = True  # DEBUG's query log: a round's whole texts must stay out of it
+    reset_queries()
     with connection.execute_wrapper(capture):
         store.append_many(batches)
-    out = {"statements": statements, "rows": {}}
+    logged = sum(len(query["sql"]) for query in connection.queries)
+    connection.force_debug_cursor = False
+    out = {"statements": statements, "built": list(built), "rows": {}, "logged": logged}
     for run in Run.objects.filter(pk__in=[r.pk for r in runs] + [bystander.pk]):
         out["rows"][str(run.pk)] = [run.event_count, run.heartbeat_at == beat, run.output_text, run.response_id,
                                     run.last_upstream_seq]
@@ -69,11 +78,14 @@ def test_a_rounds_run_rows_go_in_a_few_statements_with_every_value_as_written(tm
         result = json.loads(output.split("RESULT ", 1)[1])
     finally:
         deployment.close()
-    # 21 runs: one statement of 16 rows and one of 16 padded (chunk_sizes), none per run.
-    assert result["statements"] == [False, False]
+    # 21 runs: one statement of 16 rows and one of 16 padded (chunk_sizes), not one UPDATE per run
+    # (through Django's cursor, where the debug log would see them: none).
+    assert result["statements"] == [] and result["built"] == [16, 16]
     rows = [result["rows"][str(pk)] for pk in result["order"]]
     assert rows[0] == [99, True, "later", "resp_later", 5]
-    for i in range(1, 21):
+    assert rows[1] == [2, True, "y" * 100_000, "resp_1", None]
+    for i in range(2, 21):
         assert rows[i] == [i + 1, True, f"text {i} \u00e9\U0001f389", f"resp_{i}", None if i % 2 else i]
+    assert result["logged"] < 10_000  # DEBUG's query log holds no round's texts
     assert rows[21] == [7, False, "untouched", "", None]  # no padding row touched another run
     assert result["too_long"] == "refused" and result["after_refusal"] == "resp_1"
