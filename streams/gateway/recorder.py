@@ -24,6 +24,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import IntegrityError
+from django.utils import timezone
 
 from streams.gateway.run_row import insert_again
 from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder, usable_response_id
@@ -185,6 +186,9 @@ class GatewayRecorder(RunRecorder):
         """The run's row, lost to a crash of PostgreSQL, inserted again with its id (never raises)."""
         row = self.unflushed_row
         assert row is not None
+        # Beating now: the row can come back long after the run began (PostgreSQL's recovery), and a
+        # recovery sweep before the next row write would judge a start-time heartbeat an orphan's.
+        row.heartbeat_at = timezone.now()
         try:
             if await database_sync_to_async(insert_again)(row):
                 self.row_made_again = True

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import enum
 import functools
 import logging
@@ -162,12 +163,17 @@ def insert_again(run: Run) -> bool:
     """Database thread: ``run`` (its id reserved) inserted unless its row is there already (an
     unanswered INSERT made it); whether it was missing. Idempotent (``ON CONFLICT (id) DO NOTHING``):
     an INSERT of the same id still in progress on the server is waited for by PostgreSQL, so this
-    makes one row in every case. Also makes again a row a crash of PostgreSQL lost (the recorder's
-    ``unflushed_row``); this commit waits for the flush."""
+    makes one row in every case (True then means only that none was there when looked for). Also
+    makes again a row a crash of PostgreSQL lost (the recorder's ``unflushed_row``); this commit
+    waits for the flush.
+
+    The run counts as :func:`unflushed` afterwards whichever way it went: a row found here, or waited
+    for, is the unanswered INSERT's, committed without the flush, and a crash can still lose it."""
     missing = not Run.objects.filter(pk=run.pk).exists()
     if missing:
         Run.objects.bulk_create([run], ignore_conflicts=True)
     _inserted(run, run.pk)
+    _unflushed.add(run)
     return missing
 
 
@@ -193,7 +199,10 @@ class RunIds:
         """A reserved id, or None when none is left (the sequence's default then, with the flush);
         starts the next reservation when the block runs low."""
         if len(self.ids) <= ID_LOW and self.reserving is None and time.monotonic() >= self.retry_at:
-            self.reserving = asyncio.get_running_loop().create_task(self._reserve(), name="gateway-run-ids")
+            # A context of its own: not the request's that happened to need an id (on Django's view
+            # path its database work would run on that request's thread and connection).
+            self.reserving = asyncio.get_running_loop().create_task(
+                self._reserve(), name="gateway-run-ids", context=contextvars.Context())
         return self.ids.popleft() if self.ids else None
 
     async def _reserve(self) -> None:

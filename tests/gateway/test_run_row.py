@@ -182,3 +182,18 @@ async def test_run_ids_are_reserved_ahead_in_the_background_and_a_failed_reserva
     assert [ids.take(), ids.take()] == [108, None]
     assert ids.reserving is None and len(asked) == 3  # no new try at every request after a failure
     assert asked[0] == run_row.ID_BLOCK
+
+
+async def test_the_id_reservation_runs_in_a_context_of_its_own(monkeypatch):
+    """Not in the context of the request that needed an id (on Django's view path its database work
+    would run on that request's own thread and connection; found in review)."""
+    import contextvars
+
+    marker: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_marker", default=None)
+    seen = []
+    monkeypatch.setattr(run_row, "reserve_ids", lambda count: (seen.append(marker.get()), [7, 8])[1])
+    marker.set("the request's")
+    ids = run_row.RunIds()
+    assert ids.take() is None  # none yet: the reservation starts
+    await ids.reserving
+    assert seen == [None] and list(ids.ids) == [7, 8]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import IntegrityError
 
 from streams.gateway import proxy
 from streams.gateway.recorder import GatewayRecorder
@@ -69,3 +70,62 @@ async def test_once_events_are_stored_the_row_is_no_longer_watched(user):
     await recorder.end(RunStatus.COMPLETED, None)
     stored = await Run.objects.aget(pk=run.pk)
     assert stored.error is None and stored.event_count == 1
+
+
+async def test_an_unanswered_insert_sent_again_is_still_watched_for_a_lost_row(user, monkeypatch):
+    """The unanswered INSERT did reach the server and committed without the flush: sent again, it
+    finds the row there, which a crash can still lose (found in review: it was not watched)."""
+    from streams.gateway import run_row
+
+    async def sent_unanswered(run):
+        run.pk = 4242
+        await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields}).save)(
+            force_insert=True)  # the server made the row, and its answer was lost
+        raise run_row.MaybeInserted("connection lost", reserved=True)
+
+    monkeypatch.setattr(proxy, "insert_here", lambda run: False)
+    monkeypatch.setattr(proxy, "insert_on_loop", sent_unanswered)
+    request = proxy.GatewayRequest(provider=get_provider("simulator"), method="POST", path="responses", query="",
+                                   body=b"{}", owner=user)
+    fields = proxy._RunFields(model="sim-text", stored={"model": "sim-text", "input": "hi"}, background=False)
+    run = await proxy._create_run_beside(request, fields, "responses")
+    recorder = proxy._recorder(run, "responses", fields)
+    assert recorder.unflushed_row is run
+    recorder.begin(run, [])
+    await Run.objects.filter(pk=run.pk).adelete()  # a crash of PostgreSQL before the flush
+    recorder.take(DELTA, 1.0)
+    recorder.take_end(2.0)
+    await recorder.end(RunStatus.COMPLETED, None)
+    stored = await Run.objects.aget(pk=4242)
+    assert stored.status == RunStatus.COMPLETED and await Event.objects.filter(run_id=4242).acount() == 1
+
+
+async def test_a_row_made_again_beats_now_so_no_sweep_takes_the_live_run_for_an_orphan(user, monkeypatch):
+    """The row comes back with a heartbeat of now, not of the run's start (found in review: a sweep on
+    another host took a live gateway run re-made 15 s after it began for an orphan)."""
+    import time
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from streams.live import recovery
+
+    run = await sync_to_async(saved_run)(user)
+    began = timezone.now() - timedelta(seconds=15)  # PostgreSQL's recovery took a while
+    await Run.objects.filter(pk=run.pk).aupdate(heartbeat_at=began, created_at=began, started_at=began)
+    run = await Run.objects.aget(pk=run.pk)
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.begin(run, [])
+    recorder.unflushed_row = run
+    await Run.objects.filter(pk=run.pk).adelete()
+    recorder._last_row_save = time.monotonic()  # a row write (of no row) just happened: no new one soon
+    recorder.take(DELTA, 1.0)
+    with pytest.raises(IntegrityError):
+        await recorder.flush()  # the foreign key finds no run: the row is made again
+    await recorder.flush()
+    monkeypatch.setattr(recovery, "WORKER_NAME", "elsewhere:1")
+    monkeypatch.setattr(recovery, "HOST", "elsewhere")
+    orphans = await sync_to_async(recovery.find_orphans)()
+    assert run.pk not in [orphan.pk for orphan in orphans]
+    recorder.take_end(2.0)
+    await recorder.end(RunStatus.COMPLETED, None)
