@@ -73,10 +73,9 @@ class BatchPubSubChannelLayer(RedisPubSubChannelLayer):
             calls = _script_calls(messages)
             async with shard._lock:
                 shard._ensure_redis()
-                try:
-                    await _publish_all(shard._redis, calls, PUBLISH_ALL_SHA)
-                except NoScriptError:  # Redis restarted or its scripts were flushed: EVAL loads it again
-                    await _publish_all(shard._redis, calls, None)
+                missed = await _publish_all(shard._redis, calls, PUBLISH_ALL_SHA)
+                if missed:  # Redis restarted or its scripts were flushed: EVAL loads it again
+                    await _publish_all(shard._redis, missed, None)
 
 
 def _script_calls(messages: list[tuple[str, bytes]]) -> list[list[Any]]:
@@ -96,21 +95,32 @@ def _script_calls(messages: list[tuple[str, bytes]]) -> list[list[Any]]:
     return calls
 
 
-async def _publish_all(redis: Any, calls: list[list[Any]], sha: str | None) -> None:
-    """Every call's PUBLISHes in one round trip; ``sha`` None sends the script's text (EVAL)."""
+async def _publish_all(redis: Any, calls: list[list[Any]], sha: str | None) -> list[list[Any]]:
+    """Every call's PUBLISHes in one round trip; ``sha`` None sends the script's text (EVAL). Returns
+    the calls Redis refused for not knowing the script (NOSCRIPT), to be sent again by text: only
+    those, as in a pipeline some can fail and others not (another process's EVAL can load the script
+    between two of them), and sending the others again would publish their messages twice."""
     if len(calls) == 1:
-        if sha is None:
-            await redis.eval(PUBLISH_ALL, 0, *calls[0])
-        else:
-            await redis.evalsha(sha, 0, *calls[0])
-        return
+        try:
+            if sha is None:
+                await redis.eval(PUBLISH_ALL, 0, *calls[0])
+            else:
+                await redis.evalsha(sha, 0, *calls[0])
+        except NoScriptError:
+            return calls
+        return []
     pipe = redis.pipeline(transaction=False)
     for argv in calls:
         if sha is None:
             pipe.eval(PUBLISH_ALL, 0, *argv)
         else:
             pipe.evalsha(sha, 0, *argv)
-    await pipe.execute()
+    results = await pipe.execute(raise_on_error=False)
+    missed = [argv for argv, result in zip(calls, results, strict=True) if isinstance(result, NoScriptError)]
+    for result in results:
+        if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+            raise result
+    return missed
 
 
 class _BlockingShard(RedisSingleShardConnection):
