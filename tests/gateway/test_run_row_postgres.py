@@ -7,7 +7,6 @@ sent again and makes one run, and a row lost afterwards is made again by the rec
 
 from __future__ import annotations
 
-import json
 import textwrap
 
 from tests.support.scaled import Deployment, scaled_out_marks
@@ -169,10 +168,7 @@ def test_reserved_ids_insert_without_the_flush_send_again_safely_and_a_lost_row_
     deployment = Deployment(tmp_path)
     try:
         deployment.setup()
-        script = tmp_path / "reserved.py"
-        script.write_text(RESERVED)
-        output = deployment.manage("shell", "-c", f"exec(open({str(script)!r}).read())")
-        result = json.loads(output.split("RESULT ", 1)[1])
+        result = deployment.script_result(RESERVED)
         assert result["distinct"] and result["sequence_moved_past"]  # never handed out again
         assert result["reserved_pk"] and result["unflushed"] and result["orm_run_flushed"]
         assert result["loop_setting_after"] == "on"  # only the INSERT's own transaction skips the flush
@@ -189,10 +185,7 @@ def test_the_loop_connections_insert_is_the_orms_row_and_a_stalled_one_makes_one
     deployment = Deployment(tmp_path)
     try:
         deployment.setup()
-        script = tmp_path / "check.py"
-        script.write_text(SCRIPT)
-        output = deployment.manage("shell", "-c", f"exec(open({str(script)!r}).read())")
-        result = json.loads(output.split("RESULT ", 1)[1])
+        result = deployment.script_result(SCRIPT)
         assert result["direct"] is True and result["pk"]
         assert result["same_row"]
         assert result["kept_after_statement_error"]  # others' statements on it are not cut

@@ -5,7 +5,6 @@ run, a value too long for its column is refused, not cut, and DEBUG's query log 
 
 from __future__ import annotations
 
-import json
 import textwrap
 
 from tests.support.scaled import Deployment, scaled_out_marks
@@ -72,10 +71,7 @@ def test_a_rounds_run_rows_go_in_a_few_statements_with_every_value_as_written(tm
     deployment = Deployment(tmp_path)
     try:
         deployment.setup()
-        script = tmp_path / "update.py"
-        script.write_text(SCRIPT)
-        output = deployment.manage("shell", "-c", f"exec(open({str(script)!r}).read())")
-        result = json.loads(output.split("RESULT ", 1)[1])
+        result = deployment.script_result(SCRIPT)
     finally:
         deployment.close()
     # 21 runs: one statement of 16 rows and one of 16 padded (chunk_sizes), not one UPDATE per run

@@ -8,6 +8,7 @@ Services are found at ``STREAMSCOPE_TEST_REDIS_URL`` (default redis://127.0.0.1:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -128,6 +129,14 @@ class Deployment:
         if result.returncode:
             raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
+
+    def script_result(self, source: str) -> dict:
+        """Run ``source`` in ``manage.py shell`` against this deployment's database; it prints one line
+        ``RESULT <json>``, returned decoded."""
+        script = self.var_dir / f"script-{uuid.uuid4().hex[:8]}.py"
+        script.write_text(source)
+        output = self.manage("shell", "-c", f"exec(open({str(script)!r}).read())")
+        return json.loads(output.split("RESULT ", 1)[1])
 
     def start_web(self) -> str:
         process, base = start_daphne(self.var_dir, extra_env=self.env)
