@@ -148,9 +148,11 @@ export class TimelineModel {
       this.counts.set(record.type, (this.counts.get(record.type) || 0) + 1);
       if (this.firstEvent === null) this.firstEvent = t;
       if (t > this.lastT) this.lastT = t;
-      const first = FIRST_OF_TYPE[record.type] || (record.type === "chat.completion.chunk" ? chatFirst(record.data) : null);
+      // A chat chunk carrying text, reasoning or tool arguments is that protocol's delta (docs/metrics.md).
+      const chatDelta = record.type === "chat.completion.chunk" ? chatFirst(record.data) : null;
+      const first = FIRST_OF_TYPE[record.type] || chatDelta;
       if (first && this[first] === null) this[first] = t;
-      if (isDelta(record.type)) {
+      if (isDelta(record.type) || chatDelta) {
         if (this.firstToken === null) this.firstToken = t;
         else this.gaps.push(t - this.tokens.a[this.tokens.n - 1]);
         this.tokens.push(t);
