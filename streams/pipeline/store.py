@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
@@ -106,15 +106,22 @@ def _insert_statement(rows: int, padded: bool) -> str:
     return sql
 
 
-def _sqlite_insert(cursor: Any, rows: Sequence[Row]) -> None:
+def _fixed_chunks(rows: Sequence[Sequence[Any]], width: int) -> Iterator[tuple[int, bool, list[Any]]]:
+    """``rows`` (``width`` values each) as the parameters of statements of :func:`chunk_sizes`' fixed
+    sizes: ``(size, padded, params)``, a padded statement's unused rows all NULLs."""
     start = 0
     for count, size in chunk_sizes(len(rows)):
         # Flattened in C: this runs with the GIL held, on the thread next to the event loop's.
         params = list(chain.from_iterable(rows[start:start + count]))
         start += count
         if count < size:
-            params.extend([None] * (5 * (size - count)))
-        _execute_unlogged(cursor, _insert_statement(size, count < size), params)
+            params.extend([None] * (width * (size - count)))
+        yield size, count < size, params
+
+
+def _sqlite_insert(cursor: Any, rows: Sequence[Row]) -> None:
+    for size, padded, params in _fixed_chunks(rows, 5):
+        _execute_unlogged(cursor, _insert_statement(size, padded), params)
 
 
 def _insert_rows(rows: Sequence[Row]) -> None:
@@ -165,69 +172,51 @@ def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
             Run.objects.filter(pk=run_id).update(**fields)
     if not by_columns:
         return
-    quote = connection.ops.quote_name
-    table = quote(Run._meta.db_table)
+    table = connection.ops.quote_name(Run._meta.db_table)
     with connection.cursor() as cursor:
         for columns, by_run in by_columns.items():
             params = list(by_run.values())
             if _one_statement():
-                # One statement for every run (see _insert_rows); the id is each row's last value,
-                # and SQLite names a VALUES table's columns column1, column2...
-                # Statements of the insert's fixed sizes (chunk_sizes), for the same reason; a
-                # padding row's id is NULL, which matches no run.
-                values = [f"v.column{i + 1}" for i in range(len(columns) + 1)]
-                assignments = ", ".join(f"{quote(c)} = {v}" for c, v in zip(columns, values))
-                start = 0
-                for count, size in chunk_sizes(len(params)):
-                    chunk = params[start:start + count]
-                    start += count
-                    sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {_values_rows(len(values), size)})"
-                           f" AS v WHERE {table}.{quote('id')} = {values[-1]}")
-                    flat = list(chain.from_iterable(chunk))
-                    flat.extend([None] * (len(values) * (size - count)))
-                    _execute_unlogged(cursor, sql, flat)
-                continue
-            if connection.vendor == "postgresql":
-                _postgres_update(cursor, table, columns, params)
-                continue
-            assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
-            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)
+                # One statement for every run (see _insert_rows), of the insert's fixed sizes, for
+                # the same reason; a padding row's id is NULL, which matches no run.
+                for size, _padded, flat in _fixed_chunks(params, len(columns) + 1):
+                    _execute_unlogged(cursor, _update_statement("sqlite", table, columns, size), flat)
+            elif connection.vendor == "postgresql":
+                # The same, instead of one UPDATE per run: executemany's row at a time cost ~112 us of
+                # the server's CPU per run, one statement for 200 runs ~13 us per run (docs/performance.md,
+                # fifth session). Past Django's debug cursor, as on SQLite (_execute_unlogged): with
+                # DEBUG on it would keep each statement with every run's whole output text in it.
+                for size, _padded, flat in _fixed_chunks(params, len(columns) + 1):
+                    with connection.wrap_database_errors:
+                        cursor.cursor.execute(_update_statement("postgresql", table, columns, size), flat)
+            else:
+                quote = connection.ops.quote_name
+                assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
+                cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)
 
 
-def _postgres_update(cursor: Any, table: str, columns: tuple[str, ...], params: list[list[Any]]) -> None:
-    """PostgreSQL: the runs' rows in statements of ``UPDATE ... FROM (VALUES ...)`` (of the insert's
-    fixed sizes, :func:`chunk_sizes`, padded with NULL ids that match no run) instead of one UPDATE
-    per run: executemany's row at a time cost ~112 us of the server's CPU per run, one statement for
-    200 runs ~13 us per run (docs/performance.md, fifth session). Each value is cast to its column's
-    type, as a VALUES list's columns otherwise take the type of whatever the driver sent (text for a
-    CharField, whose assignment checks the length as before)."""
-    width = len(columns) + 1
-    start = 0
-    for count, size in chunk_sizes(len(params)):
-        chunk = params[start:start + count]
-        start += count
-        flat = list(chain.from_iterable(chunk))
-        flat.extend([None] * (width * (size - count)))
-        # Past Django's debug cursor, as on SQLite (_execute_unlogged): with DEBUG on it would keep
-        # each statement with every run's whole output text in it.
-        with connection.wrap_database_errors:
-            cursor.cursor.execute(_postgres_update_statement(table, columns, size), flat)
-
-
-def _postgres_update_statement(table: str, columns: tuple[str, ...], rows: int) -> str:
-    key = ("pg-update", *columns, rows)
+def _update_statement(vendor: str, table: str, columns: tuple[str, ...], rows: int) -> str:
+    """``UPDATE ... FROM (VALUES ...)`` of ``rows`` runs' ``columns``, each row's id its last value.
+    SQLite names a VALUES table's columns column1, column2...; on PostgreSQL each value is cast to its
+    column's type, as a VALUES list's columns otherwise take the type of whatever the driver sent
+    (text for a CharField: its own varchar(n) would cut a longer value the UPDATE should refuse)."""
+    key = (f"{vendor}-update", *columns, rows)
     sql = _SQL.get(key)
     if sql is None:
         quote = connection.ops.quote_name
-        fields = [Run._meta.get_field(column) for column in columns] + [Run._meta.pk]
-        # A CharField's own type (varchar(n)) would cut a longer value the UPDATE should refuse.
-        casts = ["text" if field.get_internal_type() == "CharField" else field.db_type(connection)
-                 for field in fields]
-        row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        names = [f"c{i}" for i in range(len(fields))]
+        if vendor == "sqlite":
+            names = [f"column{i + 1}" for i in range(len(columns) + 1)]
+            values, alias = _values_rows(len(names), rows), "v"
+        else:
+            fields = [Run._meta.get_field(column) for column in columns] + [Run._meta.pk]
+            casts = ["text" if field.get_internal_type() == "CharField" else field.db_type(connection)
+                     for field in fields]
+            names = [f"c{i}" for i in range(len(fields))]
+            values = ", ".join(["(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"] * rows)
+            alias = f"v({', '.join(names)})"
         assignments = ", ".join(f"{quote(column)} = v.{name}" for column, name in zip(columns, names))
-        sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row] * rows)})"
-               f" AS v({', '.join(names)}) WHERE {table}.{quote('id')} = v.{names[-1]}")
+        sql = (f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS {alias}"
+               f" WHERE {table}.{quote('id')} = v.{names[-1]}")
         _SQL[key] = sql
     return sql
 

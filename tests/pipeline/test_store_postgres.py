@@ -1,5 +1,5 @@
 """On PostgreSQL a flush round updates its runs' rows in a few ``UPDATE ... FROM (VALUES ...)``
-statements (streams/pipeline/store._postgres_update), not one UPDATE per run: every value lands as
+statements (streams/pipeline/store._update_runs), not one UPDATE per run: every value lands as
 the ORM would write it, a run named twice in a round keeps its later fields, padding rows touch no
 run, a value too long for its column is refused, not cut, and DEBUG's query log keeps no round's texts."""
 
@@ -42,9 +42,9 @@ SCRIPT = textwrap.dedent("""
                     {"event_count": 99, "heartbeat_at": beat, "output_text": "later", "response_id": "resp_later",
                      "last_upstream_seq": 5}))
     built = []
-    real_statement = getattr(store, "_postgres_update_statement", None)
+    real_statement = getattr(store, "_update_statement", None)
     if real_statement is not None:
-        store._postgres_update_statement = lambda *args: (built.append(args[-1]), real_statement(*args))[1]
+        store._update_statement = lambda *args: (built.append(args[-1]), real_statement(*args))[1]
     batches[1][2]["output_text"] = "y" * 100_000
     connection.force_debug_cursor = True  # DEBUG's query log: a round's whole texts must stay out of it
     reset_queries()
