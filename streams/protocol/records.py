@@ -1,14 +1,14 @@
 """The event record that crosses every boundary: runner → database → channel layer → browser.
 
-A record is encoded to JSON once, when it is made; frames and API pages are built by joining
-those encoded strings, so no event is ever re-serialised per viewer.
+A stored row ``(run_id, seq, t, type, data)`` is encoded to JSON once per batch that carries it (a
+published batch: :func:`encode_rows`; a page read back: :func:`encode_record`); frames and API pages
+are built by joining those encoded strings, so no event is ever re-serialised per viewer.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 _QUOTED: dict[str, str] = {}  # a run has a few dozen types at most; quoting each once saves a json.dumps per event
 
@@ -45,18 +45,6 @@ def encode_rows(rows: Iterable[tuple[int, int, float, str, str]]) -> list[str]:
     quoted = _QUOTED
     return [f'{{"seq":{seq},"t":{time_text(t)},"type":{quoted.get(event_type) or _quoted(event_type)},"data":{data}}}'
             for _, seq, t, event_type, data in rows]
-
-
-@dataclass(slots=True)
-class EventRecord:
-    seq: int
-    t: float
-    type: str
-    data: str  # JSON text, exactly as received (or our own JSON for streamscope.* types)
-    nbytes: int = 0
-
-    def encoded(self) -> str:
-        return encode_record(self.seq, self.t, self.type, self.data)
 
 
 def events_frame(encoded_events: list[str]) -> str:
