@@ -99,16 +99,8 @@ async def _publish_all(redis: Any, calls: list[list[Any]], sha: str | None) -> l
     """Every call's PUBLISHes in one round trip; ``sha`` None sends the script's text (EVAL). Returns
     the calls Redis refused for not knowing the script (NOSCRIPT), to be sent again by text: only
     those, as in a pipeline some can fail and others not (another process's EVAL can load the script
-    between two of them), and sending the others again would publish their messages twice."""
-    if len(calls) == 1:
-        try:
-            if sha is None:
-                await redis.eval(PUBLISH_ALL, 0, *calls[0])
-            else:
-                await redis.evalsha(sha, 0, *calls[0])
-        except NoScriptError:
-            return calls
-        return []
+    between two of them), and sending the others again would publish their messages twice. One call
+    or several, the same pipeline: a round trip per round, whatever its size."""
     pipe = redis.pipeline(transaction=False)
     for argv in calls:
         if sha is None:
