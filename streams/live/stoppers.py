@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 STOP_GROUP = "streamscope.stops"
 MEMBERSHIP_REFRESH_S = 3600.0  # channel layers forget group members after a day by default
+RENEW_RETRY_S = 10.0  # a failed renewal is tried again this soon
 
 _stoppers: dict[int, Callable[[str], None]] = {}
 _listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task] = weakref.WeakKeyDictionary()
@@ -69,7 +70,8 @@ async def _listen() -> None:
     # The membership is renewed beside the receive, never by cancelling it: channels_redis' pub/sub
     # layer drops a channel whose receive is cancelled, and a stop published before the next
     # receive subscribes it again would be lost.
-    renewing = asyncio.get_running_loop().create_task(_renew_membership(layer, channel))
+    renewing = asyncio.get_running_loop().create_task(
+        renew_membership(layer, STOP_GROUP, channel, MEMBERSHIP_REFRESH_S, "the gateway stops' listener"))
     try:
         while True:
             try:
@@ -84,10 +86,21 @@ async def _listen() -> None:
         renewing.cancel()
 
 
-async def _renew_membership(layer, channel: str) -> None:
+async def renew_membership(layer, group: str, channel: str, every_s: float, what: str) -> None:
+    """Add ``channel`` to ``group`` again every ``every_s`` seconds, for as long as it is awaited.
+
+    Channel layers forget a group's members after a while (channels_redis: a day). A renewal that
+    fails (Redis restarting) is logged and tried again :data:`RENEW_RETRY_S` later; it never ends
+    the loop, or the member would silently stop hearing the group once the layer forgot it.
+    """
+    wait = every_s
     while True:
-        await asyncio.sleep(MEMBERSHIP_REFRESH_S)
+        await asyncio.sleep(wait)
         try:
-            await layer.group_add(STOP_GROUP, channel)
+            await layer.group_add(group, channel)
         except Exception:
-            log.warning("renewing the gateway stops' group membership failed; trying again later", exc_info=True)
+            log.warning("renewing %s's group membership failed; trying again in %.0f s", what,
+                        min(every_s, RENEW_RETRY_S), exc_info=True)
+            wait = min(every_s, RENEW_RETRY_S)
+        else:
+            wait = every_s

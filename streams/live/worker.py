@@ -28,6 +28,7 @@ from django.utils import timezone
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import AsyncioLauncher, mark_orphan_cancelled
 from streams.live.recorder import stored_output_text
+from streams.live.stoppers import renew_membership
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
@@ -164,7 +165,8 @@ class StreamWorker:
         self._loops = [
             asyncio.create_task(self._take_runs(), name="streamworker-take"),
             asyncio.create_task(self._listen_control(), name="streamworker-control"),
-            asyncio.create_task(self._refresh_membership(), name="streamworker-membership"),
+            asyncio.create_task(renew_membership(self.layer, CONTROL_GROUP, self.control_channel, MEMBERSHIP_REFRESH_S,
+                                                 "the stream worker"), name="streamworker-membership"),
         ]
         for task in self._loops:
             task.add_done_callback(_report_crash)
@@ -267,11 +269,6 @@ class StreamWorker:
             side = asyncio.ensure_future(_end_cancelled(run_id))
             self._side_tasks.add(side)
             side.add_done_callback(self._side_tasks.discard)
-
-    async def _refresh_membership(self) -> None:
-        while True:
-            await asyncio.sleep(MEMBERSHIP_REFRESH_S)
-            await self.layer.group_add(CONTROL_GROUP, self.control_channel)
 
 
 def _report_crash(task: asyncio.Task) -> None:

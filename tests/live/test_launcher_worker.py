@@ -14,6 +14,7 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.db import OperationalError
 
+from streams.live import stoppers
 from streams.live import worker as worker_module
 from streams.live.control import create_run
 from streams.live.executor import WORKER_NAME
@@ -181,3 +182,31 @@ async def test_a_claim_that_keeps_failing_gives_up_and_leaves_the_run_to_recover
         await worker.handle_launch({"run_id": run.pk})
     assert worker.started == 0
     assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.QUEUED
+
+
+async def test_a_failed_membership_renewal_is_tried_again_and_the_worker_stays_in_its_group(monkeypatch):
+    # A Redis hiccup during a renewal used to end the worker's renewal task for good: a day later
+    # the layer forgot the worker, and cancels sent to the workers' group no longer reached it.
+    monkeypatch.setattr(worker_module, "MEMBERSHIP_REFRESH_S", 0.05)
+    monkeypatch.setattr(stoppers, "RENEW_RETRY_S", 0.05)
+    worker = StreamWorker(max_runs=1)
+    await worker.start()
+    joined = asyncio.Event()
+    calls: list[str] = []
+    real_group_add = worker.layer.group_add
+
+    async def flaky_group_add(group: str, channel: str) -> None:
+        calls.append(group)
+        if len(calls) == 1:
+            raise ConnectionError("Redis is restarting")
+        await real_group_add(group, channel)
+        joined.set()
+
+    monkeypatch.setattr(worker.layer, "group_add", flaky_group_add)
+    try:
+        await asyncio.wait_for(joined.wait(), 5)
+        membership = next(task for task in worker._loops if task.get_name() == "streamworker-membership")
+        assert not membership.done()
+        assert calls[:2] == [worker_module.CONTROL_GROUP, worker_module.CONTROL_GROUP]
+    finally:
+        await worker.stop_taking()
