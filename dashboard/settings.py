@@ -138,7 +138,17 @@ def _database() -> dict:
         "CONN_MAX_AGE": 600,
         "OPTIONS": {
             # WAL lets viewers read while the runner writes; IMMEDIATE avoids lock upgrades.
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            # A flush round's multi-row INSERT runs inside a transaction on a table with a unique
+            # index, so SQLite keeps a statement journal of every page it changes (to undo that
+            # statement alone): past 64 KiB that journal is a file, two writes per page, ~500 per
+            # round of 1,000 events from 200 runs; temp_store=MEMORY keeps it in memory. Such a round
+            # touches ~450 pages (each run's leaf of the (run, seq) index), more than the default
+            # 2 MiB cache holds, so they were read again every round: 8 MiB. A checkpoint every
+            # 4,000 WAL pages, not 1,000, copies a run's leaf once for ~10 rounds that rewrote it,
+            # not for ~2. Together ~9.4 -> ~6.2 us of the database thread's CPU per event
+            # (docs/performance.md, sixth session).
+            "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;"
+                             " PRAGMA cache_size=-8192; PRAGMA wal_autocheckpoint=4000;"),
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
             # Prepared statements each connection keeps (Python's default 128). The flush's
