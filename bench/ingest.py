@@ -95,6 +95,34 @@ def sdk_parse_memory(data: bytes) -> tuple[int, float]:
     return count, time.perf_counter() - start
 
 
+def thread_cpu() -> dict[int, tuple[float, float]]:
+    """User and system CPU seconds of each of this process's threads, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    threads = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        threads[int(tid)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return threads
+
+
+def thread_split(before: dict, after: dict, events: int) -> str:
+    """µs per event (user + system) of the main thread and of the busiest other one (the database's)."""
+    def spent(tid: int) -> tuple[float, float]:
+        user, system = after[tid]
+        user0, system0 = before.get(tid, (0.0, 0.0))
+        return (user - user0) / events * 1e6, (system - system0) / events * 1e6
+
+    main = spent(os.getpid())
+    others = sorted((spent(tid) for tid in after if tid != os.getpid()), key=sum, reverse=True)
+    other = others[0] if others else (0.0, 0.0)
+    rest = sum(sum(o) for o in others[1:])
+    return (f"main thread {main[0]:.1f} + {main[1]:.1f} µs, database thread {other[0]:.1f} + {other[1]:.1f} µs"
+            f" (user + system), other threads {rest:.1f} µs")
+
+
 def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict, float]:
     from django.conf import settings
     from django.contrib.auth import get_user_model
@@ -110,20 +138,32 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict, float]:
     run = create_run(user, "simulator", "sim-text", "benchmark", "",
                      {"metadata": body_for(tokens)["metadata"], "background": False})
 
+    reads = [0, 0]
+
     async def go():
         runner = RunExecutor(run.pk)
+        body_bytes = runner._body_bytes
+
+        def counted(chunk: bytes) -> bool:  # the reads' count and size: fewer, fuller reads cost less per event
+            reads[0] += 1
+            reads[1] += len(chunk)
+            return body_bytes(chunk)
+
+        runner._body_bytes = counted
         start = time.perf_counter()
         await runner.execute()
         end = time.perf_counter()
         first_byte = start + (runner.metrics.first_event_ms or 0) / 1000.0
         return end - first_byte
 
-    cpu = time.process_time()
+    cpu, threads = time.process_time(), thread_cpu()
     elapsed = asyncio.run(go())
-    cpu = time.process_time() - cpu
+    cpu, threads = time.process_time() - cpu, (threads, thread_cpu())
     run = Run.objects.get(pk=run.pk)
     assert run.event_count == run.events.count(), "every event must be stored"
-    info = {"status": run.status, "batches_flush_ms": settings.STREAMSCOPE_FLUSH_INTERVAL_MS}
+    info = {"status": run.status, "batches_flush_ms": settings.STREAMSCOPE_FLUSH_INTERVAL_MS,
+            "threads": thread_split(*threads, run.event_count),
+            "reads": f"{reads[0]:,} reads of {reads[1] / max(reads[0], 1) / 1024:.1f} KiB on average"}
     return run.event_count, elapsed, info, cpu
 
 
@@ -196,6 +236,7 @@ def main() -> None:
     print(f"pipeline / raw-read rate: {share:.0%} (target >= 75%)")
     print(f"CPU per event in this process: raw read {cpu_raw / n_raw * 1e6:.1f} µs, "
           f"pipeline {cpu_pipe / n_pipe * 1e6:.1f} µs (read, record, store, publish; threads included)")
+    print(f"  pipeline by thread: {info['threads']}; {info['reads']}")
 
 
 if __name__ == "__main__":
