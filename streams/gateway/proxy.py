@@ -35,7 +35,14 @@ from django.utils import timezone
 from streams.gateway import leg
 from streams.gateway.leg import LegResponse
 from streams.gateway.recorder import GatewayRecorder
-from streams.gateway.run_row import MaybeInserted, insert_again, insert_here, insert_on_loop, unflushed
+from streams.gateway.run_row import (
+    MaybeInserted,
+    PendingRow,
+    insert_here,
+    insert_on_loop,
+    take_reserved_id,
+    unflushed,
+)
 from streams.live import stoppers
 from streams.live.recorder import WORKER_NAME
 from streams.models import ModerationRule, Run, RunSource, RunStatus
@@ -88,6 +95,9 @@ STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
 UNSTARTED_BODY_S = 30.0  # a relay whose body was never asked for after this long: its client left
+# A run with a reserved id: its row is inserted right after the first body bytes are given to the
+# client, or this long after the head when none has come yet (a provider slow to its first token).
+ROW_AFTER_HEAD_S = 0.005
 
 
 # Marks where a request's time goes (dashboard/api/gateway.py sets it when STREAMSCOPE_GATEWAY_TIMINGS is on).
@@ -192,8 +202,18 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     rules = await moderation_rules()
     _mark("rules")
     recorder: GatewayRecorder | None = None
+    pending: PendingRow | None = None
     creating: asyncio.Future[Run]
-    if _input_stopped(fields, rules):
+    reserved = None if kind == "resume" else take_reserved_id()  # a resumed stream reads the original run first
+    if reserved is not None and not _input_stopped(fields, rules):
+        # The run's id is reserved ahead: its row is inserted once the client has the answer's head
+        # and first bytes (StreamRelay), or with its end, never before the answer is passed on.
+        run = _new_run(request, fields, fields.model)
+        run.pk = reserved
+        pending = PendingRow(run)
+        creating = asyncio.get_running_loop().create_future()
+        creating.set_result(run)
+    elif _input_stopped(fields, rules):
         # An input stop rule matches: the run is created and the request refused before it is sent.
         run = await database_sync_to_async(_create_run)(request, fields, kind)
         recorder = _recorder(run, protocol, fields)
@@ -218,7 +238,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     except asyncio.CancelledError:  # the client left while the provider was still to answer
         run = await creating  # cancelled once already: the run is still created and ended
         if recorder is None:
-            recorder = _recorder(run, protocol, fields)
+            recorder = _recorder(run, protocol, fields, pending)
             recorder.begin(run, rules)
         recorder.t0 = t0
         _end_later(recorder, RunStatus.CANCELLED, dict(CLIENT_LEFT))
@@ -233,10 +253,11 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
             await response.aclose()
         raise
     if recorder is None:
-        recorder = _recorder(run, protocol, fields)
+        recorder = _recorder(run, protocol, fields, pending)
         recorder.begin(run, rules)  # no input stop rule matched this input (checked above)
     recorder.t0 = t0
-    _spawn(recorder.announce(), f"gateway-announce-{run.pk}")  # beside the request, not before it
+    if pending is None:
+        _spawn(recorder.announce(), f"gateway-announce-{run.pk}")  # beside the request, not before it
     if failure is not None:
         _end_later(recorder, RunStatus.FAILED, failure.as_dict())
         status = 504 if failure.code == "upstream_timeout" else 502
@@ -248,6 +269,8 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     if response.status_code < 400 and content_type.split(";")[0].strip().lower() == STREAM_MARKER:
         relay = StreamRelay(run, recorder, response, request, headers)
         return GatewayAnswer(response.status_code, passed, relay=relay, run_id=run.pk)
+    if pending is not None:  # a whole answer: the row (and then its end) once it is passed on
+        _spawn(recorder.insert_row(), f"gateway-row-{run.pk}")
     try:
         whole = await response.aread()
     except httpx.HTTPError as exc:
@@ -356,9 +379,10 @@ def _new_run(request: GatewayRequest, fields: _RunFields, model: str) -> Run:
 
 async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: str) -> Run:
     """:func:`_create_run` as a task beside the upstream request (its first step runs once the request
-    is written), without a hop to the database thread where it can (streams/gateway/run_row.py): on
-    SQLite on this thread's own connection, on PostgreSQL on the event loop's; else, or when SQLite's
-    write lock is held, on the database thread."""
+    is written), for a run without a reserved id (a loop's first request or two, a resumed stream),
+    without a hop to the database thread where it can (streams/gateway/run_row.py): on SQLite on this
+    thread's own connection, on PostgreSQL on the event loop's; else, or when SQLite's write lock is
+    held, on the database thread."""
     if kind != "resume":  # a resumed stream reads the original run first: the database thread's way
         _mark("insert_started")
         run = _new_run(request, fields, fields.model)
@@ -367,11 +391,8 @@ async def _create_run_beside(request: GatewayRequest, fields: _RunFields, kind: 
             return run
         try:
             inserted = await insert_on_loop(run)
-        except MaybeInserted as exc:
-            if not exc.reserved:
-                return await database_sync_to_async(_adopt_or_insert)(run)
-            await database_sync_to_async(insert_again)(run)  # its id is known: sent again, one row
-            return run
+        except MaybeInserted:
+            return await database_sync_to_async(_adopt_or_insert)(run)
         if inserted:
             _mark("run_inserted")
             return run
@@ -390,8 +411,9 @@ def _adopt_or_insert(run: Run) -> Run:
     return run
 
 
-def _recorder(run: Run, protocol: str, fields: _RunFields) -> GatewayRecorder:
+def _recorder(run: Run, protocol: str, fields: _RunFields, pending: PendingRow | None = None) -> GatewayRecorder:
     recorder = GatewayRecorder(run.pk, protocol)
+    recorder.pending_row = pending  # its row is still to be inserted (a reserved id)
     if unflushed(run):  # a crash of PostgreSQL may lose its row: the recorder makes it again
         recorder.unflushed_row = run
     if fields.response_id:  # a resumed stream
@@ -542,6 +564,7 @@ class StreamRelay:
         self.upstream_error: dict[str, Any] | None = None
         self.at_boundary = True  # the bytes given so far end between two events
         self.started = False
+        self._row_timer: asyncio.TimerHandle | None = None
         stoppers.register(run.pk, self.stop)
         # A client gone before the server began the body never runs its cleanup: end it here.
         self._watchdog = asyncio.get_running_loop().call_later(UNSTARTED_BODY_S, self._never_started)
@@ -566,6 +589,8 @@ class StreamRelay:
         client left) closes the upstream and ends the run ``cancelled``."""
         self.started = True
         self._watchdog.cancel()
+        if self.recorder.pending_row is not None:  # the head has gone: the row after the first bytes
+            self._row_timer = asyncio.get_running_loop().call_later(ROW_AFTER_HEAD_S, self._insert_row)
         ending = "client_left"
         try:
             if self.stopped is None:
@@ -619,6 +644,8 @@ class StreamRelay:
             async for chunk in iter_body(self.response, settings.STREAMSCOPE_STALL_TIMEOUT_S):
                 t = recorder._now()
                 await send(chunk)  # the client first
+                if self._row_timer is not None:
+                    self._insert_row()
                 self.at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
                 if inline:
                     recorder.take(chunk, t)
@@ -654,6 +681,14 @@ class StreamRelay:
             self._wake.set()
             await self.response.aclose()
         return "upstream_end"
+
+    def _insert_row(self) -> None:
+        """A reserved id's row, in a task of its own: the relay goes on meanwhile, and the recorder's
+        first write waits for it (GatewayRecorder.ensure_row)."""
+        if self._row_timer is not None:
+            self._row_timer.cancel()
+            self._row_timer = None
+            _spawn(self.recorder.insert_row(), f"gateway-row-{self.run.pk}")
 
     def _output_stop_rules(self) -> bool:
         return any(rule.action == ModerationRule.Action.STOP and rule.scope != ModerationRule.Scope.INPUT
@@ -714,6 +749,9 @@ class StreamRelay:
 
     async def _conclude(self, ending: str) -> None:
         stoppers.unregister(self.run.pk)
+        if self._row_timer is not None:  # no first bytes came: the end inserts the row (and says so)
+            self._row_timer.cancel()
+            self._row_timer = None
         try:
             if self.pump is not None and not self.pump.done():
                 self.pump.cancel()

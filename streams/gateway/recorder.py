@@ -7,6 +7,10 @@ comes first. Nothing here raises into the forwarding path except
 client's stream). A failed database write keeps its events in memory and is retried by the next
 flush, so ``seq`` stays dense; what could not be recorded in the end is written on the run.
 
+A run whose id was reserved ahead has no row until the client has its answer's first bytes
+(streams/gateway/run_row.py, ``PendingRow``): nothing of it is stored before the row is in, and an
+insert that fails is tried again with the next flush, the run saying so when it ends.
+
 A run whose row was committed without waiting for PostgreSQL's WAL flush (streams/gateway/run_row.py,
 a reserved id) can lose that row to a crash of PostgreSQL until the run's first events are stored
 (their commit waits for the flush, which covers the row). A lost row shows up as the events' foreign
@@ -26,7 +30,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
-from streams.gateway.run_row import insert_again
+from streams.gateway.run_row import IdTaken, Inserted, PendingRow, insert_again
 from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder, usable_response_id
 from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
@@ -55,6 +59,11 @@ class GatewayRecorder(RunRecorder):
         # covered by a commit that waited for the flush); None once it is, or when it never was.
         self.unflushed_row: Run | None = None
         self.row_made_again = False
+        # A run whose id was reserved ahead: its row is inserted after the client's first bytes
+        # (streams/gateway/run_row.py), and before anything of it is stored (ensure_row); None once in.
+        self.pending_row: PendingRow | None = None
+        self.row_late = ""  # why the row went in only on a later try
+        self.foreign_row = False  # the reserved id was found taken: nothing is written to that row
 
     # --- the start ---------------------------------------------------------------------------
 
@@ -65,6 +74,40 @@ class GatewayRecorder(RunRecorder):
         self.moderator.start(run, rules)
         flush_clock().register(self)
         self._registered = True
+
+    async def ensure_row(self) -> None:
+        """The run's row inserted if it is still to be (:attr:`pending_row`); raises when it could not
+        be (whatever waits for it, events or the end, is kept for the next try)."""
+        pending = self.pending_row
+        if pending is None:
+            return
+        try:
+            inserted = await pending.ensure()
+        except IdTaken as exc:
+            self.pending_row = None
+            self.foreign_row = True
+            self.buffer = []
+            self._stop_recording(f"{exc}; nothing of this run was recorded")
+            log.error("run %s (gateway): %s", self.run_id, exc)
+            return
+        self.pending_row = None
+        if inserted is Inserted.UNFLUSHED:  # a crash of PostgreSQL may lose it until events are stored
+            self.unflushed_row = pending.run
+        if pending.failures:
+            self.row_late = (f"inserting the run's row failed {pending.failures} time(s) "
+                             f"(last: {pending.last_error}) and succeeded later")
+
+    async def insert_row(self) -> None:
+        """The row of a run with a reserved id, once the client has the answer's head and first bytes;
+        then viewers are told it streams. Never raises: a failed insert is tried again by the next flush."""
+        try:
+            await self.ensure_row()
+        except Exception as exc:  # noqa: BLE001 - the client's stream goes on; the next flush tries again
+            log.warning("run %s (gateway): inserting its row failed, trying again at the next flush: %r",
+                        self.run_id, exc)
+            return
+        if not self.foreign_row and not self._closed:  # not after the run's end was told
+            await self.announce()
 
     async def announce(self) -> None:
         """Tell viewers the run is streaming (after the request went out: it never waits for this)."""
@@ -167,6 +210,10 @@ class GatewayRecorder(RunRecorder):
             await asyncio.sleep(0.002)
         batch, last_write = self.buffer, self._last_write
         try:
+            await self.ensure_row()  # a reserved id's row, before any of its events
+            if self.foreign_row:
+                self.buffer = []
+                return
             await super().flush(final_fields)
         except Exception as exc:
             if self._last_write == last_write and self.buffer is not batch:
@@ -208,6 +255,18 @@ class GatewayRecorder(RunRecorder):
         if self._registered:
             flush_clock().unregister(self)
             self._registered = False
+        for attempt in range(FINAL_ATTEMPTS):
+            try:
+                await self.ensure_row()
+                break
+            except Exception:  # noqa: BLE001 - noted on the pending row; tried again
+                await asyncio.sleep(0.1 * 2**attempt)
+        else:
+            log.error("run %s (gateway): its row could not be inserted (%s); nothing of it was recorded",
+                      self.run_id, self.pending_row.last_error if self.pending_row else "")
+            return
+        if self.foreign_row:
+            return
         if self.unflushed_row is not None and not self.buffer:
             # No event was stored or is left to store: nothing else would notice the row gone (an
             # UPDATE of no row succeeds), so it is looked for before the end is written to it.
@@ -226,6 +285,8 @@ class GatewayRecorder(RunRecorder):
 
     def _with_losses(self, error: Any) -> Any:
         notes = list(self.losses)
+        if self.row_late:
+            notes.append(self.row_late)
         if self.row_made_again:
             notes.append("the run's row was lost by a restart of the database before it was stored for good "
                          "and was made again with the same id")

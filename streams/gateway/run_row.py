@@ -19,15 +19,18 @@ connection the server also lost; a connection cut between the two while the serv
 the INSERT (a proxy's reset) could still leave a second row, empty and ``streaming`` (docs/gateway.md,
 "Limits").
 
-Once the loop holds run ids reserved ahead (:class:`RunIds`: a block of the sequence's values taken
-on the database thread by a commit that waits for the WAL flush, so no id of it can be handed out
-again after a PostgreSQL crash), a run gets one of them and its INSERT does not wait for the flush
-(``synchronous_commit`` off for that statement's transaction alone): ~0.5 ms at p50 and the flush's
-8-10 ms spikes at p99 out of the time to first byte on this VM. With the id known before the INSERT,
-an unanswered one is simply sent again (``ON CONFLICT (id) DO NOTHING``): one row in every case. The
-row alone can then be lost by a crash of PostgreSQL before the run's first commit that waits for the
-flush (its first events'); the recorder makes it again (streams/gateway/recorder.py,
-``unflushed_row``), so the run never silently vanishes.
+Once the loop holds run ids reserved ahead (:class:`RunIds`: a block taken on the database thread by
+a commit that waits for the disk, so no id of it can be handed out again after a crash; on
+PostgreSQL values of the sequence, on SQLite AUTOINCREMENT's counter moved past the block), a run
+takes one before its request goes out and its row is not inserted until the client has the answer's
+head (which names the id) and first bytes (:class:`PendingRow`): the SQLite INSERT, ~1 ms of the
+loop's CPU with the run table's 26 indexes, ran before the waiting head was read. The row goes in
+before anything of the run is stored (the recorder waits for it). On PostgreSQL its INSERT does not
+wait for the flush (``synchronous_commit`` off for that statement's transaction alone). With the id
+known before the INSERT, an unanswered or failed one is simply sent again (``ON CONFLICT (id) DO
+NOTHING``): one row in every case. The row alone can then be lost by a crash of PostgreSQL before
+the run's first commit that waits for the flush (its first events'); the recorder makes it again
+(streams/gateway/recorder.py, ``unflushed_row``), so the run never silently vanishes.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from pathlib import Path
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import connection as thread_connection
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models.sql import InsertQuery
 from django.db.models.sql.compiler import SQLInsertCompiler
 
@@ -107,47 +110,88 @@ class Inserted(enum.Enum):
 
 
 async def insert_on_loop(run: Run) -> Inserted:
-    """PostgreSQL: insert the unsaved ``run`` on the event loop's own connection (``run.pk`` set when
-    done); :attr:`Inserted.NO` when not sent (not PostgreSQL, no connection: the database thread's way).
-    With a reserved id (:class:`RunIds`) the commit does not wait for the WAL flush.
+    """PostgreSQL: insert the unsaved ``run`` (no id yet) on the event loop's own connection, its id the
+    sequence's next value and its commit waiting for the WAL flush (``run.pk`` set when done);
+    :attr:`Inserted.NO` when not sent (not PostgreSQL, no connection: the database thread's way).
+    A run whose id is reserved goes by :func:`insert_reserved_on_loop` instead.
     Raises :class:`MaybeInserted` when the statement may have reached the server unanswered."""
     if not loop_db.available():
         return Inserted.NO
-    reserved = run_ids().take()
     sent = False
     try:
-        if reserved is not None:
-            run.pk = reserved
-            sql, params = _insert_sql(run, "%s", reserved=True)
-        else:
-            sql, params = _insert_sql(run, "%s")
+        sql, params = _insert_sql(run, "%s")
         async with loop_db.postgres() as connection:
             sent = True
             cursor = await connection.execute(sql, params)
             row = await cursor.fetchone()
     except loop_db.NoDirectPath as exc:
         if sent and exc.connected:
-            raise MaybeInserted(str(exc), reserved=reserved is not None) from exc
-        if reserved is not None:
-            run.pk = None  # the database thread's INSERT takes the sequence's next value instead
+            raise MaybeInserted(str(exc)) from exc
         loop_db.note_fallback("inserting a gateway run on the event loop's connection", exc)
         return Inserted.NO
     except ValueError as exc:  # a statement this module cannot build: never sent
-        run.pk = None
         log.warning("a gateway run's INSERT could not be built here, using the database thread: %r", exc)
         return Inserted.NO
-    if reserved is not None:
-        if row is None:
-            # No row back: the id was taken already, which a reserved id never is. Whatever holds it
-            # is not this run, so not recorded into: the database thread makes the run with a new id.
-            log.error("gateway run id %s was reserved but is taken already; using the database thread", reserved)
-            run.pk = None
-            return Inserted.NO
-        _inserted(run, reserved)
-        _unflushed.add(run)
-        return Inserted.UNFLUSHED
     _inserted(run, row[0])
     return Inserted.FLUSHED
+
+
+class IdTaken(Exception):
+    """A reserved id's row is there and was not made by this run (no INSERT of it was ever sent): it
+    belongs to something else, so nothing is recorded into it. A reserved id is never taken by
+    anything else (:class:`RunIds`); this is the guard, should that ever not hold."""
+
+
+async def insert_reserved_on_loop(run: Run, sent_before: bool = False) -> Inserted:
+    """PostgreSQL: insert ``run`` with its reserved id (``run.pk``) on the event loop's own connection,
+    its commit not waiting for the WAL flush (that statement's transaction only); :attr:`Inserted.NO`
+    when not sent (the caller takes the database thread's way, same id). ``sent_before``: an earlier
+    try may have made the row, so a row found is this run's. Raises :class:`MaybeInserted`
+    (``reserved``) when the statement may have reached the server unanswered, :class:`IdTaken`."""
+    if not loop_db.available():
+        return Inserted.NO
+    sent = False
+    try:
+        sql, params = _insert_sql(run, "%s", reserved=True)
+        async with loop_db.postgres() as connection:
+            sent = True
+            cursor = await connection.execute(sql, params)
+            row = await cursor.fetchone()
+    except loop_db.NoDirectPath as exc:
+        if sent and exc.connected:
+            raise MaybeInserted(str(exc), reserved=True) from exc
+        loop_db.note_fallback("inserting a gateway run on the event loop's connection", exc)
+        return Inserted.NO
+    except ValueError as exc:  # a statement this module cannot build: never sent
+        log.warning("a gateway run's INSERT could not be built here, using the database thread: %r", exc)
+        return Inserted.NO
+    if row is None and not sent_before:
+        raise IdTaken(f"run id {run.pk} was reserved but is taken already")
+    _inserted(run, run.pk)
+    _unflushed.add(run)
+    return Inserted.UNFLUSHED
+
+
+def insert_reserved_here(run: Run, sent_before: bool = False) -> bool:
+    """SQLite: insert ``run`` with its reserved id (``run.pk``) now on this thread's own connection, as
+    :func:`insert_here` does; False when it must go the database thread's way (nothing was written).
+    Raises :class:`IdTaken` (``sent_before``: an earlier try may have made the row, which is then this run's)."""
+    database = settings.DATABASES["default"]
+    name = str(database["NAME"])
+    if database["ENGINE"] != "django.db.backends.sqlite3" or name == ":memory:" or "mode=memory" in name:
+        return False
+    try:
+        sql, params = _insert_sql(run, "?", reserved=True)
+        row = _connection(name).execute(sql, params).fetchone()
+    except (sqlite3.Error, ValueError) as exc:
+        _writers.connection = None  # opened again next time
+        if not (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)):
+            log.warning("inserting a gateway run without a thread hop failed, using the database thread: %r", exc)
+        return False
+    if row is None and not sent_before:
+        raise IdTaken(f"run id {run.pk} was reserved but is taken already")
+    _inserted(run, run.pk)
+    return True
 
 
 _unflushed: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -161,20 +205,27 @@ def unflushed(run: Run) -> bool:
 
 def insert_again(run: Run) -> bool:
     """Database thread: ``run`` (its id reserved) inserted unless its row is there already (an
-    unanswered INSERT made it); whether it was missing. Idempotent (``ON CONFLICT (id) DO NOTHING``):
+    unanswered INSERT made it, or an earlier try); whether it was missing. Idempotent (``ON CONFLICT (id) DO NOTHING``):
     an INSERT of the same id still in progress on the server is waited for by PostgreSQL, so this
     makes one row in every case (True then means only that none was there when looked for). Also
     makes again a row a crash of PostgreSQL lost (the recorder's ``unflushed_row``); this commit
     waits for the flush.
 
-    The run counts as :func:`unflushed` afterwards whichever way it went: a row found here, or waited
-    for, is the unanswered INSERT's, committed without the flush, and a crash can still lose it."""
+    On PostgreSQL the run counts as :func:`unflushed` afterwards whichever way it went: a row found
+    here, or waited for, is the unanswered INSERT's, committed without the flush, and a crash can still
+    lose it."""
     missing = not Run.objects.filter(pk=run.pk).exists()
     if missing:
         Run.objects.bulk_create([run], ignore_conflicts=True)
     _inserted(run, run.pk)
-    _unflushed.add(run)
+    if _unflushed_inserts():
+        _unflushed.add(run)
     return missing
+
+
+def _unflushed_inserts() -> bool:
+    """Whether a reserved id's INSERT commits without waiting for the disk (PostgreSQL's, above)."""
+    return settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
 ID_BLOCK = 32  # run ids reserved at once, per event loop
@@ -183,12 +234,12 @@ ID_RETRY_S = 5.0  # after a failed reservation, none tried again for this long
 
 
 class RunIds:
-    """The ids this event loop's gateway runs take, reserved ahead in blocks (PostgreSQL only).
+    """The ids this event loop's gateway runs take, reserved ahead in blocks (SQLite and PostgreSQL).
 
-    A block is ``ID_BLOCK`` values of the run table's sequence, taken on the database thread in the
-    background once ``ID_LOW`` or fewer are left, never inside a request. Each process (each loop)
-    holds its own block, so runs' ids are unique but not in the order the runs began (lists sort by
-    start time; the id only breaks ties). Ids of a block a process never used are skipped."""
+    A block is ``ID_BLOCK`` ids nothing else will take (:func:`reserve_ids`), reserved on the database
+    thread in the background once ``ID_LOW`` or fewer are left, never inside a request. Each process
+    (each loop) holds its own block, so runs' ids are unique but not in the order the runs began
+    (lists sort by start time; the id only breaks ties). Ids of a block a process never used are skipped."""
 
     def __init__(self) -> None:
         self.ids: collections.deque[int] = collections.deque()
@@ -196,8 +247,8 @@ class RunIds:
         self.retry_at = 0.0
 
     def take(self) -> int | None:
-        """A reserved id, or None when none is left (the sequence's default then, with the flush);
-        starts the next reservation when the block runs low."""
+        """A reserved id, or None when none is left (the run is then inserted before its answer, its
+        id the database's own); starts the next reservation when the block runs low."""
         if len(self.ids) <= ID_LOW and self.reserving is None and time.monotonic() >= self.retry_at:
             # A context of its own: not the request's that happened to need an id (on Django's view
             # path its database work would run on that request's thread and connection).
@@ -208,7 +259,7 @@ class RunIds:
     async def _reserve(self) -> None:
         try:
             self.ids.extend(await database_sync_to_async(reserve_ids)(ID_BLOCK))
-        except Exception as exc:  # noqa: BLE001 - runs take the sequence's default meanwhile
+        except Exception as exc:  # noqa: BLE001 - runs are inserted before their answer meanwhile
             self.retry_at = time.monotonic() + ID_RETRY_S
             loop_db.note_fallback("reserving gateway run ids", exc)
         finally:
@@ -227,9 +278,25 @@ def run_ids() -> RunIds:
     return ids
 
 
+def take_reserved_id() -> int | None:
+    """A run id reserved ahead for this loop, or None: none in hand yet (a loop's first request or
+    two, 5 s after a failed reservation) or a database this module does not reserve on."""
+    engine = settings.DATABASES["default"]["ENGINE"]
+    if engine == "django.db.backends.sqlite3" or (engine == "django.db.backends.postgresql" and loop_db.available()):
+        return run_ids().take()
+    return None
+
+
 def reserve_ids(count: int) -> list[int]:
-    """Database thread, PostgreSQL: ``count`` new values of the run table's id sequence, committed
-    with the WAL flush before they are returned, so none can be handed out again after a crash.
+    """Database thread: ``count`` new run ids nothing else will take, committed durably (waiting for
+    the disk) before they are returned, so none can be handed out again after a crash."""
+    if thread_connection.vendor == "sqlite":
+        return _reserve_sqlite(count)
+    return _reserve_postgres(count)
+
+
+def _reserve_postgres(count: int) -> list[int]:
+    """``count`` new values of the run table's id sequence, committed with the WAL flush.
 
     ``txid_current()`` gives the statement's transaction an id, so its commit writes a record and
     waits for the flush whatever nextval logged: the flush covers every WAL record before it, the
@@ -240,6 +307,81 @@ def reserve_ids(count: int) -> list[int]:
         cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)), txid_current() FROM generate_series(1, %s)",
                        [meta.db_table, meta.pk.column, count])
         return [row[0] for row in cursor.fetchall()]
+
+
+def _reserve_sqlite(count: int) -> list[int]:
+    """``count`` ids past the run table's AUTOINCREMENT counter, which is moved past them.
+
+    SQLite gives an AUTOINCREMENT row max(``sqlite_sequence``'s value, the largest id) + 1, so every
+    other writer (the database thread, another process, the CLI) skips the block. One short
+    transaction whose first statement writes (so it takes the write lock with its snapshot, no
+    upgrade to fail), committed with ``synchronous=FULL``: the WAL is synced to disk before the ids
+    are used, so not even a power cut can hand one out again (the app's other commits are NORMAL:
+    a process crash loses none of them, a power cut may lose the last few)."""
+    meta = Run._meta
+    table, column = meta.db_table, meta.pk.column
+    with thread_connection.cursor() as cursor:
+        cursor.execute("PRAGMA synchronous")
+        (level,) = cursor.fetchone()
+        cursor.execute("PRAGMA synchronous=FULL")
+        try:
+            with transaction.atomic():
+                cursor.execute("INSERT INTO sqlite_sequence (name, seq) SELECT %s, 0 "
+                               "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = %s)", [table, table])
+                cursor.execute(f'UPDATE sqlite_sequence SET seq = max(seq, (SELECT coalesce(max("{column}"), 0) '
+                               f'FROM "{table}")) + %s WHERE name = %s RETURNING seq', [count, table])
+                (last,) = cursor.fetchone()
+        finally:
+            cursor.execute(f"PRAGMA synchronous={int(level)}")
+    return list(range(last - count + 1, last + 1))
+
+
+class PendingRow:
+    """A gateway run whose id is reserved and whose row is not inserted yet: the client gets the
+    answer's head (``x-streamscope-run``) and first bytes first, and the row follows them, before the
+    recorder's first write (:meth:`ensure`, called by the relay and by the recorder before it stores
+    anything). On the serving thread's connection (SQLite) or the loop's (PostgreSQL), else on the
+    database thread, always with the reserved id, so a try that fails is simply made again."""
+
+    def __init__(self, run: Run) -> None:
+        assert run.pk is not None
+        self.run = run
+        self.inserted = Inserted.NO
+        self.failures = 0
+        self.last_error = ""
+        self._sent = False  # a try may have reached the database: a row found with the id is this run's
+        self._lock = asyncio.Lock()
+
+    async def ensure(self) -> Inserted:
+        """The row inserted (once; a later call finds it done). Raises when it could not be (the
+        next call tries again) or :class:`IdTaken`."""
+        async with self._lock:
+            if not self.inserted:
+                try:
+                    self.inserted = await self._insert()
+                except IdTaken:
+                    raise
+                except Exception as exc:
+                    self.failures += 1
+                    self.last_error = repr(exc)
+                    raise
+            return self.inserted
+
+    async def _insert(self) -> Inserted:
+        run = self.run
+        if insert_reserved_here(run, self._sent):
+            return Inserted.FLUSHED
+        try:
+            inserted = await insert_reserved_on_loop(run, self._sent)
+        except MaybeInserted:
+            self._sent = True
+            inserted = Inserted.NO
+        if inserted:
+            return inserted
+        sent_before, self._sent = self._sent, True
+        if not await database_sync_to_async(insert_again)(run) and not sent_before:
+            raise IdTaken(f"run id {run.pk} was reserved but is taken already")
+        return Inserted.UNFLUSHED if unflushed(run) else Inserted.FLUSHED
 
 
 def _inserted(run: Run, pk: int) -> None:
@@ -267,16 +409,17 @@ def _insert_sql(run: Run, placeholder: str = "?", reserved: bool = False) -> tup
     """Django's own INSERT ... RETURNING for ``run`` (what ``Run.objects.create`` sends), with the
     driver's placeholders (``?`` sqlite3, ``%s`` psycopg): the statement built once (:func:`_statement`),
     each value prepared as Django's compiler prepares it (a new statement cost ~0.6 ms on this VM, half
-    the insert). ``reserved`` (PostgreSQL): ``run.pk`` is a reserved id, sent with the row, and the
-    commit does not wait for the WAL flush."""
+    the insert). ``reserved``: ``run.pk`` is a reserved id, sent with the row; a row already there is left
+    as it is and nothing comes back; on PostgreSQL the commit does not wait for the WAL flush."""
     compiler, fields, sql = _statement(settings.DATABASES["default"]["ENGINE"], placeholder, reserved)
     return sql, tuple(compiler.prepare_value(field, compiler.pre_save_val(field, run)) for field in fields)
 
 
-# The row's INSERT with its reserved id, not waiting for the flush: set_config(..., true) holds for
-# the statement's own transaction only (autocommit), and RETURNING runs it before that commits. A row
-# already there (an INSERT sent again) is left as it is, and nothing comes back.
+# The row's INSERT with its reserved id. PostgreSQL: not waiting for the flush: set_config(..., true)
+# holds for the statement's own transaction only (autocommit), and RETURNING runs it before that
+# commits. A row already there (an INSERT sent again) is left as it is, and nothing comes back.
 UNFLUSHED_TAIL = " ON CONFLICT ({id}) DO NOTHING RETURNING set_config('synchronous_commit', 'off', true)"
+RESERVED_TAIL = " ON CONFLICT ({id}) DO NOTHING RETURNING {id}"  # SQLite's (its commits are not flushed at all)
 
 
 @functools.cache
@@ -295,5 +438,6 @@ def _statement(engine: str, placeholder: str, reserved: bool = False) -> tuple[S
     if "%%" in sql or sql.count("%s") != len(fields) or (reserved and "RETURNING" in sql):
         raise ValueError("an INSERT this module cannot pass to the driver as it is")
     if reserved:
-        sql += UNFLUSHED_TAIL.format(id=compiler.quote_name_unless_alias(meta.pk.column))
+        tail = RESERVED_TAIL if engine == "django.db.backends.sqlite3" else UNFLUSHED_TAIL
+        sql += tail.format(id=compiler.quote_name_unless_alias(meta.pk.column))
     return compiler, fields, sql.replace("%s", placeholder)

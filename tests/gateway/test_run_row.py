@@ -137,20 +137,22 @@ def test_a_fallback_is_logged_once_per_kind(caplog, monkeypatch):
 
 async def test_an_unanswered_insert_of_a_reserved_id_is_sent_again_and_makes_one_run(user, monkeypatch):
     # With its id reserved ahead the INSERT is idempotent: sent again, not looked for first.
-    async def sent_unanswered(run, kept: bool):
-        run.pk = 4242
+    async def sent_unanswered(run, sent_before, kept: bool):
         if kept:  # the server committed it before the answer was lost
             await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields}).save)(
                 force_insert=True)
         raise run_row.MaybeInserted("connection lost", reserved=True)
 
-    monkeypatch.setattr(proxy, "insert_here", lambda run: False)
+    monkeypatch.setattr(run_row, "insert_reserved_here", lambda run, sent_before: False)
     monkeypatch.setattr(proxy, "_adopt_or_insert", lambda run: pytest.fail("looked for instead of sent again"))
     request, fields = gateway_request(user)
     for kept in (True, False):
         await Run.objects.all().adelete()
-        monkeypatch.setattr(proxy, "insert_on_loop", lambda run, kept=kept: sent_unanswered(run, kept))
-        made = await proxy._create_run_beside(request, fields, "responses")
+        monkeypatch.setattr(run_row, "insert_reserved_on_loop",
+                            lambda run, sent_before, kept=kept: sent_unanswered(run, sent_before, kept))
+        made = proxy._new_run(request, fields, fields.model)
+        made.pk = 4242
+        assert await run_row.PendingRow(made).ensure()
         assert made.pk == 4242 and not made._state.adding
         assert [r.pk for r in await sync_to_async(list)(Run.objects.all())] == [4242]
         assert (await Run.objects.aget()).request == fields.stored

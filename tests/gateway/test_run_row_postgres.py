@@ -1,9 +1,9 @@
 """On PostgreSQL a gateway run's row goes in on the event loop's own connection
 (streams/gateway/run_row.insert_on_loop, streams/pipeline/loop_db.py): the row the ORM writes, and
 an INSERT that stalls after it was sent ends in one run, never two; a failed statement leaves the
-connection to the others using it. With ids reserved ahead (run_row.RunIds): the reserved ids are
-the sequence's, the INSERT's own transaction alone commits without the WAL flush, a stalled one is
-sent again and makes one run, and a row lost afterwards is made again by the recorder."""
+connection to the others using it. With ids reserved ahead (run_row.RunIds, run_row.PendingRow): the
+reserved ids are the sequence's, the INSERT's own transaction alone commits without the WAL flush, a
+stalled one is sent again and makes one run, and a row lost afterwards is made again by the recorder."""
 
 from __future__ import annotations
 
@@ -99,9 +99,11 @@ RESERVED = textwrap.dedent("""
     out["distinct"] = len(set(ids)) == 6
     out["sequence_moved_past"] = plain.pk > max(ids)
 
-    async def create(*reserved):
-        run_row.run_ids().ids.extend(reserved)
-        return await proxy._create_run_beside(request, fields, "responses")
+    async def create(reserved):
+        run = proxy._new_run(request, fields, fields.model)
+        run.pk = reserved
+        await run_row.PendingRow(run).ensure()
+        return run
 
     async def made_with_a_reserved_id():
         made = await create(ids[0])

@@ -77,21 +77,23 @@ async def test_an_unanswered_insert_sent_again_is_still_watched_for_a_lost_row(u
     finds the row there, which a crash can still lose (found in review: it was not watched)."""
     from streams.gateway import run_row
 
-    async def sent_unanswered(run):
-        run.pk = 4242
+    async def sent_unanswered(run, sent_before):
         await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields}).save)(
             force_insert=True)  # the server made the row, and its answer was lost
         raise run_row.MaybeInserted("connection lost", reserved=True)
 
-    monkeypatch.setattr(proxy, "insert_here", lambda run: False)
-    monkeypatch.setattr(proxy, "insert_on_loop", sent_unanswered)
+    monkeypatch.setattr(run_row, "insert_reserved_here", lambda run, sent_before: False)
+    monkeypatch.setattr(run_row, "insert_reserved_on_loop", sent_unanswered)
+    monkeypatch.setattr(run_row, "_unflushed_inserts", lambda: True)  # as on PostgreSQL
     request = proxy.GatewayRequest(provider=get_provider("simulator"), method="POST", path="responses", query="",
                                    body=b"{}", owner=user)
     fields = proxy._RunFields(model="sim-text", stored={"model": "sim-text", "input": "hi"}, background=False)
-    run = await proxy._create_run_beside(request, fields, "responses")
-    recorder = proxy._recorder(run, "responses", fields)
-    assert recorder.unflushed_row is run
+    run = proxy._new_run(request, fields, fields.model)
+    run.pk = 4242
+    recorder = proxy._recorder(run, "responses", fields, run_row.PendingRow(run))
     recorder.begin(run, [])
+    await recorder.ensure_row()
+    assert recorder.unflushed_row is run
     await Run.objects.filter(pk=run.pk).adelete()  # a crash of PostgreSQL before the flush
     recorder.take(DELTA, 1.0)
     recorder.take_end(2.0)

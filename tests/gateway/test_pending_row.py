@@ -1,0 +1,249 @@
+"""A gateway run whose id is reserved ahead (streams/gateway/run_row.py: RunIds, PendingRow): the
+client gets the answer's head and first bytes before the run's row is inserted, the row goes in before
+any of its events are stored, a failed insert is tried again without the client noticing, and on
+SQLite the reserved ids move AUTOINCREMENT's counter so no other writer's run can take one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from types import SimpleNamespace
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import OperationalError, connection
+
+from streams.gateway import proxy, run_row
+from streams.gateway.recorder import GatewayRecorder
+from streams.models import Event, Run, RunStatus
+from streams.upstream.providers import get_provider
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DELTA = (b'event: response.output_text.delta\n'
+         b'data: {"type":"response.output_text.delta","sequence_number":1,"delta":"hello"}\n\n')
+STREAMED = {"model": "sim-text", "input": "Why is the sky blue?", "stream": True,
+            "metadata": {"sim_seed": "7", "sim_tokens_per_s": "max"}}
+
+
+def gateway_request(user, body: dict | None = None) -> proxy.GatewayRequest:
+    return proxy.GatewayRequest(provider=get_provider("simulator"), method="POST", path="responses", query="",
+                                body=json.dumps(body or {}).encode(), owner=user)
+
+
+def new_run(user) -> Run:
+    fields = proxy._RunFields(model="sim-text", stored={"model": "sim-text", "input": "hi"}, background=False)
+    return proxy._new_run(gateway_request(user), fields, fields.model)
+
+
+def orm_run(user) -> Run:
+    run = new_run(user)
+    run.save(force_insert=True)
+    return run
+
+
+async def ended_run(run_id: int, timeout: float = 10.0) -> Run:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        run = await Run.objects.filter(pk=run_id).afirst()
+        if (run is not None and run.status not in (RunStatus.QUEUED, RunStatus.STREAMING)) or loop.time() > deadline:
+            return run
+        await asyncio.sleep(0.05)
+
+
+# --- SQLite: ids reserved by moving AUTOINCREMENT's counter -------------------------------------
+
+def test_sqlite_reserved_ids_are_skipped_by_every_other_writer_and_committed_with_a_disk_sync(user):
+    before = orm_run(user)
+    statements: list[str] = []
+
+    def seen(execute, sql, params, many, context):
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        level = cursor.execute("PRAGMA synchronous").fetchone()[0]
+    with connection.execute_wrapper(seen):
+        ids = run_row.reserve_ids(4)
+    assert ids == [before.pk + 1, before.pk + 2, before.pk + 3, before.pk + 4]
+    other = orm_run(user)  # another writer's run, inserted while the block is held
+    assert other.pk > max(ids)
+    # The reservation's commit waits for the disk; the connection is left as it was.
+    update = next(i for i, sql in enumerate(statements) if sql.startswith("UPDATE sqlite_sequence"))
+    assert any(sql == "PRAGMA synchronous=FULL" for sql in statements[:update])
+    assert statements[-1] == f"PRAGMA synchronous={level}"
+    with connection.cursor() as cursor:
+        assert cursor.execute("PRAGMA synchronous").fetchone()[0] == level
+    # Used later, the reserved ids still fit beside the other writer's run; the next block starts past both.
+    for pk in ids:
+        run = new_run(user)
+        run.pk = pk
+        assert run_row.insert_again(run)
+    assert run_row.reserve_ids(2)[0] == other.pk + 1
+    assert Run.objects.count() == 6
+
+
+def test_sqlite_reserves_ids_on_a_table_autoincrement_has_never_counted(user):
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM sqlite_sequence WHERE name = %s", [Run._meta.db_table])
+    ids = run_row.reserve_ids(3)
+    assert ids == [1, 2, 3]
+    assert orm_run(user).pk == 4
+
+
+# --- the row after the first bytes -------------------------------------------------------------
+
+async def reserve_for_this_loop(count: int = 4) -> list[int]:
+    ids = await sync_to_async(run_row.reserve_ids)(count)
+    held = run_row.run_ids()
+    held.ids.clear()
+    held.ids.extend(ids)
+    return ids
+
+
+@pytest.mark.server
+async def test_the_answers_head_and_first_bytes_go_out_before_the_runs_row_is_inserted(sim_upstream, user):
+    ids = await reserve_for_this_loop()
+    answer = await proxy.forward(gateway_request(user, STREAMED))
+    assert answer.relay is not None and answer.run_id == ids[0]  # an id of the reserved block
+    assert answer.headers["x-streamscope-run"] == str(ids[0])
+    assert not await Run.objects.filter(pk=answer.run_id).aexists()  # the head is ready, the row not yet
+
+    sent: list[bytes] = []
+    row_at_first_bytes: list[bool] = []
+
+    async def send(chunk: bytes) -> None:
+        if not sent:
+            row_at_first_bytes.append(await Run.objects.filter(pk=answer.run_id).aexists())
+        sent.append(chunk)
+
+    await answer.relay.relay(send)
+    assert row_at_first_bytes == [False]
+    run = await ended_run(answer.run_id)
+    assert run.status == RunStatus.COMPLETED and run.source == "gateway" and run.owner_id == user.pk
+    assert run.error is None  # no write of its events failed: the row was there before them
+    stored = await sync_to_async(list)(Event.objects.filter(run_id=run.pk).values_list("data", flat=True))
+    assert len(stored) == run.event_count > 0
+    assert b"".join(sent).count(b"\ndata: ") == len(stored)
+
+
+@pytest.mark.server
+async def test_a_failed_insert_after_the_head_is_tried_again_and_noted_and_the_stream_completes(
+        sim_upstream, user, monkeypatch):
+    await reserve_for_this_loop()
+    real = run_row.insert_again
+    failures = []
+
+    def refused_twice(run: Run) -> bool:
+        if len(failures) < 2:
+            failures.append(run.pk)
+            raise OperationalError("database is locked")
+        return real(run)
+
+    monkeypatch.setattr(run_row, "insert_again", refused_twice)
+    answer = await proxy.forward(gateway_request(user, STREAMED))
+    sent: list[bytes] = []
+
+    async def send(chunk: bytes) -> None:
+        sent.append(chunk)
+
+    await answer.relay.relay(send)
+    assert b"response.completed" in b"".join(sent)  # the client's stream was whole
+    run = await ended_run(answer.run_id)
+    assert len(failures) == 2
+    assert run.status == RunStatus.COMPLETED
+    assert run.error["code"] == "recording_retried"
+    assert "inserting the run's row failed 2 time(s)" in run.error["message"]
+    assert await Event.objects.filter(run_id=run.pk).acount() == run.event_count > 0
+
+
+@pytest.mark.server
+async def test_a_row_that_cannot_be_inserted_at_all_leaves_the_clients_stream_whole(sim_upstream, user, monkeypatch,
+                                                                                    caplog):
+    await reserve_for_this_loop()
+
+    def refused(run: Run) -> bool:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(run_row, "insert_again", refused)
+    answer = await proxy.forward(gateway_request(user, STREAMED))
+    sent: list[bytes] = []
+
+    async def send(chunk: bytes) -> None:
+        sent.append(chunk)
+
+    with caplog.at_level("ERROR", logger="streams.gateway.recorder"):
+        await answer.relay.relay(send)
+        for _ in range(100):
+            if any("could not be inserted" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.02)
+    assert b"response.completed" in b"".join(sent)
+    assert any("could not be inserted" in r.getMessage() for r in caplog.records)
+    assert not await Run.objects.filter(pk=answer.run_id).aexists()
+
+
+async def test_the_recorders_first_write_inserts_the_row_before_its_events(user):
+    run = new_run(user)
+    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    recorder.take(DELTA, 1.0)
+    await recorder.flush()
+    assert await Event.objects.filter(run_id=run.pk).acount() == 1
+    assert recorder.pending_row is None and recorder.failed_writes == 0
+    await recorder.end(RunStatus.COMPLETED, None)
+    stored = await Run.objects.aget(pk=run.pk)
+    assert stored.status == RunStatus.COMPLETED and stored.event_count == 1 and stored.error is None
+
+
+async def test_a_run_with_no_event_gets_its_row_with_its_end(user):
+    run = new_run(user)
+    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    await recorder.end(RunStatus.FAILED, {"code": "http_error", "http_status": 500, "body": "boom"})
+    stored = await Run.objects.aget(pk=run.pk)
+    assert stored.status == RunStatus.FAILED and stored.error["code"] == "http_error"
+
+
+async def test_a_reserved_id_found_taken_by_another_run_is_never_written_to(user):
+    other = await sync_to_async(orm_run)(user)  # what should never be: a row already holding the id
+    run = new_run(user)
+    run.pk = other.pk
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    recorder.take(DELTA, 1.0)
+    await recorder.flush()
+    await recorder.end(RunStatus.COMPLETED, None)
+    kept = await Run.objects.aget(pk=other.pk)
+    assert kept.status == RunStatus.STREAMING and kept.event_count == 0 and kept.error is None
+    assert await Event.objects.filter(run_id=other.pk).acount() == 0
+
+
+def test_a_reserved_insert_here_is_the_orms_row_and_a_taken_id_is_told_apart(tmp_path, user, monkeypatch):
+    path = tmp_path / "db.sqlite3"
+    connection.ensure_connection()
+    target = sqlite3.connect(path)
+    connection.connection.backup(target)
+    target.close()
+    run = new_run(user)
+    run.pk = 777
+    assert run_row.insert_reserved_here(run, sent_before=False) is False  # the test database is in memory
+    database = {**connection.settings_dict, "NAME": str(path)}
+    with monkeypatch.context() as patched:
+        patched.setattr(run_row, "settings", SimpleNamespace(DATABASES={"default": database}))
+        assert run_row.insert_reserved_here(run, sent_before=False)
+        assert run.pk == 777 and not run._state.adding
+        again = new_run(user)
+        again.pk = 777
+        with pytest.raises(run_row.IdTaken):  # never sent before: the row is someone else's
+            run_row.insert_reserved_here(again, sent_before=False)
+        assert run_row.insert_reserved_here(again, sent_before=True)  # an earlier try of its own made it
+    stored = sqlite3.connect(path).execute('SELECT source, status, owner_id FROM "streams_run" WHERE id = 777')
+    assert stored.fetchall() == [("gateway", "streaming", user.pk)]
