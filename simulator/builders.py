@@ -40,6 +40,11 @@ class Step(NamedTuple):
 
 # How the compact JSON encoder (ensure_ascii=False) writes a string: the C function when there is one.
 _QUOTE = json.encoder.encode_basestring
+# Tokens as the encoder writes them (quoted, UTF-8), shared by every stream: most tokens are words of the
+# prose writer's few lists. Emptied when it holds this many (prompt words are unbounded).
+_QUOTED_TOKENS: dict[str, bytes] = {}
+_QUOTED_TOKENS_MAX = 8192
+TEXT_DELTA = "response.output_text.delta"
 
 
 def text_delta_template(item_id: str, output_index: int, content_index: int, obfuscation: bool) -> bytes:
@@ -335,11 +340,16 @@ class ResponseBuilder:
         if part.whole is not None:
             text.write(part.whole)
         item_id, output_index, content_index = where["item_id"], where["output_index"], where["content_index"]
+        streamed: Iterable[str] = part.tokens if part.whole is None else ()
+        if part.whole is None and not part.logprobs and not part.annotations and self.obfuscate:
+            # The usual part (every token of sim-text): a loop of its own with nothing per token but the delta.
+            text.write((yield from self._plain_deltas(item_id, output_index, content_index, part.tokens)))
+            streamed = ()
         frame_template = None
         if not part.logprobs:
             frame_template = text_delta_template(item_id, output_index, content_index, self.obfuscate)
         quote = _QUOTE
-        for position, token in enumerate(part.tokens if part.whole is None else ()):
+        for position, token in enumerate(streamed):
             if not self.spend():
                 break
             seq = self.seq
@@ -382,6 +392,46 @@ class ResponseBuilder:
         done = {"type": "output_text", "annotations": annotations, "logprobs": [], "text": full}
         yield self.event("response.content_part.done", **where, part=done)
         return {**done, "annotations": list(annotations), "logprobs": logprobs}
+
+    def _plain_deltas(
+        self, item_id: str, output_index: int, content_index: int, tokens: Iterable[str]
+    ) -> Iterator[Step]:
+        """The deltas of a plain text part (no logprobs, annotations or whole text; obfuscated), as the loop
+        of ``_text_part`` yields them (same events, frames, budget and random draws: tested), with only the
+        delta's own work per token; returns the part's text. This runs once per token of every text, the
+        bulk of a stream."""
+        template = text_delta_template(item_id, output_index, content_index, obfuscation=True)
+        # The obfuscation is letters and digits: its quotes go in the template, the pool's bytes between them.
+        template = template.replace(b',"obfuscation":%s}', b',"obfuscation":"%s"}')
+        writer = self.writer
+        draw = writer.rng.random
+        pool = writer.obfuscation_pool
+        pool_bytes = pool.encode()
+        span = len(pool) - 16
+        quoted_tokens = _QUOTED_TOKENS
+        if len(quoted_tokens) > _QUOTED_TOKENS_MAX:
+            quoted_tokens.clear()
+        budget = self.budget
+        make_step = tuple.__new__
+        written = []
+        for token in tokens:
+            if budget is None:
+                self.output_tokens += 1
+            elif not self.spend():
+                break
+            size = 16 - len(token) % 16  # as Writer.obfuscation
+            start = int(draw() * span)
+            end = start + size
+            seq = self.seq
+            event = {"type": TEXT_DELTA, "sequence_number": seq, "item_id": item_id, "output_index": output_index,
+                     "content_index": content_index, "logprobs": [], "delta": token, "obfuscation": pool[start:end]}
+            quoted = quoted_tokens.get(token)
+            if quoted is None:
+                quoted = quoted_tokens[token] = _QUOTE(token).encode()
+            self.seq = seq + 1
+            yield make_step(Step, (event, TOKEN, 0.0, template % (seq, quoted, pool_bytes[start:end])))
+            written.append(token)
+        return "".join(written)
 
     def _refusal_part(self, where: dict[str, Any], part: RefusalPart) -> Iterator[Step]:
         yield self.event(

@@ -177,7 +177,8 @@ class Writer:
         self.rng = rng
         self.prompt = prompt
         self.topics = topics_of(prompt) or list(FALLBACK_TOPICS)
-        self._pool = random_letters(rng, 512)
+        # What obfuscation() cuts its padding from (letters and digits only: JSON quotes them as they are).
+        self.obfuscation_pool = random_letters(rng, 512)
 
     def topic(self) -> str:
         return self.rng.choice(self.topics)
@@ -254,8 +255,8 @@ class Writer:
         """Padding like the real API's: delta plus padding fill a multiple of 16 characters."""
         size = 16 - delta_length % 16
         # random() rather than randrange(): this runs once per token, 10^6 times in benchmarks.
-        start = int(self.rng.random() * (len(self._pool) - 16))
-        return self._pool[start : start + size]
+        start = int(self.rng.random() * (len(self.obfuscation_pool) - 16))
+        return self.obfuscation_pool[start : start + size]
 
     def logprob(self) -> float:
         return round(-self.rng.expovariate(6.0), 6)

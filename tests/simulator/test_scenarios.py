@@ -384,3 +384,31 @@ def test_a_response_copy_shares_nothing_mutable_and_equals_a_deep_copy():
     copied["e"]["f"].append(1)
     copied["g"][0]["h"] = 2  # not JSON-shaped (a tuple): deep-copied as deepcopy would
     assert value == {"a": [1, 2.5, {"b": None, "c": True}], "d": "text", "e": {"f": []}, "g": ({"h": 1},)}
+
+
+class _SeenAnnotations(dict):
+    """No annotation at any token, yet truthy: a text part with it takes the builder's general loop."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("model", "body"), [
+    ("sim-text", {"input": "What is SSE?"}), ("sim-text", {"input": "hi", "max_output_tokens": 30}),
+    ("sim-text-multipart", {"input": "hi", "max_output_tokens": 40}), ("sim-incomplete", {"input": "hi"}),
+])
+def test_a_plain_text_part_streams_as_the_general_loop_would(model, body, monkeypatch):
+    """Plain text parts (no logprobs or annotations) have a loop of their own (ResponseBuilder._plain_deltas):
+    the same events, frames, token budget and random draws as the loop every other part takes."""
+    from simulator import builders, scripts
+
+    def steps() -> list:
+        plan = plan_response(parse_request({**body, "model": model, "metadata": {"sim_seed": "plain"}}))
+        return [(step.event, step.pause, step.frame) for step in plan.steps] + [plan.builder.output_tokens]
+
+    plain = steps()
+    monkeypatch.setattr(scripts, "TextPart", lambda tokens, **fields: builders.TextPart(
+        tokens, **{"annotations": _SeenAnnotations(), **fields}))
+    general = steps()
+    assert plain == general
+    assert sum(event["type"] == "response.output_text.delta" for event, _pause, _frame in plain[:-1]) > 10
