@@ -172,15 +172,18 @@ async def play(
     """Yield batches of (event, frame) when they are due; a batch holds every frame due now.
 
     With ``pacing.stamp`` the frames carry ``sim_stamp`` (the events stay as built)."""
-    if pacing.unthrottled:
-        batches = _unthrottled(steps, encode)
-    else:
-        batches = _paced(steps, pacing, encode)
-    async for batch in batches:
-        if pacing.stamp:
-            suffix = stamp_suffix(wall_clock_us())
-            batch = [(event, frame[:-3] + suffix) for event, frame in batch]
-        yield batch
+    if not pacing.unthrottled:
+        async for batch in _paced(steps, pacing, encode):  # stamped by the timeline
+            yield batch
+        return
+    async for batch in _unthrottled(steps, encode):
+        yield stamped(batch) if pacing.stamp else batch
+
+
+def stamped(batch: list[Frame]) -> list[Frame]:
+    """The frames with ``sim_stamp``, the wall-clock time now, as their last key."""
+    suffix = stamp_suffix(wall_clock_us())
+    return [(event, frame[:-3] + suffix) for event, frame in batch]
 
 
 async def _unthrottled(
@@ -220,9 +223,10 @@ async def _paced(
 
 
 class Timeline:
-    """A paced stream's frames and the loop times they are due: ``take(now)`` gives the next batch,
-    ``wake_at`` when to ask again. Played by :func:`play` in a task of its own, or straight from the
-    shared clock (:mod:`simulator.playback`)."""
+    """A paced stream's frames and the loop times they are due: ``take(now)`` gives the next batch
+    (stamped when the pacing asks for ``sim_stamp``), ``wake_at`` when to ask again. Played by
+    :func:`play` in a task of its own, or straight from the shared clock (:mod:`simulator.playback`),
+    which takes a frame that goes out alone with ``take_alone``."""
 
     def __init__(
         self, steps: Iterable[Step], pacing: Pacing, encode: Callable[[dict[str, Any]], bytes], start: float
@@ -231,6 +235,7 @@ class Timeline:
         self._encode = encode
         self._prebuilt = encode is encode_sse  # the builder's frames (Step.frame) are SSE frames
         self._interval = pacing.write_interval_s
+        self._stamp = pacing.stamp
         self._built_until = start  # the due time of the last frame built
         self._ahead: list[tuple[float, dict[str, Any], bytes]] = []  # (due, event, frame), in order
         self._position = 0  # of the next frame in _ahead
@@ -279,7 +284,23 @@ class Timeline:
         self._position = position
         if batch and self._interval:
             self._next_write = now + self._interval
-        return batch
+        return stamped(batch) if self._stamp and batch else batch
+
+    def take_alone(self, now: float) -> tuple[dict[str, Any], bytes, float] | None:
+        """What ``take(now)`` gives when that is one frame, as (event, frame not stamped yet, when the next
+        is due): the usual write of a paced stream at one write per event, without a batch. None, and
+        nothing taken, when it may be more (a write interval, the frame after it due within
+        ``MIN_SLEEP_S`` of ``now``, or the end of the frames built so far)."""
+        position = self._position + 1
+        ahead = self._ahead
+        if self._interval or position >= len(ahead):
+            return None
+        following = ahead[position][0]
+        if following - now <= MIN_SLEEP_S:
+            return None
+        self._position = position
+        _due, event, frame = ahead[position - 1]
+        return event, frame, following
 
 
 def stamp_suffix(now_us: int) -> bytes:

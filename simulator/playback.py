@@ -18,6 +18,7 @@ paused: no coroutine, ASGI message or server bookkeeping per write.
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
@@ -33,10 +34,15 @@ from simulator.pacing import (
     Timeline,
     shared_clock,
     stamp_suffix,
+    stamped,
     wall_clock_us,
 )
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+# Events a playback does not record: a non-background stored response keeps nothing of a text delta (its
+# frames are not kept and its state changes only with the lifecycle and terminal events), and text deltas
+# are most of a stream's events.
+UNRECORDED = frozenset({"response.output_text.delta"})
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Playback:
     steps: Iterable[Step]
     pacing: Pacing
     encode: Callable[[dict[str, Any]], bytes]
-    record: Callable[[list[Frame]], None] | None = None
+    record: Callable[[list[Frame]], None] | None = None  # of each batch, the events but text deltas
     close: Callable[[], None] | None = None
     trailer: bytes = b""
 
@@ -80,7 +86,9 @@ class _Writer:
         self.outcome: asyncio.Future[tuple[Coroutine[Any, Any, None], Any] | None] = loop.create_future()
         self.stopped = False
         self.grid = BATCHED_TICK_S if playback.pacing.write_interval_s else CLOCK_TICK_S
-        self.write_body = direct_body_writer(send)
+        self.direct = DirectBody.of(send)
+        self.stamp = playback.pacing.stamp
+        self.on_tick = self._write  # one bound method for every wait on the clock
 
     def run(self) -> asyncio.Future[tuple[Coroutine[Any, Any, None], Any] | None]:
         """A future done when the stream ended (None) or its ``send`` has to wait (that send, to be
@@ -92,16 +100,41 @@ class _Writer:
     def _schedule(self, now: float) -> None:
         wake_at = self.timeline.wake_at
         if wake_at - now > MIN_SLEEP_S:
-            self.clock.call_at(wake_at, self._write, self.grid)
+            self.clock.call_at(wake_at, self.on_tick, self.grid)
         else:  # due now (or behind, or unthrottled): on the next loop turn, after what else is ready
-            self.loop.call_soon(self._write)
+            self.loop.call_soon(self.on_tick)
 
     def _write(self) -> None:
+        """The clock's callback: write what is due and wait for the next frame. A text delta that goes out
+        alone (one write per event: the bulk of a paced stream) is written here, straight to uvicorn's
+        transport as one chunk, stamp included, and the stream put back on the clock; anything else goes
+        through ``_write_due``."""
         if self.stopped or self.outcome.done():
             return
         now = self.loop.time()
         try:
-            waiting = self._write_due(now)
+            alone = self.timeline.take_alone(now)
+            direct = self.direct
+            if (
+                alone is not None
+                and direct is not None
+                and (self.playback.record is None or alone[0]["type"] in UNRECORDED)
+                and not direct.cycle.disconnected
+                and not direct.flow.write_paused
+            ):
+                frame = alone[1]
+                if self.stamp:
+                    direct.transport.write(stamped_chunk(frame, wall_clock_us()))
+                else:
+                    direct.transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                following = alone[2]  # later than MIN_SLEEP_S from now (take_alone): on the clock
+                callbacks = self.clock.waiting.get(math.ceil(following / CLOCK_TICK_S))  # as clock.call_at
+                if callbacks is None:
+                    self.clock.call_at(following, self.on_tick)
+                else:
+                    callbacks.append(self.on_tick)
+                return
+            waiting = self._write_due(now, alone)
         except BaseException as exc:  # the task that awaits the outcome raises it, as play() would
             self.outcome.set_exception(exc)
             return
@@ -112,21 +145,29 @@ class _Writer:
         else:
             self._schedule(now)
 
-    def _write_due(self, now: float) -> tuple[Coroutine[Any, Any, None], Any] | None:
+    def _write_due(
+        self, now: float, alone: tuple[dict[str, Any], bytes, float] | None
+    ) -> tuple[Coroutine[Any, Any, None], Any] | None:
         playback = self.playback
-        batch = self.timeline.take(now)
+        if alone is None:
+            batch = self.timeline.take(now)
+        else:
+            batch = stamped([alone[:2]]) if self.stamp else [alone[:2]]
         if not batch:
             return None
-        if playback.pacing.stamp:
-            suffix = stamp_suffix(wall_clock_us())
-            batch = [(event, frame[:-3] + suffix) for event, frame in batch]
         if playback.record is not None:
-            playback.record(batch)
+            recorded = [frame for frame in batch if frame[0]["type"] not in UNRECORDED]
+            if recorded:
+                playback.record(recorded)
         body = batch[0][1] if len(batch) == 1 else b"".join([frame for _event, frame in batch])
         if self.timeline.ended and playback.trailer:
             body += playback.trailer
-        if self.write_body is not None and self.write_body(body):
+        if self.direct is not None and self.direct.write(body):
             return None
+        return self._send(body)
+
+    def _send(self, body: bytes) -> tuple[Coroutine[Any, Any, None], Any] | None:
+        """Drive the server's ``send`` of a chunk: None when it is done, else (the send, what it waits for)."""
         sending = self.send({"type": "http.response.body", "body": body, "more_body": True})
         try:
             waiting_for = sending.send(None)  # type: ignore[attr-defined]
@@ -135,36 +176,55 @@ class _Writer:
         return sending, waiting_for  # type: ignore[return-value]
 
 
-def direct_body_writer(send: Send) -> Callable[[bytes], bool] | None:
-    """For uvicorn's httptools server, a function that writes a chunk of a started chunked body
-    straight to the connection's transport, framed as uvicorn's ``send`` frames it (one write:
-    size line, data, CRLF), and returns False when it cannot (the server paused writing: the chunk
-    then goes through ``send``, which waits). None for any other server. It saves each write the
-    coroutine, the ASGI message and uvicorn's checks (docs/simulator.md, "Load generator")."""
-    httptools_impl = sys.modules.get("uvicorn.protocols.http.httptools_impl")
-    cycle = getattr(send, "__self__", None)
-    if httptools_impl is None or type(cycle) is not getattr(httptools_impl, "RequestResponseCycle", None):
-        return None
-    try:  # uvicorn's own state of the request (not an API of it: a version that changes it gets None)
-        ready = (cycle.response_started and not cycle.response_complete and cycle.chunked_encoding
-                 and cycle.scope["method"] != "HEAD")
-        transport, flow = cycle.transport, cycle.flow
-        ready = ready and isinstance(cycle.disconnected, bool) and isinstance(flow.write_paused, bool)
-        ready = ready and callable(transport.write)
-    except (AttributeError, KeyError, TypeError):
-        return None
-    if not ready:
-        return None
+class DirectBody:
+    """For uvicorn's httptools server, a chunk of a started chunked body written straight to the
+    connection's transport, framed as uvicorn's ``send`` frames it (one write: size line, data, CRLF),
+    unless the server paused writing: the chunk then goes through ``send``, which waits. It saves each
+    write the coroutine, the ASGI message and uvicorn's checks (docs/simulator.md, "Load generator")."""
 
-    def write_body(body: bytes) -> bool:
-        if cycle.disconnected:
+    def __init__(self, cycle: Any, flow: Any, transport: Any) -> None:
+        self.cycle = cycle
+        self.flow = flow
+        self.transport = transport
+
+    @classmethod
+    def of(cls, send: Send) -> DirectBody | None:
+        """The direct writer of ``send``'s response, or None: any other server than uvicorn's httptools, or a
+        response not started, or not chunked, or a uvicorn whose request state is not as expected."""
+        httptools_impl = sys.modules.get("uvicorn.protocols.http.httptools_impl")
+        cycle = getattr(send, "__self__", None)
+        if httptools_impl is None or type(cycle) is not getattr(httptools_impl, "RequestResponseCycle", None):
+            return None
+        try:  # uvicorn's own state of the request (not an API of it: a version that changes it gets None)
+            ready = (cycle.response_started and not cycle.response_complete and cycle.chunked_encoding
+                     and cycle.scope["method"] != "HEAD")
+            transport, flow = cycle.transport, cycle.flow
+            ready = ready and isinstance(cycle.disconnected, bool) and isinstance(flow.write_paused, bool)
+            ready = ready and callable(transport.write)
+        except (AttributeError, KeyError, TypeError):
+            return None
+        return cls(cycle, flow, transport) if ready else None
+
+    def write(self, body: bytes) -> bool:
+        """Write ``body`` as one chunk; False when it must go through ``send`` (writing is paused)."""
+        if self.cycle.disconnected:
             return True  # as uvicorn's send: nothing more goes out (the request's task sees the disconnect)
-        if flow.write_paused:
+        if self.flow.write_paused:
             return False
-        transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+        self.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
         return True
 
-    return write_body
+
+def stamped_chunk(frame: bytes, now_us: int) -> bytes:
+    """The HTTP chunk of ``frame`` with ``sim_stamp`` (``now_us``) as its last key: the chunk framing of
+    ``frame[:-3] + stamp_suffix(now_us)`` in one formatting, where the microseconds need no trailing zero
+    cut (nine times in ten)."""
+    seconds, micros = divmod(now_us, 1_000_000)
+    if micros % 10 and 1_000_000_000 <= seconds < 10_000_000_000:
+        # ',"sim_stamp":' 13 bytes, ten digits, '.', six digits, '}\n\n' in place of the frame's last three
+        return b'%x\r\n%.*b,"sim_stamp":%d.%06d}\n\n\r\n' % (len(frame) + 30, len(frame) - 3, frame, seconds, micros)
+    body = frame[:-3] + stamp_suffix(now_us)
+    return b"%x\r\n%s\r\n" % (len(body), body)
 
 
 class _Finish:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -17,8 +19,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from simulator.builders import Step
-from simulator.pacing import Pacing, encode_sse
-from simulator.playback import Playback, direct_body_writer, write_paced
+from simulator.pacing import Pacing, encode_sse, stamp_suffix
+from simulator.playback import DirectBody, Playback, stamped_chunk, write_paced
 from simulator.request import parse_request
 from simulator.scenarios import build_events, plan_response
 
@@ -131,7 +133,7 @@ def test_other_servers_sends_are_awaited_as_they_are():
     async def send(message: dict) -> None:
         pass
 
-    assert direct_body_writer(send) is None
+    assert DirectBody.of(send) is None
     sent: list[dict] = []
 
     async def record(message: dict) -> None:
@@ -144,7 +146,7 @@ def test_other_servers_sends_are_awaited_as_they_are():
 
 def test_a_uvicorn_whose_request_state_is_not_as_expected_gets_its_send_awaited():
     cycle = object.__new__(RequestResponseCycle)  # none of the attributes a direct write reads
-    assert direct_body_writer(RequestResponseCycle.send.__get__(cycle)) is None
+    assert DirectBody.of(RequestResponseCycle.send.__get__(cycle)) is None
 
 
 @pytest.fixture(autouse=True)
@@ -152,3 +154,30 @@ def _no_leftover_patch():
     original = RequestResponseCycle.send
     yield
     assert RequestResponseCycle.send is original
+
+
+def test_stamped_chunks_written_straight_out_carry_the_time_they_were_written(run):
+    body = {**knobs(30, "200"), "metadata": {**knobs(30, "200")["metadata"], "sim_stamp": "1"}}
+    plan = plan_response(parse_request(body))
+    before = time.time()
+    raw, through_send = run(serve_one(Playback(plan.steps, plan.pacing, encode_sse)))
+    after = time.time()
+    frames = [frame + b"\n\n" for chunk in chunked(raw.split(b"\r\n\r\n", 1)[1]) for frame in chunk.split(b"\n\n")
+              if frame]
+    events = build_events("sim-text", body)
+    assert len(frames) == len(events)
+    for frame, event in zip(frames, events, strict=True):
+        data = json.loads(frame.split(b"data: ", 1)[1])
+        assert before <= data.pop("sim_stamp") <= after
+        assert encode_sse(data) == encode_sse(event)
+        head, _, stamp = frame.rpartition(b',"sim_stamp":')
+        assert head + b"}\n\n" == encode_sse(event)  # the stamp only appended: the rest byte for byte
+    assert [m["type"] for m in through_send] == ["http.response.start", "http.response.body"]
+
+
+def test_a_stamped_chunk_is_the_chunk_of_the_stamped_frame():
+    frame = encode_sse(build_events("sim-text", knobs(3, "max"))[4])
+    for now_us in (1796003248043921, 1796003248043920, 1796003248000000, 1796003248000001, 1796003248999999,
+                   999999999999999, 10_000_000_000_000_001, 1_000_001, 1):
+        stamped_frame = frame[:-3] + stamp_suffix(now_us)
+        assert stamped_chunk(frame, now_us) == b"%x\r\n%s\r\n" % (len(stamped_frame), stamped_frame)
