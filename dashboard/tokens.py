@@ -8,6 +8,8 @@ a token cannot be ridden the way a cookie can. Session requests keep the CSRF ch
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
 import hashlib
 import logging
@@ -79,9 +81,11 @@ async def token_owner(secret: str) -> Any | None:
     is one indexed read on a kept connection of the serving thread's own, with no hop to a database
     thread and back (1-10 ms on a busy machine: two thread wake-ups). SQLite: a plain read (tens of
     microseconds); PostgreSQL: an asyncio connection (psycopg) per event loop. The owner comes back
-    by id (all a run needs). Other databases, an in-memory database, a failed read, and a token whose
-    last use is to be written (once a minute) take the :func:`authenticate_token` path on the
-    database thread."""
+    by id (all a run needs). A token whose last use is to be written (once a minute) is written on
+    the database thread in the background: the read has already found it live, and an app calling
+    once a minute or less would otherwise wait for that hop on every request. Other databases, an
+    in-memory database and a failed read take the :func:`authenticate_token` path on the database
+    thread."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
     try:
@@ -93,23 +97,49 @@ async def token_owner(secret: str) -> Any | None:
         return token.owner if token is not None else None
     if row is None:
         return None
-    owner_id, last_used = row
+    token_id, owner_id, last_used = row
     if isinstance(last_used, str):  # SQLite: as stored, UTC without a zone when USE_TZ is on
         last_used = datetime.fromisoformat(last_used)
         if settings.USE_TZ:
             last_used = last_used.replace(tzinfo=UTC)
-    if last_used is None or timezone.now() - last_used >= LAST_USED_RESOLUTION:
-        token = await database_sync_to_async(authenticate_token)(secret)  # writes last_used_at
-        return token.owner if token is not None else None
+    now = timezone.now()
+    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+        _note_use_later(token_id, now)
     return get_user_model()(pk=owner_id, is_active=True)
+
+
+_noting: dict[int, asyncio.Task] = {}  # token id -> its last use being written (strong references)
+
+
+def _note_use_later(token_id: int, now: datetime) -> None:
+    """``last_used_at`` written on the database thread beside the request, once per token at a time."""
+    if token_id in _noting:
+        return
+    # A context of its own: not the request's (on Django's view path its database work would run on
+    # that request's own thread and connection, which ends with it).
+    task = asyncio.get_running_loop().create_task(_note_use(token_id, now), name=f"token-used-{token_id}",
+                                                  context=contextvars.Context())
+    _noting[token_id] = task
+    task.add_done_callback(lambda _: _noting.pop(token_id, None))
+
+
+async def _note_use(token_id: int, now: datetime) -> None:
+    try:
+        await database_sync_to_async(_write_last_used)(token_id, now)
+    except Exception as exc:  # noqa: BLE001 - a missed last-use time is tried again by the next request
+        loop_db.note_fallback("writing an API token's last use", exc)
+
+
+def _write_last_used(token_id: int, now: datetime) -> None:
+    ApiToken.objects.filter(pk=token_id).update(last_used_at=now)
 
 
 class _NoDirectRead(Exception):
     pass
 
 
-async def _read_token(token_hash: str) -> tuple[int, Any] | None:
-    """(owner id, last used) of the live token with this hash, read without a thread hop."""
+async def _read_token(token_hash: str) -> tuple[int, int, Any] | None:
+    """(token id, owner id, last used) of the live token with this hash, read without a thread hop."""
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
         return _read_token_sqlite(token_hash, str(database["NAME"]))
@@ -121,7 +151,7 @@ async def _read_token(token_hash: str) -> tuple[int, Any] | None:
 _readers = threading.local()  # this thread's SQLite connection for token reads, and its database
 
 
-def _read_token_sqlite(token_hash: str, name: str) -> tuple[int, str | None] | None:
+def _read_token_sqlite(token_hash: str, name: str) -> tuple[int, int, str | None] | None:
     if name == ":memory:" or "mode=memory" in name:
         raise _NoDirectRead
     connection = getattr(_readers, "connection", None)
@@ -137,7 +167,7 @@ def _read_token_sqlite(token_hash: str, name: str) -> tuple[int, str | None] | N
         raise _NoDirectRead from exc
 
 
-async def _read_token_postgres(token_hash: str) -> tuple[int, Any] | None:
+async def _read_token_postgres(token_hash: str) -> tuple[int, int, Any] | None:
     try:
         async with loop_db.postgres() as connection:
             async with connection.cursor() as cursor:
@@ -151,7 +181,7 @@ async def _read_token_postgres(token_hash: str) -> tuple[int, Any] | None:
 def _token_query(placeholder: str) -> str:
     """authenticate_token's query in SQL (built once the models are loaded)."""
     users = get_user_model()._meta.db_table
-    return (f'SELECT t.owner_id, t.last_used_at FROM "{ApiToken._meta.db_table}" t JOIN "{users}" u '
+    return (f'SELECT t.id, t.owner_id, t.last_used_at FROM "{ApiToken._meta.db_table}" t JOIN "{users}" u '
             f'ON u.id = t.owner_id WHERE t.token_hash = {placeholder} AND t.revoked_at IS NULL AND u.is_active')
 
 

@@ -32,11 +32,38 @@ def test_a_relative_sqlite_path_is_read_from_the_working_directory(tmp_path, mon
     db = sqlite3.connect("db.sqlite3")
     db.executescript(
         'CREATE TABLE "auth_user" (id INTEGER PRIMARY KEY, is_active BOOL);'
-        'CREATE TABLE "dashboard_apitoken" (owner_id INTEGER, token_hash TEXT, revoked_at TEXT, last_used_at TEXT);'
+        'CREATE TABLE "dashboard_apitoken" (id INTEGER PRIMARY KEY, owner_id INTEGER, token_hash TEXT, '
+        'revoked_at TEXT, last_used_at TEXT);'
         'INSERT INTO "auth_user" VALUES (7, 1);'
-        f"INSERT INTO \"dashboard_apitoken\" VALUES (7, '{hash_token('ssk_x')}', NULL, NULL);")
+        f"INSERT INTO \"dashboard_apitoken\" VALUES (3, 7, '{hash_token('ssk_x')}', NULL, NULL);")
     db.commit()
     db.close()
     monkeypatch.setattr(tokens._readers, "connection", None, raising=False)
-    assert tokens._read_token_sqlite(hash_token("ssk_x"), "db.sqlite3") == (7, None)
+    assert tokens._read_token_sqlite(hash_token("ssk_x"), "db.sqlite3") == (3, 7, None)
     assert tokens._read_token_sqlite(hash_token("ssk_y"), "db.sqlite3") is None
+
+
+async def test_a_last_use_due_is_written_beside_the_request_not_before_it(user, monkeypatch):
+    """Once a minute a token's last use is written: on the database thread, in the background, not
+    in the request's way (an app calling once a minute or less waited for that hop every time)."""
+    import asyncio
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.models import ApiToken
+
+    token, secret = await sync_to_async(issue_token)(user)
+    old = timezone.now() - timedelta(minutes=5)
+    await ApiToken.objects.filter(pk=token.pk).aupdate(last_used_at=old)
+
+    async def direct_read(token_hash):  # what the kept connection's read answers
+        return token.pk, user.pk, old
+
+    monkeypatch.setattr(tokens, "_read_token", direct_read)
+    monkeypatch.setattr(tokens, "authenticate_token", lambda secret: pytest.fail("waited for the database thread"))
+    owner = await tokens.token_owner(secret)
+    assert owner is not None and owner.pk == user.pk
+    assert (await ApiToken.objects.aget(pk=token.pk)).last_used_at == old  # not before the answer
+    await asyncio.gather(*tokens._noting.values())
+    assert (await ApiToken.objects.aget(pk=token.pk)).last_used_at > old
