@@ -207,7 +207,8 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     reserved = None if kind == "resume" else take_reserved_id()  # a resumed stream reads the original run first
     if reserved is not None and not _input_stopped(fields, rules):
         # The run's id is reserved ahead: its row is inserted once the client has the answer's head
-        # and first bytes (StreamRelay), or with its end, never before the answer is passed on.
+        # and first bytes (StreamRelay); a whole answer's or an error's, by its end (a task of its
+        # own, as the answer goes out: GatewayRecorder.end inserts it first).
         run = _new_run(request, fields, fields.model)
         run.pk = reserved
         pending = PendingRow(run)
@@ -269,8 +270,6 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     if response.status_code < 400 and content_type.split(";")[0].strip().lower() == STREAM_MARKER:
         relay = StreamRelay(run, recorder, response, request, headers)
         return GatewayAnswer(response.status_code, passed, relay=relay, run_id=run.pk)
-    if pending is not None:  # a whole answer: the row (and then its end) once it is passed on
-        _spawn(recorder.insert_row(), f"gateway-row-{run.pk}")
     try:
         whole = await response.aread()
     except httpx.HTTPError as exc:
