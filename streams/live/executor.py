@@ -166,18 +166,8 @@ class RunExecutor(RunRecorder):
             self.record_ignored_lines(decoder.take_ignored(), t)
         return self._after_chunk()
 
-    async def _flush_now(self) -> None:
-        """What the reader waits on when the buffer is full: the flush already writing, not the full
-        buffer's own. The buffer then goes to a new flush and reading goes on while that one is
-        stored; waiting for it to be stored too left the reader idle for the whole write (in
-        bench/ingest.py ~30% of the pipeline's time, docs/performance.md). Still at most one batch
-        being written and one buffer filling, as before."""
-        writing = self._kicked
-        if writing is not None and not writing.done():
-            await asyncio.shield(writing)
-        if self._flush_error is not None:
-            raise self._flush_error  # the run ends failed, recorded by _finish
-        self.kick()
+    def _flush_now(self) -> asyncio.Future:
+        return asyncio.shield(self.flush())
 
     def _load_stored_state(self, run: Run) -> None:
         """Pick up where a dead process left off: seqs, cursor, text, metrics and the clock.

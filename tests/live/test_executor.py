@@ -302,39 +302,3 @@ async def test_a_failing_store_ends_the_run_failed_instead_of_losing_events_sile
     with pytest.raises(RuntimeError, match="disk full"):
         await runner.execute()  # even the final write fails: the error reaches the launcher
     assert runner._flush_error is not None
-
-
-async def test_a_full_buffer_waits_for_the_write_in_flight_not_for_its_own(user, monkeypatch):
-    # The reader pauses when the buffer is full; it reads on as soon as the write already in flight
-    # is stored and the buffer has gone to a new flush, whose write then overlaps the next reads.
-    from streams.pipeline import store
-
-    writes: list[tuple[list[int], asyncio.Future]] = []
-
-    async def held(run_id, rows, fields=None):
-        done = asyncio.get_running_loop().create_future()
-        writes.append(([row[1] for row in rows], done))
-        await done
-
-    monkeypatch.setattr(store, "write_batch", held)
-    run = await new_run(user)
-    runner = RunExecutor(run.pk)
-    runner.flush_max = 2
-    for seq in range(3):
-        runner._add("response.output_text.delta", "{}", float(seq), 2)
-    runner.kick()  # as _after_chunk does at flush_max
-    await asyncio.sleep(0)
-    for seq in range(3, 3 + 8 * runner.flush_max):
-        runner._add("response.output_text.delta", "{}", float(seq), 2)
-    assert runner._after_chunk()  # full: the reader waits
-    waiting = asyncio.ensure_future(runner._flush_now())
-    await asyncio.sleep(0)
-    assert not waiting.done()  # the first write is still in flight
-    writes[0][1].set_result(None)
-    await asyncio.wait_for(waiting, 1)  # stored: the reader goes on...
-    await asyncio.sleep(0)
-    assert len(writes) == 2 and not writes[1][1].done()  # ...while the full buffer is written
-    assert runner.buffer == []
-    writes[1][1].set_result(None)
-    await runner._kicked
-    assert [seq for seqs, _ in writes for seq in seqs] == list(range(3 + 8 * runner.flush_max))
