@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai.types.responses import ResponseStreamEvent
 
-from simulator import chat, images, moderation
+from simulator import builders, chat, images, moderation, scripts
 from simulator.builders import copy_json
 from simulator.errors import SimulatorError
 from simulator.request import parse_request
@@ -400,7 +400,6 @@ class _SeenAnnotations(dict):
 def test_a_plain_text_part_streams_as_the_general_loop_would(model, body, monkeypatch):
     """Plain text parts (no logprobs or annotations) have a loop of their own (ResponseBuilder._plain_deltas):
     the same events, frames, token budget and random draws as the loop every other part takes."""
-    from simulator import builders, scripts
 
     def steps() -> list:
         plan = plan_response(parse_request({**body, "model": model, "metadata": {"sim_seed": "plain"}}))
