@@ -16,7 +16,8 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from io import StringIO
-from typing import Any, NamedTuple
+from types import MappingProxyType
+from typing import Any, NamedTuple, cast
 
 from simulator.request import SimRequest
 from simulator.text import OBFUSCATION_ALPHABET, Writer, tokenize
@@ -45,6 +46,9 @@ _QUOTE = json.encoder.encode_basestring
 _QUOTED_TOKENS: dict[str, bytes] = {}
 _QUOTED_TOKENS_MAX = 8192
 TEXT_DELTA = "response.output_text.delta"
+# The event of a plain text delta for a consumer that reads only its frame and its type (the server's streams:
+# ResponseBuilder.delta_events off): one shared, read-only stand-in instead of a dict per token.
+TEXT_DELTA_STANDIN: Mapping[str, Any] = MappingProxyType({"type": TEXT_DELTA})
 
 
 def text_delta_template(item_id: str, output_index: int, content_index: int, obfuscation: bool) -> bytes:
@@ -107,6 +111,9 @@ class ResponseBuilder:
         self.reasoning_tokens = 0
         self.exhausted = False
         self.obfuscate = request.include_obfuscation
+        # Off: a plain text delta's event is TEXT_DELTA_STANDIN (its frame, written with it, is the whole event);
+        # for consumers that read nothing of a text delta but its frame and type, and encode it with encode_sse.
+        self.delta_events = True
         self._echo = self._echo_fields(reasoning_echo)
         self._input_tokens = (
             len(tokenize((request.instructions or "") + "\n" + request.input_text)) + 8
@@ -413,6 +420,7 @@ class ResponseBuilder:
             quoted_tokens.clear()
         budget = self.budget
         make_step = tuple.__new__
+        standin = None if self.delta_events else cast(dict[str, Any], TEXT_DELTA_STANDIN)
         written = []
         for token in tokens:
             if budget is None:
@@ -423,8 +431,9 @@ class ResponseBuilder:
             start = int(draw() * span)
             end = start + size
             seq = self.seq
-            event = {"type": TEXT_DELTA, "sequence_number": seq, "item_id": item_id, "output_index": output_index,
-                     "content_index": content_index, "logprobs": [], "delta": token, "obfuscation": pool[start:end]}
+            event = standin or {"type": TEXT_DELTA, "sequence_number": seq, "item_id": item_id,
+                                "output_index": output_index, "content_index": content_index, "logprobs": [],
+                                "delta": token, "obfuscation": pool[start:end]}
             quoted = quoted_tokens.get(token)
             if quoted is None:
                 quoted = quoted_tokens[token] = _QUOTE(token).encode()

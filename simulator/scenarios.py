@@ -321,11 +321,14 @@ def start_builder(
 
 
 def plan_response(
-    request: SimRequest, *, id_seed: str | None = None, created_at: int | None = None
+    request: SimRequest, *, id_seed: str | None = None, created_at: int | None = None, delta_events: bool = True
 ) -> Plan:
-    """Plan a Responses stream. Raises :class:`SimulatorError` for HTTP-error scenarios."""
+    """Plan a Responses stream. Raises :class:`SimulatorError` for HTTP-error scenarios. Without
+    ``delta_events`` a plain text delta's event is a read-only stand-in holding only its type: for the
+    server, which sends the frames the builder writes and reads nothing else of a text delta."""
     scenario = get_scenario(request.model)
     builder, tokens = start_builder(request, scenario, id_seed=id_seed, created_at=created_at)
+    builder.delta_events = delta_events
     assert scenario.script is not None
     knobs = request.knobs
     if knobs.drop_after is not None:

@@ -229,7 +229,8 @@ async def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
 async def create_response(request: HttpRequest) -> HttpResponse:
     started = time.monotonic()
     sim_request = parse_request(_body(request))
-    plan = plan_response(sim_request, **_fresh(sim_request.knobs.seed is not None))
+    # Served as frames: a text delta's event is read for its type only (recording, the write path).
+    plan = plan_response(sim_request, delta_events=False, **_fresh(sim_request.knobs.seed is not None))
     stall_before = plan.stall_ms if plan.stall_after is None else 0.0
     faults = {
         "drop_after": plan.drop_after,

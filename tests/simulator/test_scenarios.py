@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from openai.types.responses import ResponseStreamEvent
 
 from simulator import builders, chat, images, moderation, scripts
-from simulator.builders import copy_json
+from simulator.builders import TEXT_DELTA_STANDIN, copy_json
 from simulator.errors import SimulatorError
+from simulator.pacing import encode_sse
 from simulator.request import parse_request
 from simulator.scenarios import (
     DEFAULT_SCENARIO,
@@ -411,3 +412,24 @@ def test_a_plain_text_part_streams_as_the_general_loop_would(model, body, monkey
     general = steps()
     assert plain == general
     assert sum(event["type"] == "response.output_text.delta" for event, _pause, _frame in plain[:-1]) > 10
+
+
+@pytest.mark.parametrize("model", ["sim-text", "sim-text-multipart", "sim-all-families", "sim-incomplete"])
+def test_without_delta_events_a_plain_text_delta_is_its_frame_and_its_type(model):
+    """What the server plans (plan_response(delta_events=False)): the same frames, and the same events but
+    for the plain text deltas, whose event is a read-only stand-in holding only the type."""
+    body = {"model": model, "input": "What is SSE?", "metadata": {"sim_seed": "standin"}}
+    full = list(plan_response(parse_request(body)).steps)
+    served = list(plan_response(parse_request(body), delta_events=False).steps)
+    assert [(s.frame, s.pause) for s in served] == [(s.frame, s.pause) for s in full]
+    standins = 0
+    for whole, lean in zip(full, served, strict=True):
+        if lean.event is TEXT_DELTA_STANDIN:
+            standins += 1
+            assert whole.event["type"] == "response.output_text.delta" and lean.frame == encode_sse(whole.event)
+        else:
+            assert lean.event == whole.event
+    assert standins > (10 if model != "sim-all-families" else 0)  # all-families: mostly annotated text
+    assert dict(TEXT_DELTA_STANDIN) == {"type": "response.output_text.delta"}
+    with pytest.raises(TypeError):
+        TEXT_DELTA_STANDIN["type"] = "changed"  # type: ignore[index]
