@@ -25,10 +25,10 @@ class CoalescingEpollSelector(selectors.EpollSelector):
     """``selectors.EpollSelector`` that sleeps up to ``window_s`` before polling while busy.
 
     Busy: the last ``busy_after`` polls that could block each returned ready sockets less than
-    ``window_s`` after they began. While busy, a poll that could block first sleeps the window, or
-    less when the loop's next timer is due sooner (the timeout asyncio passes), then polls for what
-    is left of the timeout: a socket that became ready meanwhile is served at once, and nothing
-    waits past a due timer. A poll that cannot block (timeout 0: callbacks are waiting to run) never
+    ``window_s`` after they began. While busy, a poll that could block returns what is ready at
+    once; with nothing ready it sleeps the window, or less when the loop's next timer is due sooner
+    (the timeout asyncio passes), then polls for what is left of the timeout: a socket that became
+    ready meanwhile is served at once, and nothing waits past a due timer. A poll that cannot block (timeout 0: callbacks are waiting to run) never
     sleeps and leaves the state as it is. A poll that blocks for a window or longer, or until its
     timeout with nothing ready, ends the busy state.
     """
@@ -50,6 +50,9 @@ class CoalescingEpollSelector(selectors.EpollSelector):
         if timeout is not None and timeout <= 0:
             return super().select(timeout)
         if self.quick >= self.busy_after:
+            ready = super().select(0)
+            if ready:  # already there: taking it needs no wake-up, and a pause would only idle the loop
+                return ready
             pause = self.window_s if timeout is None else min(self.window_s, timeout)
             time.sleep(pause)
             self.pauses += 1
