@@ -28,9 +28,9 @@ class CoalescingEpollSelector(selectors.EpollSelector):
     ``window_s`` after they began. While busy, a poll that could block returns what is ready at
     once; with nothing ready it sleeps the window, or less when the loop's next timer is due sooner
     (the timeout asyncio passes), then polls for what is left of the timeout: a socket that became
-    ready meanwhile is served at once, and nothing waits past a due timer. A poll that cannot block (timeout 0: callbacks are waiting to run) never
-    sleeps and leaves the state as it is. A poll that blocks for a window or longer, or until its
-    timeout with nothing ready, ends the busy state.
+    ready meanwhile is served at once, and nothing waits past a due timer. A poll that cannot block
+    (timeout 0: callbacks are waiting to run) never sleeps and leaves the state as it is. A poll that
+    blocks for a window or longer, or until its timeout with nothing ready, ends the busy state.
     """
 
     def __init__(self, window_s: float, busy_after: int = BUSY_AFTER) -> None:
