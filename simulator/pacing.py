@@ -39,7 +39,8 @@ _QUOTE = json.encoder.encode_basestring
 BATCH_BYTES = 64 * 1024
 # A paced stream's frames are built this many at a time, ahead of their time (Timeline): the builder's
 # generators run warm for a block, where one frame at a time each write ran them cold after the clock's sleep
-# (at one write per event 16 -> 64 cost ~2 us less per event; ~64 KiB per stream held ahead, 25 at 16).
+# (at one write per event 16 -> 64 cost ~2 us less per event; ~42 KiB per stream held ahead by the server, 64 with
+# every event whole, 25 at 16).
 FRAMES_AHEAD = 64
 # Below this a wait is not worth a sleep: frames due within it go out together.
 MIN_SLEEP_S = 0.002
