@@ -113,14 +113,15 @@ _noting: dict[int, asyncio.Task] = {}  # token id -> its last use being written 
 
 def _note_use_later(token_id: int, now: datetime) -> None:
     """``last_used_at`` written on the database thread beside the request, once per token at a time."""
-    if token_id in _noting:
+    loop = asyncio.get_running_loop()
+    writing = _noting.get(token_id)
+    if writing is not None and not writing.done() and writing.get_loop() is loop:
         return
     # A context of its own: not the request's (on Django's view path its database work would run on
     # that request's own thread and connection, which ends with it).
-    task = asyncio.get_running_loop().create_task(_note_use(token_id, now), name=f"token-used-{token_id}",
-                                                  context=contextvars.Context())
+    task = loop.create_task(_note_use(token_id, now), name=f"token-used-{token_id}", context=contextvars.Context())
     _noting[token_id] = task
-    task.add_done_callback(lambda _: _noting.pop(token_id, None))
+    task.add_done_callback(lambda done: _noting.pop(token_id, None) if _noting.get(token_id) is done else None)
 
 
 async def _note_use(token_id: int, now: datetime) -> None:

@@ -67,3 +67,31 @@ async def test_a_last_use_due_is_written_beside_the_request_not_before_it(user, 
     assert (await ApiToken.objects.aget(pk=token.pk)).last_used_at == old  # not before the answer
     await asyncio.gather(*tokens._noting.values())
     assert (await ApiToken.objects.aget(pk=token.pk)).last_used_at > old
+
+
+async def test_a_last_use_write_left_on_another_loop_does_not_stop_this_loops(user, monkeypatch):
+    """A write still pending on a loop that is gone (tests make one loop each; a process could too)
+    must not keep every later request's last use unwritten."""
+    import asyncio
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from dashboard.models import ApiToken
+
+    token, secret = await sync_to_async(issue_token)(user)
+    old = timezone.now() - timedelta(minutes=5)
+    await ApiToken.objects.filter(pk=token.pk).aupdate(last_used_at=old)
+    gone = asyncio.new_event_loop()
+    stale = gone.create_future()  # never done: its loop is closed
+    gone.close()
+    monkeypatch.setitem(tokens._noting, token.pk, stale)
+
+    async def direct_read(token_hash):
+        return token.pk, user.pk, old
+
+    monkeypatch.setattr(tokens, "_read_token", direct_read)
+    assert (await tokens.token_owner(secret)).pk == user.pk
+    assert tokens._noting[token.pk] is not stale
+    await tokens._noting[token.pk]
+    assert (await ApiToken.objects.aget(pk=token.pk)).last_used_at > old
