@@ -141,14 +141,12 @@ def _database() -> dict:
             # A flush round's multi-row INSERT runs inside a transaction on a table with a unique
             # index, so SQLite keeps a statement journal of every page it changes (to undo that
             # statement alone): past 64 KiB that journal is a file, two writes per page, ~500 per
-            # round of 1,000 events from 200 runs; temp_store=MEMORY keeps it in memory. Such a round
-            # touches ~450 pages (each run's leaf of the (run, seq) index), more than the default
-            # 2 MiB cache holds, so they were read again every round: 8 MiB. A checkpoint every
-            # 4,000 WAL pages, not 1,000, copies a run's leaf once for ~10 rounds that rewrote it,
-            # not for ~2. Together ~9.4 -> ~6.2 us of the database thread's CPU per event
-            # (docs/performance.md, sixth session).
-            "init_command": ("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;"
-                             " PRAGMA cache_size=-8192; PRAGMA wal_autocheckpoint=4000;"),
+            # round of 1,000 events from 200 runs; temp_store=MEMORY keeps it in memory (the
+            # database thread's round ~9.4 -> ~8.0 us per event, docs/performance.md, sixth session).
+            # An 8 MiB page cache and a checkpoint every 4,000 pages cut more in that harness but were
+            # dropped: with them bench/many.py's 1,000 runs had p99 2.4 s against 0.7 s in one pair
+            # (longer checkpoints on the database thread suspected), and the cache is SQLite's heap.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
             # Prepared statements each connection keeps (Python's default 128). The flush's
