@@ -143,6 +143,9 @@ def _database() -> dict:
             # statement alone): past 64 KiB that journal is a file, two writes per page, ~500 per
             # round of 1,000 events from 200 runs; temp_store=MEMORY keeps it in memory (the
             # database thread's round ~9.4 -> ~8.0 us per event, docs/performance.md, sixth session).
+            # It keeps every connection's sorts and temporary indices in memory too: a query that
+            # sorts many rows without an index costs their size in RAM (300,000 rows: ~75 MiB peak
+            # against ~14 with temp files, in review), so such queries must go by an index.
             # An 8 MiB page cache and a checkpoint every 4,000 pages cut more in that harness but were
             # dropped: with them bench/many.py's 1,000 runs had p99 2.4 s against 0.7 s in one pair
             # (longer checkpoints on the database thread suspected), and the cache is SQLite's heap.
