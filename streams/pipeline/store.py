@@ -161,10 +161,15 @@ def append_many(batches: Sequence[Batch]) -> None:
 
 
 def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
-    # Keyed by run: one statement's VALUES must not name a run twice (an UPDATE ... FROM would apply
-    # either row), so a run's later fields replace its earlier ones, as one UPDATE after another did.
-    by_columns: dict[tuple[str, ...], dict[int, list[Any]]] = {}
+    # One update per run, its fields merged in order (a later value replaces an earlier one), as one
+    # UPDATE after another would leave them: one statement's VALUES must not name a run twice (an
+    # UPDATE ... FROM would apply either row), and grouped by columns, a run's later fields could
+    # otherwise be written before its earlier ones.
+    merged: dict[int, dict[str, Any]] = {}
     for run_id, fields in updates:
+        merged.setdefault(run_id, {}).update(fields)
+    by_columns: dict[tuple[str, ...], dict[int, list[Any]]] = {}
+    for run_id, fields in merged.items():
         if fields.keys() <= FLUSH_FIELDS:
             columns = tuple(sorted(fields))
             by_columns.setdefault(columns, {})[run_id] = [_db_value(c, fields[c]) for c in columns] + [run_id]

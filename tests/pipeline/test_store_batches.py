@@ -173,3 +173,22 @@ async def test_batches_of_every_size_reuse_a_few_statement_texts(user, monkeypat
         assert [s async for s in Event.objects.filter(run=run).order_by("seq").values_list("seq", flat=True)] \
             == list(range(written[run.pk]))
         assert (await Run.objects.aget(pk=run.pk)).event_count == written[run.pk]
+
+
+async def test_a_run_named_twice_in_a_round_keeps_its_later_fields_whatever_their_columns(user):
+    # Grouped by column set, a round used to write a run's later fields before its earlier ones when
+    # another run had made the later fields' column set first, or when the later fields ended the run
+    # through the ORM: the earlier event count then overwrote the final one.
+    other, run = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING) for _ in range(2)]
+    await sync_to_async(store.append_many)([
+        (other.pk, rows(other.pk, range(1)), {"event_count": 1}),
+        (run.pk, rows(run.pk, range(2)), {"event_count": 2, "output_text": "w0w1"}),
+        (run.pk, rows(run.pk, range(2, 3)), {"event_count": 3}),
+    ])
+    assert (await Run.objects.aget(pk=run.pk)).event_count == 3
+    await sync_to_async(store.append_many)([
+        (run.pk, rows(run.pk, range(3, 4)), {"event_count": 4}),
+        (run.pk, rows(run.pk, range(4, 5)), {"event_count": 5, "status": RunStatus.COMPLETED}),
+    ])
+    ended = await Run.objects.aget(pk=run.pk)
+    assert (ended.event_count, ended.status, ended.output_text) == (5, RunStatus.COMPLETED, "w0w1")
