@@ -95,9 +95,12 @@ STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
 UNSTARTED_BODY_S = 30.0  # a relay whose body was never asked for after this long: its client left
-# A run with a reserved id: its row is inserted right after the first body bytes are given to the
-# client, or this long after the head when none has come yet (a provider slow to its first token).
-ROW_AFTER_HEAD_S = 0.005
+# A run with a reserved id: its row is inserted right after the answer's head and first body bytes
+# are given to the client, or this long after the request was sent on when they have not come by then
+# (a provider slow to its head or first token, a whole answer still being generated), so the run is
+# seen (live wall, API, recovery) while the provider works. Long enough for a fast provider's first
+# bytes to go first (the insert is ~1 ms of the loop's CPU on SQLite), short against any slow one's.
+ROW_AFTER_SEND_S = 0.005
 
 
 # Marks where a request's time goes (dashboard/api/gateway.py sets it when STREAMSCOPE_GATEWAY_TIMINGS is on).
@@ -212,6 +215,8 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         run = _new_run(request, fields, fields.model)
         run.pk = reserved
         pending = PendingRow(run)
+        recorder = _recorder(run, protocol, fields, pending)
+        recorder.begin(run, rules)  # no input stop rule matched this input (checked above)
         creating = asyncio.get_running_loop().create_future()
         creating.set_result(run)
     elif _input_stopped(fields, rules):
@@ -233,13 +238,15 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     t0 = time.monotonic()
     response: httpx.Response | LegResponse | None = None
     failure: UpstreamError | None = None
+    if pending is not None and recorder is not None:
+        _row_after(recorder, ROW_AFTER_SEND_S)  # unless the head and first bytes come first
     try:
         response = await _send(request, headers)
         _mark("upstream_headers")
     except asyncio.CancelledError:  # the client left while the provider was still to answer
         run = await creating  # cancelled once already: the run is still created and ended
         if recorder is None:
-            recorder = _recorder(run, protocol, fields, pending)
+            recorder = _recorder(run, protocol, fields)
             recorder.begin(run, rules)
         recorder.t0 = t0
         _end_later(recorder, RunStatus.CANCELLED, dict(CLIENT_LEFT))
@@ -254,7 +261,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
             await response.aclose()
         raise
     if recorder is None:
-        recorder = _recorder(run, protocol, fields, pending)
+        recorder = _recorder(run, protocol, fields)
         recorder.begin(run, rules)  # no input stop rule matched this input (checked above)
     recorder.t0 = t0
     if pending is None:
@@ -508,6 +515,23 @@ def _http_error(status: int, body: bytes) -> dict[str, Any]:
             "code": "http_error", "http_status": status, "body": parsed}
 
 
+# --- a reserved id's row ----------------------------------------------------------------------
+
+def _row_after(recorder: GatewayRecorder, delay: float) -> None:
+    """The pending row inserted ``delay`` seconds from now, unless :func:`_row_now` comes first."""
+    if recorder.pending_row is not None and recorder.row_timer is None:
+        recorder.row_timer = asyncio.get_running_loop().call_later(delay, _row_now, recorder)
+
+
+def _row_now(recorder: GatewayRecorder) -> None:
+    """The pending row, in a task of its own (once): the relay goes on meanwhile, and the recorder's
+    first write and its end wait for it (GatewayRecorder.ensure_row)."""
+    if recorder.row_timer is not None:
+        recorder.row_timer.cancel()
+        recorder.row_timer = None
+        _spawn(recorder.insert_row(), f"gateway-row-{recorder.run_id}")
+
+
 # --- ending runs ---------------------------------------------------------------------------------
 
 _concluding: set[asyncio.Task] = set()  # strong references to the tasks ending runs
@@ -563,7 +587,6 @@ class StreamRelay:
         self.upstream_error: dict[str, Any] | None = None
         self.at_boundary = True  # the bytes given so far end between two events
         self.started = False
-        self._row_timer: asyncio.TimerHandle | None = None
         stoppers.register(run.pk, self.stop)
         # A client gone before the server began the body never runs its cleanup: end it here.
         self._watchdog = asyncio.get_running_loop().call_later(UNSTARTED_BODY_S, self._never_started)
@@ -588,8 +611,6 @@ class StreamRelay:
         client left) closes the upstream and ends the run ``cancelled``."""
         self.started = True
         self._watchdog.cancel()
-        if self.recorder.pending_row is not None:  # the head has gone: the row after the first bytes
-            self._row_timer = asyncio.get_running_loop().call_later(ROW_AFTER_HEAD_S, self._insert_row)
         ending = "client_left"
         try:
             if self.stopped is None:
@@ -643,8 +664,8 @@ class StreamRelay:
             async for chunk in iter_body(self.response, settings.STREAMSCOPE_STALL_TIMEOUT_S):
                 t = recorder._now()
                 await send(chunk)  # the client first
-                if self._row_timer is not None:
-                    self._insert_row()
+                if recorder.row_timer is not None:  # the head and first bytes are out: the row now
+                    _row_now(recorder)
                 self.at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
                 if inline:
                     recorder.take(chunk, t)
@@ -680,14 +701,6 @@ class StreamRelay:
             self._wake.set()
             await self.response.aclose()
         return "upstream_end"
-
-    def _insert_row(self) -> None:
-        """A reserved id's row, in a task of its own: the relay goes on meanwhile, and the recorder's
-        first write waits for it (GatewayRecorder.ensure_row)."""
-        if self._row_timer is not None:
-            self._row_timer.cancel()
-            self._row_timer = None
-            _spawn(self.recorder.insert_row(), f"gateway-row-{self.run.pk}")
 
     def _output_stop_rules(self) -> bool:
         return any(rule.action == ModerationRule.Action.STOP and rule.scope != ModerationRule.Scope.INPUT
@@ -748,9 +761,6 @@ class StreamRelay:
 
     async def _conclude(self, ending: str) -> None:
         stoppers.unregister(self.run.pk)
-        if self._row_timer is not None:  # no first bytes came: the end inserts the row (and says so)
-            self._row_timer.cancel()
-            self._row_timer = None
         try:
             if self.pump is not None and not self.pump.done():
                 self.pump.cancel()

@@ -7,9 +7,10 @@ comes first. Nothing here raises into the forwarding path except
 client's stream). A failed database write keeps its events in memory and is retried by the next
 flush, so ``seq`` stays dense; what could not be recorded in the end is written on the run.
 
-A run whose id was reserved ahead has no row until the client has its answer's first bytes
-(streams/gateway/run_row.py, ``PendingRow``): nothing of it is stored before the row is in, and an
-insert that fails is tried again with the next flush, the run saying so when it ends.
+A run whose id was reserved ahead has no row until the client has its answer's first bytes, or its
+request went out 5 ms ago (streams/gateway/run_row.py, ``PendingRow``): nothing of it is stored
+before the row is in (a flush waits for it before taking its batch), and an insert that fails is
+tried again with the next flush, the run saying so (once) when it ends.
 
 A run whose row was committed without waiting for PostgreSQL's WAL flush (streams/gateway/run_row.py,
 a reserved id) can lose that row to a crash of PostgreSQL until the run's first events are stored
@@ -62,6 +63,7 @@ class GatewayRecorder(RunRecorder):
         # A run whose id was reserved ahead: its row is inserted after the client's first bytes
         # (streams/gateway/run_row.py), and before anything of it is stored (ensure_row); None once in.
         self.pending_row: PendingRow | None = None
+        self.row_timer: asyncio.TimerHandle | None = None  # inserts it soon (streams/gateway/proxy.py)
         self.row_late = ""  # why the row went in only on a later try
         self.foreign_row = False  # the reserved id was found taken: nothing is written to that row
 
@@ -206,14 +208,21 @@ class GatewayRecorder(RunRecorder):
     # --- flushing: a failed write keeps its batch for the next flush ---------------------------
 
     async def flush(self, final_fields: dict[str, Any] | None = None) -> None:
-        while self._flush_lock.locked():  # one at a time, so the batch taken below is this call's
-            await asyncio.sleep(0.002)
+        # A reserved id's row goes in before any of its events, and before the batch is taken: a flush
+        # waiting for it holds no batch, so no two flushes share one (a failed write puts back only
+        # its own). A failed insert raises here with nothing taken (noted on the pending row, not as
+        # a failed write); the next flush tries again.
+        while True:
+            while self._flush_lock.locked():  # one at a time, so the batch taken below is this call's
+                await asyncio.sleep(0.002)
+            if self.pending_row is None:
+                break
+            await self.ensure_row()  # yields: the lock is looked at again
+        if self.foreign_row:
+            self.buffer = []
+            return
         batch, last_write = self.buffer, self._last_write
         try:
-            await self.ensure_row()  # a reserved id's row, before any of its events
-            if self.foreign_row:
-                self.buffer = []
-                return
             await super().flush(final_fields)
         except Exception as exc:
             if self._last_write == last_write and self.buffer is not batch:
@@ -252,6 +261,9 @@ class GatewayRecorder(RunRecorder):
 
     async def end(self, status: str, error: Any) -> None:
         """Finish the run; retries the final write a few times. Never raises."""
+        if self.row_timer is not None:  # the row not yet asked for: inserted here, first
+            self.row_timer.cancel()
+            self.row_timer = None
         if self._registered:
             flush_clock().unregister(self)
             self._registered = False

@@ -22,9 +22,11 @@ the INSERT (a proxy's reset) could still leave a second row, empty and ``streami
 Once the loop holds run ids reserved ahead (:class:`RunIds`: a block taken on the database thread by
 a commit that waits for the disk, so no id of it can be handed out again after a crash; on
 PostgreSQL values of the sequence, on SQLite AUTOINCREMENT's counter moved past the block), a run
-takes one before its request goes out and its row is not inserted until the client has the answer's
-head (which names the id) and first bytes (:class:`PendingRow`): the SQLite INSERT, ~1 ms of the
-loop's CPU with the run table's 26 indexes, ran before the waiting head was read. The row goes in
+takes one before its request goes out and its row is inserted once the client has the answer's head
+(which names the id) and first bytes, or 5 ms after the request went out if they have not come by
+then (:class:`PendingRow`; streams/gateway/proxy.py, ``ROW_AFTER_SEND_S``): the SQLite INSERT, ~1 ms
+of the loop's CPU with the run table's 26 indexes, ran before a fast provider's waiting head was
+read. The row's ``created_at`` is the request's arrival (``started_at``), not the INSERT's time. The row goes in
 before anything of the run is stored (the recorder waits for it). On PostgreSQL its INSERT does not
 wait for the flush (``synchronous_commit`` off for that statement's transaction alone). With the id
 known before the INSERT, an unanswered or failed one is simply sent again (``ON CONFLICT (id) DO
@@ -53,6 +55,7 @@ from django.db import connection as thread_connection
 from django.db import connections, transaction
 from django.db.models.sql import InsertQuery
 from django.db.models.sql.compiler import SQLInsertCompiler
+from django.utils import timezone
 
 from streams.models import Run
 from streams.pipeline import loop_db
@@ -62,21 +65,24 @@ log = logging.getLogger(__name__)
 _writers = threading.local()  # this thread's SQLite connection for inserting runs, and its database
 
 
-def insert_here(run: Run) -> bool:
+def insert_here(run: Run, reserved: bool = False, sent_before: bool = False) -> bool:
     """Insert the unsaved ``run`` now on this thread's own connection; True when done (``run.pk`` set),
-    False when it must go the database thread's way (not SQLite, the write lock taken, any error)."""
+    False when it must go the database thread's way (not SQLite, the write lock taken, any error:
+    nothing was written). ``reserved``: ``run.pk`` is a reserved id, sent with the row; raises
+    :class:`IdTaken` when that id's row is there already (``sent_before``: an earlier try may have
+    made it, and it is then this run's)."""
     database = settings.DATABASES["default"]
     if database["ENGINE"] != "django.db.backends.sqlite3":
         return False
-    return insert_into(run, str(database["NAME"]))
+    return insert_into(run, str(database["NAME"]), reserved, sent_before)
 
 
-def insert_into(run: Run, name: str) -> bool:
+def insert_into(run: Run, name: str, reserved: bool = False, sent_before: bool = False) -> bool:
     """:func:`insert_here` into the SQLite database file ``name``."""
     if name == ":memory:" or "mode=memory" in name:
         return False
     try:
-        sql, params = _insert_sql(run)
+        sql, params = _insert_sql(run, "?", reserved)
         connection = _connection(name)
         row = connection.execute(sql, params).fetchone()
     except (sqlite3.Error, ValueError) as exc:
@@ -84,18 +90,14 @@ def insert_into(run: Run, name: str) -> bool:
         if not (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)):
             log.warning("inserting a gateway run without a thread hop failed, using the database thread: %r", exc)
         return False
-    _inserted(run, row[0])
+    if reserved and row is None and not sent_before:
+        raise IdTaken(f"run id {run.pk} was reserved but is taken already")
+    _inserted(run, run.pk if reserved else row[0])
     return True
 
 
 class MaybeInserted(Exception):
-    """The INSERT was sent on the loop's connection and its answer never came: the row may exist.
-    ``reserved``: the run's id was set before the INSERT (a reserved one), so sending it again
-    (:func:`insert_again`) makes one row whether or not the first reached the server."""
-
-    def __init__(self, reason: str, reserved: bool = False) -> None:
-        super().__init__(reason)
-        self.reserved = reserved
+    """The INSERT was sent on the loop's connection and its answer never came: the row may exist."""
 
 
 class Inserted(enum.Enum):
@@ -159,7 +161,7 @@ async def insert_reserved_on_loop(run: Run, sent_before: bool = False) -> Insert
             row = await cursor.fetchone()
     except loop_db.NoDirectPath as exc:
         if sent and exc.connected:
-            raise MaybeInserted(str(exc), reserved=True) from exc
+            raise MaybeInserted(str(exc)) from exc
         loop_db.note_fallback("inserting a gateway run on the event loop's connection", exc)
         return Inserted.NO
     except ValueError as exc:  # a statement this module cannot build: never sent
@@ -170,28 +172,6 @@ async def insert_reserved_on_loop(run: Run, sent_before: bool = False) -> Insert
     _inserted(run, run.pk)
     _unflushed.add(run)
     return Inserted.UNFLUSHED
-
-
-def insert_reserved_here(run: Run, sent_before: bool = False) -> bool:
-    """SQLite: insert ``run`` with its reserved id (``run.pk``) now on this thread's own connection, as
-    :func:`insert_here` does; False when it must go the database thread's way (nothing was written).
-    Raises :class:`IdTaken` (``sent_before``: an earlier try may have made the row, which is then this run's)."""
-    database = settings.DATABASES["default"]
-    name = str(database["NAME"])
-    if database["ENGINE"] != "django.db.backends.sqlite3" or name == ":memory:" or "mode=memory" in name:
-        return False
-    try:
-        sql, params = _insert_sql(run, "?", reserved=True)
-        row = _connection(name).execute(sql, params).fetchone()
-    except (sqlite3.Error, ValueError) as exc:
-        _writers.connection = None  # opened again next time
-        if not (isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)):
-            log.warning("inserting a gateway run without a thread hop failed, using the database thread: %r", exc)
-        return False
-    if row is None and not sent_before:
-        raise IdTaken(f"run id {run.pk} was reserved but is taken already")
-    _inserted(run, run.pk)
-    return True
 
 
 _unflushed: weakref.WeakSet[Run] = weakref.WeakSet()
@@ -214,9 +194,12 @@ def insert_again(run: Run) -> bool:
     On PostgreSQL the run counts as :func:`unflushed` afterwards whichever way it went: a row found
     here, or waited for, is the unanswered INSERT's, committed without the flush, and a crash can still
     lose it."""
-    missing = not Run.objects.filter(pk=run.pk).exists()
-    if missing:
-        Run.objects.bulk_create([run], ignore_conflicts=True)
+    with transaction.atomic():
+        missing = not Run.objects.filter(pk=run.pk).exists()
+        if missing:
+            Run.objects.bulk_create([run], ignore_conflicts=True)  # created_at set to now by Django ...
+            Run.objects.filter(pk=run.pk).update(created_at=run.started_at)  # ... and back to the arrival
+            run.created_at = run.started_at
     _inserted(run, run.pk)
     if _unflushed_inserts():
         _unflushed.add(run)
@@ -337,11 +320,12 @@ def _reserve_sqlite(count: int) -> list[int]:
 
 
 class PendingRow:
-    """A gateway run whose id is reserved and whose row is not inserted yet: the client gets the
-    answer's head (``x-streamscope-run``) and first bytes first, and the row follows them, before the
-    recorder's first write (:meth:`ensure`, called by the relay and by the recorder before it stores
-    anything). On the serving thread's connection (SQLite) or the loop's (PostgreSQL), else on the
-    database thread, always with the reserved id, so a try that fails is simply made again."""
+    """A gateway run whose id is reserved and whose row is not inserted yet: a fast provider's head
+    (``x-streamscope-run``) and first bytes reach the client first, and the row follows them (or a
+    slow provider's request by 5 ms), before the recorder's first write (:meth:`ensure`, called by
+    the proxy's timer or relay and by the recorder before it stores anything). On the serving
+    thread's connection (SQLite) or the loop's (PostgreSQL), else on the database thread, always
+    with the reserved id, so a try that fails is simply made again."""
 
     def __init__(self, run: Run) -> None:
         assert run.pk is not None
@@ -369,17 +353,29 @@ class PendingRow:
 
     async def _insert(self) -> Inserted:
         run = self.run
-        if insert_reserved_here(run, self._sent):
+        # Beating now: the row can go in long after the run began (a slow provider, a retried
+        # insert), and another process's recovery sweep would take a start-time heartbeat for an
+        # orphan's (as GatewayRecorder._make_row_again does).
+        run.heartbeat_at = timezone.now()
+        if insert_here(run, reserved=True, sent_before=self._sent):
             return Inserted.FLUSHED
         try:
             inserted = await insert_reserved_on_loop(run, self._sent)
-        except MaybeInserted:
+        except MaybeInserted:  # PostgreSQL: the INSERT may have made the row unanswered
             self._sent = True
             inserted = Inserted.NO
         if inserted:
             return inserted
-        sent_before, self._sent = self._sent, True
-        if not await database_sync_to_async(insert_again)(run) and not sent_before:
+        sent_before = self._sent
+        try:
+            missing = await database_sync_to_async(insert_again)(run)
+        except Exception:
+            # A failed try leaves nothing on SQLite (a transaction that did not commit); on PostgreSQL
+            # its commit may have been lost unanswered, so a row found later may be this try's.
+            if _unflushed_inserts():
+                self._sent = True
+            raise
+        if not missing and not sent_before:
             raise IdTaken(f"run id {run.pk} was reserved but is taken already")
         return Inserted.UNFLUSHED if unflushed(run) else Inserted.FLUSHED
 
@@ -412,6 +408,12 @@ def _insert_sql(run: Run, placeholder: str = "?", reserved: bool = False) -> tup
     the insert). ``reserved``: ``run.pk`` is a reserved id, sent with the row; a row already there is left
     as it is and nothing comes back; on PostgreSQL the commit does not wait for the WAL flush."""
     compiler, fields, sql = _statement(settings.DATABASES["default"]["ENGINE"], placeholder, reserved)
+    if reserved and run.started_at is not None:
+        # A reserved id's row goes in after the request went out (up to its whole answer later): its
+        # created_at is the request's arrival, as an insert at once would have made it, not now.
+        run.created_at = run.started_at
+        return sql, tuple(compiler.prepare_value(field, getattr(run, field.attname) if field.attname == "created_at"
+                                                 else compiler.pre_save_val(field, run)) for field in fields)
     return sql, tuple(compiler.prepare_value(field, compiler.pre_save_val(field, run)) for field in fields)
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import OperationalError, connection
+from django.utils import timezone
 
 from streams.gateway import proxy, run_row
 from streams.gateway.recorder import GatewayRecorder
+from streams.live import recovery
 from streams.models import Event, Run, RunStatus
+from streams.pipeline import store
 from streams.upstream.providers import get_provider
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -104,7 +108,9 @@ async def reserve_for_this_loop(count: int = 4) -> list[int]:
 
 
 @pytest.mark.server
-async def test_the_answers_head_and_first_bytes_go_out_before_the_runs_row_is_inserted(sim_upstream, user):
+async def test_the_answers_head_and_first_bytes_go_out_before_the_runs_row_is_inserted(sim_upstream, user,
+                                                                                        monkeypatch):
+    monkeypatch.setattr(proxy, "ROW_AFTER_SEND_S", 60.0)  # a fast provider: its first bytes come well before
     ids = await reserve_for_this_loop()
     answer = await proxy.forward(gateway_request(user, STREAMED))
     assert answer.relay is not None and answer.run_id == ids[0]  # an id of the reserved block
@@ -185,6 +191,143 @@ async def test_a_row_that_cannot_be_inserted_at_all_leaves_the_clients_stream_wh
     assert not await Run.objects.filter(pk=answer.run_id).aexists()
 
 
+WHOLE_SLOW = {"model": "sim-text", "input": "Why is the sky blue?", "stream": False,
+              "metadata": {"sim_seed": "7", "sim_tokens_per_s": "40"}}
+
+
+@pytest.mark.server
+async def test_a_slow_providers_run_has_its_row_while_the_answer_is_generated_created_when_it_arrived(
+        sim_upstream, user):
+    await reserve_for_this_loop()
+    forwarding = asyncio.ensure_future(proxy.forward(gateway_request(user, WHOLE_SLOW)))  # ~3 s to answer
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 1.0
+    while not await Run.objects.filter(owner=user).aexists() and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert not forwarding.done()  # the provider is still generating the whole answer
+    streaming = await Run.objects.aget(owner=user)  # seen by the live wall, the API and recovery
+    assert streaming.status == RunStatus.STREAMING
+    answer = await forwarding
+    run = await ended_run(answer.run_id)
+    assert run.pk == streaming.pk and run.status == RunStatus.COMPLETED
+    assert run.error is None  # the row's insert was not noted as late or failed
+    assert run.created_at == run.started_at  # the request's arrival, not the insert's time
+
+
+async def test_a_late_rows_created_at_is_the_requests_arrival_and_its_heartbeat_fresh(user, monkeypatch):
+    """A row inserted long after the request began (a slow provider, a retried insert) is dated from
+    the request, and beats now: another process's recovery sweep does not take it for an orphan."""
+    run = new_run(user)
+    run.heartbeat_at = run.started_at = timezone.now() - timedelta(seconds=90)  # a 90 s whole answer
+    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    await recorder.ensure_row()  # what the end does first, before it writes the outcome
+    monkeypatch.setattr(recovery, "WORKER_NAME", "other-host:1")  # another process sweeps now
+    orphans = await sync_to_async(recovery.find_orphans)()
+    assert run.pk not in [orphan.pk for orphan in orphans]
+    stored = await Run.objects.aget(pk=run.pk)
+    assert stored.created_at == stored.started_at == run.started_at
+    await recorder.end(RunStatus.COMPLETED, None)
+
+
+async def test_flushes_waiting_for_the_row_share_no_batch_so_failed_writes_lose_no_event(user, monkeypatch):
+    """Two flushes (a clock tick and a kick) wait for a slow row insert, then their writes fail: each
+    puts back only the batch it took, and the events relayed meanwhile are kept."""
+    run = new_run(user)
+    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    real_insert = run_row.PendingRow._insert
+
+    async def slow_insert(self):  # the database thread busy or locked
+        await asyncio.sleep(0.05)
+        return await real_insert(self)
+
+    monkeypatch.setattr(run_row.PendingRow, "_insert", slow_insert)
+    real_write = store.write_batch
+    failing = True
+
+    async def write_batch(run_id, rows, fields):  # the database refuses the writes after the row went in
+        if failing:
+            await asyncio.sleep(0.05)
+            raise OperationalError("database is locked")
+        return await real_write(run_id, rows, fields)
+
+    monkeypatch.setattr(store, "write_batch", write_batch)
+    recorder.take(DELTA, 1.0)  # seq 0
+    tick = asyncio.ensure_future(recorder.flush())
+    await asyncio.sleep(0)
+    kick = asyncio.ensure_future(recorder.flush())  # the flush lock is not held while the row is waited for
+    await asyncio.sleep(0.07)  # the row is in; a write is on its way
+    recorder.take(DELTA.replace(b'"sequence_number":1', b'"sequence_number":2'), 2.0)  # seq 1, relayed meanwhile
+    await asyncio.gather(tick, kick, return_exceptions=True)
+    failing = False
+    await recorder.end(RunStatus.COMPLETED, None)
+    stored = await sync_to_async(list)(Event.objects.filter(run_id=run.pk).values_list("seq", flat=True))
+    assert sorted(stored) == [0, 1]
+    assert (await Run.objects.aget(pk=run.pk)).event_count == 2
+
+
+async def test_a_taken_id_is_still_told_apart_after_a_failed_try_on_sqlite(user, monkeypatch):
+    """A failed insert on SQLite leaves nothing: a row found with the id on the next try is not this
+    run's, and nothing is written into it."""
+    other = await sync_to_async(orm_run)(user)  # what should never be: a row already holding the id
+    real = run_row.insert_again
+    tries = []
+
+    def refused_once(run: Run) -> bool:
+        tries.append(run.pk)
+        if len(tries) == 1:
+            raise OperationalError("database is locked")
+        return real(run)
+
+    monkeypatch.setattr(run_row, "insert_again", refused_once)
+    run = new_run(user)
+    run.pk = other.pk
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    recorder.take(DELTA, 1.0)
+    with pytest.raises(OperationalError):
+        await recorder.flush()
+    await recorder.flush()
+    await recorder.end(RunStatus.COMPLETED, None)
+    assert len(tries) == 2 and recorder.foreign_row
+    kept = await Run.objects.aget(pk=other.pk)
+    assert kept.status == RunStatus.STREAMING and kept.event_count == 0 and kept.error is None
+    assert await Event.objects.filter(run_id=other.pk).acount() == 0
+
+
+async def test_a_failed_row_insert_is_noted_once_not_as_a_failed_write(user, monkeypatch):
+    real = run_row.insert_again
+    tries = []
+
+    def refused_once(run: Run) -> bool:
+        tries.append(run.pk)
+        if len(tries) == 1:
+            raise OperationalError("database is locked")
+        return real(run)
+
+    monkeypatch.setattr(run_row, "insert_again", refused_once)
+    run = new_run(user)
+    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    recorder.take(DELTA, 1.0)
+    with pytest.raises(OperationalError):
+        await recorder.flush()
+    await recorder.end(RunStatus.COMPLETED, None)
+    stored = await Run.objects.aget(pk=run.pk)
+    assert stored.event_count == 1
+    assert stored.error["code"] == "recording_retried"
+    assert "inserting the run's row failed 1 time(s)" in stored.error["message"]
+    assert "database writes failed" not in stored.error["message"]
+
+
 async def test_the_recorders_first_write_inserts_the_row_before_its_events(user):
     run = new_run(user)
     run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
@@ -234,16 +377,18 @@ def test_a_reserved_insert_here_is_the_orms_row_and_a_taken_id_is_told_apart(tmp
     target.close()
     run = new_run(user)
     run.pk = 777
-    assert run_row.insert_reserved_here(run, sent_before=False) is False  # the test database is in memory
+    assert run_row.insert_here(run, reserved=True) is False  # the test database is in memory
     database = {**connection.settings_dict, "NAME": str(path)}
     with monkeypatch.context() as patched:
         patched.setattr(run_row, "settings", SimpleNamespace(DATABASES={"default": database}))
-        assert run_row.insert_reserved_here(run, sent_before=False)
+        assert run_row.insert_here(run, reserved=True)
         assert run.pk == 777 and not run._state.adding
+        assert run.created_at == run.started_at  # the request's arrival, not the insert's time
         again = new_run(user)
         again.pk = 777
         with pytest.raises(run_row.IdTaken):  # never sent before: the row is someone else's
-            run_row.insert_reserved_here(again, sent_before=False)
-        assert run_row.insert_reserved_here(again, sent_before=True)  # an earlier try of its own made it
-    stored = sqlite3.connect(path).execute('SELECT source, status, owner_id FROM "streams_run" WHERE id = 777')
-    assert stored.fetchall() == [("gateway", "streaming", user.pk)]
+            run_row.insert_here(again, reserved=True)
+        assert run_row.insert_here(again, reserved=True, sent_before=True)  # an earlier try of its own made it
+    stored = sqlite3.connect(path).execute('SELECT source, status, owner_id, created_at = started_at '
+                                           'FROM "streams_run" WHERE id = 777')
+    assert stored.fetchall() == [("gateway", "streaming", user.pk, 1)]

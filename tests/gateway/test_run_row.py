@@ -141,9 +141,9 @@ async def test_an_unanswered_insert_of_a_reserved_id_is_sent_again_and_makes_one
         if kept:  # the server committed it before the answer was lost
             await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields}).save)(
                 force_insert=True)
-        raise run_row.MaybeInserted("connection lost", reserved=True)
+        raise run_row.MaybeInserted("connection lost")
 
-    monkeypatch.setattr(run_row, "insert_reserved_here", lambda run, sent_before: False)
+    monkeypatch.setattr(run_row, "insert_here", lambda run, reserved=False, sent_before=False: False)
     monkeypatch.setattr(proxy, "_adopt_or_insert", lambda run: pytest.fail("looked for instead of sent again"))
     request, fields = gateway_request(user)
     for kept in (True, False):

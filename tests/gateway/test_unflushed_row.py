@@ -80,9 +80,9 @@ async def test_an_unanswered_insert_sent_again_is_still_watched_for_a_lost_row(u
     async def sent_unanswered(run, sent_before):
         await sync_to_async(Run(**{f.attname: getattr(run, f.attname) for f in Run._meta.concrete_fields}).save)(
             force_insert=True)  # the server made the row, and its answer was lost
-        raise run_row.MaybeInserted("connection lost", reserved=True)
+        raise run_row.MaybeInserted("connection lost")
 
-    monkeypatch.setattr(run_row, "insert_reserved_here", lambda run, sent_before: False)
+    monkeypatch.setattr(run_row, "insert_here", lambda run, reserved=False, sent_before=False: False)
     monkeypatch.setattr(run_row, "insert_reserved_on_loop", sent_unanswered)
     monkeypatch.setattr(run_row, "_unflushed_inserts", lambda: True)  # as on PostgreSQL
     request = proxy.GatewayRequest(provider=get_provider("simulator"), method="POST", path="responses", query="",
