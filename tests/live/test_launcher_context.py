@@ -36,6 +36,14 @@ async def queued_run(user) -> Run:
     return await database_sync_to_async(create_run)(user, "simulator", "sim-text", "hi", "", {})
 
 
+async def ended_cancelled(run_id: int) -> Run:
+    deadline = asyncio.get_running_loop().time() + 5
+    while (run := await Run.objects.aget(pk=run_id)).status != RunStatus.CANCELLED:
+        assert asyncio.get_running_loop().time() < deadline, f"the run was left {run.status}"
+        await asyncio.sleep(0.02)
+    return run
+
+
 async def test_a_run_cancelled_before_it_began_is_ended_after_its_request_is_over(provider, user):
     launcher = AsyncioLauncher()
     run = await queued_run(user)
@@ -43,11 +51,7 @@ async def test_a_run_cancelled_before_it_began_is_ended_after_its_request_is_ove
         await launcher.launch(run.pk)
     # The request is over; the run's task has not run a line yet.
     assert await launcher.cancel(run.pk) is True
-    deadline = asyncio.get_running_loop().time() + 5
-    while (await Run.objects.aget(pk=run.pk)).status != RunStatus.CANCELLED:
-        assert asyncio.get_running_loop().time() < deadline, "the run was left queued"
-        await asyncio.sleep(0.02)
-    run = await Run.objects.aget(pk=run.pk)
+    run = await ended_cancelled(run.pk)
     assert run.finished_at is not None
 
 
@@ -75,3 +79,4 @@ async def test_a_running_run_keeps_nothing_of_the_request_that_started_it(provid
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await ended_cancelled(run.pk)  # the cancel's write, on the database thread, before teardown
