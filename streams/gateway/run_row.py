@@ -198,8 +198,9 @@ def insert_again(run: Run) -> bool:
         missing = not Run.objects.filter(pk=run.pk).exists()
         if missing:
             Run.objects.bulk_create([run], ignore_conflicts=True)  # created_at set to now by Django ...
-            Run.objects.filter(pk=run.pk).update(created_at=run.started_at)  # ... and back to the arrival
-            run.created_at = run.started_at
+            if run.started_at is not None:  # ... and back to the request's arrival
+                Run.objects.filter(pk=run.pk).update(created_at=run.started_at)
+                run.created_at = run.started_at
     _inserted(run, run.pk)
     if _unflushed_inserts():
         _unflushed.add(run)
