@@ -117,25 +117,33 @@ async def insert_on_loop(run: Run) -> Inserted:
     :attr:`Inserted.NO` when not sent (not PostgreSQL, no connection: the database thread's way).
     A run whose id is reserved goes by :func:`insert_reserved_on_loop` instead.
     Raises :class:`MaybeInserted` when the statement may have reached the server unanswered."""
-    if not loop_db.available():
+    answered, row = await _insert_on_loop(run, reserved=False)
+    if not answered:
         return Inserted.NO
+    _inserted(run, row[0])
+    return Inserted.FLUSHED
+
+
+async def _insert_on_loop(run: Run, reserved: bool) -> tuple[bool, tuple | None]:
+    """Send ``run``'s INSERT on the event loop's own connection: ``(True, the row it returned)`` when
+    answered, ``(False, None)`` when not sent (the database thread's way). Raises
+    :class:`MaybeInserted` when it may have reached the server unanswered."""
+    if not loop_db.available():
+        return False, None
     sent = False
     try:
-        sql, params = _insert_sql(run, "%s")
+        sql, params = _insert_sql(run, "%s", reserved=reserved)
         async with loop_db.postgres() as connection:
             sent = True
             cursor = await connection.execute(sql, params)
-            row = await cursor.fetchone()
+            return True, await cursor.fetchone()
     except loop_db.NoDirectPath as exc:
         if sent and exc.connected:
             raise MaybeInserted(str(exc)) from exc
         loop_db.note_fallback("inserting a gateway run on the event loop's connection", exc)
-        return Inserted.NO
     except ValueError as exc:  # a statement this module cannot build: never sent
         log.warning("a gateway run's INSERT could not be built here, using the database thread: %r", exc)
-        return Inserted.NO
-    _inserted(run, row[0])
-    return Inserted.FLUSHED
+    return False, None
 
 
 class IdTaken(Exception):
@@ -149,23 +157,9 @@ async def insert_reserved_on_loop(run: Run, sent_before: bool = False) -> Insert
     its commit not waiting for the WAL flush (that statement's transaction only); :attr:`Inserted.NO`
     when not sent (the caller takes the database thread's way, same id). ``sent_before``: an earlier
     try may have made the row, so a row found is this run's. Raises :class:`MaybeInserted`
-    (``reserved``) when the statement may have reached the server unanswered, :class:`IdTaken`."""
-    if not loop_db.available():
-        return Inserted.NO
-    sent = False
-    try:
-        sql, params = _insert_sql(run, "%s", reserved=True)
-        async with loop_db.postgres() as connection:
-            sent = True
-            cursor = await connection.execute(sql, params)
-            row = await cursor.fetchone()
-    except loop_db.NoDirectPath as exc:
-        if sent and exc.connected:
-            raise MaybeInserted(str(exc)) from exc
-        loop_db.note_fallback("inserting a gateway run on the event loop's connection", exc)
-        return Inserted.NO
-    except ValueError as exc:  # a statement this module cannot build: never sent
-        log.warning("a gateway run's INSERT could not be built here, using the database thread: %r", exc)
+    when the statement may have reached the server unanswered, :class:`IdTaken`."""
+    answered, row = await _insert_on_loop(run, reserved=True)
+    if not answered:
         return Inserted.NO
     if row is None and not sent_before:
         raise IdTaken(f"run id {run.pk} was reserved but is taken already")
