@@ -18,7 +18,6 @@ paused: no coroutine, ASGI message or server bookkeeping per write.
 from __future__ import annotations
 
 import asyncio
-import math
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
@@ -127,12 +126,10 @@ class _Writer:
                     direct.transport.write(stamped_chunk(frame, wall_clock_us()))
                 else:
                     direct.transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))
-                following = alone[2]  # later than MIN_SLEEP_S from now (take_alone): on the clock
-                callbacks = self.clock.waiting.get(math.ceil(following / CLOCK_TICK_S))  # as clock.call_at
-                if callbacks is None:
-                    self.clock.call_at(following, self.on_tick)
-                else:
-                    callbacks.append(self.on_tick)
+                # Later than MIN_SLEEP_S from now (take_alone): back on the clock. Through call_at, the
+                # one place that knows the clock's ticks (~0.13 us more per event than reading its
+                # dict here, measured; a copy of its rounding would send frames early if it changed).
+                self.clock.call_at(alone[2], self.on_tick)
                 return
             waiting = self._write_due(now, alone)
         except BaseException as exc:  # the task that awaits the outcome raises it, as play() would
