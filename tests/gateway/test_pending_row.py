@@ -47,6 +47,37 @@ def orm_run(user) -> Run:
     return run
 
 
+async def reserved_run(user) -> Run:
+    """A gateway run holding an id reserved ahead, its row not inserted."""
+    run = new_run(user)
+    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
+    return run
+
+
+def pending_recorder(run: Run) -> GatewayRecorder:
+    """The recorder of ``run``, whose row is still to be inserted (as proxy.forward makes it)."""
+    recorder = GatewayRecorder(run.pk, "responses")
+    recorder.pending_row = run_row.PendingRow(run)
+    recorder.begin(run, [])
+    return recorder
+
+
+def refuse_row_inserts(monkeypatch, times: int | None) -> list[int]:
+    """The row's insert on the database thread refused its first ``times`` tries (every one when
+    None); returns the runs' ids of every try, refused or not."""
+    real = run_row.insert_again
+    tries: list[int] = []
+
+    def refusing(run: Run) -> bool:
+        tries.append(run.pk)
+        if times is None or len(tries) <= times:
+            raise OperationalError("database is locked")
+        return real(run)
+
+    monkeypatch.setattr(run_row, "insert_again", refusing)
+    return tries
+
+
 async def ended_run(run_id: int, timeout: float = 10.0) -> Run:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -139,16 +170,7 @@ async def test_the_answers_head_and_first_bytes_go_out_before_the_runs_row_is_in
 async def test_a_failed_insert_after_the_head_is_tried_again_and_noted_and_the_stream_completes(
         sim_upstream, user, monkeypatch):
     await reserve_for_this_loop()
-    real = run_row.insert_again
-    failures = []
-
-    def refused_twice(run: Run) -> bool:
-        if len(failures) < 2:
-            failures.append(run.pk)
-            raise OperationalError("database is locked")
-        return real(run)
-
-    monkeypatch.setattr(run_row, "insert_again", refused_twice)
+    tries = refuse_row_inserts(monkeypatch, 2)
     answer = await proxy.forward(gateway_request(user, STREAMED))
     sent: list[bytes] = []
 
@@ -158,7 +180,7 @@ async def test_a_failed_insert_after_the_head_is_tried_again_and_noted_and_the_s
     await answer.relay.relay(send)
     assert b"response.completed" in b"".join(sent)  # the client's stream was whole
     run = await ended_run(answer.run_id)
-    assert len(failures) == 2
+    assert len(tries) == 3  # two refused, the third inserted it
     assert run.status == RunStatus.COMPLETED
     assert run.error["code"] == "recording_retried"
     assert "inserting the run's row failed 2 time(s)" in run.error["message"]
@@ -169,11 +191,7 @@ async def test_a_failed_insert_after_the_head_is_tried_again_and_noted_and_the_s
 async def test_a_row_that_cannot_be_inserted_at_all_leaves_the_clients_stream_whole(sim_upstream, user, monkeypatch,
                                                                                     caplog):
     await reserve_for_this_loop()
-
-    def refused(run: Run) -> bool:
-        raise OperationalError("database is locked")
-
-    monkeypatch.setattr(run_row, "insert_again", refused)
+    refuse_row_inserts(monkeypatch, None)
     answer = await proxy.forward(gateway_request(user, STREAMED))
     sent: list[bytes] = []
 
@@ -220,9 +238,7 @@ async def test_a_late_rows_created_at_is_the_requests_arrival_and_its_heartbeat_
     run = new_run(user)
     run.heartbeat_at = run.started_at = timezone.now() - timedelta(seconds=90)  # a 90 s whole answer
     run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    recorder = pending_recorder(run)
     await recorder.ensure_row()  # what the end does first, before it writes the outcome
     monkeypatch.setattr(recovery, "WORKER_NAME", "other-host:1")  # another process sweeps now
     orphans = await sync_to_async(recovery.find_orphans)()
@@ -235,11 +251,8 @@ async def test_a_late_rows_created_at_is_the_requests_arrival_and_its_heartbeat_
 async def test_flushes_waiting_for_the_row_share_no_batch_so_failed_writes_lose_no_event(user, monkeypatch):
     """Two flushes (a clock tick and a kick) wait for a slow row insert, then their writes fail: each
     puts back only the batch it took, and the events relayed meanwhile are kept."""
-    run = new_run(user)
-    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    run = await reserved_run(user)
+    recorder = pending_recorder(run)
     real_insert = run_row.PendingRow._insert
 
     async def slow_insert(self):  # the database thread busy or locked
@@ -275,21 +288,10 @@ async def test_a_taken_id_is_still_told_apart_after_a_failed_try_on_sqlite(user,
     """A failed insert on SQLite leaves nothing: a row found with the id on the next try is not this
     run's, and nothing is written into it."""
     other = await sync_to_async(orm_run)(user)  # what should never be: a row already holding the id
-    real = run_row.insert_again
-    tries = []
-
-    def refused_once(run: Run) -> bool:
-        tries.append(run.pk)
-        if len(tries) == 1:
-            raise OperationalError("database is locked")
-        return real(run)
-
-    monkeypatch.setattr(run_row, "insert_again", refused_once)
+    tries = refuse_row_inserts(monkeypatch, 1)
     run = new_run(user)
     run.pk = other.pk
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    recorder = pending_recorder(run)
     recorder.take(DELTA, 1.0)
     with pytest.raises(OperationalError):
         await recorder.flush()
@@ -302,21 +304,9 @@ async def test_a_taken_id_is_still_told_apart_after_a_failed_try_on_sqlite(user,
 
 
 async def test_a_failed_row_insert_is_noted_once_not_as_a_failed_write(user, monkeypatch):
-    real = run_row.insert_again
-    tries = []
-
-    def refused_once(run: Run) -> bool:
-        tries.append(run.pk)
-        if len(tries) == 1:
-            raise OperationalError("database is locked")
-        return real(run)
-
-    monkeypatch.setattr(run_row, "insert_again", refused_once)
-    run = new_run(user)
-    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    refuse_row_inserts(monkeypatch, 1)
+    run = await reserved_run(user)
+    recorder = pending_recorder(run)
     recorder.take(DELTA, 1.0)
     with pytest.raises(OperationalError):
         await recorder.flush()
@@ -329,11 +319,8 @@ async def test_a_failed_row_insert_is_noted_once_not_as_a_failed_write(user, mon
 
 
 async def test_the_recorders_first_write_inserts_the_row_before_its_events(user):
-    run = new_run(user)
-    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    run = await reserved_run(user)
+    recorder = pending_recorder(run)
     recorder.take(DELTA, 1.0)
     await recorder.flush()
     assert await Event.objects.filter(run_id=run.pk).acount() == 1
@@ -344,11 +331,8 @@ async def test_the_recorders_first_write_inserts_the_row_before_its_events(user)
 
 
 async def test_a_run_with_no_event_gets_its_row_with_its_end(user):
-    run = new_run(user)
-    run.pk = (await sync_to_async(run_row.reserve_ids)(1))[0]
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    run = await reserved_run(user)
+    recorder = pending_recorder(run)
     await recorder.end(RunStatus.FAILED, {"code": "http_error", "http_status": 500, "body": "boom"})
     stored = await Run.objects.aget(pk=run.pk)
     assert stored.status == RunStatus.FAILED and stored.error["code"] == "http_error"
@@ -358,9 +342,7 @@ async def test_a_reserved_id_found_taken_by_another_run_is_never_written_to(user
     other = await sync_to_async(orm_run)(user)  # what should never be: a row already holding the id
     run = new_run(user)
     run.pk = other.pk
-    recorder = GatewayRecorder(run.pk, "responses")
-    recorder.pending_row = run_row.PendingRow(run)
-    recorder.begin(run, [])
+    recorder = pending_recorder(run)
     recorder.take(DELTA, 1.0)
     await recorder.flush()
     await recorder.end(RunStatus.COMPLETED, None)
