@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 
-from tests.support.scaled import Deployment, scaled_out_marks
+from tests.support.scaled import scaled_out_marks, script_on_new_deployment
 
 pytestmark = scaled_out_marks()
 
@@ -167,31 +167,21 @@ RESERVED = textwrap.dedent("""
 
 
 def test_reserved_ids_insert_without_the_flush_send_again_safely_and_a_lost_row_is_made_again(tmp_path):
-    deployment = Deployment(tmp_path)
-    try:
-        deployment.setup()
-        result = deployment.script_result(RESERVED)
-        assert result["distinct"] and result["sequence_moved_past"]  # never handed out again
-        assert result["reserved_pk"] and result["unflushed"] and result["orm_run_flushed"]
-        assert result["loop_setting_after"] == "on"  # only the INSERT's own transaction skips the flush
-        assert result["first"] == [["off"]] and result["again"] == [] and result["session_after"] == "on"
-        assert result["same_row"]  # the row the ORM writes, its id given
-        assert result["stall"] == {"rows": 1, "pk": True, "looked": 0}
-        assert result["restored"] == {"pk": True, "status": "completed", "events": 1, "code": "recording_retried",
-                                      "owner": True}
-    finally:
-        deployment.close()
+    result = script_on_new_deployment(tmp_path, RESERVED)
+    assert result["distinct"] and result["sequence_moved_past"]  # never handed out again
+    assert result["reserved_pk"] and result["unflushed"] and result["orm_run_flushed"]
+    assert result["loop_setting_after"] == "on"  # only the INSERT's own transaction skips the flush
+    assert result["first"] == [["off"]] and result["again"] == [] and result["session_after"] == "on"
+    assert result["same_row"]  # the row the ORM writes, its id given
+    assert result["stall"] == {"rows": 1, "pk": True, "looked": 0}
+    assert result["restored"] == {"pk": True, "status": "completed", "events": 1, "code": "recording_retried",
+                                  "owner": True}
 
 
 def test_the_loop_connections_insert_is_the_orms_row_and_a_stalled_one_makes_one_run(tmp_path):
-    deployment = Deployment(tmp_path)
-    try:
-        deployment.setup()
-        result = deployment.script_result(SCRIPT)
-        assert result["direct"] is True and result["pk"]
-        assert result["same_row"]
-        assert result["kept_after_statement_error"]  # others' statements on it are not cut
-        assert result["looked_first"] == 1  # the unanswered INSERT was not simply sent again
-        assert result["after_stall"] == 1 and result["made_pk"]
-    finally:
-        deployment.close()
+    result = script_on_new_deployment(tmp_path, SCRIPT)
+    assert result["direct"] is True and result["pk"]
+    assert result["same_row"]
+    assert result["kept_after_statement_error"]  # others' statements on it are not cut
+    assert result["looked_first"] == 1  # the unanswered INSERT was not simply sent again
+    assert result["after_stall"] == 1 and result["made_pk"]

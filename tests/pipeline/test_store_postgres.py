@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import textwrap
 
-from tests.support.scaled import Deployment, scaled_out_marks
+from tests.support.scaled import scaled_out_marks, script_on_new_deployment
 
 pytestmark = scaled_out_marks()
 
@@ -68,12 +68,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_a_rounds_run_rows_go_in_a_few_statements_with_every_value_as_written(tmp_path):
-    deployment = Deployment(tmp_path)
-    try:
-        deployment.setup()
-        result = deployment.script_result(SCRIPT)
-    finally:
-        deployment.close()
+    result = script_on_new_deployment(tmp_path, SCRIPT)
     # 21 runs: one statement of 16 rows and one of 16 padded (chunk_sizes), not one UPDATE per run
     # (through Django's cursor, where the debug log would see them: none).
     assert result["statements"] == [] and result["built"] == [16, 16]

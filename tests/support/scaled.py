@@ -68,6 +68,17 @@ def two_web_processes(var_dir: Path, users: tuple[tuple[str, str], ...] | None =
         deployment.close()
 
 
+def script_on_new_deployment(var_dir: Path, source: str) -> dict:
+    """A deployment set up for one script (:meth:`Deployment.script_result`), its RESULT returned
+    and the deployment closed, whatever the script did."""
+    deployment = Deployment(var_dir)
+    try:
+        deployment.setup()
+        return deployment.script_result(source)
+    finally:
+        deployment.close()
+
+
 def _with_db(url: str, name: str) -> str:
     return urlunparse(urlparse(url)._replace(path="/" + name))
 
