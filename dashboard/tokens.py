@@ -67,10 +67,15 @@ def authenticate_token(secret: str) -> ApiToken | None:
     if token is None:
         return None
     now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    if _use_due(token.last_used_at, now):
+        _write_last_used(token.pk, now)
         token.last_used_at = now
     return token
+
+
+def _use_due(last_used: datetime | None, now: datetime) -> bool:
+    """Whether a token's last use is to be written (once per LAST_USED_RESOLUTION)."""
+    return last_used is None or now - last_used >= LAST_USED_RESOLUTION
 
 
 async def token_owner(secret: str) -> Any | None:
@@ -103,7 +108,7 @@ async def token_owner(secret: str) -> Any | None:
         if settings.USE_TZ:
             last_used = last_used.replace(tzinfo=UTC)
     now = timezone.now()
-    if last_used is None or now - last_used >= LAST_USED_RESOLUTION:
+    if _use_due(last_used, now):
         _note_use_later(token_id, now)
     return get_user_model()(pk=owner_id, is_active=True)
 
