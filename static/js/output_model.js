@@ -4,6 +4,8 @@
 // item_id), deltas append, a full value (*.done, content_part.done, output_item.done) wins, the
 // terminal response only fills items the stream never showed. Chat Completions chunks are folded
 // in by chat_chunks.js. Renderers (render.js) draw each item type its own way.
+// A non-streamed answer (the gateway's one streamscope.response_body event) is read as the stream
+// of the same answer would be: a Response as its terminal event, a chat.completion as one chunk.
 // Besides output items the model keeps run-level "pseudo items" the page shows in the same
 // flow: malformed lines, response-level audio and the outcome (incomplete / failed).
 
@@ -12,6 +14,11 @@ import { applyChat } from "./chat_chunks.js";
 import { index, isObject, str } from "./values.js";
 
 const TERMINAL_STATUS = { "response.completed": "completed", "response.incomplete": "incomplete", "response.failed": "failed" };
+// A Response body's status -> the terminal event a stream of it ends with; queued / in_progress (a
+// background request's answer) and cancelled have none: the body is only a snapshot.
+const BODY_TERMINALS = new Map(Object.entries(TERMINAL_STATUS).map(([type, status]) => [status, type]));
+// A non-streamed answer stored whole: the JSON body as received, or {raw, error} when it was not an object.
+export const RESPONSE_BODY = "streamscope.response_body";
 const PART_TYPES = { text: "output_text", refusal: "refusal", reasoning_text: "reasoning_text" };
 const STRING_FIELDS = new Set(["arguments", "input", "code", "diff"]);
 
@@ -28,6 +35,15 @@ function newPart(source, fallbackType) {
     if (Array.isArray(source.logprobs)) part.logprobs = source.logprobs.slice();
   }
   return part;
+}
+
+/** A chat.completion as the one chat.completion.chunk that streams it whole (streams/protocol/rebuild.py's twin). */
+export function chunkOfCompletion(body) {
+  const choices = Array.isArray(body.choices) ? body.choices.filter(isObject) : [];
+  return {
+    object: "chat.completion.chunk", id: body.id, model: body.model, usage: body.usage,
+    choices: choices.map((choice) => ({ index: choice.index, delta: choice.message, logprobs: choice.logprobs, finish_reason: choice.finish_reason })),
+  };
 }
 
 export class OutputModel {
@@ -104,11 +120,8 @@ export class OutputModel {
     }
     if (kind.family === "streamscope") {
       if (type === "streamscope.done") this.doneMarker = true;
-      if (type === "streamscope.malformed") {
-        const info = isObject(d) ? d : { raw: String(d) };
-        this.malformed.push({ seq: record.seq, raw: String(info.raw ?? ""), error: info.error || "", where: info.where || "data" });
-        this.pseudo("!malformed", -1, { type: "malformed" }).lines = this.malformed;
-      }
+      if (type === "streamscope.malformed") this.addMalformed(record.seq, isObject(d) ? d : { raw: String(d) }, "data");
+      if (type === RESPONSE_BODY) this.applyBody(record.seq, d);
       return;
     }
     if (!isObject(d)) return;
@@ -119,6 +132,31 @@ export class OutputModel {
       case "terminal": return this.applyTerminal(type, d);
       default: return this.applyItemEvent(type, kind, d);
     }
+  }
+
+  addMalformed(seq, info, where) {
+    this.malformed.push({ seq, raw: String(info.raw ?? ""), error: info.error || "", where: info.where || where });
+    this.pseudo("!malformed", -1, { type: "malformed" }).lines = this.malformed;
+  }
+
+  // A whole answer: its items as if each arrived by output_item.done, then its terminal event (a
+  // Response), or one chunk holding the whole message (a chat.completion).
+  applyBody(seq, body) {
+    if (!isObject(body)) return;
+    if (body.object === "chat.completion") return applyChat(this, chunkOfCompletion(body));
+    if (body.object !== "response" && !Array.isArray(body.output)) {
+      if (typeof body.raw === "string") this.addMalformed(seq, body, "body");
+      return;
+    }
+    (Array.isArray(body.output) ? body.output : []).forEach((final, position) => {
+      if (!isObject(final) || this.items.has(`o${position}`)) return;
+      if (typeof final.id === "string") this.byId.set(final.id, position);
+      this.finish(this.outputItem(position, final, final.type), final);
+    });
+    const terminal = typeof body.status === "string" ? BODY_TERMINALS.get(body.status) : undefined;
+    if (terminal) return this.applyTerminal(terminal, { response: body });
+    this.response = body;
+    this.outcome();
   }
 
   applyError(d) {

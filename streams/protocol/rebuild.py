@@ -6,6 +6,8 @@ Deltas build a field live; a ``.done`` / ``content_part.done`` / ``output_item.d
 full value, which wins — a disagreement is noted in ``mismatches``. The terminal response's
 ``output`` is compared at the end (and fills items the stream never showed). Chat Completions
 chunks are rebuilt by :mod:`streams.protocol.chat_chunks` into the same :class:`RebuiltOutput` shape.
+A non-streamed answer (one ``streamscope.response_body`` event, the gateway's) rebuilds as the
+stream of the same answer would: a Response as its terminal event, a ``chat.completion`` as one chunk.
 
 The records live in :mod:`streams.protocol.output_model`; how one item's fields are built from their events
 lives in :mod:`streams.protocol.item_fields`.
@@ -38,11 +40,13 @@ __all__ = [
     "PART_TYPES",
     "TERMINAL_STATUS",
     "VOLATILE_KEYS",
+    "RESPONSE_BODY",
     "OutputRebuilder",
     "RebuiltItem",
     "RebuiltOutput",
     "StreamError",
     "TextBuffer",
+    "chunk_of_completion",
     "output_text_of",
     "rebuild_output",
 ]
@@ -52,6 +56,12 @@ TERMINAL_STATUS = {
     "response.incomplete": "incomplete",
     "response.failed": "failed",
 }
+# A Response body's status -> the terminal event a stream of it ends with. Other statuses (queued,
+# in_progress: a background request's answer; cancelled) have none: the body is only a snapshot.
+BODY_TERMINALS = {status: event_type for event_type, status in TERMINAL_STATUS.items()}
+# A non-streamed answer, stored whole as one event: its data is the JSON body as received
+# (streams/gateway/recorder.py), or {"raw", "error"} when that was not a JSON object.
+RESPONSE_BODY = "streamscope.response_body"
 DEFAULT_ERROR_MESSAGE = "An error occurred during streaming"
 # Re-encrypted between output_item.done and the terminal response (Fernet tokens carry a
 # timestamp), so only their presence is compared.
@@ -86,6 +96,8 @@ class OutputRebuilder:
         if kind.family == "streamscope":
             if event_type == catalogue.DONE_MARKER:
                 self._done_marker = True
+            elif event_type == RESPONSE_BODY:
+                self._response_body(payload)
             return
         if not isinstance(payload, dict):
             self._note(f"{event_type}: payload is not a JSON object; ignored")
@@ -130,6 +142,35 @@ class OutputRebuilder:
                 source=kind.type,
                 body=error,
             )
+
+    def _response_body(self, body: Any) -> None:
+        """A whole answer: its items as if each arrived by output_item.done, then its terminal event
+        (a Response), or one chunk holding the whole message (a chat.completion)."""
+        if isinstance(body, dict) and body.get("object") == "chat.completion":
+            if self._chat is None:
+                self._chat = ChatAccumulator()
+            self._chat.feed(chunk_of_completion(body))
+            return
+        if not isinstance(body, dict) or (
+            body.get("object") != "response" and not isinstance(body.get("output"), list)
+        ):
+            self._note(f"{RESPONSE_BODY}: neither a Response nor a chat.completion; not rebuilt")
+            return
+        self._responses_events += 1
+        output = body.get("output")
+        for index, item in enumerate(output if isinstance(output, list) else []):
+            if not isinstance(item, dict) or index in self._items:
+                continue
+            state = self._items[index] = ItemState(index, copy.deepcopy(item), added=False)
+            state.done_item = copy.deepcopy(item)
+            if isinstance(item.get("id"), str):
+                self._index_by_id[item["id"]] = index
+        status = body.get("status")
+        terminal = BODY_TERMINALS.get(status) if isinstance(status, str) else None
+        if terminal is not None:
+            self._terminal(catalogue.describe(terminal), {"response": body})
+        else:
+            self._snapshot = body
 
     def _error_event(self, kind: EventKind, payload: dict[str, Any]) -> None:
         nested = payload.get("error")
@@ -329,6 +370,28 @@ def rebuild_output(events: Iterable[tuple[str, Any]]) -> RebuiltOutput:
     for event_type, payload in events:
         rebuilder.feed(event_type, payload)
     return rebuilder.result()
+
+
+def chunk_of_completion(body: dict[str, Any]) -> dict[str, Any]:
+    """A ``chat.completion`` as the one ``chat.completion.chunk`` that streams it whole: each
+    choice's message becomes its delta (tool calls without ``index`` take their position)."""
+    choices = body.get("choices")
+    return {
+        "object": catalogue.CHAT_CHUNK,
+        "id": body.get("id"),
+        "model": body.get("model"),
+        "usage": body.get("usage"),
+        "choices": [
+            {
+                "index": choice.get("index"),
+                "delta": choice.get("message"),
+                "logprobs": choice.get("logprobs"),
+                "finish_reason": choice.get("finish_reason"),
+            }
+            for choice in (choices if isinstance(choices, list) else [])
+            if isinstance(choice, dict)
+        ],
+    }
 
 
 def output_text_of(items: Iterable[RebuiltItem]) -> str:
