@@ -21,7 +21,6 @@ import logging
 import re
 import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from streams.gateway import leg
+from streams.gateway.backlog import Backlog, SpillFailed
 from streams.gateway.leg import LegResponse
 from streams.gateway.recorder import GatewayRecorder
 from streams.gateway.run_row import (
@@ -76,21 +76,21 @@ PASSED_RESPONSE_HEADERS = frozenset({
     "openai-version", "openai-organization", "openai-project", "cache-control",
 })
 QUEUE_CHUNKS = 64  # chunks read ahead of a slow client before the upstream is read no further
-# Recording behind the relay: at most this many bytes are recorded before the relay gets a turn again,
-# and when this many of a stream are received but not yet recorded, its relay waits for the recorder
-# (nothing is lost; memory stays bounded per stream).
+# Recording behind the relay: at most this many bytes are recorded before the relay gets a turn again.
 RECORD_SLICE_BYTES = 64 * 1024
-MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 # A stream arriving faster than this (bytes per ms, from one chunk to the next: ~1 MB/s, a few
 # thousand events a second) is a burst, recorded once it pauses for BURST_PAUSE_MS (or ends):
 # recording a burst while it lasts takes the CPU the upstream, the relay and the client need on a
 # small machine. A paced stream (one event every few or tens of ms) is recorded chunk by chunk.
 BURST_BYTES_PER_MS = 1024
 BURST_PAUSE_MS = 10.0
-# A burst's unrecorded bytes beyond this are recorded while it lasts (a live viewer lags by at most
-# this; memory stays within MAX_BACKLOG_BYTES). 4 MiB recorded a third of a 20,000-event burst during
-# it and cost 15-25 points of its throughput on 2 cores (docs/performance.md).
-BURST_BACKLOG_BYTES = MAX_BACKLOG_BYTES * 3 // 4
+# A burst's unrecorded bytes are held in memory up to this, then in a temporary file (backlog.py), so
+# the relay never waits for the recorder: recording a 100,000-event burst while it lasted (past a 6 MiB
+# soft limit), or holding the relay at 8 MiB, took its throughput from ~85% of direct to 40-60% on 2
+# cores (docs/performance.md). Past SPILL_MAX_BYTES held, the rest of the stream goes unrecorded (said
+# on the run); a run stops recording at STREAMSCOPE_MAX_EVENTS_PER_RUN events well before that anyway.
+MEMORY_BACKLOG_BYTES = 8 * 1024 * 1024
+SPILL_MAX_BYTES = 512 * 1024 * 1024
 STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
@@ -573,15 +573,14 @@ class StreamRelay:
         self._headers = headers  # may hold the caller's key: memory only, used for the cancel call
         self.pump: asyncio.Task | None = None
         self.recording: asyncio.Task | None = None  # the recorder, behind the relay (see _record)
-        self.backlog: deque[tuple[bytes, float]] = deque()  # (chunk, received at) given to the client, not recorded
-        self.backlog_bytes = 0
+        # (chunk, received at) given to the client, not yet recorded; its excess in a temporary file
+        self.backlog = Backlog(MEMORY_BACKLOG_BYTES, SPILL_MAX_BYTES)
+        self.unrecorded_why = ""  # why the rest of the stream is not held for the recorder, once it is not
         self.pump_finished = False
         self.ended_at: float | None = None  # when the upstream's body ended
         self.last_arrival = float("-inf")  # when the last chunk arrived (the recorder's clock, ms)
         self.bursting = False  # the last chunk came faster than BURST_BYTES_PER_MS after the one before
         self._wake = asyncio.Event()  # chunks (or the end) for the recorder
-        self._drained = asyncio.Event()  # the backlog is small again
-        self.held = False  # the relay waits for the recorder (MAX_BACKLOG_BYTES unrecorded)
         self.stopped: str | None = None  # why the dashboard stopped it
         self.moderation_error: dict[str, Any] | None = None
         self.upstream_error: dict[str, Any] | None = None
@@ -670,23 +669,15 @@ class StreamRelay:
                 if inline:
                     recorder.take(chunk, t)
                     continue
-                self.backlog.append((chunk, t))
-                self.backlog_bytes += len(chunk)
+                if not self.unrecorded_why and recorder.recording:
+                    self._hold(chunk, t)
                 bursting = len(chunk) > BURST_BYTES_PER_MS * (t - self.last_arrival)
                 self.last_arrival = t
-                if (not (bursting and self.bursting) or len(self.backlog) == 1
-                        or self.backlog_bytes > BURST_BACKLOG_BYTES):
-                    # Paced, a burst's first chunk or the first since the recorder caught up (it
-                    # then waits for the pause by itself), or a burst past its soft limit: no timer
-                    # per chunk.
+                if not (bursting and self.bursting) or len(self.backlog) == 1:
+                    # Paced, a burst's first chunk, or the first since the recorder caught up (it then
+                    # waits for the pause by itself): no timer per chunk.
                     self._wake.set()
                 self.bursting = bursting
-                if self.backlog_bytes > MAX_BACKLOG_BYTES:
-                    self._drained.clear()
-                    self.held = True  # no burst waits for a pause while the relay waits for it
-                    self._wake.set()
-                    await self._drained.wait()
-                    self.held = False
             self.ended_at = recorder._now()
             if inline:
                 recorder.take_end(self.ended_at)
@@ -702,6 +693,18 @@ class StreamRelay:
             await self.response.aclose()
         return "upstream_end"
 
+    def _hold(self, chunk: bytes, t: float) -> None:
+        """The chunk to the backlog, for the recorder; past what the backlog may hold (or once its
+        file fails), the rest of the stream goes unrecorded: the client's stream never waits."""
+        try:
+            if self.backlog.append(chunk, t):
+                return
+            self.unrecorded_why = (f"a burst outgrew the {SPILL_MAX_BYTES // (1024 * 1024)} MiB the gateway "
+                                   f"holds for recording while it lasts")
+        except SpillFailed as exc:
+            self.unrecorded_why = str(exc)
+        self._wake.set()
+
     def _output_stop_rules(self) -> bool:
         return any(rule.action == ModerationRule.Action.STOP and rule.scope != ModerationRule.Scope.INPUT
                    for rule in self.recorder.moderator.rules.values())
@@ -709,35 +712,43 @@ class StreamRelay:
     async def _record(self) -> None:
         """Record what the relay gave the client, in order, a slice at a time; ends once the relay
         has finished and everything it gave is recorded. A burst is recorded once it pauses
-        (BURST_PAUSE_MS), ends, or holds more than BURST_BACKLOG_BYTES unrecorded."""
+        (BURST_PAUSE_MS) or ends, however long: its backlog waits in memory and a temporary file."""
         recorder = self.recorder
+        backlog = self.backlog
         done = 0
-        while True:
-            if not self.backlog:
-                if self.pump_finished:
-                    break
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            if (self.bursting and not self.pump_finished and not self.held
-                    and self.backlog_bytes <= BURST_BACKLOG_BYTES):
-                quiet = recorder._now() - self.last_arrival
-                if quiet < BURST_PAUSE_MS:
-                    self._wake.clear()  # set again by the end, a stop, or the soft limit
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout((BURST_PAUSE_MS - quiet) / 1000.0):
-                            await self._wake.wait()
+        try:
+            while True:
+                if not backlog:
+                    if self.pump_finished or self.unrecorded_why:
+                        break
+                    self._wake.clear()
+                    await self._wake.wait()
                     continue
-            chunk, t = self.backlog.popleft()
-            self.backlog_bytes -= len(chunk)
-            recorder.take(chunk, t)  # raises nothing here: no stop rule on the output (else inline)
-            if self.backlog_bytes <= MAX_BACKLOG_BYTES // 2:
-                self._drained.set()
-            done += len(chunk)
-            if done >= RECORD_SLICE_BYTES:
-                done = 0
-                await asyncio.sleep(0)  # the relay's turn
-        if self.ended_at is not None:
+                if self.bursting and not self.pump_finished:
+                    quiet = recorder._now() - self.last_arrival
+                    if quiet < BURST_PAUSE_MS:
+                        self._wake.clear()  # set again by the end or a stop
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout((BURST_PAUSE_MS - quiet) / 1000.0):
+                                await self._wake.wait()
+                        continue
+                chunk, t = backlog.popleft()
+                recorder.take(chunk, t)  # raises nothing here: no stop rule on the output (else inline)
+                done += len(chunk)
+                if done >= RECORD_SLICE_BYTES:
+                    done = 0
+                    await asyncio.sleep(0)  # the relay's turn
+        except SpillFailed as exc:  # what the file held is lost, and so is what follows it
+            self.unrecorded_why = self.unrecorded_why or str(exc)
+            recorder._stop_recording(f"{exc}: recording stopped after {recorder.next_seq} events; "
+                                     f"the client's stream went on unrecorded")
+        finally:
+            backlog.close()
+        if self.unrecorded_why:
+            if recorder.recording:
+                recorder._stop_recording(f"{self.unrecorded_why}: recording stopped after {recorder.next_seq} "
+                                         f"events; the client's stream went on unrecorded")
+        elif self.ended_at is not None:
             recorder.take_end(self.ended_at)
 
     async def _recorded(self) -> None:

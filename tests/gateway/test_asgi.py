@@ -156,17 +156,30 @@ async def test_requests_django_should_judge_go_to_django(settings):
     assert seen == [f"{URL}/models", "/api/runs/", "/gateway/simulator/v2/models", f"{URL}/models"]
 
 
-async def test_recording_behind_a_full_backlog_holds_the_relay_and_loses_nothing(sim_upstream, token, monkeypatch):
-    from streams.gateway import proxy
+async def test_a_stream_past_the_backlogs_memory_bound_goes_through_its_file_and_loses_nothing(
+        sim_upstream, token, monkeypatch):
+    from streams.gateway import backlog, proxy
 
-    monkeypatch.setattr(proxy, "MAX_BACKLOG_BYTES", 512)  # the relay waits for the recorder at once
+    spilled = []
+    real_close = backlog.Backlog.close
+
+    def noting_close(held):
+        spilled.append(held.spilled_ever)
+        real_close(held)
+
+    monkeypatch.setattr(backlog.Backlog, "close", noting_close)
+    monkeypatch.setattr(proxy, "MEMORY_BACKLOG_BYTES", 512)  # everything past the first chunk or two: the file
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 1024)
+    monkeypatch.setattr(backlog, "READ_BLOCK_BYTES", 700)  # chunks straddle the blocks read back
     monkeypatch.setattr(proxy, "RECORD_SLICE_BYTES", 256)
-    exchange = await Exchange("POST", f"{URL}/responses", json.dumps(SEEDED).encode(), auth(token)).run(
+    long = {**SEEDED, "metadata": {**SEEDED["metadata"], "sim_tokens": "3000"}}  # many chunks, back to back
+    exchange = await Exchange("POST", f"{URL}/responses", json.dumps(long).encode(), auth(token)).run(
         GatewayASGI(django_app()))
     got = b"".join(exchange.chunks)
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
-    assert run.status == "completed"
+    assert run.status == "completed" and run.error is None
     assert await stored_data(run.pk) == [line[6:] for line in got.decode().splitlines() if line.startswith("data: ")]
+    assert spilled and spilled[0] > 0
 
 
 async def test_a_dashboard_stop_numbers_its_error_event_after_the_last_event_sent(sim_upstream, token):

@@ -1,6 +1,10 @@
 """Recording behind the relay (streams/gateway/proxy.py, StreamRelay): a paced stream is recorded
-chunk by chunk as it streams, a burst once it pauses or ends (or past its soft limit), always
-complete and in order, and a stop still numbers its error event after the last event sent.
+chunk by chunk as it streams, a burst once it pauses or ends however long (its backlog past a
+memory bound in a file), always complete and in order (or, past what may be held, said lost), and a
+stop still numbers its error event after the last event sent.
+
+A burst's first chunk is recorded at once (nothing came before it to call it a burst): the backlog's
+memory then holds the second, and with MEMORY_BACKLOG_BYTES = 1 the third on goes to its file.
 
 The upstream is the simulator over real HTTP; its answer is then replayed to the relay in chunks at
 a chosen pace, so what "paced" and "burst" mean does not depend on this machine's speed."""
@@ -118,15 +122,21 @@ async def test_a_burst_is_recorded_when_it_pauses(sim_upstream, token, monkeypat
     assert await stored_data(run.pk) == sent
 
 
-async def test_past_its_soft_limit_a_burst_is_recorded_while_it_lasts(sim_upstream, token, monkeypatch):
+async def test_a_burst_past_the_memory_bound_is_not_recorded_while_it_lasts_and_whole_after(
+        sim_upstream, token, monkeypatch):
+    from streams.gateway import backlog
+
     chunks = await upstream_chunks(sim_upstream, 4)
     monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
-    monkeypatch.setattr(proxy, "BURST_BACKLOG_BYTES", len(chunks[0]) * 3)
+    monkeypatch.setattr(proxy, "MEMORY_BACKLOG_BYTES", 1)
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", len(chunks[0]))
     replay = Replay(monkeypatch, chunks, gap_s=0)
     exchange, sent = await relay_through_gateway(token)
-    assert replay.recorded_before[-1] > chunks[0].count(b"\ndata: ")  # the recorder caught up meanwhile
+    first = chunks[0].count(b"\ndata: ")
+    assert replay.recorded_before == [0] + [first] * (len(chunks) - 1)  # the relay never waited for it
+    assert replay.relays[-1].backlog.spilled_ever == sum(map(len, chunks[2:]))
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
-    assert run.status == "completed" and await stored_data(run.pk) == sent
+    assert run.status == "completed" and run.error is None and await stored_data(run.pk) == sent
 
 
 async def test_a_stop_mid_burst_numbers_its_error_event_after_the_last_event_sent(sim_upstream, token, monkeypatch):
@@ -143,15 +153,45 @@ async def test_a_stop_mid_burst_numbers_its_error_event_after_the_last_event_sen
     assert await stored_data(run.pk) == sent[:-1]  # every event sent before the stop, in order
 
 
-async def test_a_relay_held_by_a_full_backlog_has_its_burst_recorded_at_once(sim_upstream, token, monkeypatch):
+async def test_a_burst_past_what_the_backlog_may_hold_reaches_the_client_whole_and_the_run_says_what_it_lost(
+        sim_upstream, token, monkeypatch):
+    from streams.gateway import backlog
+
     chunks = await upstream_chunks(sim_upstream, 4)
     monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
-    monkeypatch.setattr(proxy, "MAX_BACKLOG_BYTES", len(chunks[0]) * 2)  # held before the soft limit is reached
-    replay = Replay(monkeypatch, chunks, gap_s=0)
-    exchange, sent = await asyncio.wait_for(relay_through_gateway(token), 20)  # not held for the burst's pause
-    assert replay.recorded_before[-1] > chunks[0].count(b"\ndata: ")
+    monkeypatch.setattr(proxy, "MEMORY_BACKLOG_BYTES", 1)
+    monkeypatch.setattr(proxy, "SPILL_MAX_BYTES", sum(map(len, chunks[2:5])))  # the sixth chunk does not fit
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 1)
+    Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    assert b"".join(exchange.chunks) == b"".join(chunks)  # the client's stream, whole and unchanged
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
-    assert run.status == "completed" and await stored_data(run.pk) == sent
+    held = sum(chunk.count(b"\ndata: ") for chunk in chunks[:5])
+    assert run.status == "failed" and run.error["code"] == "recording_incomplete"
+    assert "outgrew" in run.error["message"] and f"after {held} events" in run.error["message"]
+    assert await stored_data(run.pk) == sent[:held]
+
+
+async def test_a_burst_whose_file_cannot_be_written_is_recorded_as_far_as_it_was_held(
+        sim_upstream, token, monkeypatch):
+    from streams.gateway import backlog
+
+    def no_space(**kwargs):
+        raise OSError(28, "No space left on device")
+
+    chunks = await upstream_chunks(sim_upstream, 4)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    monkeypatch.setattr(proxy, "MEMORY_BACKLOG_BYTES", 1)
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", len(chunks[2]) + len(chunks[3]))
+    monkeypatch.setattr(backlog.tempfile, "TemporaryFile", no_space)
+    Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    assert b"".join(exchange.chunks) == b"".join(chunks)
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    held = sum(chunk.count(b"\ndata: ") for chunk in chunks[:4])  # the third and fourth, written in vain: kept
+    assert run.status == "failed" and run.error["code"] == "recording_incomplete"
+    assert "No space left on device" in run.error["message"]
+    assert await stored_data(run.pk) == sent[:held]
 
 
 async def test_burst_sized_chunks_that_come_with_pauses_between_are_each_recorded_in_the_pause(

@@ -1,0 +1,143 @@
+"""What the relay gave the client and the recorder has not taken yet: in order, in memory up to a
+bound, past it in a temporary file, so that the relay never waits for the recorder.
+
+The relay (streams/gateway/proxy.py, StreamRelay) appends every chunk it forwarded with the time it
+arrived; the recorder takes them back in the same order when the stream allows (a burst once it
+pauses or ends). A burst longer than the memory bound used to hold the relay until the recorder had
+caught up, which gave the client's stream the recorder's pace and CPU on a small machine; now its
+excess goes to a file (a few large writes, read back in large blocks) and the client's stream keeps
+the upstream's pace however long the burst (docs/gateway.md, "Bursts").
+
+Three places, read in this order: ``memory`` (chunks while nothing is spilled), the file (bytes
+``[_read_at, _written)``, in ``_block`` once read) and ``pending`` (chunks spilled but not yet
+written: written once they reach SPILL_WRITE_BYTES). ``spilled`` holds the length and time of every
+chunk in the file or pending, in order; a chunk is wholly in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import deque
+
+SPILL_WRITE_BYTES = 1024 * 1024  # spilled chunks written to the file this many bytes at a time
+READ_BLOCK_BYTES = 1024 * 1024  # and read back this many at a time
+
+
+class SpillFailed(Exception):
+    """The temporary file could not be made, written or read (disk full, no space for temp files)."""
+
+
+class Backlog:
+    def __init__(self, memory_limit: int, spill_limit: int) -> None:
+        self.memory_limit = memory_limit
+        self.spill_limit = spill_limit
+        self.bytes = 0  # held in all three places
+        self.count = 0
+        self.memory: deque[tuple[bytes, float]] = deque()
+        self.memory_bytes = 0
+        self.spilled: deque[tuple[int, float]] = deque()
+        self.spilled_bytes = 0
+        self.pending: deque[bytes] = deque()
+        self.pending_bytes = 0
+        self.spilled_ever = 0  # bytes that went through the file (for the run's record of a long burst)
+        self._file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[name-defined]
+        self._written = 0  # the file's end
+        self._read_at = 0  # the first byte not yet in _block
+        self._block = b""
+        self._block_at = 0  # the first byte of _block not yet taken
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    def append(self, chunk: bytes, t: float) -> bool:
+        """Hold a chunk; False (and nothing held) when it would take the spill past its limit.
+        Raises SpillFailed when the file cannot be written: the chunk is held all the same (with the
+        others not yet written, in memory), but nothing more should be."""
+        size = len(chunk)
+        if not self.spilled and (self.memory_bytes + size <= self.memory_limit or not self.memory):
+            self.memory.append((chunk, t))
+            self.memory_bytes += size
+        else:
+            if self.spilled_bytes + size > self.spill_limit:
+                return False
+            self.spilled.append((size, t))
+            self.spilled_bytes += size
+            self.spilled_ever += size
+            self.pending.append(chunk)
+            self.pending_bytes += size
+        self.bytes += size
+        self.count += 1
+        if self.pending_bytes >= SPILL_WRITE_BYTES:
+            self._write()  # a failure leaves every chunk held (pending) and in order
+        return True
+
+    def popleft(self) -> tuple[bytes, float]:
+        """The oldest chunk and its time (IndexError when empty). Raises SpillFailed when the file
+        cannot be read."""
+        if self.memory:
+            chunk, t = self.memory.popleft()
+            self.memory_bytes -= len(chunk)
+        else:
+            size, t = self.spilled.popleft()  # IndexError: empty
+            if self._block_at < len(self._block) or self._read_at < self._written:
+                chunk = self._read(size)
+            else:
+                chunk = self.pending.popleft()
+                self.pending_bytes -= size
+            self.spilled_bytes -= size
+            if not self.spilled:  # the file is empty: written from its start again
+                self._written = self._read_at = self._block_at = 0
+                self._block = b""
+        self.bytes -= len(chunk)
+        self.count -= 1
+        return chunk, t
+
+    def close(self) -> None:
+        """Forget everything held and remove the file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.memory.clear()
+        self.spilled.clear()
+        self.pending.clear()
+        self._block = b""
+        self.bytes = self.count = self.memory_bytes = self.spilled_bytes = self.pending_bytes = 0
+
+    def _write(self) -> None:
+        try:
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(prefix="streamscope-burst-")
+            data = b"".join(self.pending)  # one copy of ~1 MiB: cheaper than a write per chunk
+            fd = self._file.fileno()
+            at = self._written
+            while data:
+                done = os.pwrite(fd, data, at)
+                at += done
+                data = data[done:]
+        except OSError as exc:
+            raise SpillFailed(f"holding a burst's unrecorded bytes in a temporary file failed ({exc})") from exc
+        self._written = at
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def _read(self, size: int) -> bytes:
+        have = len(self._block) - self._block_at
+        if have < size:
+            want = min(max(READ_BLOCK_BYTES, size - have), self._written - self._read_at)
+            try:
+                data = os.pread(self._file.fileno(), want, self._read_at)  # type: ignore[union-attr]
+            except OSError as exc:
+                raise SpillFailed(f"reading a burst's unrecorded bytes back from its temporary file "
+                                  f"failed ({exc})") from exc
+            if have + len(data) < size:
+                raise SpillFailed("a burst's temporary file was shorter than what was written to it")
+            self._block = self._block[self._block_at:] + data
+            self._block_at = 0
+            self._read_at += len(data)
+        chunk = self._block[self._block_at:self._block_at + size]
+        self._block_at += size
+        return chunk
