@@ -43,6 +43,10 @@ from common import ROOT, STAMP, USER, CpuSplit, Stack, machine, modes_arg, perce
 
 SAMPLES = 20  # single streams measured one after another
 TTFB_SAMPLES = 200  # short requests each way for the time to first byte
+BURST_EVENTS = 20000  # the unthrottled stream's events (6.3 MB)
+# One unthrottled stream lasts ~40-70 ms here: single pairs moved 59-127% of direct on a quiet machine
+# within a minute (2026-11-30), so the figure is the median ratio of this many pairs.
+UNTHROTTLED_SAMPLES = 7
 TIMINGS = "gateway-timings.jsonl"  # the gateway's own timings (STREAMSCOPE_GATEWAY_TIMINGS), in the stack's folder
 
 
@@ -234,7 +238,7 @@ def _per_event_us(split: CpuSplit, events: int) -> dict[str, float]:
 
 
 async def measure(stack: Stack, token: str, count: int, rate: int, seconds: float, unthrottled: int,
-                  samples: int = SAMPLES, ttfb: int = TTFB_SAMPLES) -> dict:
+                  samples: int = SAMPLES, ttfb: int = TTFB_SAMPLES, big: int = BURST_EVENTS) -> dict:
     direct_url = f"{stack.sim_url}/responses"
     gateway_url = f"{stack.webs[0]}/gateway/simulator/v1/responses"
     auth = {"Authorization": f"Bearer {token}"}
@@ -270,7 +274,6 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
                       "lost": sum(d["events"] != g["events"] for d, g in zip(direct, gateway))
                       + sum(g["events"] != s for g, s in zip(gateway, stored)),
                       "streams": n}
-    big = 20000
     out["unthrottled"] = []
     for _ in range(unthrottled):
         with CpuSplit(stack.roles()) as direct_cpu:
@@ -295,7 +298,9 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--rate", type=int, default=50, help="events (tokens) per second per stream")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--unthrottled", type=int, default=1, help="unthrottled streams measured, one at a time")
+    parser.add_argument("--unthrottled", type=int, default=UNTHROTTLED_SAMPLES,
+                        help="unthrottled streams measured each way, one at a time, in turn")
+    parser.add_argument("--unthrottled-events", type=int, default=BURST_EVENTS, help="events per unthrottled stream")
     parser.add_argument("--samples", type=int, default=SAMPLES, help="single streams measured in turn (0: none)")
     parser.add_argument("--ttfb", type=int, default=TTFB_SAMPLES,
                         help="short requests each way for the time to first byte (0: none)")
@@ -308,7 +313,7 @@ def main() -> None:
         with Stack(mode, work=work, extra_env={"STREAMSCOPE_GATEWAY_TIMINGS": str(work / TIMINGS)}) as stack:
             token = make_token(stack)
             r = asyncio.run(measure(stack, token, args.streams, args.rate, args.seconds, args.unthrottled,
-                                    args.samples, args.ttfb))
+                                    args.samples, args.ttfb, args.unthrottled_events))
         print(f"  {stack.describe()}")
         for how, label in (("kept", "kept connections"), ("new", "a new connection each")):
             if "ttfb" not in r:
@@ -343,6 +348,11 @@ def main() -> None:
                   f"{'' if u['same'] else ', EVENT COUNTS DIFFER (client or store)'}")
             print(f"      CPU per event (us) {cpu}; Streamscope after the stream until its run was stored "
                   f"{u['after']:.1f}")
+        if r["unthrottled"]:
+            ratios = sorted(u["gateway"] / u["direct"] * 100 for u in r["unthrottled"])
+            print(f"    unthrottled, {len(ratios)} streams each way ({args.unthrottled_events} events): gateway / "
+                  f"direct median {percentile(ratios, 50):.0f}% (each: {', '.join(f'{x:.0f}' for x in ratios)}%)"
+                  f"{'' if all(u['same'] for u in r['unthrottled']) else '; EVENT COUNTS DIFFER'}")
 
 if __name__ == "__main__":
     main()
