@@ -7,6 +7,7 @@ import { el, syncText } from "./render_util.js";
 
 const SHOWN_MALFORMED = 50;
 const AUDIO_RATE = 24000; // Responses audio deltas are 24 kHz mono PCM16
+const SNAPSHOT_STATUS = { queued: "queued", in_progress: "in progress", cancelled: "cancelled" };
 
 export function malformedView(node) {
   const head = el("div", "item-head");
@@ -80,6 +81,12 @@ export function outcomeView(node) {
         detail.textContent = reason ? `Reason: ${reason}` : "The response ended before it was complete.";
       } else if (item.status === "completed" && response.usage) {
         title.textContent = "Response completed";
+      } else if (!item.status && Object.hasOwn(SNAPSHOT_STATUS, response.status)) {
+        // A non-streamed answer that is no end: a background request's queued Response, or a cancelled one.
+        kind = "pending";
+        title.textContent = `Response ${SNAPSHOT_STATUS[response.status]}`;
+        detail.textContent = response.status === "cancelled" ? "The response was cancelled."
+          : `The answer was the response as ${SNAPSHOT_STATUS[response.status]}${typeof response.id === "string" ? ` (${response.id})` : ""}; the model writes its output after this run.`;
       } else {
         title.textContent = "";
       }
@@ -87,7 +94,7 @@ export function outcomeView(node) {
       usage.hidden = !usage.textContent;
       node.classList.add(`outcome-${kind}`);
       node.hidden = !title.textContent;
-      if (kind !== "ok") node.setAttribute("role", "alert");
+      if (kind === "failed" || kind === "incomplete") node.setAttribute("role", "alert");
     },
   };
 }
