@@ -174,6 +174,10 @@ class GatewayRecorder(RunRecorder):
             self._stop_recording(f"the answer could not be recorded ({exc!r})")
         if not isinstance(payload, dict):
             return RunStatus.FAILED, {"message": "the upstream's answer is not a JSON object", "code": "not_json"}
+        usage = payload.get("usage")
+        if isinstance(usage, dict):  # the run's token figures (runs list, compare), as a stream's end gives them
+            chat = payload.get("object") == "chat.completion"
+            self.metrics.usage = {"output_tokens": usage.get("completion_tokens"), **usage} if chat else usage
         if payload.get("object") == "chat.completion":
             choices = payload.get("choices") or [{}]
             first = choices[0] if isinstance(choices[0], dict) else {}

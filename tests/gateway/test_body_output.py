@@ -38,6 +38,8 @@ async def test_a_whole_response_rebuilds_into_its_output_items(sim_upstream, tok
     assert rebuilt.output_text == run.output_text
     assert (rebuilt.status, rebuilt.response_id, rebuilt.usage) == ("completed", answer["id"], answer["usage"])
     assert not rebuilt.mismatches
+    assert run.metrics["output_tokens"] == answer["usage"]["output_tokens"]  # compare's and the list's figure
+    assert run.metrics["output_tokens_estimated"] is False
     if model == "sim-function-calls":
         calls = [(item.item["name"], item.item["arguments"]) for item in rebuilt.items if item.type == "function_call"]
         wanted = [(o["name"], o["arguments"]) for o in answer["output"] if o["type"] == "function_call"]
@@ -56,6 +58,7 @@ async def test_a_whole_chat_completion_rebuilds_into_its_message_and_tool_calls(
         calls = [(item.item["name"], item.item["arguments"]) for item in rebuilt.items if item.type == "function_call"]
         assert calls == [(c["function"]["name"], c["function"]["arguments"]) for c in message.get("tool_calls") or []]
         assert rebuilt.usage == answer["usage"]
+        assert run.metrics["output_tokens"] == answer["usage"]["completion_tokens"]
 
 
 async def test_a_background_requests_queued_answer_rebuilds_as_a_snapshot_without_an_end(sim_upstream, token):
