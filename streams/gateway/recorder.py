@@ -36,12 +36,12 @@ from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder, usabl
 from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
+from streams.protocol.rebuild import RESPONSE_BODY  # a non-streamed answer, stored whole as one event
 from streams.protocol.sse import EventTooLarge, SSEDecoder
 from streams.review.moderation import ModerationStopped
 
 log = logging.getLogger(__name__)
 
-BODY_EVENT = "streamscope.response_body"  # a non-streamed answer, stored whole as one event
 MAX_HELD_EVENTS = 50_000  # events kept in memory while the database refuses them; then recording stops
 FINAL_ATTEMPTS = 4
 
@@ -167,7 +167,7 @@ class GatewayRecorder(RunRecorder):
             payload = None
         data = text if isinstance(payload, dict) else json.dumps({"raw": text[:RAW_KEEP], "error": "not a JSON object"})
         try:
-            self._add(BODY_EVENT, data, t, len(body), payload)
+            self._add(RESPONSE_BODY, data, t, len(body), payload)
         except ModerationStopped:
             pass  # the answer was complete before it was moderated; the flag is recorded
         except Exception as exc:  # noqa: BLE001
