@@ -31,6 +31,7 @@ from streams.history.replay_upstream import (
     run_for_token,
     run_is_untimed,
     token_info,
+    whole_answer,
 )
 from streams.history.retention import pruned_note
 from streams.models import Run
@@ -95,6 +96,14 @@ async def responses(request: HttpRequest, run_id: int) -> HttpResponse:
         return openai_error(f"run {run.pk} is still {run.status}; replay it once it has ended", 409, "run_active")
     if run.events_pruned_at is not None:
         return openai_error(pruned_note(run), 410, "events_pruned")
+    whole = await database_sync_to_async(whole_answer)(run)
+    if whole is not None and whole.get("object") != "response":
+        return openai_error(f"run {run.pk} recorded a non-streamed answer that is not a Response (a chat "
+                            f"completion, or a body that was not JSON): the Responses replay cannot serve it",
+                            400, "not_a_response")
+    if whole is not None and body.get("stream") is True:
+        return openai_error(f"run {run.pk} was answered whole, not streamed: it has no events to replay; "
+                            f"ask with stream: false for its Response", 400, "not_streamed", param="stream")
     if body.get("stream") is not True:
         final = await database_sync_to_async(final_response)(run)
         if final is None:

@@ -45,6 +45,12 @@ async def _export(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse |
         raise Http404("No such run")
     if run.events_pruned_at is not None:
         return HttpResponse(retention.pruned_note(run), status=410, content_type="text/plain; charset=utf-8")
+    if fmt == "sse" and (body := await database_sync_to_async(exports.whole_body)(run)) is not None:
+        # Answered whole (stream false): what came on the wire was this JSON, not an event stream.
+        response = HttpResponse(body, content_type="application/json; charset=utf-8")
+        response["Content-Disposition"] = f'attachment; filename="run-{run.pk}.json"'
+        response["X-Content-Type-Options"] = "nosniff"
+        return response
     if fmt == "sse":
         pieces, content_type = exports.export_sse(run), "text/event-stream; charset=utf-8"
     else:

@@ -21,6 +21,7 @@ from typing import Any
 
 from streams.models import Run
 from streams.protocol import catalogue
+from streams.protocol.rebuild import RESPONSE_BODY
 
 CHUNK_SIZE = 2000
 JSONL_VERSION = 1
@@ -34,6 +35,12 @@ def export_sse(run: Run) -> Iterator[str]:
         frame = sse_frame(event_type, data)
         if frame:
             yield frame
+
+
+def whole_body(run: Run) -> str | None:
+    """A non-streamed answer's body as it came (the gateway's one ``streamscope.response_body``
+    event), which its SSE download gives instead of an empty stream; None for a streamed run."""
+    return run.events.filter(type=RESPONSE_BODY).values_list("data", flat=True).first()
 
 
 def sse_frame(event_type: str, data: str) -> str:

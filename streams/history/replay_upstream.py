@@ -22,6 +22,7 @@ from streams.history.export import sse_frame
 from streams.history.replay_clock import MAX, ReplayPosition, is_untimed, replay_times, schedule
 from streams.models import Event, ReplayToken, Run
 from streams.protocol.metrics import TERMINAL_TYPES
+from streams.protocol.rebuild import RESPONSE_BODY
 
 TOKEN_PREFIX = "ssr_"
 CHUNK = 2000
@@ -74,8 +75,25 @@ def run_is_untimed(run: Run) -> bool:
     return run.event_count > 1 and bounds["low"] is not None and is_untimed([bounds["low"], bounds["high"]])
 
 
+def whole_answer(run: Run) -> dict[str, Any] | None:
+    """A non-streamed answer's JSON (the gateway's one ``streamscope.response_body`` event: a Response,
+    a chat.completion); None for a streamed run. A body that was not a JSON object gives ``{}``."""
+    data = Event.objects.filter(run=run, type=RESPONSE_BODY).values_list("data", flat=True).first()
+    if data is None:
+        return None
+    try:
+        payload = json.loads(data)
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
 def final_response(run: Run) -> dict[str, Any] | None:
-    """The terminal event's response object (what a non-streaming request returns)."""
+    """The terminal event's response object (what a non-streaming request returns); for a run whose
+    answer came whole, that answer when it is a Response."""
+    whole = whole_answer(run)
+    if whole is not None:
+        return whole if whole.get("object") == "response" else None
     event = Event.objects.filter(run=run, type__in=list(TERMINAL_TYPES)).order_by("-seq").first()
     if event is None:
         return None

@@ -87,3 +87,38 @@ async def test_the_admin_run_page_and_a_jsonl_round_trip_show_a_whole_answers_it
     assert any(kind == "function_call" and text for kind, text in items)
     assert imported.output_text == run.output_text and imported.status == "completed"
     assert rebuild_notes == []
+
+
+async def test_a_whole_answer_replays_as_itself_and_refuses_a_stream_it_never_had(sim_upstream, token, user):
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    await client.aforce_login(user)
+    answer_response = await post(token, "responses", {"model": "sim-text", "input": "hi", "metadata": FAST})
+    answer = json.loads(answer_response.content)
+    run, _ = await rebuilt_run(answer_response)
+    url = f"/replay/{run.pk}/v1/responses"
+    replayed = await client.post(url, {"stream": False}, content_type="application/json")
+    assert replayed.status_code == 200 and replayed.json() == answer
+    streamed = await client.post(url, {"stream": True}, content_type="application/json")
+    assert streamed.status_code == 400 and streamed.json()["error"]["code"] == "not_streamed"
+
+    chat_response = await post(token, "chat/completions", {"model": "sim-text", "stream": False, "metadata": FAST,
+                                                           "messages": [{"role": "user", "content": "hi"}]})
+    chat_run, _ = await rebuilt_run(chat_response)
+    refused = await client.post(f"/replay/{chat_run.pk}/v1/responses", {"stream": False},
+                                content_type="application/json")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "not_a_response"
+
+
+async def test_a_whole_answers_sse_download_is_the_json_that_came(sim_upstream, token, user):
+    from django.test import AsyncClient
+
+    client = AsyncClient()
+    await client.aforce_login(user)
+    answer_response = await post(token, "responses", {"model": "sim-function-calls", "input": "hi", "metadata": FAST})
+    run, _ = await rebuilt_run(answer_response)
+    download = await client.get(f"/runs/{run.pk}/export.sse")
+    assert download.status_code == 200 and download["Content-Type"].startswith("application/json")
+    assert download["Content-Disposition"] == f'attachment; filename="run-{run.pk}.json"'
+    assert download.content == answer_response.content
