@@ -54,6 +54,7 @@ CLOCK_TICK_S = 0.001
 BATCHED_TICK_S = 0.005
 
 Frame = tuple[dict[str, Any], bytes]
+_ceil = math.ceil
 
 
 def to_json(value: Any) -> str:
@@ -231,6 +232,11 @@ class Timeline:
     :func:`play` in a task of its own, or straight from the shared clock (:mod:`simulator.playback`),
     which takes a frame that goes out alone with ``take_alone``."""
 
+    # Slots: the clock's pass reads a timeline once per write, cold after its 1 ms sleep; a slot is read from the
+    # object itself, an attribute of a dict-backed instance from a values array elsewhere in memory.
+    __slots__ = ("_ahead", "_built_until", "_delays", "_encode", "_interval", "_next_write", "_position",
+                 "_prebuilt", "_stamp", "ended")
+
     def __init__(
         self, steps: Iterable[Step], pacing: Pacing, encode: Callable[[dict[str, Any]], bytes], start: float
     ) -> None:
@@ -324,6 +330,8 @@ class SharedClock:
     """Calls back the waiting streams of one event loop on shared ticks (every ``CLOCK_TICK_S``): one
     timer per tick for the process instead of one per stream per write."""
 
+    __slots__ = ("loop", "waiting")
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.waiting: dict[int, list[Callable[[], None]]] = {}
@@ -331,8 +339,11 @@ class SharedClock:
     def call_at(self, when: float, callback: Callable[[], None], every_s: float = CLOCK_TICK_S) -> None:
         """Call ``callback`` on the first tick at or after ``when`` (loop time), on a grid of
         ``every_s`` (a multiple of the clock's tick)."""
-        grid = round(every_s / CLOCK_TICK_S)
-        tick = math.ceil(when / CLOCK_TICK_S / grid) * grid
+        if every_s == CLOCK_TICK_S:  # every paced stream's next write at one write per event: the same tick
+            tick = _ceil(when / CLOCK_TICK_S)
+        else:
+            grid = round(every_s / CLOCK_TICK_S)
+            tick = _ceil(when / CLOCK_TICK_S / grid) * grid
         callbacks = self.waiting.get(tick)
         if callbacks is None:
             callbacks = self.waiting[tick] = []

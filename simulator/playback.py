@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.builders import Step
+from simulator.builders import TEXT_DELTA_STANDIN, Step
 from simulator.pacing import (
     BATCHED_TICK_S,
     CLOCK_TICK_S,
@@ -76,6 +76,10 @@ async def write_paced(playback: Playback, send: Send) -> None:
 
 
 class _Writer:
+    # Slots: the clock's pass reads a writer once per write, cold after its 1 ms sleep (as Timeline's).
+    __slots__ = ("clock", "cycle", "direct", "flow", "grid", "loop", "on_tick", "outcome", "playback", "send",
+                 "stamp", "stopped", "timeline", "transport")
+
     def __init__(self, playback: Playback, send: Send, loop: asyncio.AbstractEventLoop) -> None:
         self.playback = playback
         self.send = send
@@ -85,7 +89,11 @@ class _Writer:
         self.outcome: asyncio.Future[tuple[Coroutine[Any, Any, None], Any] | None] = loop.create_future()
         self.stopped = False
         self.grid = BATCHED_TICK_S if playback.pacing.write_interval_s else CLOCK_TICK_S
-        self.direct = DirectBody.of(send)
+        self.direct = direct = DirectBody.of(send)
+        # What the write of a lone text delta reads of uvicorn's request, held here: one object fewer per write.
+        self.cycle, self.flow, self.transport = (
+            (direct.cycle, direct.flow, direct.transport) if direct is not None else (None, None, None)
+        )
         self.stamp = playback.pacing.stamp
         self.on_tick = self._write  # one bound method for every wait on the clock
 
@@ -113,19 +121,18 @@ class _Writer:
         now = self.loop.time()
         try:
             alone = self.timeline.take_alone(now)
-            direct = self.direct
             if (
                 alone is not None
-                and direct is not None
-                and (self.playback.record is None or alone[0]["type"] in UNRECORDED)
-                and not direct.cycle.disconnected
-                and not direct.flow.write_paused
+                and self.direct is not None
+                and (alone[0] is TEXT_DELTA_STANDIN or self.playback.record is None or alone[0]["type"] in UNRECORDED)
+                and not self.cycle.disconnected
+                and not self.flow.write_paused
             ):
                 frame = alone[1]
                 if self.stamp:
-                    direct.transport.write(stamped_chunk(frame, wall_clock_us()))
+                    self.transport.write(stamped_chunk(frame, wall_clock_us()))
                 else:
-                    direct.transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+                    self.transport.write(b"%x\r\n%b\r\n" % (len(frame), frame))
                 # Later than MIN_SLEEP_S from now (take_alone): back on the clock. Through call_at, the
                 # one place that knows the clock's ticks (~0.13 us more per event than reading its
                 # dict here, measured; a copy of its rounding would send frames early if it changed).
@@ -179,6 +186,8 @@ class DirectBody:
     unless the server paused writing: the chunk then goes through ``send``, which waits. It saves each
     write the coroutine, the ASGI message and uvicorn's checks (docs/simulator.md, "Load generator")."""
 
+    __slots__ = ("cycle", "flow", "transport")
+
     def __init__(self, cycle: Any, flow: Any, transport: Any) -> None:
         self.cycle = cycle
         self.flow = flow
@@ -214,12 +223,18 @@ class DirectBody:
 
 def stamped_chunk(frame: bytes, now_us: int) -> bytes:
     """The HTTP chunk of ``frame`` with ``sim_stamp`` (``now_us``) as its last key: the chunk framing of
-    ``frame[:-3] + stamp_suffix(now_us)`` in one formatting, where the microseconds need no trailing zero
-    cut (nine times in ten)."""
+    ``frame[:-3] + stamp_suffix(now_us)`` in one formatting for any time of ten digits of seconds."""
     seconds, micros = divmod(now_us, 1_000_000)
-    if micros % 10 and 1_000_000_000 <= seconds < 10_000_000_000:
-        # ',"sim_stamp":' 13 bytes, ten digits, '.', six digits, '}\n\n' in place of the frame's last three
-        return b'%x\r\n%.*b,"sim_stamp":%d.%06d}\n\n\r\n' % (len(frame) + 30, len(frame) - 3, frame, seconds, micros)
+    if 1_000_000_000 <= seconds < 10_000_000_000:
+        if micros % 10:  # nine times in ten: six digits, no trailing zero to cut
+            # ',"sim_stamp":' 13 bytes, ten digits, '.', six digits, '}\n\n' in place of the frame's last three
+            return b'%x\r\n%.*b,"sim_stamp":%d.%06d}\n\n\r\n' % (
+                len(frame) + 30, len(frame) - 3, frame, seconds, micros
+            )
+        fraction = (b"%06d" % micros).rstrip(b"0") or b"0"  # as stamp_suffix cuts it
+        return b'%x\r\n%.*b,"sim_stamp":%d.%b}\n\n\r\n' % (
+            len(frame) + 24 + len(fraction), len(frame) - 3, frame, seconds, fraction
+        )
     body = frame[:-3] + stamp_suffix(now_us)
     return b"%x\r\n%s\r\n" % (len(body), body)
 
