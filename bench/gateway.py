@@ -285,6 +285,7 @@ async def measure(stack: Stack, token: str, count: int, rate: int, seconds: floa
         out["unthrottled"].append({
             "direct": direct["events"] / direct["elapsed"], "gateway": gateway["events"] / gateway["elapsed"],
             "same": direct["events"] == gateway["events"] == stored[0],
+            "counts": (direct["events"], gateway["events"], stored[0]),
             "cpu": {"direct": _per_event_us(direct_cpu, direct["events"]),
                     "gateway": _per_event_us(gateway_cpu, gateway["events"])},
             "after": sum(us for role, us in _per_event_us(after_cpu, gateway["events"]).items()
@@ -345,7 +346,7 @@ def main() -> None:
                             for how in ("direct", "gateway"))
             print(f"    unthrottled: direct {u['direct']:.0f} events/s, gateway {u['gateway']:.0f} events/s "
                   f"({u['gateway'] / u['direct'] * 100:.0f}% of direct)"
-                  f"{'' if u['same'] else ', EVENT COUNTS DIFFER (client or store)'}")
+                  f"{'' if u['same'] else ', EVENT COUNTS DIFFER (direct, gateway, stored: {})'.format(u['counts'])}")
             print(f"      CPU per event (us) {cpu}; Streamscope after the stream until its run was stored "
                   f"{u['after']:.1f}")
         if r["unthrottled"]:

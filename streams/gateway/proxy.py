@@ -34,7 +34,7 @@ from django.utils import timezone
 from streams.gateway import leg
 from streams.gateway.backlog import Backlog, SpillFailed
 from streams.gateway.leg import LegResponse
-from streams.gateway.recorder import GatewayRecorder
+from streams.gateway.recorder import FLUSHES_AHEAD, GatewayRecorder
 from streams.gateway.run_row import (
     MaybeInserted,
     PendingRow,
@@ -734,6 +734,8 @@ class StreamRelay:
                         continue
                 chunk, t = backlog.popleft()
                 recorder.take(chunk, t)  # raises nothing here: no stop rule on the output (else inline)
+                if len(recorder.buffer) >= recorder.flush_max * FLUSHES_AHEAD:
+                    await recorder.keep_pace()  # the database is behind: the backlog holds the rest
                 done += len(chunk)
                 if done >= RECORD_SLICE_BYTES:
                     done = 0

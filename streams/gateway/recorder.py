@@ -43,6 +43,10 @@ from streams.review.moderation import ModerationStopped
 log = logging.getLogger(__name__)
 
 MAX_HELD_EVENTS = 50_000  # events kept in memory while the database refuses them; then recording stops
+# Events decoded ahead of the database (in flushes' worth) before the recorder waits for it: a long
+# burst is recorded after it ends, faster than a database stores it; the rest waits in the relay's
+# backlog (streams/gateway/backlog.py) and the client never waits.
+FLUSHES_AHEAD = 8
 FINAL_ATTEMPTS = 4
 
 
@@ -142,6 +146,20 @@ class GatewayRecorder(RunRecorder):
         except Exception as exc:
             log.exception("run %s: recording a gateway chunk failed", self.run_id)
             self._stop_recording(f"internal error while recording ({exc!r}); the client's stream went on unrecorded")
+
+    async def keep_pace(self) -> None:
+        """Wait for the database while FLUSHES_AHEAD flushes' worth of events are decoded and not yet
+        stored. A write that fails ends the wait (the events stay held, and past MAX_HELD_EVENTS
+        recording stops: the database refuses them); so does a flush that took nothing."""
+        limit = self.flush_max * FLUSHES_AHEAD
+        while self.recording and len(self.buffer) >= limit:
+            held, failed = len(self.buffer), self.failed_writes
+            self.kick()
+            if self._kicked is None:
+                return
+            await asyncio.wait([self._kicked])
+            if self.failed_writes != failed or len(self.buffer) >= held:
+                return
 
     def take_end(self, t: float) -> None:
         """The upstream closed the body: decode what the decoder still holds."""

@@ -28,10 +28,11 @@ BODY = {"model": "sim-text", "input": "Why is the sky blue?", "stream": True,
         "metadata": {"sim_seed": "7", "sim_tokens": "60", "sim_tokens_per_s": "max"}}
 
 
-async def upstream_chunks(sim: str, events_per_chunk: int) -> list[bytes]:
+async def upstream_chunks(sim: str, events_per_chunk: int, tokens: int | None = None) -> list[bytes]:
     """The simulator's answer, a few whole events per chunk."""
+    body = BODY if tokens is None else {**BODY, "metadata": {**BODY["metadata"], "sim_tokens": str(tokens)}}
     async with httpx.AsyncClient(timeout=30) as client:
-        raw = (await client.post(f"{sim}/responses", json=BODY)).content
+        raw = (await client.post(f"{sim}/responses", json=body)).content
     frames = [frame + b"\n\n" for frame in raw.split(b"\n\n") if frame.strip()]
     return [b"".join(frames[i:i + events_per_chunk]) for i in range(0, len(frames), events_per_chunk)]
 
@@ -137,6 +138,33 @@ async def test_a_burst_past_the_memory_bound_is_not_recorded_while_it_lasts_and_
     assert replay.relays[-1].backlog.spilled_ever == sum(map(len, chunks[2:]))
     run = await ended_run(int(exchange.headers["x-streamscope-run"]))
     assert run.status == "completed" and run.error is None and await stored_data(run.pk) == sent
+
+
+async def test_a_burst_recorded_after_it_ends_waits_for_a_slow_database_and_loses_nothing(
+        sim_upstream, token, monkeypatch, settings):
+    # Decoded after the burst, its events come faster than the database stores them: the recorder
+    # waits for the database past FLUSHES_AHEAD flushes' worth, never reaching MAX_HELD_EVENTS
+    # (which stops recording, meant for a database that refuses them).
+    from streams.gateway import recorder as gateway_recorder
+    from streams.pipeline import store
+
+    settings.STREAMSCOPE_FLUSH_MAX_EVENTS = 10  # 80 events ahead at most
+    monkeypatch.setattr(gateway_recorder, "MAX_HELD_EVENTS", 120)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    real_write = store.write_batch
+
+    async def slow_write(*args, **kwargs):
+        await asyncio.sleep(0.02)
+        return await real_write(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", slow_write)
+    chunks = await upstream_chunks(sim_upstream, 4, tokens=400)
+    Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    assert len(sent) > 400
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]), timeout=30)
+    assert run.status == "completed" and run.error is None
+    assert await stored_data(run.pk) == sent
 
 
 async def test_a_stop_mid_burst_numbers_its_error_event_after_the_last_event_sent(sim_upstream, token, monkeypatch):
