@@ -78,23 +78,26 @@ class RunEnd:
 
 
 @database_sync_to_async
-def _opening(run_id: int, after: int) -> tuple[RunEnd | None, list[tuple[int, str]], list[dict[str, Any]]]:
-    """What a joined viewer is sent first, in one hop to the database thread: the run's row; then
-    the first page of its stored events after ``after`` (read after the row, so a row that says
-    the run ended comes with every event); then its moderation flags so far."""
-    row = Run.objects.filter(pk=run_id).order_by().values_list("status", "metrics", "error", "event_count")[:1]
-    run = next((RunEnd(*values) for values in row), None)
-    if run is None:
-        return None, [], []
-    return run, store.encoded_events_after(run_id, after, BACKLOG_PAGE), flags_json(run_id)
+def _opening(run_id: int, after: int, user: Any) -> tuple[
+        bool, RunEnd | None, list[tuple[int, str]], list[dict[str, Any]]]:
+    """Whether ``user`` may see the run, and what a joined viewer is sent first, in one hop to the
+    database thread (each hop waits its turn behind the runs' writes): the run's row, which also
+    says who owns it; then the first page of its stored events after ``after`` (read after the
+    row, so a row that says the run ended comes with every event); then its moderation flags so
+    far. Nothing but False for a run the user may not see, or that does not exist."""
+    row = Run.objects.filter(pk=run_id).order_by().values_list(
+        "owner_id", "status", "metrics", "error", "event_count")[:1]
+    found = next(iter(row), None)
+    if found is None or not _may_see(run_id, found[0], user):
+        return False, None, [], []
+    return True, RunEnd(*found[1:]), store.encoded_events_after(run_id, after, BACKLOG_PAGE), flags_json(run_id)
 
 
-@database_sync_to_async
-def _may_see_run(run_id: int, user: Any) -> bool:
+def _may_see(run_id: int, owner_id: int, user: Any) -> bool:
     # An active user sees their own runs (RunQuerySet.visible_to), which is nearly every viewer:
-    # asked first, one query, without visible_to's look-up of the user's groups (is_reviewer, a
-    # query per connection, as each connection has its own user object).
-    if user.is_active and Run.objects.filter(pk=run_id, owner_id=user.pk).exists():
+    # known from the row already read, without visible_to's look-up of the user's groups
+    # (is_reviewer, a query per connection, as each connection has its own user object).
+    if user.is_active and owner_id == user.pk:
         return True
     return Run.objects.visible_to(user).filter(pk=run_id).exists()
 
@@ -238,17 +241,20 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self.refuse(CLOSE_UNAUTHENTICATED, accept=True)
             return
         self.user_pk = user.pk
-        if not await _may_see_run(self.run_id, user):
-            # The same answer for "no such run" and "not yours": ids reveal nothing.
-            await self.refuse(CLOSE_FORBIDDEN, accept=True)
-            return
         self.last_sent = _after_param(self.scope.get("query_string", b""))
         await session_watch().watch(self)  # from here on, a logout reaches this socket
         self.viewers = local_viewers(self.channel_layer)
         await self.viewers.join(self.run_id, self)
         self.joined = True
+        # Joined before the access check, which is read with the opening in one hop: what the run
+        # publishes meanwhile waits in the inbox (this handler holds the turn), and a refused
+        # socket's inbox is never sent (dispatch and _drain skip it once ``refused``).
+        allowed, run, rows, flags = await _opening(self.run_id, self.last_sent, user)
+        if not allowed:
+            # The same answer for "no such run" and "not yours": ids reveal nothing.
+            await self.refuse(CLOSE_FORBIDDEN, accept=True)
+            return
         await self.accept()
-        run, rows, flags = await _opening(self.run_id, self.last_sent)
         if rows:
             await self._send_events([encoded for _, encoded in rows])
             self.last_sent = rows[-1][0]
@@ -270,8 +276,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         """Close with ``code``; during the handshake, accept first so that the browser sees the
         code rather than a failed handshake (see the module doc)."""
         self.refused = True
-        session_watch().unwatch(self)  # nothing more to check for it
-        end_watch().unwatch(self)
+        self._leave_viewers()  # nothing more to check for it, nor to hand it
         if accept:
             await self.accept()
         await self.close(code=code)

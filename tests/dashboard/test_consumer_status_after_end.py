@@ -19,7 +19,7 @@ async def test_the_last_status_a_viewer_gets_is_the_end(user, monkeypatch):
     run = await sync_to_async(make_run)(user, status=RunStatus.QUEUED, events=2)
     real = consumers._opening
 
-    async def opening(run_id, after):
+    async def opening(run_id, after, user):
         # While this viewer is joined and reading its opening, the run starts and ends (both
         # published to the joined viewer, queued in its inbox since connect holds the turn).
         [sock] = [s for sockets in socket_watches.session_watch().sessions.values() for s in sockets]
@@ -28,7 +28,7 @@ async def test_the_last_status_a_viewer_gets_is_the_end(user, monkeypatch):
         await Run.objects.filter(pk=run_id).aupdate(status=RunStatus.COMPLETED)
         sock.offer({"type": "run.status", "run": run_id, "status": "completed", "metrics": {}, "error": None,
                     "last_seq": 1})
-        return await real(run_id, after)
+        return await real(run_id, after, user)
 
     monkeypatch.setattr(consumers, "_opening", opening)
     cookie, _ = await _session_cookie(user)
