@@ -83,7 +83,14 @@ RECORD_SLICE_BYTES = 64 * 1024
 # recording a burst while it lasts takes the CPU the upstream, the relay and the client need on a
 # small machine. A paced stream (one event every few or tens of ms) is recorded chunk by chunk.
 BURST_BYTES_PER_MS = 1024
-BURST_PAUSE_MS = 10.0
+# A burst pauses when the upstream sends nothing for this long. 10 ms was too short on a busy machine:
+# with the provider, the relay and the client on 2 cores, the provider is often descheduled that long
+# mid-burst, and each such gap had the recorder take a 256 KiB read (~800 events) during the burst.
+BURST_PAUSE_MS = 50.0
+# The first chunk has no chunk before it to give a rate: it starts a burst when it is this large (a
+# provider's whole cached answer, or a relay behind its upstream); a paced stream's first is a few KiB.
+FIRST_CHUNK_BURST_BYTES = 64 * 1024
+NEVER = float("-inf")
 # A burst's unrecorded bytes are held in memory up to this, then in a temporary file (backlog.py), so
 # the relay never waits for the recorder: recording a 100,000-event burst while it lasted (past a 6 MiB
 # soft limit), or holding the relay at 8 MiB, took its throughput from ~85% of direct to 40-60% on 2
@@ -578,7 +585,7 @@ class StreamRelay:
         self.unrecorded_why = ""  # why the rest of the stream is not held for the recorder, once it is not
         self.pump_finished = False
         self.ended_at: float | None = None  # when the upstream's body ended
-        self.last_arrival = float("-inf")  # when the last chunk arrived (the recorder's clock, ms)
+        self.last_arrival = NEVER  # when the last chunk arrived (the recorder's clock, ms)
         self.bursting = False  # the last chunk came faster than BURST_BYTES_PER_MS after the one before
         self._wake = asyncio.Event()  # chunks (or the end) for the recorder
         self.stopped: str | None = None  # why the dashboard stopped it
@@ -671,7 +678,10 @@ class StreamRelay:
                     continue
                 if not self.unrecorded_why and recorder.recording:
                     self._hold(chunk, t)
-                bursting = len(chunk) > BURST_BYTES_PER_MS * (t - self.last_arrival)
+                if self.last_arrival == NEVER:
+                    bursting = len(chunk) >= FIRST_CHUNK_BURST_BYTES
+                else:
+                    bursting = len(chunk) > BURST_BYTES_PER_MS * (t - self.last_arrival)
                 self.last_arrival = t
                 if not (bursting and self.bursting) or len(self.backlog) == 1:
                     # Paced, a burst's first chunk, or the first since the recorder caught up (it then

@@ -110,6 +110,19 @@ async def test_a_burst_is_recorded_after_it_ends_completely_and_in_order(sim_ups
     assert run.status == "completed" and await stored_data(run.pk) == sent
 
 
+async def test_a_first_chunk_as_large_as_a_burst_starts_one(sim_upstream, token, monkeypatch):
+    # A relay behind its upstream reads a burst's start as one large chunk: nothing of it is recorded
+    # until the burst ends (a paced stream's first chunk, a few KiB, is recorded at once: above).
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    chunks = await upstream_chunks(sim_upstream, 4)
+    monkeypatch.setattr(proxy, "FIRST_CHUNK_BURST_BYTES", len(chunks[0]))
+    replay = Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    assert replay.recorded_before == [0] * len(chunks)
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "completed" and await stored_data(run.pk) == sent
+
+
 async def test_a_burst_is_recorded_when_it_pauses(sim_upstream, token, monkeypatch):
     monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 50.0)
     chunks = await upstream_chunks(sim_upstream, 4)
