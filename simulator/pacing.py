@@ -26,7 +26,6 @@ import math
 import random
 import time
 import weakref
-from array import array
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -235,8 +234,8 @@ class Timeline:
 
     # Slots: the clock's pass reads a timeline once per write, cold after its 1 ms sleep; a slot is read from the
     # object itself, an attribute of a dict-backed instance from a values array elsewhere in memory.
-    __slots__ = ("_built_until", "_delays", "_dues", "_encode", "_events", "_frames", "_interval", "_next_write",
-                 "_position", "_prebuilt", "_stamp", "ended")
+    __slots__ = ("_ahead", "_built_until", "_delays", "_encode", "_interval", "_next_write", "_position",
+                 "_prebuilt", "_stamp", "ended")
 
     def __init__(
         self, steps: Iterable[Step], pacing: Pacing, encode: Callable[[dict[str, Any]], bytes], start: float
@@ -247,12 +246,8 @@ class Timeline:
         self._interval = pacing.write_interval_s
         self._stamp = pacing.stamp
         self._built_until = start  # the due time of the last frame built
-        # The frames built ahead, in order: their due times (packed: the clock's pass reads the next one's on every
-        # write, 8 bytes apart instead of a tuple and a float each), their events and their frames.
-        self._dues = array("d")
-        self._events: list[dict[str, Any]] = []
-        self._frames: list[bytes] = []
-        self._position = 0  # of the next frame
+        self._ahead: list[tuple[float, dict[str, Any], bytes]] = []  # (due, event, frame), in order
+        self._position = 0  # of the next frame in _ahead
         self._next_write = start
         self.ended = False
         self._build()
@@ -263,39 +258,36 @@ class Timeline:
         encode = self._encode
         prebuilt = self._prebuilt
         due = self._built_until
-        dues, events, frames = array("d"), [], []
-        add_due, add_event, add_frame = dues.append, events.append, frames.append
+        ahead = []
         for step, delay in islice(self._delays, FRAMES_AHEAD):
             due += delay
-            add_due(due)
-            add_event(step.event)
-            add_frame(step.frame if prebuilt and step.frame else encode(step.event))
+            ahead.append((due, step.event, step.frame if prebuilt and step.frame else encode(step.event)))
         self._built_until = due
-        self._dues, self._events, self._frames = dues, events, frames
+        self._ahead = ahead
         self._position = 0
-        self.ended = not dues
+        self.ended = not ahead
 
     @property
     def wake_at(self) -> float:
         """When the next batch is due: its first frame's time, or the end of the write interval."""
-        return max(self._dues[self._position], self._next_write) if not self.ended else self._next_write
+        return max(self._ahead[self._position][0], self._next_write) if not self.ended else self._next_write
 
     def take(self, now: float) -> list[Frame]:
         """The next frame (the caller waited for it) and every later one due within ``MIN_SLEEP_S`` of
         ``now``, up to ``BATCH_BYTES``."""
         batch: list[Frame] = []
         size = 0
-        position = self._position
+        ahead, position = self._ahead, self._position
         while not self.ended:
-            if batch and self._dues[position] - now > MIN_SLEEP_S:
+            due, event, frame = ahead[position]
+            if batch and due - now > MIN_SLEEP_S:
                 break
-            frame = self._frames[position]
-            batch.append((self._events[position], frame))
+            batch.append((event, frame))
             size += len(frame)
             position += 1
-            if position == len(self._dues):
+            if position == len(ahead):
                 self._build()
-                position = 0
+                ahead, position = self._ahead, 0
             if size >= BATCH_BYTES:
                 break
         self._position = position
@@ -309,14 +301,15 @@ class Timeline:
         nothing taken, when it may be more (a write interval, the frame after it due within
         ``MIN_SLEEP_S`` of ``now``, or the end of the frames built so far)."""
         position = self._position + 1
-        dues = self._dues
-        if self._interval or position >= len(dues):
+        ahead = self._ahead
+        if self._interval or position >= len(ahead):
             return None
-        following = dues[position]
+        following = ahead[position][0]
         if following - now <= MIN_SLEEP_S:
             return None
         self._position = position
-        return self._events[position - 1], self._frames[position - 1], following
+        _due, event, frame = ahead[position - 1]
+        return event, frame, following
 
 
 def stamp_suffix(now_us: int) -> bytes:
