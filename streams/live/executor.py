@@ -160,8 +160,7 @@ class RunExecutor(RunRecorder):
             )
         self.metrics.observe_bytes(t)
         decoder = self._decoder
-        for frame in decoder.feed(chunk):
-            self.accept_frame(frame, t)
+        self.accept_chunk(decoder, chunk, t)
         if decoder.ignored_lines:
             self.record_ignored_lines(decoder.take_ignored(), t)
         return self._after_chunk()

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from collections.abc import Awaitable
+from itertools import repeat
 from typing import Any
 
 from django.conf import settings
@@ -26,10 +27,10 @@ from streams.models import RunStatus
 from streams.pipeline import store
 from streams.pipeline.broadcast import listened, publish_events, publish_status
 from streams.pipeline.flush_clock import RoundBatch
-from streams.protocol import fastjson
+from streams.protocol import fastjson, text_deltas
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, column_values
-from streams.protocol.sse import SSEFrame
+from streams.protocol.sse import MATCHING_MIN_BYTES, SSEDecoder, SSEFrame
 from streams.protocol.values import BadValue, clean_json, clean_text
 from streams.review.moderation import LiveModerator
 
@@ -136,6 +137,35 @@ class RunRecorder:
                 payload = fastjson.exact(data)  # the run keeps its numbers (usage): every digit of them
             self._understand(event_type, payload)
         self._add(event_type, data, t, frame.nbytes, payload)
+
+    def accept_chunk(self, decoder: SSEDecoder, chunk: bytes, t: float) -> None:
+        """The events of one network read, fed to ``decoder``: each as :meth:`accept_frame` takes it,
+        a fast stream's text deltas together (streams/protocol/text_deltas.py), to the same rows,
+        sequence numbers, text and metrics."""
+        if len(chunk) < MATCHING_MIN_BYTES or self.moderator.matchers:  # a few events; live rules see each
+            for frame in decoder.feed(chunk):
+                self.accept_frame(frame, t)
+            return
+        frames, matched = decoder.feed_matching(chunk, text_deltas.PREFIX)
+        for frame in frames:
+            self.accept_frame(frame, t)
+        if matched is None:
+            return
+        count = len(matched.values)
+        first = self.next_seq
+        deltas = text_deltas.read(matched.values, self.last_upstream_seq) \
+            if first + count <= self.max_events else None
+        if deltas is None:  # what only the events one by one can tell (or the run's limit)
+            for frame in matched.frames():
+                self.accept_frame(frame, t)
+            return
+        self.last_upstream_seq = deltas.last_seq
+        if deltas.text:
+            self.text_parts.append(deltas.text)
+        self.buffer.extend(zip(repeat(self.run_id, count), range(first, first + count), repeat(t, count),
+                               repeat(text_deltas.TYPE, count), deltas.data))
+        self.next_seq = first + count
+        self.metrics.observe_many(t, text_deltas.TYPE, count, matched.nbytes)
 
     def _understand(self, event_type: str, payload: dict[str, Any]) -> None:
         """The little the runner itself must know; full understanding lives in rebuild.py."""

@@ -123,6 +123,37 @@ class MetricsAccumulator:
         if usage:
             self.usage = usage
 
+    def observe_many(self, t: float, event_type: str, count: int, nbytes: int) -> None:
+        """:meth:`observe` of ``count`` events of one type at the same ``t``, ``nbytes`` in all (the
+        events of one network read): the same figures, without a call per event."""
+        if count == 1:
+            self.observe(t, event_type, nbytes)
+            return
+        if count < 1:
+            return
+        self.event_count += count
+        self.counts[event_type] += count
+        self.bytes_received += nbytes
+        if self.first_event_ms is None:
+            self.first_event_ms = t
+            if self.first_byte_ms is None:
+                self.first_byte_ms = t
+        if self.created_ms is None and event_type == "response.created":
+            self.created_ms = t
+        kind, token = _TRAITS.get(event_type) or _traits(event_type)
+        if kind is not None and kind not in self._stamped:
+            self._stamp_first(kind, t)
+        self.last_event_ms = t
+        if token:
+            self.delta_count += count
+            gaps = self.delta_gaps
+            if self.first_token_ms is None:
+                self.first_token_ms = t
+            else:
+                gaps.append(t - self.last_token_ms)  # type: ignore[operator]
+            gaps.frombytes(bytes(8 * (count - 1)))  # the others' gaps: t - t, 0.0 (all bits zero)
+            self.last_token_ms = t
+
     def _stamp_first(self, kind: str, t: float) -> None:
         """The first event of each kind in ``kind`` (comma-separated) sets its time-to-first figure."""
         for first in kind.split(","):

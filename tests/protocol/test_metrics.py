@@ -1,3 +1,5 @@
+import pytest
+
 from streams.protocol.metrics import MetricsAccumulator, compute_metrics, percentile
 
 
@@ -74,3 +76,21 @@ def test_a_long_run_keeps_its_gaps_at_eight_bytes_each():
     assert acc.delta_gaps.itemsize == 8
     snap = acc.snapshot()
     assert snap["gap_p50_ms"] == 50.0 and snap["gap_max_ms"] == 80.0
+
+
+@pytest.mark.parametrize("event_type", ["response.output_text.delta", "response.created",
+                                        "response.reasoning_text.delta", "response.audio.delta", "x"])
+@pytest.mark.parametrize("counts", [[1], [3], [2, 1, 5], [1, 4], [0, 2]])
+def test_observe_many_is_observe_per_event(event_type, counts):
+    """A read's events of one type at once: the same figures as one observe per event."""
+    together, one_by_one = MetricsAccumulator(), MetricsAccumulator()
+    for accumulator in (together, one_by_one):
+        accumulator.observe_bytes(1.0)
+        accumulator.observe(1.5, "response.created", 10)
+    for index, count in enumerate(counts):
+        t = 2.0 + index * 0.7
+        together.observe_many(t, event_type, count, 40 * count)
+        for _ in range(count):
+            one_by_one.observe(t, event_type, 40)
+    assert together.snapshot() == one_by_one.snapshot()
+    assert list(together.delta_gaps) == list(one_by_one.delta_gaps)

@@ -206,3 +206,58 @@ def test_a_chunk_of_one_event_and_data_pair_decodes_as_the_line_by_line_path(eve
     want = reference._feed_any(before) + reference._feed_any(event) + reference._feed_any(event) + reference.close()[0]
     assert got == want
     assert fast.take_ignored() == reference.take_ignored()
+
+
+DELTA_PREFIX = b"event: d\ndata: "
+MATCHING = (
+    b"event: response.created\ndata: {\"a\":1}\n\n"
+    + b"".join(DELTA_PREFIX + b'{"n":%d,"text":"%s"}\n\n' % (n, b"x" * (n % 50)) for n in range(60))
+    + b": comment\n\n" + DELTA_PREFIX + b"one\n\n" + b"data: two\ndata: lines\n\n"
+    + b"".join(DELTA_PREFIX + b'{"n":%d}\n\n' % n for n in range(40))
+    + b"id: 9\n\n" + b"".join(DELTA_PREFIX + b'{"n":%d}\n\n' % n for n in range(40))
+    + b"event: d\r\ndata: crlf\r\n\r\n" + b"".join(DELTA_PREFIX + b'{"n":%d}\n\n' % n for n in range(40))
+    + b"\n" + b"".join(DELTA_PREFIX + b'{"n":%d}\n\n' % n for n in range(40)) + b"data: unterminated"
+)
+
+
+def decode_matching(chunks):
+    decoder = SSEDecoder()
+    frames, matched = [], 0
+    for chunk in chunks:
+        before, events = decoder.feed_matching(chunk, DELTA_PREFIX)
+        frames.extend(before)
+        if events is not None:
+            assert [frame.data.encode() for frame in events.frames()] == events.values
+            assert sum(frame.nbytes for frame in events.frames()) == events.nbytes
+            frames.extend(events.frames())
+            matched += len(events.values)
+    tail, leftover = decoder.close()
+    return frames + tail, leftover, matched
+
+
+@given(st.lists(st.integers(min_value=1, max_value=len(MATCHING)), max_size=12))
+def test_feed_matching_gives_feeds_frames_in_any_chunking(cuts):
+    points = sorted({c for c in cuts if c < len(MATCHING)})
+    chunks = [MATCHING[a:b] for a, b in zip([0, *points], [*points, len(MATCHING)])]
+    frames, leftover, _ = decode_matching(chunks)
+    assert (frames, leftover) == decode_all(chunks)[:2]
+
+
+def test_feed_matching_returns_a_reads_events_of_the_prefix_as_their_values():
+    stream = b"event: response.created\ndata: {}\n\n" + b"".join(DELTA_PREFIX + b'{"n":%d}\n\n' % n for n in range(304))
+    frames, _, matched = decode_matching([stream[i:i + 2000] for i in range(0, len(stream), 2000)])
+    assert matched > 200 and len(frames) == 305  # most of the prefix's events came back as values
+    decoder = SSEDecoder()
+    decoder.feed(b"event: x\n")  # an event begun in an earlier read, completed by this one
+    before, events = decoder.feed_matching(b"data: 1\n\n" + DELTA_PREFIX + b"v1\n\n" + DELTA_PREFIX + b"v2\n\n"
+                                           + b"x" * 1024 + b"\n" + DELTA_PREFIX + b"v3\n\n" + DELTA_PREFIX + b"v4",
+                                           DELTA_PREFIX)
+    # A line not of the prefix among them: every frame, as feed gives them.
+    assert [(f.event, f.data) for f in before] == [("x", "1"), ("d", "v1"), ("d", "v2"), ("d", "v3")]
+    assert events is None
+    decoder = SSEDecoder()
+    decoder.feed(b"event: x\n")
+    before, events = decoder.feed_matching(b"data: 1\n\n" + DELTA_PREFIX + b"v1\n\n" + DELTA_PREFIX + b"v" * 1024
+                                           + b"\n\n" + DELTA_PREFIX + b"v3", DELTA_PREFIX)
+    assert [(f.event, f.data) for f in before] == [("x", "1")] and events.values == [b"v1", b"v" * 1024]
+    assert decoder.close()[0][0].data == "v3"
