@@ -34,7 +34,6 @@ import contextvars
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -204,7 +203,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             return True  # sent already (from the store)
         if first != self.last_sent + 1 or self.unsent() > VIEWER_HIGH_WATER:
             return False
-        live = _live_frames(self.run_id, first, events)
+        live = _live_frames(events)
         if len(live) != 1 or not frames.send(live[0]):
             return False
         self.last_message = time.monotonic()
@@ -371,7 +370,7 @@ class RunConsumer(AsyncWebsocketConsumer):
         if start:
             await self._send_events(events[start:])
         else:
-            for frame in _live_frames(self.run_id, first, events):
+            for frame in _live_frames(events):
                 await self.send(text_data=frame)
         self.last_sent = last
 
@@ -403,10 +402,16 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(frame))
 
 
+# A frame holds its events as a JSON array inside '{"type":"events","events":[...]}': its length
+# is the events' lengths, a comma between each two, and this much more.
+FRAME_OVERHEAD = len(events_frame([])) - 1
+
+
 def _frames(encoded_events: list[str]) -> list[str]:
     """One frame per batch, split where it would pass FRAME_MAX_CHARS."""
-    if sum(map(len, encoded_events)) + len(encoded_events) <= FRAME_MAX_CHARS:
-        return [events_frame(encoded_events)]  # nearly always: no need to measure event by event
+    frame = events_frame(encoded_events)
+    if len(frame) - FRAME_OVERHEAD <= FRAME_MAX_CHARS:
+        return [frame]  # nearly always: joined once, no need to measure event by event
     frames, start, size = [], 0, 0
     for index, encoded in enumerate(encoded_events):
         size += len(encoded) + 1
@@ -417,19 +422,22 @@ def _frames(encoded_events: list[str]) -> list[str]:
     return frames
 
 
-# Every viewer of a run in this process gets the same live batch: build its frames once.
-_recent_frames: OrderedDict[tuple[int, int, int], list[str]] = OrderedDict()
-RECENT_FRAMES = 64
+class _LastBatch:
+    """Every viewer of a run in this process is handed the same message, one after another
+    (streams.pipeline.viewers.LocalViewers.deliver): the last batch's frames, built once for them
+    all. Known by the identity of its list of events, which this keeps alive (so no other list
+    can take its id); a table of recent batches cost more per batch than a lone viewer's frame."""
+
+    events: list[str] | None = None
+    frames: list[str] = []
 
 
-def _live_frames(run_id: int, first: int, encoded_events: list[str]) -> list[str]:
-    key = (run_id, first, len(encoded_events))
-    frames = _recent_frames.get(key)
-    if frames is None:
-        frames = _recent_frames[key] = _frames(encoded_events)
-        if len(_recent_frames) > RECENT_FRAMES:
-            _recent_frames.popitem(last=False)
-    return frames
+def _live_frames(encoded_events: list[str]) -> list[str]:
+    last = _LastBatch
+    if last.events is not encoded_events:
+        last.frames = _frames(encoded_events)
+        last.events = encoded_events
+    return last.frames
 
 
 def _after_param(query_string: bytes) -> int:

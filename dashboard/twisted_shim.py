@@ -21,6 +21,7 @@ queued data, compression negotiated, a message past Daphne's size limit) still g
 from __future__ import annotations
 
 import functools
+import struct
 from typing import Any
 
 from autobahn.exception import Disconnected as SocketClosed  # Daphne's websocket said it is closed
@@ -57,10 +58,15 @@ def text_frame(payload: bytes) -> bytes:
     length in 7 bits, or 126 and 16 bits, or 127 and 64 bits, then the payload."""
     size = len(payload)
     if size < 126:
-        return bytes((0x81, size)) + payload
+        return _SHORT_HEAD(0x81, size) + payload
     if size < 1 << 16:
-        return bytes((0x81, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
+        return _HEAD_16(0x81, 126, size) + payload  # one header object, the payload copied once
+    return _HEAD_64(0x81, 127, size) + payload
+
+
+_SHORT_HEAD = struct.Struct(">BB").pack
+_HEAD_16 = struct.Struct(">BBH").pack
+_HEAD_64 = struct.Struct(">BBQ").pack
 
 
 class TextFrames:

@@ -113,3 +113,23 @@ async def test_a_batch_split_into_several_frames_goes_through_the_inbox(user, mo
         assert consumer.text_frames.seqs() == [1, 2, 3] and len(consumer.text_frames.frames) == 3
     finally:
         await comm.disconnect()
+
+
+def test_a_batch_is_split_into_frames_only_past_the_limit(monkeypatch):
+    monkeypatch.setattr(consumers, "FRAME_MAX_CHARS", 20)
+    # Events of 4 characters: each counts 5 with its comma, so four fill the limit exactly.
+    events = ['"ab"', '"cd"', '"ef"', '"gh"']
+    assert consumers._frames(events) == ['{"type":"events","events":["ab","cd","ef","gh"]}']
+    assert consumers._frames([*events, '"i"']) == ['{"type":"events","events":["ab","cd","ef","gh"]}',
+                                                   '{"type":"events","events":["i"]}']
+    assert consumers._frames(['"' + "x" * 30 + '"']) == ['{"type":"events","events":["' + "x" * 30 + '"]}']
+    assert consumers._frames([]) == ['{"type":"events","events":[]}']
+
+
+def test_the_viewers_of_a_batch_share_its_frames_and_a_new_batch_gets_its_own():
+    first = ['{"seq":0}', '{"seq":1}']
+    frames = consumers._live_frames(first)
+    assert consumers._live_frames(first) is frames
+    same_text = list(first)  # another batch (another message) with the same text: built again, equal
+    assert consumers._live_frames(same_text) == frames and consumers._live_frames(same_text) is not frames
+    assert consumers._live_frames(['{"seq":2}']) == ['{"type":"events","events":[{"seq":2}]}']
