@@ -33,7 +33,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.middleware import INTERNAL_ERROR, is_secure, request_headers, security_headers
 from dashboard.tokens import REJECTED, bearer_of, token_owner
-from dashboard.twisted_shim import send_at_once, transport_of
+from dashboard.twisted_shim import send_at_once, transport_of, unsent_bytes
 from streams.gateway.proxy import (
     GatewayAnswer,
     GatewayRequest,
@@ -54,6 +54,13 @@ MISSING_TOKEN = ("Send a Streamscope API token as the API key (Authorization: Be
 PRIVATE_HEADERS = ("authorization", CALLER_KEY_HEADER.lower(), "cookie")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DJANGO_DEFAULT_TYPE = "text/html; charset=utf-8"  # what Django would send when the provider names none
+# A client slower than its provider: Daphne takes every chunk it is sent and holds what the socket has
+# not, with no limit. Past CLIENT_HIGH_WATER unsent on the client's connection the relay waits until it
+# is under CLIENT_LOW_WATER (looked at every CLIENT_DRAIN_POLL_S), so the provider is read at the
+# client's pace (the leg stops reading; TCP holds the provider) and a stream holds bounded memory.
+CLIENT_HIGH_WATER = 8 * 1024 * 1024
+CLIENT_LOW_WATER = 4 * 1024 * 1024
+CLIENT_DRAIN_POLL_S = 0.002
 
 
 def refusal(message: str, status: int, code: str) -> GatewayAnswer:
@@ -163,6 +170,7 @@ class DirectRequest:
         self.scope, self.receive, self.send = scope, receive, send
         self.provider, self.path, self.headers, self.secure = provider, path, headers, secure
         self.started = False  # the response's headers were sent
+        self.transport: Any = None  # Daphne's Twisted transport for the client's connection, once known
         self.timing = Timing() if settings.STREAMSCOPE_GATEWAY_TIMINGS else None
 
     async def serve(self) -> None:
@@ -239,7 +247,7 @@ class DirectRequest:
             headers["content-type"] = DJANGO_DEFAULT_TYPE
         for name, value in security_headers(self.secure).items():
             headers.setdefault(name, value)
-        transport = transport_of(self.send)
+        transport = self.transport = transport_of(self.send)
         if transport is not None:
             send_at_once(transport)  # each chunk to the socket as it is sent, not on Twisted's next turn
         self.started = True
@@ -252,6 +260,11 @@ class DirectRequest:
 
     async def send_chunk(self, chunk: bytes) -> None:
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        transport = self.transport
+        if transport is not None and unsent_bytes(transport) > CLIENT_HIGH_WATER:
+            # The client is behind by that much: wait for it (it left: Daphne's disconnect ends the relay).
+            while transport.connected and unsent_bytes(transport) > CLIENT_LOW_WATER:
+                await asyncio.sleep(CLIENT_DRAIN_POLL_S)
         if self.timing is not None and "first_byte" not in self.timing.marks:
             self.timing.mark("first_byte")
 
