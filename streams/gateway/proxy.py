@@ -688,7 +688,7 @@ class StreamRelay:
                     # waits for the pause by itself): no timer per chunk.
                     self._wake.set()
                 self.bursting = bursting
-            self.ended_at = recorder._now()
+            self.ended_at = recorder.stream_ended_at = recorder._now()
             if inline:
                 recorder.take_end(self.ended_at)
         except ModerationStopped as exc:

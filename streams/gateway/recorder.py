@@ -70,6 +70,7 @@ class GatewayRecorder(RunRecorder):
         self.row_timer: asyncio.TimerHandle | None = None  # inserts it soon (streams/gateway/proxy.py)
         self.row_late = ""  # why the row went in only on a later try
         self.foreign_row = False  # the reserved id was found taken: nothing is written to that row
+        self.stream_ended_at: float | None = None  # when the upstream's body ended (ms), once it has
 
     # --- the start ---------------------------------------------------------------------------
 
@@ -160,6 +161,10 @@ class GatewayRecorder(RunRecorder):
             await asyncio.wait([self._kicked])
             if self.failed_writes != failed or len(self.buffer) >= held:
                 return
+
+    def _duration(self) -> float | None:
+        # A burst is recorded after it ends, so the run's end is its stream's, not the recording's.
+        return self.stream_ended_at if self.stream_ended_at is not None else super()._duration()
 
     def take_end(self, t: float) -> None:
         """The upstream closed the body: decode what the decoder still holds."""

@@ -353,14 +353,17 @@ class RunRecorder:
     def _now(self) -> float:
         return (time.monotonic() - self.t0) * 1000.0
 
+    def _duration(self) -> float | None:
+        """The run's duration in ms for its metrics: until now, its end (the gateway's: the stream's)."""
+        return self._now() if self.t0 else None
+
     async def _finish(self, status: str, error: Any) -> str:
         output_text = "".join(self.text_parts)
         usage = None
         if self.terminal_response:
             usage = self.terminal_response.get("usage")
             output_text = _response_output_text(self.terminal_response) or output_text
-        duration = self._now() if self.t0 else None
-        metrics = self.metrics.snapshot(duration_ms=duration)
+        metrics = self.metrics.snapshot(duration_ms=self._duration())
         final = {
             "status": status,
             "error": _storable(error),

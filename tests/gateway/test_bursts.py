@@ -180,6 +180,32 @@ async def test_a_burst_recorded_after_it_ends_waits_for_a_slow_database_and_lose
     assert await stored_data(run.pk) == sent
 
 
+async def test_a_burst_recorded_after_it_ends_keeps_the_streams_duration_not_the_recordings(
+        sim_upstream, token, monkeypatch):
+    import time
+
+    from streams.gateway.recorder import GatewayRecorder
+
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    real_take = GatewayRecorder.take
+
+    def slow_take(recorder, chunk, t):
+        if replay.relays[-1].pump_finished:
+            time.sleep(0.01)  # recording the burst, after it, outlasts it by far
+        real_take(recorder, chunk, t)
+
+    monkeypatch.setattr(GatewayRecorder, "take", slow_take)
+    chunks = await upstream_chunks(sim_upstream, 4)
+    replay = Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]), timeout=30)
+    assert run.status == "completed" and await stored_data(run.pk) == sent
+    ended_at = replay.relays[-1].ended_at
+    assert ended_at < 100  # the recording, after it, took longer (10 ms per chunk)
+    assert run.metrics["duration_ms"] == pytest.approx(ended_at, abs=0.06)
+    assert run.duration_ms == pytest.approx(ended_at, abs=0.06)  # the list's sortable copy
+
+
 async def test_a_stop_mid_burst_numbers_its_error_event_after_the_last_event_sent(sim_upstream, token, monkeypatch):
     monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
     chunks = await upstream_chunks(sim_upstream, 4)
