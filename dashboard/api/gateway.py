@@ -55,9 +55,10 @@ PRIVATE_HEADERS = ("authorization", CALLER_KEY_HEADER.lower(), "cookie")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DJANGO_DEFAULT_TYPE = "text/html; charset=utf-8"  # what Django would send when the provider names none
 # A client slower than its provider: Daphne takes every chunk it is sent and holds what the socket has
-# not, with no limit. Past CLIENT_HIGH_WATER unsent on the client's connection the relay waits until it
-# is under CLIENT_LOW_WATER (looked at every CLIENT_DRAIN_POLL_S), so the provider is read at the
-# client's pace (the leg stops reading; TCP holds the provider) and a stream holds bounded memory.
+# not, with no limit. Past CLIENT_HIGH_WATER unsent on the client's connection the relay waits, before
+# its next chunk, until it is under CLIENT_LOW_WATER (looked at every CLIENT_DRAIN_POLL_S), so the
+# provider is read at the client's pace (the leg stops reading; TCP holds the provider) and a stream
+# holds bounded memory. A client that takes nothing for STREAMSCOPE_STALL_TIMEOUT_S is let go.
 CLIENT_HIGH_WATER = 8 * 1024 * 1024
 CLIENT_LOW_WATER = 4 * 1024 * 1024
 CLIENT_DRAIN_POLL_S = 0.002
@@ -236,7 +237,7 @@ class DirectRequest:
             return
         await self.start(reply, STREAM_HEADERS)
         try:
-            await reply.relay.relay(self.send_chunk)
+            await reply.relay.relay(self.send_chunk, self.send_now)
         except Exception:
             log.exception("%s %s: relaying failed", self.scope["method"], self.scope["path"])
         await self.send({"type": "http.response.body", "body": b""})
@@ -259,14 +260,34 @@ class DirectRequest:
             self.timing.mark("headers")
 
     async def send_chunk(self, chunk: bytes) -> None:
-        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         transport = self.transport
         if transport is not None and unsent_bytes(transport) > CLIENT_HIGH_WATER:
-            # The client is behind by that much: wait for it (it left: Daphne's disconnect ends the relay).
-            while transport.connected and unsent_bytes(transport) > CLIENT_LOW_WATER:
-                await asyncio.sleep(CLIENT_DRAIN_POLL_S)
+            await self.client_caught_up(transport)  # before the write: a cancel here sent nothing
+        await self.send_now(chunk)
+
+    async def send_now(self, chunk: bytes) -> None:
+        """The chunk to Daphne at once, however far behind the client is (a stop's last event)."""
+        await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         if self.timing is not None and "first_byte" not in self.timing.marks:
             self.timing.mark("first_byte")
+
+    async def client_caught_up(self, transport: Any) -> None:
+        """Wait until the client's connection holds under CLIENT_LOW_WATER unsent; a client that took
+        nothing for the stall timeout is disconnected."""
+        unsent = unsent_bytes(transport)
+        stall_s = settings.STREAMSCOPE_STALL_TIMEOUT_S
+        loop = asyncio.get_running_loop()
+        progress_at = loop.time()
+        while transport.connected and unsent > CLIENT_LOW_WATER:
+            await asyncio.sleep(CLIENT_DRAIN_POLL_S)
+            now_unsent = unsent_bytes(transport)
+            if now_unsent < unsent:
+                progress_at = loop.time()
+            elif loop.time() - progress_at > stall_s:
+                log.warning("%s: the client took nothing for %g s; letting it go", self.scope["path"], stall_s)
+                transport.abortConnection()  # Daphne's disconnect then ends the relay: the client left
+                return
+            unsent = now_unsent
 
 
 class Timing:

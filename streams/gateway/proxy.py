@@ -560,6 +560,24 @@ def _spawn(coroutine: Any, name: str) -> None:
 
 _END = object()
 Send = Callable[[bytes], Awaitable[Any]]  # gives one chunk to the client
+_SEQUENCE_KEY = b'"sequence_number":'
+
+
+def last_sequence_number(chunk: bytes) -> int | None:
+    """The last whole ``"sequence_number": N`` in forwarded bytes (a Responses event's own: in a JSON
+    string the quotes would be escaped), or None. A number the chunk cuts off is not taken."""
+    end = len(chunk)
+    while (at := chunk.rfind(_SEQUENCE_KEY, 0, end)) >= 0:
+        i = at + len(_SEQUENCE_KEY)
+        while i < len(chunk) and chunk[i] in b" \t":
+            i += 1
+        j = i
+        while j < len(chunk) and 48 <= chunk[j] <= 57:
+            j += 1
+        if i < j < len(chunk):
+            return int(chunk[i:j])
+        end = at
+    return None
 
 
 class StreamRelay:
@@ -592,6 +610,8 @@ class StreamRelay:
         self.moderation_error: dict[str, Any] | None = None
         self.upstream_error: dict[str, Any] | None = None
         self.at_boundary = True  # the bytes given so far end between two events
+        self.last_sent_seq: int | None = None  # the last sequence_number the client was given
+        self._send_last: Send | None = None  # the relay's last words (a stop's error event), past any pacing
         self.started = False
         stoppers.register(run.pk, self.stop)
         # A client gone before the server began the body never runs its cleanup: end it here.
@@ -612,11 +632,13 @@ class StreamRelay:
             if self.pump is not None:
                 self.pump.cancel()  # relay() then sends the error event
 
-    async def relay(self, send: Send) -> None:
-        """Give the stream to the client through ``send`` until it ends. Cancelling this (the
-        client left) closes the upstream and ends the run ``cancelled``."""
+    async def relay(self, send: Send, send_last: Send | None = None) -> None:
+        """Give the stream to the client through ``send`` until it ends (a stop's error event through
+        ``send_last`` when given: ``send`` may wait for a slow client). Cancelling this (the client
+        left) closes the upstream and ends the run ``cancelled``."""
         self.started = True
         self._watchdog.cancel()
+        self._send_last = send_last or send
         ending = "client_left"
         try:
             if self.stopped is None:
@@ -624,8 +646,9 @@ class StreamRelay:
                 await asyncio.wait([self.pump])  # a stop cancels the pump, not this
             if self.pump is None or self.pump.cancelled():
                 ending = "dashboard"
-                await self._recorded()  # the error event's sequence_number follows the last event sent
-                await send(self._separator() + self._error_frame(self.stopped or "", "cancelled_by_user"))
+                # At once: numbered after the last event sent, from the bytes sent (the recorder may be
+                # far behind a burst); the run's end waits for the recording (_conclude).
+                await self._send_last(self._separator() + self._error_frame(self.stopped or "", "cancelled_by_user"))
             else:
                 ending = self.pump.result()
         finally:
@@ -669,12 +692,16 @@ class StreamRelay:
         try:
             async for chunk in iter_body(self.response, settings.STREAMSCOPE_STALL_TIMEOUT_S):
                 t = recorder._now()
-                await send(chunk)  # the client first
+                await send(chunk)  # the client first (nothing after its write can be cancelled before this)
                 if recorder.row_timer is not None:  # the head and first bytes are out: the row now
                     _row_now(recorder)
                 self.at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
+                if (seq := last_sequence_number(chunk)) is not None:
+                    self.last_sent_seq = seq
                 if inline:
                     recorder.take(chunk, t)
+                    if len(recorder.buffer) >= recorder.flush_max * FLUSHES_AHEAD:
+                        await recorder.keep_pace()  # recorded before the next read anyway (moderation)
                     continue
                 if not self.unrecorded_why and recorder.recording:
                     self._hold(chunk, t)
@@ -693,7 +720,7 @@ class StreamRelay:
                 recorder.take_end(self.ended_at)
         except ModerationStopped as exc:
             self.moderation_error = exc.error()
-            await send(self._separator() + self._error_frame(str(exc), "moderation_stopped"))
+            await (self._send_last or send)(self._separator() + self._error_frame(str(exc), "moderation_stopped"))
             return "moderation"
         except UpstreamError as exc:  # dropped or stalled mid-stream: the client's stream ends too
             self.upstream_error = exc.as_dict()
@@ -742,6 +769,8 @@ class StreamRelay:
                             async with asyncio.timeout((BURST_PAUSE_MS - quiet) / 1000.0):
                                 await self._wake.wait()
                         continue
+                if not recorder.recording:
+                    break  # it stopped itself (a limit): what is held would be read back for nothing
                 chunk, t = backlog.popleft()
                 recorder.take(chunk, t)  # raises nothing here: no stop rule on the output (else inline)
                 if len(recorder.buffer) >= recorder.flush_max * FLUSHES_AHEAD:
@@ -778,7 +807,7 @@ class StreamRelay:
         error = {"type": "streamscope_stopped", "code": code, "message": message, "param": None}
         if self.recorder.protocol == "chat":
             return b"data: " + json.dumps({"error": error}).encode() + b"\n\n"
-        last = self.recorder.last_upstream_seq
+        last = self.last_sent_seq
         payload = {"type": "error", "sequence_number": (last + 1) if last is not None else 0, "error": error}
         return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
 
@@ -788,8 +817,12 @@ class StreamRelay:
             if self.pump is not None and not self.pump.done():
                 self.pump.cancel()
                 await asyncio.gather(self.pump, return_exceptions=True)
+            cancel = ending != "upstream_end" and self.run.background
+            if cancel and self.recorder.response_id:  # known: the provider stops now, not after the recording
+                await self._cancel_upstream()
+                cancel = False
             await self._recorded()
-            if ending != "upstream_end" and self.run.background and self.recorder.response_id:
+            if cancel and self.recorder.response_id:
                 await self._cancel_upstream()
             if ending == "client_left":
                 status, error = RunStatus.CANCELLED, dict(CLIENT_LEFT)

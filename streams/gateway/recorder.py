@@ -58,6 +58,7 @@ class GatewayRecorder(RunRecorder):
         self.recording = True
         self.losses: list[str] = []  # what was not recorded, in words, for the run's error
         self.failed_writes = 0
+        self.write_failing = False  # the last write of events failed (cleared by one that succeeds)
         self.last_write_error = ""
         self._registered = False
         # The run as inserted while its row may still be lost to a PostgreSQL crash (not yet
@@ -150,10 +151,11 @@ class GatewayRecorder(RunRecorder):
 
     async def keep_pace(self) -> None:
         """Wait for the database while FLUSHES_AHEAD flushes' worth of events are decoded and not yet
-        stored. A write that fails ends the wait (the events stay held, and past MAX_HELD_EVENTS
-        recording stops: the database refuses them); so does a flush that took nothing."""
+        stored. A write that fails ends the wait, and no wait starts until one succeeds again (the
+        events stay held, and past MAX_HELD_EVENTS recording stops: the database refuses them); a
+        flush that took nothing ends it too."""
         limit = self.flush_max * FLUSHES_AHEAD
-        while self.recording and len(self.buffer) >= limit:
+        while self.recording and not self.write_failing and len(self.buffer) >= limit:
             held, failed = len(self.buffer), self.failed_writes
             self.kick()
             if self._kicked is None:
@@ -255,6 +257,7 @@ class GatewayRecorder(RunRecorder):
             if self._last_write == last_write and self.buffer is not batch:
                 self.buffer = batch + self.buffer  # not stored: the next flush writes it, seqs stay dense
             self.failed_writes += 1
+            self.write_failing = True
             self.last_write_error = repr(exc)
             if self.failed_writes == 1:
                 log.warning("run %s (gateway): storing events failed, keeping them for the next try: %r",
@@ -262,6 +265,7 @@ class GatewayRecorder(RunRecorder):
             if self.unflushed_row is not None and isinstance(exc, IntegrityError):
                 await self._make_row_again()  # the events' foreign key found no run: a crash lost it
             raise
+        self.write_failing = False
         if self.unflushed_row is not None and batch and self._last_write != last_write:
             self.unflushed_row = None  # events stored: the row is there, and flushed with them
 

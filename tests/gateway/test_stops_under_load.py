@@ -1,0 +1,200 @@
+"""Stops and slow parties around a burst (streams/gateway/proxy.py StreamRelay, dashboard/api/gateway.py
+DirectRequest): a stop's error event reaches the client at once, numbered after the last event it was
+sent, whatever the recorder and the database are doing; a client that reads nothing cannot hold a
+stop; a database that is slow or failing neither drops events nor paces the recording per chunk."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from dashboard.api.gateway import GatewayASGI
+from streams.gateway import proxy
+from tests.gateway.test_asgi import URL, Exchange, auth, django_app, stored_data
+from tests.gateway.test_bursts import BODY, Replay, relay_through_gateway, upstream_chunks
+from tests.gateway.test_gateway import ended_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.server]
+
+
+async def test_a_stop_mid_burst_reaches_the_client_before_the_recording_is_stored(
+        sim_upstream, token, monkeypatch, settings):
+    # The relay never waits for the recorder: a dashboard stop mid-burst sends its error event at once,
+    # while the burst's events are still being stored behind a slow database.
+    from streams.pipeline import store
+
+    settings.STREAMSCOPE_FLUSH_MAX_EVENTS = 10
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    real_write = store.write_batch
+    writes_done = []
+
+    async def slow_write(*args, **kwargs):
+        await asyncio.sleep(0.2)
+        await real_write(*args, **kwargs)
+        writes_done.append(True)
+
+    monkeypatch.setattr(store, "write_batch", slow_write)
+    chunks = await upstream_chunks(sim_upstream, 4, tokens=400)
+    Replay(monkeypatch, chunks, gap_s=0, then={len(chunks) // 2: lambda relay: relay.stop("stopped in the dashboard")})
+    exchange = RecordingWhenSent("POST", f"{URL}/responses", json.dumps(BODY).encode(), auth(token),
+                                 writes_done=writes_done)
+    await exchange.run(GatewayASGI(django_app()))
+    error_frames = [done for body, done in exchange.writes_when_sent if b"cancelled_by_user" in body]
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]), timeout=60)
+    assert run.status == "cancelled"
+    assert error_frames == [0]  # no write of the burst's events had finished when the client got it
+    assert len(writes_done) > 1
+
+
+class RecordingWhenSent(Exchange):
+    """Notes, with each body sent, how many of the store's writes had finished."""
+
+    def __init__(self, *args, writes_done: list) -> None:
+        super().__init__(*args)
+        self.writes_done = writes_done
+        self.writes_when_sent: list[tuple[bytes, int]] = []
+
+    async def send(self, message):
+        if message["type"] == "http.response.body":
+            self.writes_when_sent.append((message.get("body") or b"", len(self.writes_done)))
+        await super().send(message)
+
+
+async def test_a_stop_after_recording_stopped_numbers_its_error_after_the_last_event_sent(
+        sim_upstream, token, monkeypatch):
+    # Past SPILL_MAX_BYTES recording stops; the client keeps getting events; a stop then numbers its
+    # error event from the recorder's last_upstream_seq: a number the client already saw.
+    from streams.gateway import backlog
+
+    chunks = await upstream_chunks(sim_upstream, 4)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    monkeypatch.setattr(proxy, "MEMORY_BACKLOG_BYTES", 1)
+    monkeypatch.setattr(proxy, "SPILL_MAX_BYTES", sum(map(len, chunks[2:5])))
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 1)
+    Replay(monkeypatch, chunks, gap_s=0, then={10: lambda relay: relay.stop("stopped in the dashboard")})
+    exchange, sent = await relay_through_gateway(token)
+    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
+    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames]
+    await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert numbers[-1] == numbers[-2] + 1, f"error event numbered {numbers[-1]} after {numbers[-2]}"
+
+
+async def test_an_output_stop_rule_run_keeps_a_long_burst_with_a_slow_database(
+        sim_upstream, token, monkeypatch, settings):
+    # 1db1d08's keep_pace is only on the _record path; with an output stop rule the recorder runs
+    # inline in the pump and the buffer still outruns a slow database to MAX_HELD_EVENTS.
+    from streams.gateway import recorder as gateway_recorder
+    from streams.models import ModerationRule
+    from streams.pipeline import store
+
+    await sync_to_async(ModerationRule.objects.create)(
+        name="never", patterns="xyzzyplugh", scope="output_text", action="stop")
+    settings.STREAMSCOPE_FLUSH_MAX_EVENTS = 10
+    monkeypatch.setattr(gateway_recorder, "MAX_HELD_EVENTS", 120)
+    real_write = store.write_batch
+
+    async def slow_write(*args, **kwargs):
+        await asyncio.sleep(0.02)
+        return await real_write(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", slow_write)
+    chunks = await upstream_chunks(sim_upstream, 4, tokens=400)
+    Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]), timeout=30)
+    assert run.status == "completed" and run.error is None, run.error
+    assert await stored_data(run.pk) == sent
+
+
+async def test_a_failing_database_is_not_tried_once_per_chunk_while_a_burst_is_recorded(
+        sim_upstream, token, monkeypatch, settings):
+    # keep_pace waits for the database; when a write fails it must not start again on the next chunk
+    # (one slow failed attempt per chunk): the events are held for the next flush's try.
+    from streams.pipeline import store
+
+    settings.STREAMSCOPE_FLUSH_MAX_EVENTS = 10
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    attempts = []
+
+    async def failing_write(*args, **kwargs):
+        attempts.append(True)
+        await asyncio.sleep(0.05)
+        raise OSError("database unreachable")
+
+    monkeypatch.setattr(store, "write_batch", failing_write)
+    chunks = await upstream_chunks(sim_upstream, 4, tokens=400)
+    replay = Replay(monkeypatch, chunks, gap_s=0)
+    await relay_through_gateway(token)
+    await asyncio.wait([replay.relays[-1].recording], timeout=60)
+    assert len(attempts) < len(chunks) // 4, f"{len(attempts)} attempts for {len(chunks)} chunks"
+
+
+async def test_a_dashboard_stop_ends_the_run_of_a_client_that_stopped_reading(sim_upstream, token, monkeypatch):
+    # 615c8a5: send_chunk waits while > CLIENT_HIGH_WATER is unsent, with no time limit. A client that is
+    # connected but reads nothing (stuck, zero TCP window) holds the relay there; a Stop cancels the pump,
+    # and relay() then sends the error frame through the same send_chunk, which waits again: the run
+    # never ends (it stays "streaming"), nor does the upstream get closed by _conclude.
+    from types import SimpleNamespace
+
+    from dashboard.api import gateway as gateway_api
+
+    monkeypatch.setattr(gateway_api, "CLIENT_DRAIN_POLL_S", 0.001)
+    stuck = SimpleNamespace(dataBuffer=b"x" * (gateway_api.CLIENT_HIGH_WATER + 1), offset=0, _tempDataLen=0,
+                            connected=True)
+    monkeypatch.setattr(gateway_api, "transport_of", lambda send: stuck)
+    monkeypatch.setattr(gateway_api, "send_at_once", lambda transport: None)
+    chunks = await upstream_chunks(sim_upstream, 4)
+    replay = Replay(monkeypatch, chunks, gap_s=0.01)
+    exchange = Exchange("POST", f"{URL}/responses", json.dumps(BODY).encode(), auth(token))
+    serving = asyncio.ensure_future(exchange.run(GatewayASGI(django_app())))
+    for _ in range(500):
+        if exchange.chunks:
+            break
+        await asyncio.sleep(0.01)
+    relay = replay.relays[-1]
+    relay.stop("stopped in the dashboard")
+    try:
+        run = await ended_run(relay.run.pk, timeout=3)
+        assert run.status == "cancelled"
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+
+
+async def test_a_stop_during_send_chunks_drain_wait_records_the_chunk_the_client_got(sim_upstream, token, monkeypatch):
+    # #7 through the production path (615c8a5's send_chunk drain wait), not a test double's send.
+    from types import SimpleNamespace
+
+    from dashboard.api import gateway as gateway_api
+
+    monkeypatch.setattr(gateway_api, "CLIENT_DRAIN_POLL_S", 0.001)
+    transport = SimpleNamespace(dataBuffer=b"", offset=0, _tempDataLen=0, connected=True)
+    monkeypatch.setattr(gateway_api, "transport_of", lambda send: transport)
+    monkeypatch.setattr(gateway_api, "send_at_once", lambda t: None)
+    loop = asyncio.get_running_loop()
+
+    def client_falls_behind(relay):
+        transport.dataBuffer = b"x" * (gateway_api.CLIENT_HIGH_WATER + 1)
+        loop.call_later(0.05, relay.stop, "stopped in the dashboard")
+        loop.call_later(0.10, setattr, transport, "dataBuffer", b"")
+
+    chunks = await upstream_chunks(sim_upstream, 4)
+    Replay(monkeypatch, chunks, gap_s=0.03, then={3: client_falls_behind})
+    exchange, sent = await relay_through_gateway(token)
+    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
+    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames]
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    stored = await stored_data(run.pk)
+    assert stored == sent[:-1], f"client got {len(sent) - 1} events before the stop, {len(stored)} recorded"
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), numbers[-6:]
+
+
+def test_the_last_sequence_number_sent_is_read_from_the_bytes_themselves():
+    last = proxy.last_sequence_number
+    assert last(b'data: {"type":"a","sequence_number":7}\n\nevent: b\ndata: {"sequence_number": 8,"x":1}') == 8
+    assert last(b'data: {"sequence_number":41}\n\ndata: {"delta":"x","sequence_number":42') == 41  # 42 may go on
+    assert last(b'data: {"delta":"say \\"sequence_number\\":99","sequence_number":5}') == 5  # text, escaped
+    assert last(b'data: {"delta":"no number here"}') is None
+    assert last(b"") is None
