@@ -27,7 +27,8 @@ def direct_request(transport) -> gateway.DirectRequest:
     async def send(message):
         pass
 
-    request = gateway.DirectRequest({"type": "http"}, None, send, "simulator", "responses", {}, False)
+    request = gateway.DirectRequest({"type": "http", "path": "/gateway/simulator/v1/responses"}, None, send,
+                                    "simulator", "responses", {}, False)
     request.transport = transport
     return request
 
@@ -120,3 +121,19 @@ def unchunked(body: bytes) -> bytes:
             return b"".join(parts)
         parts.append(body[end + 2:end + 2 + size])
         at = end + 2 + size + 2
+
+
+async def test_a_client_that_takes_nothing_for_the_stall_timeout_is_let_go(monkeypatch, settings):
+    settings.STREAMSCOPE_STALL_TIMEOUT_S = 0.05
+    monkeypatch.setattr(gateway, "CLIENT_DRAIN_POLL_S", 0.001)
+    transport = fake_transport(gateway.CLIENT_HIGH_WATER + 1)
+    transport.abortConnection = lambda: setattr(transport, "aborted", True)
+    written = []
+    request = direct_request(transport)
+
+    async def send(message):
+        written.append(message)
+
+    request.send = send
+    await asyncio.wait_for(request.send_chunk(b"data: {}\n\n"), 5)
+    assert transport.aborted
