@@ -131,8 +131,7 @@ class GatewayRecorder(RunRecorder):
         if not self.recording:
             return
         try:
-            for frame in self.decoder.feed(chunk):
-                self.accept_frame(frame, t)
+            self.accept_chunk(self.decoder, chunk, t)  # a burst's text deltas together (text_deltas.py)
             if self.decoder.ignored_lines:
                 self.record_ignored_lines(self.decoder.take_ignored(), t)
             if len(self.buffer) >= self.flush_max:
