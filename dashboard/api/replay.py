@@ -105,7 +105,7 @@ async def responses(request: HttpRequest, run_id: int) -> HttpResponse:
         return openai_error(f"run {run.pk} was answered whole, not streamed: it has no events to replay; "
                             f"ask with stream: false for its Response", 400, "not_streamed", param="stream")
     if body.get("stream") is not True:
-        final = await database_sync_to_async(final_response)(run)
+        final = await database_sync_to_async(final_response)(run, whole)
         if final is None:
             return openai_error(f"run {run.pk} has no final response to return; ask with stream: true", 404,
                                 "no_final_response")

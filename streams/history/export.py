@@ -40,7 +40,7 @@ def export_sse(run: Run) -> Iterator[str]:
 def whole_body(run: Run) -> str | None:
     """A non-streamed answer's body as it came (the gateway's one ``streamscope.response_body``
     event), which its SSE download gives instead of an empty stream; None for a streamed run."""
-    return run.events.filter(type=RESPONSE_BODY).values_list("data", flat=True).first()
+    return run.events.filter(seq=0, type=RESPONSE_BODY).values_list("data", flat=True).first()  # its only event
 
 
 def sse_frame(event_type: str, data: str) -> str:

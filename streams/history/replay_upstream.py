@@ -78,7 +78,8 @@ def run_is_untimed(run: Run) -> bool:
 def whole_answer(run: Run) -> dict[str, Any] | None:
     """A non-streamed answer's JSON (the gateway's one ``streamscope.response_body`` event: a Response,
     a chat.completion); None for a streamed run. A body that was not a JSON object gives ``{}``."""
-    data = Event.objects.filter(run=run, type=RESPONSE_BODY).values_list("data", flat=True).first()
+    # Its only event, seq 0: one probe of the (run, seq) index, not a walk through a streamed run's events.
+    data = Event.objects.filter(run=run, seq=0, type=RESPONSE_BODY).values_list("data", flat=True).first()
     if data is None:
         return None
     try:
@@ -88,10 +89,11 @@ def whole_answer(run: Run) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else {}
 
 
-def final_response(run: Run) -> dict[str, Any] | None:
+def final_response(run: Run, whole: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The terminal event's response object (what a non-streaming request returns); for a run whose
-    answer came whole, that answer when it is a Response."""
-    whole = whole_answer(run)
+    answer came whole (``whole``, :func:`whole_answer`'s, when already read), that answer when it is a
+    Response."""
+    whole = whole if whole is not None else whole_answer(run)
     if whole is not None:
         return whole if whole.get("object") == "response" else None
     event = Event.objects.filter(run=run, type__in=list(TERMINAL_TYPES)).order_by("-seq").first()
