@@ -5,23 +5,31 @@ The relay (streams/gateway/proxy.py, StreamRelay) appends every chunk it forward
 arrived; the recorder takes them back in the same order when the stream allows (a burst once it
 pauses or ends). A burst longer than the memory bound used to hold the relay until the recorder had
 caught up, which gave the client's stream the recorder's pace and CPU on a small machine; now its
-excess goes to a file (a few large writes, read back in large blocks) and the client's stream keeps
+excess goes to a file (writes and reads of 256 KiB) and the client's stream keeps
 the upstream's pace however long the burst (docs/gateway.md, "Bursts").
 
 Three places, read in this order: ``memory`` (chunks while nothing is spilled), the file (bytes
 ``[_read_at, _written)``, in ``_block`` once read) and ``pending`` (chunks spilled but not yet
-written: written once they reach SPILL_WRITE_BYTES). ``spilled`` holds the length and time of every
-chunk in the file or pending, in order; a chunk is wholly in one place.
+written: written once they reach SPILL_WRITE_BYTES). ``_sizes`` and ``_times`` hold the length and
+time of every chunk in the file or pending, in order, from ``_next`` on (12-16 bytes a chunk, not a
+tuple of ~130: a burst read in small pieces holds hundreds of thousands); a chunk is wholly in one place.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from array import array
 from collections import deque
 
-SPILL_WRITE_BYTES = 1024 * 1024  # spilled chunks written to the file this many bytes at a time
-READ_BLOCK_BYTES = 1024 * 1024  # and read back this many at a time
+# Spilled chunks are written to the file this many bytes at a time, and read back as much: a write
+# or read is on the event loop, so it stays small (1 MiB writes took up to 12-17 ms on a busy disk).
+SPILL_WRITE_BYTES = 256 * 1024
+READ_BLOCK_BYTES = 256 * 1024
+# What every stream of this process may hold in files at once: past it, a stream's backlog takes no
+# more (as past its own limit). A temporary directory on tmpfs holds it in memory: point TMPDIR at a disk.
+PROCESS_SPILL_MAX_BYTES = 1024 * 1024 * 1024
+COMPACT_AFTER = 65536  # taken chunks' sizes and times dropped once this many, and half, were taken
 
 
 class SpillFailed(Exception):
@@ -29,6 +37,8 @@ class SpillFailed(Exception):
 
 
 class Backlog:
+    on_disk = 0  # bytes every backlog of this process holds in files or about to (class-wide)
+
     def __init__(self, memory_limit: int, spill_limit: int) -> None:
         self.memory_limit = memory_limit
         self.spill_limit = spill_limit
@@ -36,7 +46,9 @@ class Backlog:
         self.count = 0
         self.memory: deque[tuple[bytes, float]] = deque()
         self.memory_bytes = 0
-        self.spilled: deque[tuple[int, float]] = deque()
+        self._sizes = array("Q")
+        self._times = array("d")
+        self._next = 0  # the first of _sizes/_times not yet taken
         self.spilled_bytes = 0
         self.pending: deque[bytes] = deque()
         self.pending_bytes = 0
@@ -58,14 +70,17 @@ class Backlog:
         Raises SpillFailed when the file cannot be written: the chunk is held all the same (with the
         others not yet written, in memory), but nothing more should be."""
         size = len(chunk)
-        if not self.spilled and (self.memory_bytes + size <= self.memory_limit or not self.memory):
+        spilling = self._next < len(self._sizes)
+        if not spilling and (self.memory_bytes + size <= self.memory_limit or not self.memory):
             self.memory.append((chunk, t))
             self.memory_bytes += size
         else:
-            if self.spilled_bytes + size > self.spill_limit:
+            if self.spilled_bytes + size > self.spill_limit or Backlog.on_disk + size > PROCESS_SPILL_MAX_BYTES:
                 return False
-            self.spilled.append((size, t))
+            self._sizes.append(size)
+            self._times.append(t)
             self.spilled_bytes += size
+            Backlog.on_disk += size
             self.spilled_ever += size
             self.pending.append(chunk)
             self.pending_bytes += size
@@ -82,16 +97,25 @@ class Backlog:
             chunk, t = self.memory.popleft()
             self.memory_bytes -= len(chunk)
         else:
-            size, t = self.spilled.popleft()  # IndexError: empty
+            at = self._next
+            if at >= len(self._sizes):
+                raise IndexError("the backlog is empty")
+            size, t = self._sizes[at], self._times[at]
             if self._block_at < len(self._block) or self._read_at < self._written:
                 chunk = self._read(size)
             else:
                 chunk = self.pending.popleft()
                 self.pending_bytes -= size
+            self._next = at + 1
             self.spilled_bytes -= size
-            if not self.spilled:  # the file is empty: written from its start again
-                self._written = self._read_at = self._block_at = 0
+            Backlog.on_disk -= size
+            if self._next == len(self._sizes):  # the file is empty: written from its start again
+                self._written = self._read_at = self._block_at = self._next = 0
                 self._block = b""
+                del self._sizes[:], self._times[:]
+            elif self._next >= COMPACT_AFTER and 2 * self._next >= len(self._sizes):  # what was taken, let go
+                del self._sizes[:self._next], self._times[:self._next]
+                self._next = 0
         self.bytes -= len(chunk)
         self.count -= 1
         return chunk, t
@@ -101,8 +125,10 @@ class Backlog:
         if self._file is not None:
             self._file.close()
             self._file = None
+        Backlog.on_disk -= self.spilled_bytes
         self.memory.clear()
-        self.spilled.clear()
+        del self._sizes[:], self._times[:]
+        self._next = 0
         self.pending.clear()
         self._block = b""
         self.bytes = self.count = self.memory_bytes = self.spilled_bytes = self.pending_bytes = 0
@@ -111,7 +137,7 @@ class Backlog:
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="streamscope-burst-")
-            data = b"".join(self.pending)  # one copy of ~1 MiB: cheaper than a write per chunk
+            data = b"".join(self.pending)  # one copy of SPILL_WRITE_BYTES: cheaper than a write per chunk
             fd = self._file.fileno()
             at = self._written
             while data:

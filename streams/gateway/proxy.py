@@ -32,7 +32,7 @@ from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from streams.gateway import leg
-from streams.gateway.backlog import Backlog, SpillFailed
+from streams.gateway.backlog import PROCESS_SPILL_MAX_BYTES, Backlog, SpillFailed
 from streams.gateway.leg import LegResponse
 from streams.gateway.recorder import FLUSHES_AHEAD, GatewayRecorder
 from streams.gateway.run_row import (
@@ -94,10 +94,12 @@ NEVER = float("-inf")
 # A burst's unrecorded bytes are held in memory up to this, then in a temporary file (backlog.py), so
 # the relay never waits for the recorder: recording a 100,000-event burst while it lasted (past a 6 MiB
 # soft limit), or holding the relay at 8 MiB, took its throughput from ~85% of direct to 40-60% on 2
-# cores (docs/performance.md). Past SPILL_MAX_BYTES held, the rest of the stream goes unrecorded (said
-# on the run); a run stops recording at STREAMSCOPE_MAX_EVENTS_PER_RUN events well before that anyway.
+# cores (docs/performance.md). Past SPILL_MAX_BYTES held in its file (or the process's files past
+# backlog.PROCESS_SPILL_MAX_BYTES), the rest of the stream goes unrecorded, said on the run. A burst is
+# decoded only once it pauses, so the run's event limit does not stop it sooner.
 MEMORY_BACKLOG_BYTES = 8 * 1024 * 1024
-SPILL_MAX_BYTES = 512 * 1024 * 1024
+MIB = 1024 * 1024
+SPILL_MAX_BYTES = 256 * 1024 * 1024
 STREAM_MARKER = "text/event-stream"
 CLIENT_LEFT = {"message": "the client disconnected; the upstream request was closed (a background response "
                           "is cancelled)", "code": "client_disconnected"}
@@ -736,8 +738,9 @@ class StreamRelay:
         try:
             if self.backlog.append(chunk, t):
                 return
-            self.unrecorded_why = (f"a burst outgrew the {SPILL_MAX_BYTES // (1024 * 1024)} MiB the gateway "
-                                   f"holds for recording while it lasts")
+            self.unrecorded_why = (f"a burst outgrew what the gateway holds for recording while it lasts "
+                                   f"({SPILL_MAX_BYTES // MIB} MiB a stream, {PROCESS_SPILL_MAX_BYTES // MIB} MiB "
+                                   f"for all at once)")
         except SpillFailed as exc:
             self.unrecorded_why = str(exc)
         self._wake.set()

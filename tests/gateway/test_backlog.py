@@ -14,6 +14,7 @@ from streams.gateway.backlog import Backlog, SpillFailed
 
 @pytest.fixture(autouse=True)
 def small_units(monkeypatch):
+    monkeypatch.setattr(Backlog, "on_disk", 0)  # a test's backlogs left open count for none of the next
     monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 100)
     monkeypatch.setattr(backlog, "READ_BLOCK_BYTES", 64)  # chunks straddle blocks; some are larger than one
 
@@ -97,3 +98,34 @@ def test_close_removes_the_file():
     with pytest.raises(OSError):
         os.fstat(fd)
     assert not held and held.bytes == 0
+
+
+def test_every_backlog_of_the_process_shares_one_limit_on_disk(monkeypatch):
+    monkeypatch.setattr(backlog, "PROCESS_SPILL_MAX_BYTES", 100)
+    first, second = Backlog(memory_limit=1, spill_limit=10_000), Backlog(memory_limit=1, spill_limit=10_000)
+    for held in (first, second):
+        assert held.append(b"m", 0)  # in memory: not counted
+    assert first.append(b"a" * 60, 1)
+    assert not second.append(b"b" * 60, 2)  # 120 on disk: past the process's 100
+    assert second.append(b"c" * 40, 3)
+    first.close()  # its 60 let go
+    assert second.append(b"d" * 60, 4)
+    assert [second.popleft()[0] for _ in range(3)] == [b"m", b"c" * 40, b"d" * 60]
+    assert Backlog.on_disk == 0
+    second.close()
+
+
+def test_taken_sizes_and_times_are_let_go_as_a_long_spill_is_read(monkeypatch):
+    monkeypatch.setattr(backlog, "COMPACT_AFTER", 8)
+    held = Backlog(memory_limit=1, spill_limit=1_000_000)
+    held.append(b"first", 0)
+    for n in range(100):
+        held.append(b"%03d" % n, n)
+    got = [held.popleft()[0] for _ in range(60)]
+    for n in range(100, 130):  # appended while the first are being read
+        held.append(b"%03d" % n, n)
+    assert len(held._sizes) < 100  # what was taken is not kept
+    while held:
+        got.append(held.popleft()[0])
+    assert got == [b"first"] + [b"%03d" % n for n in range(130)]
+    held.close()
