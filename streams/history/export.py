@@ -29,7 +29,12 @@ DATA_ONLY_TYPES = frozenset({catalogue.CHAT_CHUNK, catalogue.UNTYPED})
 
 
 def export_sse(run: Run) -> Iterator[str]:
-    """The run's events as a ``text/event-stream`` body."""
+    """The run's events as a ``text/event-stream`` body; for an answer that came whole (stream false),
+    that answer as stored (:func:`whole_body`): there was no event stream."""
+    body = whole_body(run)
+    if body is not None:
+        yield body
+        return
     events = run.events.order_by("seq").values_list("type", "data")
     for event_type, data in events.iterator(chunk_size=CHUNK_SIZE):
         frame = sse_frame(event_type, data)
@@ -38,8 +43,9 @@ def export_sse(run: Run) -> Iterator[str]:
 
 
 def whole_body(run: Run) -> str | None:
-    """A non-streamed answer's body as it came (the gateway's one ``streamscope.response_body``
-    event), which its SSE download gives instead of an empty stream; None for a streamed run."""
+    """A non-streamed answer's body as stored (the gateway's one ``streamscope.response_body`` event:
+    the JSON that came; a body that was not a JSON object, its first 64 KiB in a ``{"raw", "error"}``
+    object), which its SSE export gives instead of an empty stream; None for a streamed run."""
     return run.events.filter(seq=0, type=RESPONSE_BODY).values_list("data", flat=True).first()  # its only event
 
 

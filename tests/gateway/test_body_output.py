@@ -122,3 +122,15 @@ async def test_a_whole_answers_sse_download_is_the_json_that_came(sim_upstream, 
     assert download.status_code == 200 and download["Content-Type"].startswith("application/json")
     assert download["Content-Disposition"] == f'attachment; filename="run-{run.pk}.json"'
     assert download.content == answer_response.content
+
+
+async def test_the_export_command_gives_a_whole_answer_as_the_download_does(sim_upstream, token):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    answer_response = await post(token, "responses", {"model": "sim-text", "input": "hi", "metadata": FAST})
+    run, _ = await rebuilt_run(answer_response)
+    out = StringIO()
+    await sync_to_async(call_command)("export_run", str(run.pk), stdout=out)
+    assert out.getvalue().encode() == answer_response.content
