@@ -43,6 +43,10 @@ HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 # batch's events when runs are many and slow (docs/performance.md). Recovery counts what a dead
 # run stored after its row's last write (streams.pipeline.store.catch_up_row).
 ROW_EVERY_S = 1.0
+# Run columns that are final once known, written with the row while the run streams: (column, the
+# MetricsAccumulator attribute it is rounded from, as MetricsAccumulator.snapshot does).
+FIRST_FIGURES = (("ttfb_ms", "first_byte_ms"), ("ttfc_ms", "created_ms"), ("ttft_ms", "first_text_ms"),
+                 ("ttfr_ms", "first_reasoning_ms"), ("ttfa_ms", "first_arguments_ms"))
 # The output text goes with every fifth of those rewrites: SQLite re-indexes the whole text in the
 # runs' FTS5 table each time (0.3-1 ms of CPU per rewrite of a 250-1,000 word output, against
 # ~10-30 us for the row without it, docs/performance.md), so a live run's text is searchable
@@ -88,6 +92,7 @@ class RunRecorder:
         self._last_row_save = 0.0
         self._last_text_save = 0.0
         self._row_has_response_id = False
+        self._firsts_saved: set[str] = set()  # FIRST_FIGURES columns written on the row
         self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
         # An upstream that never closes (keep-alive comments forever) still ends some time.
@@ -220,6 +225,8 @@ class RunRecorder:
                 fields["last_upstream_seq"] = self.last_upstream_seq
             if self.response_id:
                 fields["response_id"] = self.response_id
+            if len(self._firsts_saved) < len(FIRST_FIGURES):
+                self._add_firsts(fields)
             if clock - self._last_text_save >= TEXT_EVERY_S:
                 # Rewritten whole (TEXT_EVERY_S), and kept as that one string from now on: a delta
                 # is a few characters in an object of ~50 bytes, and a run holds its text for its life.
@@ -229,6 +236,15 @@ class RunRecorder:
             if final_fields:
                 fields.update(final_fields)
         return RoundBatch(self.run_id, batch, fields, clock)
+
+    def _add_firsts(self, fields: dict[str, Any]) -> None:
+        """The run's first-event figures known since the row's last write (the runs list and the live
+        wall show them while it streams; the rest of its metrics come with its end)."""
+        metrics = self.metrics
+        for column, attribute in FIRST_FIGURES:
+            if column not in self._firsts_saved and (value := getattr(metrics, attribute)) is not None:
+                fields[column] = round(value, 1)
+                self._firsts_saved.add(column)
 
     def _stored(self, taken: RoundBatch, final: bool) -> None:
         if taken.fields is not None:

@@ -150,7 +150,8 @@ def append_events(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] |
 
 # Fields a flush writes on every batch; updated with raw executemany instead of one ORM query
 # per run (with hundreds of runs per round, ORM compiling dominated the thread that writes every batch).
-FLUSH_FIELDS = frozenset({"event_count", "heartbeat_at", "last_upstream_seq", "response_id", "output_text"})
+FLUSH_FIELDS = frozenset({"event_count", "heartbeat_at", "last_upstream_seq", "response_id", "output_text",
+                          "ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms"})
 
 
 def append_many(batches: Sequence[Batch]) -> None:

@@ -77,3 +77,30 @@ async def test_the_text_is_held_as_one_string_once_written(user, monkeypatch):
     recorder.accept_frame(delta(200), 201.0)
     await recorder._finish(RunStatus.COMPLETED, None)
     assert (await Run.objects.aget(pk=run.pk)).output_text == expected + "w200 "
+
+
+def created(seq: int) -> SSEFrame:
+    data = json.dumps({"type": "response.created", "sequence_number": seq,
+                       "response": {"id": "resp_1", "status": "in_progress"}})
+    return SSEFrame(event="response.created", data=data, id=None, nbytes=len(data))
+
+
+async def test_a_streaming_runs_first_event_figures_reach_its_row_with_its_counts(user, monkeypatch):
+    # The runs list and its live wall show a run's first byte and first token while it streams.
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    recorder = RunRecorder(run.pk)
+    clock = [1000.0]
+    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+    recorder.accept_frame(created(0), 212.34)
+    await recorder.flush()
+    row = await Run.objects.aget(pk=run.pk)
+    assert (row.ttfb_ms, row.ttfc_ms, row.ttft_ms) == (212.3, 212.3, None)
+    clock[0] = 1001.5
+    recorder.accept_frame(delta(1), 480.06)
+    recorder.accept_frame(delta(2), 900.0)
+    await recorder.flush()
+    row = await Run.objects.aget(pk=run.pk)
+    assert (row.status, row.ttfb_ms, row.ttft_ms, row.duration_ms) == (RunStatus.STREAMING, 212.3, 480.1, None)
+    await recorder._finish(RunStatus.COMPLETED, None)
+    row = await Run.objects.aget(pk=run.pk)
+    assert (row.ttfb_ms, row.ttft_ms) == (212.3, 480.1) and row.metrics["ttft_ms"] == 480.1
