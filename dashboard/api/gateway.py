@@ -126,6 +126,10 @@ async def proxy(request: HttpRequest, provider: str, path: str) -> HttpResponse:
 GATEWAY_PATH = re.compile(r"/gateway/([^/]+)/v1/(.+)")  # dashboard/urls.py's route, as a pattern
 
 
+class ClientGone(Exception):
+    """A client that took nothing for the stall timeout was disconnected (DirectRequest.client_caught_up)."""
+
+
 class GatewayASGI:
     """ASGI: gateway requests to the gateway directly; everything else to ``app`` (Django).
 
@@ -238,6 +242,8 @@ class DirectRequest:
         await self.start(reply, STREAM_HEADERS)
         try:
             await reply.relay.relay(self.send_chunk, self.send_now)
+        except ClientGone:
+            return  # let go (logged); the run ends cancelled, as for any client that left
         except Exception:
             log.exception("%s %s: relaying failed", self.scope["method"], self.scope["path"])
         await self.send({"type": "http.response.body", "body": b""})
@@ -273,7 +279,7 @@ class DirectRequest:
 
     async def client_caught_up(self, transport: Any) -> None:
         """Wait until the client's connection holds under CLIENT_LOW_WATER unsent; a client that took
-        nothing for the stall timeout is disconnected."""
+        nothing for the stall timeout is disconnected (ClientGone: the chunk is not sent)."""
         unsent = unsent_bytes(transport)
         stall_s = settings.STREAMSCOPE_STALL_TIMEOUT_S
         loop = asyncio.get_running_loop()
@@ -285,8 +291,8 @@ class DirectRequest:
                 progress_at = loop.time()
             elif loop.time() - progress_at > stall_s:
                 log.warning("%s: the client took nothing for %g s; letting it go", self.scope["path"], stall_s)
-                transport.abortConnection()  # Daphne's disconnect then ends the relay: the client left
-                return
+                transport.abortConnection()
+                raise ClientGone(f"the client took nothing for {stall_s:g} s")  # the relay ends: client left
             unsent = now_unsent
 
 

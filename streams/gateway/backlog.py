@@ -9,10 +9,11 @@ excess goes to a file (writes and reads of 256 KiB) and the client's stream keep
 the upstream's pace however long the burst (docs/gateway.md, "Bursts").
 
 Three places, read in this order: ``memory`` (chunks while nothing is spilled), the file (bytes
-``[_read_at, _written)``, in ``_block`` once read) and ``pending`` (chunks spilled but not yet
-written: written once they reach SPILL_WRITE_BYTES). ``_sizes`` and ``_times`` hold the length and
-time of every chunk in the file or pending, in order, from ``_next`` on (12-16 bytes a chunk, not a
-tuple of ~130: a burst read in small pieces holds hundreds of thousands); a chunk is wholly in one place.
+``[_read_at, _written)`` of a ring of ``spill_limit`` bytes, in ``_block`` once read) and ``pending``
+(chunks spilled but not yet written: written once they reach SPILL_WRITE_BYTES). ``_sizes`` and
+``_times`` hold the length and time of every chunk in the file or pending, in order, from ``_next``
+on (12-16 bytes a chunk, not a tuple of ~130: a burst read in small pieces holds hundreds of
+thousands); a chunk is wholly in one place.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class SpillFailed(Exception):
 
 
 class Backlog:
-    on_disk = 0  # bytes every backlog of this process holds in files or about to (class-wide)
+    on_disk = 0  # bytes unread in every backlog's file of this process, and waiting to go in (class-wide)
 
     def __init__(self, memory_limit: int, spill_limit: int) -> None:
         self.memory_limit = memory_limit
@@ -58,6 +59,7 @@ class Backlog:
         self._read_at = 0  # the first byte not yet in _block
         self._block = b""
         self._block_at = 0  # the first byte of _block not yet taken
+        self.closed = False  # closed: it holds nothing and takes nothing more
 
     def __len__(self) -> int:
         return self.count
@@ -69,13 +71,17 @@ class Backlog:
         """Hold a chunk; False (and nothing held) when it would take the spill past its limit.
         Raises SpillFailed when the file cannot be written: the chunk is held all the same (with the
         others not yet written, in memory), but nothing more should be."""
+        if self.closed:
+            return False
         size = len(chunk)
         spilling = self._next < len(self._sizes)
         if not spilling and (self.memory_bytes + size <= self.memory_limit or not self.memory):
             self.memory.append((chunk, t))
             self.memory_bytes += size
         else:
-            if self.spilled_bytes + size > self.spill_limit or Backlog.on_disk + size > PROCESS_SPILL_MAX_BYTES:
+            # What the file holds unread and what waits to go in: the file is a ring of spill_limit bytes.
+            if (self._written - self._read_at + self.pending_bytes + size > self.spill_limit
+                    or Backlog.on_disk + size > PROCESS_SPILL_MAX_BYTES):
                 return False
             self._sizes.append(size)
             self._times.append(t)
@@ -106,12 +112,11 @@ class Backlog:
             else:
                 chunk = self.pending.popleft()
                 self.pending_bytes -= size
+                Backlog.on_disk -= size
             self._next = at + 1
             self.spilled_bytes -= size
-            Backlog.on_disk -= size
-            if self._next == len(self._sizes):  # the file is empty: written from its start again
-                self._written = self._read_at = self._block_at = self._next = 0
-                self._block = b""
+            if self._next == len(self._sizes):
+                self._next = 0
                 del self._sizes[:], self._times[:]
             elif self._next >= COMPACT_AFTER and 2 * self._next >= len(self._sizes):  # what was taken, let go
                 del self._sizes[:self._next], self._times[:self._next]
@@ -125,7 +130,9 @@ class Backlog:
         if self._file is not None:
             self._file.close()
             self._file = None
-        Backlog.on_disk -= self.spilled_bytes
+        Backlog.on_disk -= self._written - self._read_at + self.pending_bytes
+        self._written = self._read_at = self._block_at = 0
+        self.closed = True
         self.memory.clear()
         del self._sizes[:], self._times[:]
         self._next = 0
@@ -134,14 +141,17 @@ class Backlog:
         self.bytes = self.count = self.memory_bytes = self.spilled_bytes = self.pending_bytes = 0
 
     def _write(self) -> None:
+        """The pending chunks into the file, at their place in its ring (``_written`` counts every
+        byte ever written: its place is that modulo spill_limit, what is unread never over it)."""
         try:
             if self._file is None:
                 self._file = tempfile.TemporaryFile(prefix="streamscope-burst-")
-            data = b"".join(self.pending)  # one copy of SPILL_WRITE_BYTES: cheaper than a write per chunk
+            data = memoryview(b"".join(self.pending))  # one copy: cheaper than a write per chunk
             fd = self._file.fileno()
             at = self._written
             while data:
-                done = os.pwrite(fd, data, at)
+                place = at % self.spill_limit
+                done = os.pwrite(fd, data[:self.spill_limit - place], place)
                 at += done
                 data = data[done:]
         except OSError as exc:
@@ -153,17 +163,25 @@ class Backlog:
     def _read(self, size: int) -> bytes:
         have = len(self._block) - self._block_at
         if have < size:
+            parts = [self._block[self._block_at:]]
             want = min(max(READ_BLOCK_BYTES, size - have), self._written - self._read_at)
-            try:
-                data = os.pread(self._file.fileno(), want, self._read_at)  # type: ignore[union-attr]
-            except OSError as exc:
-                raise SpillFailed(f"reading a burst's unrecorded bytes back from its temporary file "
-                                  f"failed ({exc})") from exc
-            if have + len(data) < size:
-                raise SpillFailed("a burst's temporary file was shorter than what was written to it")
-            self._block = self._block[self._block_at:] + data
+            while want > 0:
+                place = self._read_at % self.spill_limit
+                try:
+                    data = os.pread(self._file.fileno(), min(want, self.spill_limit - place), place)  # type: ignore[union-attr]
+                except OSError as exc:
+                    raise SpillFailed(f"reading a burst's unrecorded bytes back from its temporary file "
+                                      f"failed ({exc})") from exc
+                if not data:
+                    raise SpillFailed("a burst's temporary file was shorter than what was written to it")
+                parts.append(data)
+                self._read_at += len(data)
+                Backlog.on_disk -= len(data)  # in memory now: its place in the ring may be written again
+                want -= len(data)
+            self._block = b"".join(parts)
             self._block_at = 0
-            self._read_at += len(data)
+            if len(self._block) < size:
+                raise SpillFailed("a burst's temporary file was shorter than what was written to it")
         chunk = self._block[self._block_at:self._block_at + size]
         self._block_at += size
         return chunk

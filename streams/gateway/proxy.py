@@ -563,6 +563,7 @@ def _spawn(coroutine: Any, name: str) -> None:
 _END = object()
 Send = Callable[[bytes], Awaitable[Any]]  # gives one chunk to the client
 _SEQUENCE_KEY = b'"sequence_number":'
+SEQ_SPAN = 48  # bytes either side of a read's edge that hold a cut "sequence_number": N whole
 
 
 def last_sequence_number(chunk: bytes) -> int | None:
@@ -613,6 +614,7 @@ class StreamRelay:
         self.upstream_error: dict[str, Any] | None = None
         self.at_boundary = True  # the bytes given so far end between two events
         self.last_sent_seq: int | None = None  # the last sequence_number the client was given
+        self._seq_tail = b""  # the end of the last chunk sent, for a number a read cut in two
         self._send_last: Send | None = None  # the relay's last words (a stop's error event), past any pacing
         self.started = False
         stoppers.register(run.pk, self.stop)
@@ -698,8 +700,12 @@ class StreamRelay:
                 if recorder.row_timer is not None:  # the head and first bytes are out: the row now
                     _row_now(recorder)
                 self.at_boundary = chunk.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
-                if (seq := last_sequence_number(chunk)) is not None:
+                seq = last_sequence_number(chunk)
+                if seq is None and self._seq_tail:  # a number the previous read cut, whole now
+                    seq = last_sequence_number(self._seq_tail + chunk[:SEQ_SPAN])
+                if seq is not None:
                     self.last_sent_seq = seq
+                self._seq_tail = chunk[-SEQ_SPAN:]
                 if inline:
                     recorder.take(chunk, t)
                     if len(recorder.buffer) >= recorder.flush_max * FLUSHES_AHEAD:

@@ -47,6 +47,8 @@ MAX_HELD_EVENTS = 50_000  # events kept in memory while the database refuses the
 # burst is recorded after it ends, faster than a database stores it; the rest waits in the relay's
 # backlog (streams/gateway/backlog.py) and the client never waits.
 FLUSHES_AHEAD = 8
+RETRY_FIRST_S = 0.05  # keep_pace's first pause after a failed write; doubled up to RETRY_MAX_S
+RETRY_MAX_S = 1.0
 FINAL_ATTEMPTS = 4
 
 
@@ -59,6 +61,7 @@ class GatewayRecorder(RunRecorder):
         self.losses: list[str] = []  # what was not recorded, in words, for the run's error
         self.failed_writes = 0
         self.write_failing = False  # the last write of events failed (cleared by one that succeeds)
+        self.failing_since = 0.0  # the loop's time of the first failure of the current run of them
         self.last_write_error = ""
         self._registered = False
         # The run as inserted while its row may still be lost to a PostgreSQL crash (not yet
@@ -150,17 +153,29 @@ class GatewayRecorder(RunRecorder):
 
     async def keep_pace(self) -> None:
         """Wait for the database while FLUSHES_AHEAD flushes' worth of events are decoded and not yet
-        stored. A write that fails ends the wait, and no wait starts until one succeeds again (the
-        events stay held, and past MAX_HELD_EVENTS recording stops: the database refuses them); a
-        flush that took nothing ends it too."""
+        stored; the rest waits in the relay's backlog. While writes fail, it tries again after a
+        pause that doubles (RETRY_FIRST_S up to RETRY_MAX_S), not once per chunk; after
+        STREAMSCOPE_STALL_TIMEOUT_S of nothing but failures it stops recording, saying so. A flush
+        that took nothing ends the wait."""
         limit = self.flush_max * FLUSHES_AHEAD
-        while self.recording and not self.write_failing and len(self.buffer) >= limit:
-            held, failed = len(self.buffer), self.failed_writes
+        pause = RETRY_FIRST_S
+        loop = asyncio.get_running_loop()
+        while self.recording and len(self.buffer) >= limit:
+            if self.write_failing:
+                if loop.time() - self.failing_since > settings.STREAMSCOPE_STALL_TIMEOUT_S:
+                    self._stop_recording(f"the database took no events for {settings.STREAMSCOPE_STALL_TIMEOUT_S:g} s; "
+                                         f"recording stopped after {self.next_seq - len(self.buffer)} events stored "
+                                         f"and the {len(self.buffer)} held were dropped")
+                    self.buffer = []
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RETRY_MAX_S)
+            held = len(self.buffer)
             self.kick()
             if self._kicked is None:
                 return
             await asyncio.wait([self._kicked])
-            if self.failed_writes != failed or len(self.buffer) >= held:
+            if not self.write_failing and len(self.buffer) >= held:
                 return
 
     def _duration(self) -> float | None:
@@ -256,6 +271,8 @@ class GatewayRecorder(RunRecorder):
             if self._last_write == last_write and self.buffer is not batch:
                 self.buffer = batch + self.buffer  # not stored: the next flush writes it, seqs stay dense
             self.failed_writes += 1
+            if not self.write_failing:
+                self.failing_since = asyncio.get_running_loop().time()
             self.write_failing = True
             self.last_write_error = repr(exc)
             if self.failed_writes == 1:

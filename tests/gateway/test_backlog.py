@@ -42,13 +42,14 @@ def test_chunks_come_back_in_order_through_memory_the_file_and_the_unwritten_par
     held.close()
 
 
-def test_the_file_is_written_from_its_start_again_once_read_empty():
-    held = Backlog(memory_limit=1, spill_limit=10_000)
-    for round_ in range(3):
+def test_the_file_is_a_ring_no_larger_than_the_limit_however_much_goes_through():
+    held = Backlog(memory_limit=1, spill_limit=600)
+    for round_ in range(5):
         for n in range(20):
-            held.append(b"%d-%02d;" % (round_, n) * 5, n)
-        assert held._written <= 20 * 25  # one round's bytes at most: never appended after the last
+            assert held.append(b"%d-%02d;" % (round_, n) * 5, n)  # 25 bytes each, 500 a round
         assert [held.popleft()[0] for _ in range(20)] == [b"%d-%02d;" % (round_, n) * 5 for n in range(20)]
+    assert held._written >= 2000 and os.fstat(held._file.fileno()).st_size <= 600
+    assert Backlog.on_disk == 0
     held.close()
 
 
@@ -129,3 +130,26 @@ def test_taken_sizes_and_times_are_let_go_as_a_long_spill_is_read(monkeypatch):
         got.append(held.popleft()[0])
     assert got == [b"first"] + [b"%03d" % n for n in range(130)]
     held.close()
+
+
+def test_a_backlog_that_never_empties_keeps_its_file_within_its_limit(monkeypatch):
+    # A recorder that stays a little behind (the backlog never empty) reads the file while the relay
+    # appends: the file starts again each time all it holds is read, so it stays within the limit.
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 64 * 1024)
+    monkeypatch.setattr(backlog, "READ_BLOCK_BYTES", 64 * 1024)
+    limit = 1024 * 1024
+    held = Backlog(64 * 1024, limit)
+    before = Backlog.on_disk
+    chunk = b"x" * 4096
+    try:
+        for _ in range(32):  # fill memory and start spilling
+            assert held.append(chunk, 0.0)
+        for _ in range(20_000):  # 80 MiB through a 1 MiB-limited backlog that always holds ~0.5 MiB
+            assert held.append(chunk, 0.0)
+            held.popleft()
+        assert held.spilled_bytes <= limit
+        size = os.fstat(held._file.fileno()).st_size
+        assert size <= 4 * limit, f"the file is {size / 2**20:.0f} MiB for {held.spilled_bytes / 2**20:.2f} MiB held"
+    finally:
+        held.close()
+        assert Backlog.on_disk == before
