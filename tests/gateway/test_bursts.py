@@ -68,6 +68,26 @@ class Replay:
             yield chunk
 
 
+def slow_store(monkeypatch, seconds: float) -> None:
+    """Every write of events to the database takes ``seconds`` longer."""
+    from streams.pipeline import store
+
+    real_write = store.write_batch
+
+    async def slow_write(*args, **kwargs):
+        await asyncio.sleep(seconds)
+        return await real_write(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", slow_write)
+
+
+def stop_numbers_follow_on(exchange) -> None:
+    """The stream's sequence numbers, the stop's error event's last: it follows the last one sent."""
+    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
+    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames]
+    assert numbers[-1] == numbers[-2] + 1, f"error event numbered {numbers[-1]} after {numbers[-2]}"
+
+
 def events_in(chunks: list[bytes]) -> list[int]:
     """How many events the chunks before each hold."""
     counts, total = [], 0
@@ -159,18 +179,11 @@ async def test_a_burst_recorded_after_it_ends_waits_for_a_slow_database_and_lose
     # waits for the database past FLUSHES_AHEAD flushes' worth, never reaching MAX_HELD_EVENTS
     # (which stops recording, meant for a database that refuses them).
     from streams.gateway import recorder as gateway_recorder
-    from streams.pipeline import store
 
     settings.STREAMSCOPE_FLUSH_MAX_EVENTS = 10  # 80 events ahead at most
     monkeypatch.setattr(gateway_recorder, "MAX_HELD_EVENTS", 120)
     monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
-    real_write = store.write_batch
-
-    async def slow_write(*args, **kwargs):
-        await asyncio.sleep(0.02)
-        return await real_write(*args, **kwargs)
-
-    monkeypatch.setattr(store, "write_batch", slow_write)
+    slow_store(monkeypatch, 0.02)
     chunks = await upstream_chunks(sim_upstream, 4, tokens=400)
     Replay(monkeypatch, chunks, gap_s=0)
     exchange, sent = await relay_through_gateway(token)

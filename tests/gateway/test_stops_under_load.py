@@ -14,7 +14,14 @@ from asgiref.sync import sync_to_async
 from dashboard.api.gateway import GatewayASGI
 from streams.gateway import proxy
 from tests.gateway.test_asgi import URL, Exchange, auth, django_app, stored_data
-from tests.gateway.test_bursts import BODY, Replay, relay_through_gateway, upstream_chunks
+from tests.gateway.test_bursts import (
+    BODY,
+    Replay,
+    relay_through_gateway,
+    slow_store,
+    stop_numbers_follow_on,
+    upstream_chunks,
+)
 from tests.gateway.test_gateway import ended_run
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.server]
@@ -87,10 +94,8 @@ async def test_a_stop_after_recording_stopped_numbers_its_error_after_the_last_e
     monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 1)
     Replay(monkeypatch, chunks, gap_s=0, then={10: lambda relay: relay.stop("stopped in the dashboard")})
     exchange, sent = await relay_through_gateway(token)
-    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
-    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames]
     await ended_run(int(exchange.headers["x-streamscope-run"]))
-    assert numbers[-1] == numbers[-2] + 1, f"error event numbered {numbers[-1]} after {numbers[-2]}"
+    stop_numbers_follow_on(exchange)
 
 
 async def test_an_output_stop_rule_run_keeps_a_long_burst_with_a_slow_database(
@@ -99,19 +104,12 @@ async def test_an_output_stop_rule_run_keeps_a_long_burst_with_a_slow_database(
     # inline in the pump and the buffer still outruns a slow database to MAX_HELD_EVENTS.
     from streams.gateway import recorder as gateway_recorder
     from streams.models import ModerationRule
-    from streams.pipeline import store
 
     await sync_to_async(ModerationRule.objects.create)(
         name="never", patterns="xyzzyplugh", scope="output_text", action="stop")
     settings.STREAMSCOPE_FLUSH_MAX_EVENTS = 10
     monkeypatch.setattr(gateway_recorder, "MAX_HELD_EVENTS", 120)
-    real_write = store.write_batch
-
-    async def slow_write(*args, **kwargs):
-        await asyncio.sleep(0.02)
-        return await real_write(*args, **kwargs)
-
-    monkeypatch.setattr(store, "write_batch", slow_write)
+    slow_store(monkeypatch, 0.02)
     chunks = await upstream_chunks(sim_upstream, 4, tokens=400)
     Replay(monkeypatch, chunks, gap_s=0)
     exchange, sent = await relay_through_gateway(token)
@@ -225,10 +223,8 @@ async def test_a_stop_after_an_event_whose_number_a_read_cut_is_numbered_after_i
     chunks, after = split_inside(chunks, index, cut)
     Replay(monkeypatch, chunks, gap_s=0.005, then={after: lambda relay: relay.stop("stopped in the dashboard")})
     exchange, sent = await relay_through_gateway(token)
-    frames = b"".join(exchange.chunks).strip().split(b"\n\n")
-    numbers = [json.loads(frame.split(b"data: ", 1)[1])["sequence_number"] for frame in frames]
     await ended_run(int(exchange.headers["x-streamscope-run"]))
-    assert numbers[-1] == numbers[-2] + 1, f"error event numbered {numbers[-1]} after {numbers[-2]}"
+    stop_numbers_follow_on(exchange)
 
 
 async def test_a_database_blip_while_a_burst_is_recorded_does_not_drop_its_events(
