@@ -52,7 +52,7 @@ async def _export(request: HttpRequest, run_id: int, fmt: str) -> HttpResponse |
         response["X-Content-Type-Options"] = "nosniff"
         return response
     if fmt == "sse":
-        pieces, content_type = exports.export_sse(run), "text/event-stream; charset=utf-8"
+        pieces, content_type = exports.sse_events(run), "text/event-stream; charset=utf-8"  # no whole body, above
     else:
         pieces, content_type = exports.export_jsonl(run), "application/x-ndjson; charset=utf-8"
     response = StreamingHttpResponse(_in_batches(pieces), content_type=content_type)

@@ -34,7 +34,12 @@ def export_sse(run: Run) -> Iterator[str]:
     body = whole_body(run)
     if body is not None:
         yield body
-        return
+    else:
+        yield from sse_events(run)
+
+
+def sse_events(run: Run) -> Iterator[str]:
+    """The run's events as SSE frames (a streamed run's :func:`export_sse`, its whole body known absent)."""
     events = run.events.order_by("seq").values_list("type", "data")
     for event_type, data in events.iterator(chunk_size=CHUNK_SIZE):
         frame = sse_frame(event_type, data)

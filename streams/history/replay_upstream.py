@@ -18,11 +18,10 @@ from channels.db import database_sync_to_async
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from streams.history.export import sse_frame
+from streams.history.export import sse_frame, whole_body
 from streams.history.replay_clock import MAX, ReplayPosition, is_untimed, replay_times, schedule
 from streams.models import Event, ReplayToken, Run
 from streams.protocol.metrics import TERMINAL_TYPES
-from streams.protocol.rebuild import RESPONSE_BODY
 
 TOKEN_PREFIX = "ssr_"
 CHUNK = 2000
@@ -75,11 +74,13 @@ def run_is_untimed(run: Run) -> bool:
     return run.event_count > 1 and bounds["low"] is not None and is_untimed([bounds["low"], bounds["high"]])
 
 
+_UNREAD = object()  # final_response's ``whole`` not read by its caller
+
+
 def whole_answer(run: Run) -> dict[str, Any] | None:
     """A non-streamed answer's JSON (the gateway's one ``streamscope.response_body`` event: a Response,
     a chat.completion); None for a streamed run. A body that was not a JSON object gives ``{}``."""
-    # Its only event, seq 0: one probe of the (run, seq) index, not a walk through a streamed run's events.
-    data = Event.objects.filter(run=run, seq=0, type=RESPONSE_BODY).values_list("data", flat=True).first()
+    data = whole_body(run)
     if data is None:
         return None
     try:
@@ -89,11 +90,12 @@ def whole_answer(run: Run) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else {}
 
 
-def final_response(run: Run, whole: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def final_response(run: Run, whole: dict[str, Any] | None | object = _UNREAD) -> dict[str, Any] | None:
     """The terminal event's response object (what a non-streaming request returns); for a run whose
     answer came whole (``whole``, :func:`whole_answer`'s, when already read), that answer when it is a
     Response."""
-    whole = whole if whole is not None else whole_answer(run)
+    if whole is _UNREAD:
+        whole = whole_answer(run)
     if whole is not None:
         return whole if whole.get("object") == "response" else None
     event = Event.objects.filter(run=run, type__in=list(TERMINAL_TYPES)).order_by("-seq").first()
