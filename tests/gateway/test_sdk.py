@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from tests.support.servers import manage, start_daphne, stop_process
+from tests.support.servers import app_with_alice, start_daphne, stop_process
 
 pytestmark = pytest.mark.server
 
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.server
 def app(tmp_path_factory) -> Iterator[tuple[str, str]]:
     """(base URL, alice's API token) of a Daphne serving the gateway and, as its upstream, itself."""
     var_dir = tmp_path_factory.mktemp("gateway-app")
-    manage(var_dir, "migrate", "--noinput")
-    manage(var_dir, "shell", "-c",
-           "from django.contrib.auth.models import User; User.objects.create_user('alice', password='alice-pass-123')")
-    token = manage(var_dir, "create_token", "alice", "--name", "sdk tests").strip().splitlines()[-1]
+    token = app_with_alice(var_dir, "sdk tests")
     process, base_url = start_daphne(var_dir)
     try:
         yield base_url, token

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from dashboard.api import gateway
-from tests.support.servers import manage, start_daphne, start_simulator, stop_process
+from tests.support.servers import app_with_alice, chunked, start_daphne, start_simulator, stop_process
 
 MIB = 1024 * 1024
 
@@ -57,10 +57,7 @@ async def test_a_client_within_the_high_mark_or_gone_is_not_waited_for():
 @pytest.fixture(scope="module")
 def app(tmp_path_factory) -> Iterator[tuple[str, str, int]]:
     var_dir = tmp_path_factory.mktemp("slow-client")
-    manage(var_dir, "migrate", "--noinput")
-    manage(var_dir, "shell", "-c",
-           "from django.contrib.auth.models import User; User.objects.create_user('alice', password='alice-pass-123')")
-    token = manage(var_dir, "create_token", "alice", "--name", "slow client").strip().splitlines()[-1]
+    token = app_with_alice(var_dir, "slow client")
     # The provider in a process of its own (uvicorn, which waits for a slow reader): the built-in one
     # answers from the gateway's own Daphne, whose memory would then hold what the leg does not read.
     simulator, sim_base = start_simulator(var_dir)
@@ -103,38 +100,9 @@ def test_a_client_that_stops_reading_holds_the_server_to_bounded_memory_and_then
             assert piece, "the server closed the connection before the end"
             got += piece
     assert grown < 30 * MIB, f"the server grew {grown / MIB:.0f} MiB while its client read nothing"
-    stream = unchunked(got.split(b"\r\n\r\n", 1)[1])
+    stream = b"".join(chunked(got.split(b"\r\n\r\n", 1)[1]))
     frames = stream.split(b"\n\n")
     assert frames.pop() == b""
     assert len(frames) == events and all(frame.startswith(b"event: ") for frame in frames)
     assert [json.loads(frame.split(b"\ndata: ", 1)[1])["sequence_number"] for frame in frames] == list(range(events))
     assert frames[-1].startswith(b"event: response.completed\n")
-
-
-def unchunked(body: bytes) -> bytes:
-    """An HTTP/1.1 chunked body's content."""
-    parts, at = [], 0
-    while True:
-        end = body.index(b"\r\n", at)
-        size = int(body[at:end].split(b";")[0], 16)
-        if size == 0:
-            return b"".join(parts)
-        parts.append(body[end + 2:end + 2 + size])
-        at = end + 2 + size + 2
-
-
-async def test_a_client_that_takes_nothing_for_the_stall_timeout_is_let_go(monkeypatch, settings):
-    settings.STREAMSCOPE_STALL_TIMEOUT_S = 0.05
-    monkeypatch.setattr(gateway, "CLIENT_DRAIN_POLL_S", 0.001)
-    transport = fake_transport(gateway.CLIENT_HIGH_WATER + 1)
-    transport.abortConnection = lambda: setattr(transport, "aborted", True)
-    written = []
-    request = direct_request(transport)
-
-    async def send(message):
-        written.append(message)
-
-    request.send = send
-    with pytest.raises(gateway.ClientGone):
-        await asyncio.wait_for(request.send_chunk(b"data: {}\n\n"), 5)
-    assert transport.aborted and written == []  # the chunk was not sent, so not recorded as sent

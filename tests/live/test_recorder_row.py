@@ -19,16 +19,30 @@ from tests.support.factories import make_run
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def frame(payload: dict, event: str = "") -> SSEFrame:
+    data = json.dumps(payload)
+    return SSEFrame(event=event, data=data, id=None, nbytes=len(data))
+
+
 def delta(seq: int) -> SSEFrame:
-    data = json.dumps({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
-    return SSEFrame(event="", data=data, id=None, nbytes=len(data))
+    return frame({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
+
+
+def created(seq: int) -> SSEFrame:
+    return frame({"type": "response.created", "sequence_number": seq,
+                  "response": {"id": "resp_1", "status": "in_progress"}}, "response.created")
+
+
+async def streaming_recorder(user, monkeypatch) -> tuple[Run, RunRecorder, list[float]]:
+    """A streaming run, its recorder, and the clock its row writes go by (``clock[0]``, seconds)."""
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    clock = [1000.0]
+    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+    return run, RunRecorder(run.pk), clock
 
 
 async def test_the_text_is_rewritten_every_few_seconds_the_counts_every_second(user, monkeypatch):
-    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
-    recorder = RunRecorder(run.pk)
-    clock = [1000.0]
-    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+    run, recorder, clock = await streaming_recorder(user, monkeypatch)
 
     async def flush_at(seconds: float, seq: int) -> Run:
         clock[0] = 1000.0 + seconds
@@ -79,18 +93,9 @@ async def test_the_text_is_held_as_one_string_once_written(user, monkeypatch):
     assert (await Run.objects.aget(pk=run.pk)).output_text == expected + "w200 "
 
 
-def created(seq: int) -> SSEFrame:
-    data = json.dumps({"type": "response.created", "sequence_number": seq,
-                       "response": {"id": "resp_1", "status": "in_progress"}})
-    return SSEFrame(event="response.created", data=data, id=None, nbytes=len(data))
-
-
 async def test_a_streaming_runs_first_event_figures_reach_its_row_with_its_counts(user, monkeypatch):
     # The runs list and its live wall show a run's first byte and first token while it streams.
-    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
-    recorder = RunRecorder(run.pk)
-    clock = [1000.0]
-    monkeypatch.setattr(recording.time, "monotonic", lambda: clock[0])
+    run, recorder, clock = await streaming_recorder(user, monkeypatch)
     recorder.accept_frame(created(0), 212.34)
     await recorder.flush()
     row = await Run.objects.aget(pk=run.pk)

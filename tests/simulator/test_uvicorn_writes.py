@@ -23,6 +23,7 @@ from simulator.pacing import Pacing, encode_sse, stamp_suffix
 from simulator.playback import DirectBody, Playback, stamped_chunk, write_paced
 from simulator.request import parse_request
 from simulator.scenarios import build_events, plan_response
+from tests.support.servers import chunked
 
 LOOPS = ["asyncio", pytest.param("uvloop", marks=pytest.mark.skipif(
     importlib.util.find_spec("uvloop") is None, reason="uvloop is not installed"))]
@@ -33,20 +34,6 @@ REQUEST = {"model": "sim-text", "input": "hi", "stream": True,
 
 def knobs(tokens: int, rate: str) -> dict:
     return {**REQUEST, "metadata": {**REQUEST["metadata"], "sim_tokens": str(tokens), "sim_tokens_per_s": rate}}
-
-
-def chunked(body: bytes) -> list[bytes]:
-    """The data of each chunk of an HTTP/1.1 chunked body, the last (empty) one included."""
-    chunks = []
-    while True:
-        size_line, body = body.split(b"\r\n", 1)
-        size = int(size_line, 16)
-        chunks.append(body[:size])
-        assert body[size:size + 2] == b"\r\n"
-        body = body[size + 2:]
-        if size == 0:
-            assert body == b""
-            return chunks
 
 
 async def serve_one(playback: Playback, read_after_s: float = 0.0) -> tuple[bytes, list[dict]]:

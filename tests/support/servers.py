@@ -93,3 +93,25 @@ def manage(var_dir: Path, *args: str, env: dict | None = None) -> str:
     result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=full_env, capture_output=True,
                             text=True, check=True)
     return result.stdout
+
+
+def chunked(body: bytes) -> list[bytes]:
+    """The data of each chunk of an HTTP/1.1 chunked body, the last (empty) one included."""
+    chunks = []
+    while True:
+        size_line, body = body.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        chunks.append(body[:size])
+        assert body[size:size + 2] == b"\r\n"
+        body = body[size + 2:]
+        if size == 0:
+            assert body == b""
+            return chunks
+
+
+def app_with_alice(var_dir: Path, token_name: str) -> str:
+    """A migrated app in ``var_dir`` with the user alice (password alice-pass-123); her new API token."""
+    manage(var_dir, "migrate", "--noinput")
+    manage(var_dir, "shell", "-c",
+           "from django.contrib.auth.models import User; User.objects.create_user('alice', password='alice-pass-123')")
+    return manage(var_dir, "create_token", "alice", "--name", token_name).strip().splitlines()[-1]
