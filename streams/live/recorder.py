@@ -29,7 +29,7 @@ from streams.pipeline.broadcast import listened, publish_events, publish_status
 from streams.pipeline.flush_clock import RoundBatch
 from streams.protocol import fastjson, text_deltas
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
-from streams.protocol.metrics import TERMINAL_TYPES, MetricsAccumulator, column_values
+from streams.protocol.metrics import FIRST_FIGURES, TERMINAL_TYPES, MetricsAccumulator, column_values
 from streams.protocol.sse import MATCHING_MIN_BYTES, SSEDecoder, SSEFrame
 from streams.protocol.values import BadValue, clean_json, clean_text
 from streams.review.moderation import LiveModerator
@@ -43,10 +43,6 @@ HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 # batch's events when runs are many and slow (docs/performance.md). Recovery counts what a dead
 # run stored after its row's last write (streams.pipeline.store.catch_up_row).
 ROW_EVERY_S = 1.0
-# Run columns that are final once known, written with the row while the run streams: (column, the
-# MetricsAccumulator attribute it is rounded from, as MetricsAccumulator.snapshot does).
-FIRST_FIGURES = (("ttfb_ms", "first_byte_ms"), ("ttfc_ms", "created_ms"), ("ttft_ms", "first_text_ms"),
-                 ("ttfr_ms", "first_reasoning_ms"), ("ttfa_ms", "first_arguments_ms"))
 # The output text goes with every fifth of those rewrites: SQLite re-indexes the whole text in the
 # runs' FTS5 table each time (0.3-1 ms of CPU per rewrite of a 250-1,000 word output, against
 # ~10-30 us for the row without it, docs/performance.md), so a live run's text is searchable

@@ -15,6 +15,7 @@ from django.utils import timezone
 from streams.models import Event, Run
 from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
+from streams.protocol.metrics import FIRST_FIGURES
 from streams.protocol.records import encode_record
 
 _INSERT = None
@@ -151,7 +152,7 @@ def append_events(run_id: int, rows: Sequence[Row], run_fields: dict[str, Any] |
 # Fields a flush writes on every batch; updated with raw executemany instead of one ORM query
 # per run (with hundreds of runs per round, ORM compiling dominated the thread that writes every batch).
 FLUSH_FIELDS = frozenset({"event_count", "heartbeat_at", "last_upstream_seq", "response_id", "output_text",
-                          "ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms"})
+                          *(column for column, _ in FIRST_FIGURES)})
 
 
 def append_many(batches: Sequence[Batch]) -> None:

@@ -49,6 +49,10 @@ DEFINITIONS: dict[str, str] = {
 }
 
 # The figures kept in indexed columns of Run as well (sorting, filtering, insights).
+# The figures that are final once known and are Run columns: (key, MetricsAccumulator attribute). A live
+# run's row carries them from the moment they are known (streams/live/recorder.py).
+FIRST_FIGURES = (("ttfb_ms", "first_byte_ms"), ("ttfc_ms", "created_ms"), ("ttft_ms", "first_text_ms"),
+                 ("ttfr_ms", "first_reasoning_ms"), ("ttfa_ms", "first_arguments_ms"))
 COLUMN_KEYS = ("ttfb_ms", "ttfc_ms", "ttft_ms", "ttfr_ms", "ttfa_ms", "duration_ms", "tokens_per_s", "gap_p95_ms")
 
 
@@ -198,13 +202,9 @@ class MetricsAccumulator:
             span = (self.last_token_ms - self.first_token_ms) / 1000.0
             if span > 0:
                 tokens_per_s = round(tokens / span, 2)
-        figures: dict[str, Any] = {
-            "ttfb_ms": _round(self.first_byte_ms),
+        figures: dict[str, Any] = {key: _round(getattr(self, attribute)) for key, attribute in FIRST_FIGURES}
+        figures.update({
             "ttfe_ms": _round(self.first_event_ms),
-            "ttfc_ms": _round(self.created_ms),
-            "ttft_ms": _round(self.first_text_ms),
-            "ttfr_ms": _round(self.first_reasoning_ms),
-            "ttfa_ms": _round(self.first_arguments_ms),
             "ttfd_ms": _round(self.first_token_ms),
             "duration_ms": _round(duration),
             "events": self.event_count,
@@ -212,7 +212,7 @@ class MetricsAccumulator:
             "output_tokens_estimated": estimated,
             "tokens_per_s": tokens_per_s,
             "bytes": self.bytes_received,
-        }
+        })
         if final:
             gaps = sorted(self.delta_gaps)
             figures.update(
