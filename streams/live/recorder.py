@@ -24,7 +24,7 @@ from typing import Any
 from django.conf import settings
 
 from streams.models import RunStatus
-from streams.pipeline import store
+from streams.pipeline import ends, store
 from streams.pipeline.broadcast import listened, publish_events, publish_status
 from streams.pipeline.flush_clock import RoundBatch
 from streams.protocol import fastjson, text_deltas
@@ -61,6 +61,11 @@ class RunLimitExceeded(Exception):
 class RunRecorder:
     """The recording half of a run: events in, batches to the store and the viewers, the end."""
 
+    # A flush (the run's own or the clock's round) may take only the first rows of a long buffer,
+    # as many as one write stores cheaply (store.rows_per_write). Off here: a subclass whose flush
+    # puts a failed batch back in front of the buffer (the gateway's) assumes the whole buffer.
+    split_batches = False
+
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         # Rows as stored, (run_id, seq, t, type, data): the store takes them as they are and a
@@ -84,7 +89,8 @@ class RunRecorder:
         self._round_over: asyncio.Future | None = None
         self._kicked: asyncio.Task | None = None
         self._flush_error: BaseException | None = None
-        self._closed = False  # the final flush happened
+        self._closed = False  # the run's end is stored
+        self._ending = False  # _finish began: its flushes take the last events, not the row
         self._last_row_save = 0.0
         self._last_text_save = 0.0
         self._row_has_response_id = False
@@ -208,14 +214,24 @@ class RunRecorder:
     # --- flushing --------------------------------------------------------------------------
 
     def _take(self, final_fields: dict[str, Any] | None = None) -> RoundBatch:
-        """The buffer as a batch to store (and the row's fields when they are due), emptied."""
-        batch, self.buffer = self.buffer, []
+        """The buffer as a batch to store (and the row's fields when they are due), emptied; with
+        :attr:`split_batches`, a long buffer's first rows only when no fields are due."""
         clock = time.monotonic()
         fields: dict[str, Any] | None = None
         # The row about once a second (ROW_EVERY_S), at once when the response id is first known
-        # (recovery needs it to resume), and at the end.
-        if (final_fields is not None or clock - self._last_row_save >= ROW_EVERY_S
-                or (self.response_id and not self._row_has_response_id)):
+        # (recovery needs it to resume), and at the end; not with the last events (_finish writes
+        # the row right after them).
+        due = final_fields is not None or (not self._ending and (
+            clock - self._last_row_save >= ROW_EVERY_S or (self.response_id and not self._row_has_response_id)))
+        batch = self.buffer
+        if not due and self.split_batches and (take := store.rows_per_write(len(batch))) < len(batch):
+            # The rest waits for the next write (the reader kicks it at once, or the next tick): the
+            # row's count and cursor go only with a batch that ends the buffer, never ahead of it.
+            self.buffer = batch[take:]
+            del batch[take:]
+            return RoundBatch(self.run_id, batch, None, clock)
+        self.buffer = []
+        if due:
             fields = {"event_count": self.next_seq, "heartbeat_at": store.now()}
             if self.last_upstream_seq is not None:
                 fields["last_upstream_seq"] = self.last_upstream_seq
@@ -260,7 +276,8 @@ class RunRecorder:
             if self._closed:
                 return  # a tick that began before the run ended must not rewrite its final fields
             taken = self._take(final_fields)
-            await store.write_batch(self.run_id, taken.rows, taken.fields)  # grouped with other runs' batches
+            if taken.rows or taken.fields is not None:
+                await store.write_batch(self.run_id, taken.rows, taken.fields)  # grouped with other runs' batches
             self._stored(taken, final_fields is not None)
             if taken.rows and listened(self.run_id):
                 first = taken.first_seq
@@ -387,7 +404,20 @@ class RunRecorder:
             **column_values(metrics),  # the indexed copies the runs list sorts and filters on
             "finished_at": store.now(),
         }
-        await self.flush(final_fields=final)
+        # The last events first, stored and published as any batch; then the end on the run's row, in
+        # a write of its own (grouped with other runs' ends, streams/pipeline/ends.py): the end rewrites
+        # the whole text (and on PostgreSQL its search vector and every index of the row), and the last
+        # events of 1,000 runs ending together waited for all those ends (docs/performance.md).
+        self._ending = True
+        await self.flush()
+        while self.buffer and not self._closed:  # taken by a flush that began before the run ended
+            await self.flush()
+        if not self._closed:
+            async with self._flush_lock:
+                taken = self._take(final)  # the row's fields: every event is stored
+                await ends.write_end(self.run_id, taken.fields)
+                self._stored(taken, final=True)
+        await self.moderator.commit(final=True)  # store + publish the flags held back to the end
         await publish_status(self.run_id, status, metrics, error, last_seq=self.next_seq - 1)
         log.info("run %s ended %s after %d events", self.run_id, status, self.next_seq)
         return status

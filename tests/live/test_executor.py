@@ -288,7 +288,7 @@ async def test_a_tick_that_arrives_after_the_final_flush_changes_nothing(upstrea
 
 
 async def test_a_failing_store_ends_the_run_failed_instead_of_losing_events_silently(upstream, user, monkeypatch):
-    from streams.pipeline import store
+    from streams.pipeline import ends, store
 
     async def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -299,6 +299,7 @@ async def test_a_failing_store_ends_the_run_failed_instead_of_losing_events_sile
     runner = RunExecutor(run.pk)
     runner.flush_max = 10
     monkeypatch.setattr(store, "write_batch", broken)
+    monkeypatch.setattr(ends, "write_end", broken)  # the end is a write of its own (after the last events)
     with pytest.raises(RuntimeError, match="disk full"):
         await runner.execute()  # even the final write fails: the error reaches the launcher
     assert runner._flush_error is not None

@@ -1,0 +1,94 @@
+"""Writing the ends of runs: the final row fields (status, metrics, the whole output text...) of
+every run ending at about the same time, in one transaction and one statement per set of columns.
+
+A run's end is written after its last events are stored and published (streams/live/recorder.py,
+``RunRecorder._finish``), not in their transaction: an end is the costliest row write of a run
+(PostgreSQL recomputes the run's search vector from its whole output text and updates every index of
+the row: ~1-2.5 ms each), and 1,000 runs ending in the same second made every run's last events wait
+for all those ends, and for one ORM UPDATE per run (~0.8 ms of the database thread's CPU each;
+docs/performance.md, issue 14 target 5 in scaled mode).
+
+On PostgreSQL the ends go on a thread and connection of their own, so the batches of the runs still
+streaming (on the database thread, streams/pipeline/store.py) do not queue behind them; SQLite has
+one writer, so there they take the database thread like every other write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.db import connection, transaction
+
+from streams.models import Run
+from streams.pipeline import store
+from streams.pipeline.per_loop import PerLoop
+from streams.pipeline.rounds import Rounds
+
+End = tuple[int, dict[str, Any]]  # (run_id, the row's fields)
+
+
+def end_runs(ends: Sequence[End]) -> None:
+    """Write every run's fields in one transaction: one UPDATE per set of columns (runs ending together
+    have the same), a run named twice getting its fields merged in order (the later value wins)."""
+    merged: dict[int, dict[str, Any]] = {}
+    for run_id, fields in ends:
+        merged.setdefault(run_id, {}).update(fields)
+    with transaction.atomic():
+        if connection.vendor != "postgresql" and not store._one_statement():
+            for run_id, fields in merged.items():
+                Run.objects.filter(pk=run_id).update(**fields)
+            return
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for run_id, fields in merged.items():
+            columns = tuple(sorted(fields))
+            by_columns.setdefault(columns, []).append(
+                [Run._meta.get_field(column).get_db_prep_save(fields[column], connection) for column in columns]
+                + [run_id])
+        table = connection.ops.quote_name(Run._meta.db_table)
+        with connection.cursor() as cursor:
+            for columns, params in by_columns.items():
+                for size, _padded, flat in store._fixed_chunks(params, len(columns) + 1):
+                    sql = store._update_statement(connection.vendor, table, columns, size)
+                    if connection.vendor == "postgresql":
+                        with connection.wrap_database_errors:  # past the debug cursor, as store's updates
+                            cursor.cursor.execute(sql, flat)
+                    else:
+                        store._execute_unlogged(cursor, sql, flat)
+
+
+def _writes_apart() -> bool:
+    return connection.vendor == "postgresql"
+
+
+class EndWriter(Rounds[End]):
+    """The ends of the runs on one event loop: an end waits while a round is in flight, and the next
+    round takes every end that arrived meanwhile (as store.GroupWriter does for batches)."""
+
+    task_name = "streamscope-end-writer"
+
+    async def send_round(self, items: list[End]) -> list[BaseException | None]:
+        write = database_sync_to_async(end_runs, thread_sensitive=not _writes_apart())
+        try:
+            await write(items)
+            return [None] * len(items)
+        except Exception:
+            pass
+        results: list[BaseException | None] = []
+        for item in items:  # one bad end must not fail its neighbours
+            try:
+                await write([item])
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+
+_writers = PerLoop(EndWriter)
+
+
+async def write_end(run_id: int, fields: dict[str, Any]) -> None:
+    """Write a run's end on its row; committed when this returns, grouped with other runs' ends."""
+    await _writers.get().submit((run_id, fields))
