@@ -301,3 +301,67 @@ async def test_a_client_leaving_while_a_stop_waits_for_the_recorder_leaves_it_re
     await asyncio.gather(waiter, return_exceptions=True)
     await asyncio.wait_for(done.wait(), 5)
     assert not relay.recording.cancelled()
+
+
+async def test_a_recorder_stopped_by_a_limit_reads_no_more_of_its_backlog(sim_upstream, token, monkeypatch, settings):
+    # Past the run's event limit the recorder stops; what the backlog (here its file) still holds
+    # would be read back for nothing, so it is not, and the client's stream is whole all the same.
+    from streams.gateway import backlog
+
+    settings.STREAMSCOPE_MAX_EVENTS_PER_RUN = 10
+    chunks = await upstream_chunks(sim_upstream, 4)
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    monkeypatch.setattr(proxy, "MEMORY_BACKLOG_BYTES", 1)
+    monkeypatch.setattr(backlog, "SPILL_WRITE_BYTES", 1)
+    read_back = []
+    real_popleft = backlog.Backlog.popleft
+
+    def counted_popleft(held):
+        read_back.append(1)
+        return real_popleft(held)
+
+    monkeypatch.setattr(backlog.Backlog, "popleft", counted_popleft)
+    Replay(monkeypatch, chunks, gap_s=0)
+    exchange, sent = await relay_through_gateway(token)
+    assert b"".join(exchange.chunks) == b"".join(chunks) and len(chunks) > 6
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "failed" and run.error["code"] == "recording_incomplete"
+    # Every chunk goes through the backlog: the first (4 events) is read at once, the second and
+    # third (events 5-12) after the burst, passing the limit of 10; the fourth on stay unread.
+    assert len(read_back) == 3
+    stored = await stored_data(run.pk)
+    assert stored == sent[:len(stored)] and len(stored) <= 10
+
+
+async def test_a_background_burst_the_client_leaves_is_cancelled_upstream_before_its_recording_catches_up(
+        sim_upstream, token, monkeypatch):
+    # A background response costs until it is cancelled: once its id is known (the first chunk is
+    # recorded at once) the cancel goes out when the client leaves, not after the recorder has
+    # read back the burst it holds; the run still keeps every event the client was sent.
+    background = {**BODY, "background": True, "metadata": {**BODY["metadata"], "sim_tokens": "200"}}
+    async with httpx.AsyncClient(timeout=30) as client:
+        raw = (await client.post(f"{sim_upstream}/responses", json=background)).content
+    frames = [frame + b"\n\n" for frame in raw.split(b"\n\n") if frame.strip()]
+    chunks = [b"".join(frames[i:i + 4]) for i in range(0, len(frames), 4)]
+    monkeypatch.setattr(proxy, "BURST_PAUSE_MS", 60_000.0)
+    monkeypatch.setattr(proxy, "BURST_BYTES_PER_MS", 0.0)  # every chunk a burst's, 10 ms apart
+    monkeypatch.setattr(proxy, "RECORD_SLICE_BYTES", 1)  # the recording yields after every chunk
+    exchange = Exchange("POST", f"{URL}/responses", json.dumps(background).encode(), auth(token))
+    leave_at = len(chunks) // 2
+    Replay(monkeypatch, chunks, gap_s=0.01,
+           then={leave_at: lambda relay: exchange.inbox.put_nowait({"type": "http.disconnect"})})
+    cancels = []
+
+    async def cancel_upstream(relay):
+        cancels.append((relay.recorder.next_seq, sum(c.count(b"\ndata: ") for c in exchange.chunks)))
+
+    monkeypatch.setattr(proxy.StreamRelay, "_cancel_upstream", cancel_upstream)
+    await asyncio.wait_for(exchange.run(GatewayASGI(django_app())), 10)
+    got = [line[6:] for line in b"".join(exchange.chunks).decode().splitlines() if line.startswith("data: ")]
+    assert 4 < len(got) < len(frames)
+    run = await ended_run(int(exchange.headers["x-streamscope-run"]))
+    assert run.status == "cancelled" and run.error["code"] == "client_disconnected"
+    assert len(cancels) == 1
+    recorded_then, sent_then = cancels[0]
+    assert recorded_then < sent_then == len(got)  # cancelled with the burst still held, not recorded
+    assert await stored_data(run.pk) == got  # and every event sent recorded after all
