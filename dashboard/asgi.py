@@ -18,6 +18,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from django.conf import settings  # noqa: E402
 
 from dashboard.api.gateway import GatewayASGI  # noqa: E402
+from dashboard.pacing import PacedResponses  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 from dashboard.simulator_gate import OpenSimulatorASGI  # noqa: E402
 from streams.event_loop import running_loop_name  # noqa: E402
@@ -58,8 +59,9 @@ elif settings.STREAMSCOPE_SIMULATOR_ENABLED:
 
 application = FirstConnection(ProtocolTypeRouter(
     {
-        # /gateway/ to the gateway, /sim/v1/ to the simulator when its gate is open (past Django), the rest to Django
-        "http": OpenSimulatorASGI(GatewayASGI(django_asgi_app)),
+        # /gateway/ to the gateway, /sim/v1/ to the simulator when its gate is open (past Django), the rest to
+        # Django, whose responses wait while their client is far behind (the gateway's relay paces itself)
+        "http": OpenSimulatorASGI(GatewayASGI(PacedResponses(django_asgi_app))),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 ))

@@ -32,8 +32,9 @@ from django.http.request import split_domain_port, validate_host
 from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.middleware import INTERNAL_ERROR, is_secure, request_headers, security_headers
+from dashboard.pacing import ClientGone, client_caught_up, far_behind
 from dashboard.tokens import REJECTED, bearer_of, token_owner
-from dashboard.twisted_shim import send_at_once, transport_of, unsent_bytes
+from dashboard.twisted_shim import send_at_once, transport_of
 from streams.gateway.proxy import (
     GatewayAnswer,
     GatewayRequest,
@@ -54,14 +55,8 @@ MISSING_TOKEN = ("Send a Streamscope API token as the API key (Authorization: Be
 PRIVATE_HEADERS = ("authorization", CALLER_KEY_HEADER.lower(), "cookie")
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DJANGO_DEFAULT_TYPE = "text/html; charset=utf-8"  # what Django would send when the provider names none
-# A client slower than its provider: Daphne takes every chunk it is sent and holds what the socket has
-# not, with no limit. Past CLIENT_HIGH_WATER unsent on the client's connection the relay waits, before
-# its next chunk, until it is under CLIENT_LOW_WATER (looked at every CLIENT_DRAIN_POLL_S), so the
-# provider is read at the client's pace (the leg stops reading; TCP holds the provider) and a stream
-# holds bounded memory. A client that takes nothing for STREAMSCOPE_STALL_TIMEOUT_S is let go.
-CLIENT_HIGH_WATER = 8 * 1024 * 1024
-CLIENT_LOW_WATER = 4 * 1024 * 1024
-CLIENT_DRAIN_POLL_S = 0.002
+# A client slower than its provider: past dashboard.pacing's HIGH_WATER unsent on the client's
+# connection the relay waits before its next chunk (the leg stops reading; TCP holds the provider).
 
 
 def refusal(message: str, status: int, code: str) -> GatewayAnswer:
@@ -124,10 +119,6 @@ async def proxy(request: HttpRequest, provider: str, path: str) -> HttpResponse:
 # --- straight from the server --------------------------------------------------------------------
 
 GATEWAY_PATH = re.compile(r"/gateway/([^/]+)/v1/(.+)")  # dashboard/urls.py's route, as a pattern
-
-
-class ClientGone(Exception):
-    """A client that took nothing for the stall timeout was disconnected (DirectRequest.client_caught_up)."""
 
 
 class GatewayASGI:
@@ -266,9 +257,9 @@ class DirectRequest:
             self.timing.mark("headers")
 
     async def send_chunk(self, chunk: bytes) -> None:
-        transport = self.transport
-        if transport is not None and unsent_bytes(transport) > CLIENT_HIGH_WATER:
-            await self.client_caught_up(transport)  # before the write: a cancel here sent nothing
+        if far_behind(self.transport):
+            # Before the write: a cancel here sent nothing; ClientGone ends the relay (the client left).
+            await client_caught_up(self.transport, self.scope["path"])
         await self.send_now(chunk)
 
     async def send_now(self, chunk: bytes) -> None:
@@ -276,24 +267,6 @@ class DirectRequest:
         await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         if self.timing is not None and "first_byte" not in self.timing.marks:
             self.timing.mark("first_byte")
-
-    async def client_caught_up(self, transport: Any) -> None:
-        """Wait until the client's connection holds under CLIENT_LOW_WATER unsent; a client that took
-        nothing for the stall timeout is disconnected (ClientGone: the chunk is not sent)."""
-        unsent = unsent_bytes(transport)
-        stall_s = settings.STREAMSCOPE_STALL_TIMEOUT_S
-        loop = asyncio.get_running_loop()
-        progress_at = loop.time()
-        while transport.connected and unsent > CLIENT_LOW_WATER:
-            await asyncio.sleep(CLIENT_DRAIN_POLL_S)
-            now_unsent = unsent_bytes(transport)
-            if now_unsent < unsent:
-                progress_at = loop.time()
-            elif loop.time() - progress_at > stall_s:
-                log.warning("%s: the client took nothing for %g s; letting it go", self.scope["path"], stall_s)
-                transport.abortConnection()
-                raise ClientGone(f"the client took nothing for {stall_s:g} s")  # the relay ends: client left
-            unsent = now_unsent
 
 
 class Timing:

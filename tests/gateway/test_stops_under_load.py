@@ -145,16 +145,17 @@ async def test_a_failing_database_is_not_tried_once_per_chunk_while_a_burst_is_r
 
 
 async def test_a_dashboard_stop_ends_the_run_of_a_client_that_stopped_reading(sim_upstream, token, monkeypatch):
-    # 615c8a5: send_chunk waits while > CLIENT_HIGH_WATER is unsent, with no time limit. A client that is
+    # 615c8a5: send_chunk waits while > HIGH_WATER is unsent, with no time limit. A client that is
     # connected but reads nothing (stuck, zero TCP window) holds the relay there; a Stop cancels the pump,
     # and relay() then sends the error frame through the same send_chunk, which waits again: the run
     # never ends (it stays "streaming"), nor does the upstream get closed by _conclude.
     from types import SimpleNamespace
 
+    from dashboard import pacing
     from dashboard.api import gateway as gateway_api
 
-    monkeypatch.setattr(gateway_api, "CLIENT_DRAIN_POLL_S", 0.001)
-    stuck = SimpleNamespace(dataBuffer=b"x" * (gateway_api.CLIENT_HIGH_WATER + 1), offset=0, _tempDataLen=0,
+    monkeypatch.setattr(pacing, "DRAIN_POLL_S", 0.001)
+    stuck = SimpleNamespace(dataBuffer=b"x" * (pacing.HIGH_WATER + 1), offset=0, _tempDataLen=0,
                             connected=True)
     monkeypatch.setattr(gateway_api, "transport_of", lambda send: stuck)
     monkeypatch.setattr(gateway_api, "send_at_once", lambda transport: None)
@@ -180,16 +181,17 @@ async def test_a_stop_during_send_chunks_drain_wait_records_the_chunk_the_client
     # #7 through the production path (615c8a5's send_chunk drain wait), not a test double's send.
     from types import SimpleNamespace
 
+    from dashboard import pacing
     from dashboard.api import gateway as gateway_api
 
-    monkeypatch.setattr(gateway_api, "CLIENT_DRAIN_POLL_S", 0.001)
+    monkeypatch.setattr(pacing, "DRAIN_POLL_S", 0.001)
     transport = SimpleNamespace(dataBuffer=b"", offset=0, _tempDataLen=0, connected=True)
     monkeypatch.setattr(gateway_api, "transport_of", lambda send: transport)
     monkeypatch.setattr(gateway_api, "send_at_once", lambda t: None)
     loop = asyncio.get_running_loop()
 
     def client_falls_behind(relay):
-        transport.dataBuffer = b"x" * (gateway_api.CLIENT_HIGH_WATER + 1)
+        transport.dataBuffer = b"x" * (pacing.HIGH_WATER + 1)
         loop.call_later(0.05, relay.stop, "stopped in the dashboard")
         loop.call_later(0.10, setattr, transport, "dataBuffer", b"")
 

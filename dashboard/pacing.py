@@ -1,0 +1,93 @@
+"""A client slower than what it is sent: Daphne takes every body chunk a response sends and holds
+what the client's socket has not taken, with no limit (it applies no backpressure to ASGI sends).
+
+Past HIGH_WATER unsent on the client's connection a sender waits, before its next chunk, until it is
+under LOW_WATER (looked at every DRAIN_POLL_S), so whatever produces the chunks (the gateway's relay
+reading its provider, the built-in simulator, a download) goes at the client's pace and a response
+holds bounded memory. A client that takes nothing for STREAMSCOPE_STALL_TIMEOUT_S is let go.
+
+The gateway's direct path (dashboard/api/gateway.py) waits before each chunk itself, since a stop's
+last event must go out at once however far behind the client is; :class:`PacedResponses` does the
+same for every response Django sends. Under another server (or a test's ASGI communicator) there is
+no Twisted transport to look at and nothing is paced: uvicorn, for one, waits for a slow reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from dashboard.twisted_shim import transport_of, unsent_bytes
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER = 8 * 1024 * 1024
+LOW_WATER = 4 * 1024 * 1024
+DRAIN_POLL_S = 0.002
+
+
+class ClientGone(Exception):
+    """A client that took nothing for the stall timeout was disconnected."""
+
+
+def far_behind(transport: Any) -> bool:
+    return transport is not None and transport.connected and unsent_bytes(transport) > HIGH_WATER
+
+
+async def client_caught_up(transport: Any, path: str) -> None:
+    """Wait until the client's connection holds under LOW_WATER unsent; a client that took nothing
+    for the stall timeout is disconnected (ClientGone: the caller sends nothing more)."""
+    unsent = unsent_bytes(transport)
+    stall_s = settings.STREAMSCOPE_STALL_TIMEOUT_S
+    loop = asyncio.get_running_loop()
+    progress_at = loop.time()
+    while transport.connected and unsent > LOW_WATER:
+        await asyncio.sleep(DRAIN_POLL_S)
+        now_unsent = unsent_bytes(transport)
+        if now_unsent < unsent:
+            progress_at = loop.time()
+        elif loop.time() - progress_at > stall_s:
+            log.warning("%s: the client took nothing for %g s; letting it go", path, stall_s)
+            transport.abortConnection()
+            raise ClientGone(f"the client took nothing for {stall_s:g} s")
+        unsent = now_unsent
+
+
+class PacedResponses:
+    """ASGI: the HTTP responses of ``app`` (Django) wait while their client is far behind."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        transport = transport_of(send)
+        if transport is None:
+            return await self.app(scope, receive, send)
+        return await self.app(scope, receive, _PacedSend(send, transport, scope.get("path", "")).send)
+
+
+class _PacedSend:
+    """One response's ``send``; ``real_send`` keeps Daphne's connection findable behind it
+    (dashboard.twisted_shim.daphne_protocol_of)."""
+
+    __slots__ = ("real_send", "transport", "path", "gone")
+
+    def __init__(self, send: Any, transport: Any, path: str) -> None:
+        self.real_send, self.transport, self.path = send, transport, path
+        self.gone = False
+
+    async def send(self, message: dict) -> None:
+        if self.gone:
+            return  # let go: Django hears the disconnect and stops its response
+        if message["type"] == "http.response.body" and far_behind(self.transport):
+            try:
+                await client_caught_up(self.transport, self.path)
+            except ClientGone:
+                self.gone = True
+                return
+        await self.real_send(message)
