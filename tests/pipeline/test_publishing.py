@@ -109,3 +109,15 @@ async def test_a_round_asks_who_listens_once_and_gets_the_same_answers_as_each_r
     finally:
         viewers.leave(watched, viewer)
         await layer.group_discard(group_name(grouped), channel)
+
+
+async def test_statuses_of_runs_ending_together_go_out_with_the_rounds_not_one_send_each(monkeypatch):
+    # 1,000 runs ending in the same second each published its status alone (one Redis round trip at a
+    # time under the connection's lock, the events' rounds of other runs waiting behind them).
+    layer = RecordingLayer(many=True)
+    monkeypatch.setattr(broadcast, "get_channel_layer", lambda: layer)
+    await broadcast.publish_events(1, 0, ['{"seq":0}'])
+    await asyncio.gather(*(broadcast.publish_status(run_id, "completed", {}, last_seq=0) for run_id in range(1, 9)))
+    assert len(layer.calls) <= 3  # the first alone, the rest together (not eight sends)
+    assert sorted(group for call in layer.calls[1:] for group in call) == sorted(group_name(i) for i in range(1, 9))
+    assert layer.calls[0] == [group_name(1)]  # run 1's batch, before its status
