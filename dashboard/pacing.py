@@ -15,12 +15,15 @@ no Twisted transport to look at and nothing is paced: uvicorn, for one, waits fo
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from typing import Any
 
 from django.conf import settings
 
+from dashboard.simulator_gate import PREFIX as SIMULATOR_PREFIX
 from dashboard.twisted_shim import transport_of, unsent_bytes
+from streams.upstream.providers import simulator_key
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,10 @@ def far_behind(transport: Any) -> bool:
     return transport is not None and transport.connected and unsent_bytes(transport) > HIGH_WATER
 
 
-async def client_caught_up(transport: Any, path: str) -> None:
+async def client_caught_up(transport: Any, path: str, let_go: bool = True) -> None:
     """Wait until the client's connection holds under LOW_WATER unsent; a client that took nothing
-    for the stall timeout is disconnected (ClientGone: the caller sends nothing more)."""
+    for the stall timeout is disconnected (ClientGone: the caller sends nothing more), unless
+    ``let_go`` is False."""
     unsent = unsent_bytes(transport)
     stall_s = settings.STREAMSCOPE_STALL_TIMEOUT_S
     loop = asyncio.get_running_loop()
@@ -49,7 +53,7 @@ async def client_caught_up(transport: Any, path: str) -> None:
         now_unsent = unsent_bytes(transport)
         if now_unsent < unsent:
             progress_at = loop.time()
-        elif loop.time() - progress_at > stall_s:
+        elif loop.time() - progress_at > stall_s and let_go:
             log.warning("%s: the client took nothing for %g s; letting it go", path, stall_s)
             transport.abortConnection()
             raise ClientGone(f"the client took nothing for {stall_s:g} s")
@@ -68,17 +72,30 @@ class PacedResponses:
         transport = transport_of(send)
         if transport is None:
             return await self.app(scope, receive, send)
-        return await self.app(scope, receive, _PacedSend(send, transport, scope.get("path", "")).send)
+        path = scope.get("path", "")
+        return await self.app(scope, receive, _PacedSend(send, transport, path, not _own_simulator_call(scope)).send)
+
+
+def _own_simulator_call(scope: dict) -> bool:
+    """A request of this deployment's own to the built-in simulator (its internal key): the gateway's
+    leg, which reads only as fast as the gateway's client does, or a run's reader. It is paced but
+    never let go: the gateway lets go of its own client when that one stalls, closing this too."""
+    if not scope.get("path", "").startswith(SIMULATOR_PREFIX):
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return hmac.compare_digest(value, b"Bearer " + simulator_key().encode())
+    return False
 
 
 class _PacedSend:
     """One response's ``send``; ``real_send`` keeps Daphne's connection findable behind it
     (dashboard.twisted_shim.daphne_protocol_of)."""
 
-    __slots__ = ("real_send", "transport", "path", "gone")
+    __slots__ = ("real_send", "transport", "path", "let_go", "gone")
 
-    def __init__(self, send: Any, transport: Any, path: str) -> None:
-        self.real_send, self.transport, self.path = send, transport, path
+    def __init__(self, send: Any, transport: Any, path: str, let_go: bool) -> None:
+        self.real_send, self.transport, self.path, self.let_go = send, transport, path, let_go
         self.gone = False
 
     async def send(self, message: dict) -> None:
@@ -86,7 +103,7 @@ class _PacedSend:
             return  # let go: Django hears the disconnect and stops its response
         if message["type"] == "http.response.body" and far_behind(self.transport):
             try:
-                await client_caught_up(self.transport, self.path)
+                await client_caught_up(self.transport, self.path, self.let_go)
             except ClientGone:
                 self.gone = True
                 return

@@ -186,3 +186,66 @@ async def test_paced_sends_keep_daphnes_connection_findable():
 
     await pacing.PacedResponses(app)({"type": "http", "path": "/"}, None, send)
     assert found == [transport]
+
+
+async def test_the_deployments_own_simulator_calls_are_paced_but_never_let_go(monkeypatch, settings):
+    # The gateway's leg to the built-in simulator reads only as fast as the gateway's client: a slow
+    # but steady client must not have its provider's answer cut by the simulator's side giving up.
+    from streams.upstream.providers import simulator_key
+
+    monkeypatch.setattr(pacing, "DRAIN_POLL_S", 0.001)
+    settings.STREAMSCOPE_STALL_TIMEOUT_S = 0.05
+    own = [(b"authorization", b"Bearer " + simulator_key().encode())]
+    assert pacing._own_simulator_call({"path": "/sim/v1/responses", "headers": own})
+    assert not pacing._own_simulator_call({"path": "/sim/v1/responses", "headers": [(b"authorization", b"Bearer x")]})
+    assert not pacing._own_simulator_call({"path": "/api/runs/", "headers": own})
+    transport = fake_transport(pacing.HIGH_WATER + 1)
+    transport.abortConnection = lambda: pytest.fail("the deployment's own call was let go")
+    send, sent = daphne_send(transport)
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.body", "body": b"x", "more_body": True})
+
+    responding = asyncio.ensure_future(pacing.PacedResponses(app)({"type": "http", "path": "/sim/v1/responses",
+                                                                    "headers": own}, None, send))
+    await asyncio.sleep(0.3)  # six stall timeouts
+    assert not responding.done() and sent == []
+    transport.dataBuffer = b""
+    await asyncio.wait_for(responding, 5)
+    assert len(sent) == 1
+
+
+@pytest.mark.server
+def test_a_slow_but_steady_client_gets_the_whole_stream_of_the_built_in_simulator(tmp_path):
+    # Review, 2026-11-30: with PacedResponses letting go of the simulator's answer to the gateway's own
+    # leg after the stall timeout, such a client's stream was cut at ~59,850 of 150,000 events.
+    token = app_with_alice(tmp_path, "slow steady")
+    process, base_url = start_daphne(tmp_path, {"STREAMSCOPE_STALL_TIMEOUT_S": "3"})
+    try:
+        host, port = base_url.removeprefix("http://").split(":")
+        events = 150_000
+        body = json.dumps({"model": "sim-text", "input": "slow", "stream": True,
+                           "metadata": {"sim_tokens": str(events - 8), "sim_tokens_per_s": "max"}}).encode()
+        with socket.create_connection((host, int(port))) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(b"POST /gateway/simulator/v1/responses HTTP/1.1\r\nHost: " + host.encode()
+                         + b"\r\nAuthorization: Bearer " + token.encode() + b"\r\nContent-Type: application/json\r\n"
+                         + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            got = sock.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200")
+            sock.settimeout(60)
+            began = time.monotonic()
+            while time.monotonic() - began < 12:  # 1 MiB every 1.5 s: never 3 s without taking bytes
+                want = len(got) + MIB
+                while len(got) < want:
+                    got += sock.recv(MIB)
+                time.sleep(1.5)
+            while not got.endswith(b"\r\n0\r\n\r\n"):
+                piece = sock.recv(MIB)
+                if not piece:
+                    break
+                got += piece
+    finally:
+        stop_process(process)
+    stream = b"".join(chunked(got.split(b"\r\n\r\n", 1)[1]))
+    assert stream.count(b"\n\n") == events, "the stream ended early"
