@@ -663,19 +663,29 @@ class StreamRelay:
 
     async def body(self) -> AsyncIterator[bytes]:
         """The relay as an iterator: a task relays into a short queue (at most QUEUE_CHUNKS read
-        ahead of a slow client) that this drains; closing it early is the client leaving."""
+        ahead of a slow client) that this drains; closing it early is the client leaving. A stop's
+        last event is set aside, not queued, and follows the queued chunks: behind a slow client the
+        queue can stay full, and the run's end must not wait for the client to take it."""
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
-        relaying = asyncio.get_running_loop().create_task(self._relay_into(queue), name=f"gateway-relay-{self.run.pk}")
+        last: list[bytes] = []
+
+        async def send_last(chunk: bytes) -> None:
+            last.append(chunk)
+
+        relaying = asyncio.get_running_loop().create_task(self._relay_into(queue, send_last),
+                                                          name=f"gateway-relay-{self.run.pk}")
         try:
             while (item := await queue.get()) is not _END:
                 yield item
+            for chunk in last:
+                yield chunk
         finally:
             if not relaying.done():
                 relaying.cancel()
 
-    async def _relay_into(self, queue: asyncio.Queue[Any]) -> None:
+    async def _relay_into(self, queue: asyncio.Queue[Any], send_last: Send) -> None:
         try:
-            await self.relay(queue.put)
+            await self.relay(queue.put, send_last)
         except Exception:
             log.exception("run %s (gateway): relaying failed", self.run.pk)
         await queue.put(_END)

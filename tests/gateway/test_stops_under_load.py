@@ -258,3 +258,44 @@ async def test_a_database_blip_while_a_burst_is_recorded_does_not_drop_its_event
     run = await ended_run(int(exchange.headers["x-streamscope-run"]), timeout=60)
     stored = await stored_data(run.pk)
     assert len(stored) == len(sent), f"{len(sent)} sent, {len(stored)} stored; {run.status}: {run.error}"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct path", "Django's view"])
+async def test_a_stop_ends_the_run_of_a_client_far_behind_on_either_path(sim_upstream, token, monkeypatch, settings,
+                                                                        direct):
+    # Review, 2026-11-30: on Django's view path (behind USE_X_FORWARDED_HOST or a script prefix) the
+    # paced response held the relay's queue full and the stop's error event waited in it, so the run's
+    # end waited for the client to drain (or the stall timeout).
+    import time
+    from types import SimpleNamespace
+
+    from dashboard import pacing
+    from dashboard.api import gateway as gateway_api
+
+    settings.STREAMSCOPE_STALL_TIMEOUT_S = 30.0  # before the fix the run ended only once the client was let go
+    settings.USE_X_FORWARDED_HOST = not direct  # the gateway request left to Django's view
+    monkeypatch.setattr(pacing, "DRAIN_POLL_S", 0.001)
+    stuck = SimpleNamespace(dataBuffer=b"x" * (pacing.HIGH_WATER + 1), offset=0, _tempDataLen=0,
+                            connected=True, abortConnection=lambda: None)
+    monkeypatch.setattr(gateway_api, "transport_of", lambda send: stuck)
+    monkeypatch.setattr(gateway_api, "send_at_once", lambda transport: None)
+    monkeypatch.setattr(pacing, "transport_of", lambda send: stuck)
+    chunks = await upstream_chunks(sim_upstream, 1, tokens=400)
+    replay = Replay(monkeypatch, chunks, gap_s=0.01)
+    exchange = Exchange("POST", f"{URL}/responses", json.dumps(BODY).encode(), auth(token))
+    serving = asyncio.ensure_future(exchange.run(GatewayASGI(pacing.PacedResponses(django_app()))))
+    for _ in range(500):
+        if replay.relays:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(1.2)  # the relay's queue (QUEUE_CHUNKS) is full by now on Django's path
+    relay = replay.relays[-1]
+    relay.stop("stopped in the dashboard")
+    began = time.monotonic()
+    try:
+        run = await ended_run(relay.run.pk, timeout=15)
+        assert run.status == "cancelled"
+        assert time.monotonic() - began < 10, "the run's end waited for the client"
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
