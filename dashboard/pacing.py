@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import struct
 from typing import Any
 
 from django.conf import settings
@@ -24,6 +25,17 @@ from django.conf import settings
 from dashboard.simulator_gate import PREFIX as SIMULATOR_PREFIX
 from dashboard.twisted_shim import transport_of, unsent_bytes
 from streams.upstream.providers import simulator_key
+
+try:
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ  # SIOCOUTQ on sockets
+except (ImportError, AttributeError):  # not Linux: progress is read from Twisted's buffer alone
+    fcntl = None  # type: ignore[assignment]
+    _OUTQ = None
+_INT = struct.Struct("i")
+_INT_ZERO = bytes(_INT.size)
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +52,40 @@ def far_behind(transport: Any) -> bool:
     return transport is not None and transport.connected and unsent_bytes(transport) > HIGH_WATER
 
 
+def kernel_queued(transport: Any) -> int:
+    """Bytes in the socket's send queue the client has not acknowledged (Linux's SIOCOUTQ); 0 where
+    it cannot be asked. Twisted's own buffer shrinks only when the kernel takes more, after a
+    slow reader has emptied much of that queue: a steady reader slower than the queue's size per
+    stall timeout looked like one taking nothing (review, 2026-11-30)."""
+    sock = getattr(transport, "socket", None)
+    if sock is None or _OUTQ is None:
+        return 0
+    try:
+        return _INT.unpack(fcntl.ioctl(sock.fileno(), _OUTQ, _INT_ZERO))[0]
+    except (OSError, ValueError):
+        return 0
+
+
 async def client_caught_up(transport: Any, path: str, let_go: bool = True) -> None:
     """Wait until the client's connection holds under LOW_WATER unsent; a client that took nothing
-    for the stall timeout is disconnected (ClientGone: the caller sends nothing more), unless
-    ``let_go`` is False."""
+    (neither from Twisted's buffer nor from the socket's queue) for the stall timeout is
+    disconnected (ClientGone: the caller sends nothing more), unless ``let_go`` is False."""
     unsent = unsent_bytes(transport)
+    queued = unsent + kernel_queued(transport)
     stall_s = settings.STREAMSCOPE_STALL_TIMEOUT_S
     loop = asyncio.get_running_loop()
     progress_at = loop.time()
     while transport.connected and unsent > LOW_WATER:
         await asyncio.sleep(DRAIN_POLL_S)
-        now_unsent = unsent_bytes(transport)
-        if now_unsent < unsent:
+        unsent = unsent_bytes(transport)
+        now_queued = unsent + kernel_queued(transport)
+        if now_queued < queued:
             progress_at = loop.time()
         elif loop.time() - progress_at > stall_s and let_go:
             log.warning("%s: the client took nothing for %g s; letting it go", path, stall_s)
             transport.abortConnection()
             raise ClientGone(f"the client took nothing for {stall_s:g} s")
-        unsent = now_unsent
+        queued = now_queued
 
 
 class PacedResponses:

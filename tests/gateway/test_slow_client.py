@@ -5,6 +5,7 @@ at the client's pace and the stream holds bounded memory; the client still gets 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -249,3 +250,49 @@ def test_a_slow_but_steady_client_gets_the_whole_stream_of_the_built_in_simulato
         stop_process(process)
     stream = b"".join(chunked(got.split(b"\r\n\r\n", 1)[1]))
     assert stream.count(b"\n\n") == events, "the stream ended early"
+
+
+async def test_a_client_taking_bytes_from_the_sockets_queue_is_not_let_go(monkeypatch, settings):
+    # Twisted's buffer shrinks only when the kernel takes more; a steady slow reader empties the
+    # socket's send queue meanwhile, and that is progress too (review, 2026-11-30).
+    monkeypatch.setattr(pacing, "DRAIN_POLL_S", 0.001)
+    settings.STREAMSCOPE_STALL_TIMEOUT_S = 0.05
+    transport = fake_transport(pacing.HIGH_WATER + 1)
+    transport.abortConnection = lambda: pytest.fail("a client still reading was let go")
+    queue = [4 * MIB]
+
+    def reading(t):
+        queue[0] -= 1024  # the client takes 1 KiB between two looks
+        return queue[0]
+
+    monkeypatch.setattr(pacing, "kernel_queued", reading)
+    waiting = asyncio.ensure_future(direct_request(transport).send_chunk(b"x"))
+    await asyncio.sleep(0.3)  # six stall timeouts with Twisted's buffer unchanged
+    assert not waiting.done()
+    transport.dataBuffer = b""
+    await asyncio.wait_for(waiting, 5)
+
+
+def test_the_sockets_queue_is_what_the_peer_has_not_acknowledged():
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = socket.create_connection(server.getsockname())
+        receiver, _ = server.accept()
+        with sender, receiver:
+            sender.setblocking(False)
+            sent = 0
+            with contextlib.suppress(BlockingIOError):
+                while sent < 64 * MIB:  # until the peer's buffer and the socket's queue are full
+                    sent += sender.send(b"x" * 65536)
+            transport = SimpleNamespace(socket=sender)
+            held = pacing.kernel_queued(transport)
+            assert 0 < held <= sent
+            receiver.settimeout(10)
+            taken = 0
+            while taken < sent:
+                taken += len(receiver.recv(1 << 20))
+            for _ in range(100):  # the last acknowledgement, a moment after
+                if pacing.kernel_queued(transport) == 0:
+                    break
+                time.sleep(0.01)
+            assert pacing.kernel_queued(transport) == 0
+    assert pacing.kernel_queued(SimpleNamespace()) == 0  # no socket to ask
