@@ -431,19 +431,38 @@ def usable_response_id(value: Any) -> str:
     return ""
 
 
-def stored_output_text(run_id: int) -> str:
-    """The output text a run's stored events spell, gathered as the recorder gathers it while the
-    run streams (for a run that ended without its recorder: the row has it only every TEXT_EVERY_S)."""
+def replay_stored(run_id: int) -> RunRecorder:
+    """A recorder that has understood a run's stored events as it does while the run streams (its
+    text, response id, terminal event or error, a chat's finish and ``[DONE]``), storing nothing:
+    for a run that ended without its recorder (the row has its text only every TEXT_EVERY_S)."""
     recorder = RunRecorder(run_id)
     for _seq, _t, event_type, data in store.iter_event_rows(run_id):
-        if event_type == "response.output_text.delta" or event_type == "chat.completion.chunk":
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                continue
-            if isinstance(payload, dict):
-                recorder._understand(event_type, payload)
-    return clean_text("".join(recorder.text_parts))
+        if event_type == DONE_MARKER:
+            recorder.saw_done_marker = True
+            continue
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(payload, dict):
+            recorder._understand(event_type, payload)
+    return recorder
+
+
+def stored_output_text(run_id: int) -> str:
+    """The output text a run's stored events spell."""
+    return clean_text("".join(replay_stored(run_id).text_parts))
+
+
+def stored_ending(recorder: RunRecorder) -> tuple[str, Any] | None:
+    """How the stream ended, from the events ``recorder`` replayed (:func:`replay_stored`), when they
+    hold its end: a terminal event, an error event, a chat's finish or ``[DONE]``; else None. A run's
+    last events are stored before its end is written on its row, so a process that died between the
+    two leaves a run whose log says how it ended."""
+    chat = recorder.saw_done_marker or bool(recorder.chat_finish_reason)
+    if recorder.terminal_type is None and recorder.error_event is None and not chat:
+        return None
+    return recorder._outcome("chat" if chat else "responses")
 
 
 def _storable(value: Any) -> Any:

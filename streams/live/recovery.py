@@ -29,10 +29,11 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.live.recorder import stored_output_text
+from streams.live.recorder import replay_stored, stored_ending, stored_output_text
 from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
+from streams.protocol.values import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,22 @@ def resumable(run: Run) -> bool:
                 and run.source != RunSource.GATEWAY)
 
 
+def end_from_log(run: Run) -> bool:
+    """End the run as its stored events say it ended, when they hold its end (the process died after
+    storing them and before writing the end on the row); False, changing nothing, when they do not."""
+    recorder = replay_stored(run.pk)
+    ending = stored_ending(recorder)
+    if ending is None:
+        return False
+    run.status, error = ending
+    fields = {"status": run.status, "error": error, "finished_at": timezone.now(),
+              "output_text": clean_text("".join(recorder.text_parts))}
+    if recorder.response_id and not run.response_id:
+        fields["response_id"] = recorder.response_id
+    Run.objects.filter(pk=run.pk).update(**fields)
+    return True
+
+
 def mark_interrupted(run: Run) -> None:
     Run.objects.filter(pk=run.pk).update(
         status=RunStatus.INTERRUPTED,
@@ -126,6 +143,11 @@ async def recover_once() -> list[int]:
         if run.status == RunStatus.QUEUED and not run.started_at:
             log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
             await get_launcher().launch(run.pk)
+        elif await database_sync_to_async(end_from_log)(run):
+            log.warning("run %s lost its process (%s) after its last events were stored; ended %s from them",
+                        run.pk, run.worker, run.status)
+            fresh = await Run.objects.aget(pk=run.pk)
+            await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
         elif resumable(run):
             log.warning("run %s lost its process (%s); resuming after upstream seq %s",
                         run.pk, run.worker, run.last_upstream_seq)

@@ -143,3 +143,55 @@ def test_stopping_a_run_nobody_executes_counts_its_whole_log_first(user, worker)
     stopped = Run.objects.get(pk=run.pk)
     assert stopped.status == RunStatus.CANCELLED
     assert (stopped.event_count, stopped.last_upstream_seq) == (6, 5)
+
+
+def stored(run, rows):
+    from streams.models import Event
+
+    Event.objects.bulk_create(Event(run=run, seq=seq, t=float(seq), type=event_type, data=json.dumps(payload))
+                              for seq, (event_type, payload) in enumerate(rows))
+
+
+RESPONSE = {"id": "resp_log", "status": "completed", "output": []}
+DELTA = ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1, "delta": "hi"})
+LOGS = {
+    # the log's last events -> the status recovery ends the run with, or None: interrupted
+    "completed": ([("response.created", {"sequence_number": 0, "response": RESPONSE}), DELTA,
+                   ("response.completed", {"sequence_number": 2, "response": RESPONSE})], "completed"),
+    "failed": ([DELTA, ("response.failed", {"sequence_number": 2, "response": {
+        **RESPONSE, "status": "failed", "error": {"code": "server_error", "message": "boom"}}})], "failed"),
+    "error event": ([DELTA, ("error", {"sequence_number": 2, "code": "rate_limit", "message": "slow down"})], "failed"),
+    "chat, cut by length": ([("chat.completion.chunk", {"choices": [{"index": 0, "delta": {"content": "hi"},
+                                                                     "finish_reason": "length"}]}),
+                             ("streamscope.done", {"raw": "[DONE]"})], "incomplete"),
+    "no end stored": ([("response.created", {"sequence_number": 0, "response": RESPONSE}), DELTA], None),
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("log_name", list(LOGS))
+async def test_a_run_whose_process_died_after_storing_its_end_is_ended_as_its_log_says(user, monkeypatch, log_name):
+    """A run's last events are stored before its end is written on its row (a write of its own):
+    a process that died between the two leaves a 'streaming' row whose log says how it ended."""
+    from asgiref.sync import sync_to_async
+
+    from streams.live import recovery
+    from streams.models import Run, RunStatus
+    from tests.support.factories import make_run
+
+    rows, status = LOGS[log_name]
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1", background=True)
+    await sync_to_async(stored)(run, rows)
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    ended = await Run.objects.aget(pk=run.pk)
+    assert ended.status == (status or RunStatus.INTERRUPTED)
+    assert ended.output_text == "hi" and ended.finished_at is not None
+    if status == "failed":
+        assert ended.error["message"] in ("boom", "slow down")
+    elif status is None:
+        assert ended.error["code"] == "interrupted"  # and its row has no response id to resume with
+    else:
+        assert ended.error is None
+    if log_name == "completed":
+        assert ended.response_id == "resp_log"
