@@ -61,11 +61,6 @@ class RunLimitExceeded(Exception):
 class RunRecorder:
     """The recording half of a run: events in, batches to the store and the viewers, the end."""
 
-    # A flush (the run's own or the clock's round) may take only the first rows of a long buffer,
-    # as many as one write stores cheaply (store.rows_per_write). Off here: a subclass whose flush
-    # puts a failed batch back in front of the buffer (the gateway's) assumes the whole buffer.
-    split_batches = False
-
     def __init__(self, run_id: int) -> None:
         self.run_id = run_id
         # Rows as stored, (run_id, seq, t, type, data): the store takes them as they are and a
@@ -214,24 +209,15 @@ class RunRecorder:
     # --- flushing --------------------------------------------------------------------------
 
     def _take(self, final_fields: dict[str, Any] | None = None) -> RoundBatch:
-        """The buffer as a batch to store (and the row's fields when they are due), emptied; with
-        :attr:`split_batches`, a long buffer's first rows only when no fields are due."""
+        """The buffer as a batch to store (and the row's fields when they are due), emptied."""
+        batch, self.buffer = self.buffer, []
         clock = time.monotonic()
         fields: dict[str, Any] | None = None
         # The row about once a second (ROW_EVERY_S), at once when the response id is first known
         # (recovery needs it to resume), and at the end; not with the last events (_finish writes
         # the row right after them).
-        due = final_fields is not None or (not self._ending and (
-            clock - self._last_row_save >= ROW_EVERY_S or (self.response_id and not self._row_has_response_id)))
-        batch = self.buffer
-        if not due and self.split_batches and (take := store.rows_per_write(len(batch))) < len(batch):
-            # The rest waits for the next write (the reader kicks it at once, or the next tick): the
-            # row's count and cursor go only with a batch that ends the buffer, never ahead of it.
-            self.buffer = batch[take:]
-            del batch[take:]
-            return RoundBatch(self.run_id, batch, None, clock)
-        self.buffer = []
-        if due:
+        if final_fields is not None or (not self._ending and (
+                clock - self._last_row_save >= ROW_EVERY_S or (self.response_id and not self._row_has_response_id))):
             fields = {"event_count": self.next_seq, "heartbeat_at": store.now()}
             if self.last_upstream_seq is not None:
                 fields["last_upstream_seq"] = self.last_upstream_seq
