@@ -31,7 +31,7 @@ from streams.protocol import fastjson, text_deltas
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.metrics import FIRST_FIGURES, TERMINAL_TYPES, MetricsAccumulator, column_values
 from streams.protocol.sse import MATCHING_MIN_BYTES, SSEDecoder, SSEFrame
-from streams.protocol.values import BadValue, clean_json, clean_text
+from streams.protocol.values import BadValue, clean_json, clean_text, usable_response_id
 from streams.review.moderation import LiveModerator
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ TEXT_EVERY_S = 5.0
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.
 EXACT_TYPES = TERMINAL_TYPES | {"error"}
-RESPONSE_ID_MAX = 200  # Run.response_id's max_length
 
 
 class RunLimitExceeded(Exception):
@@ -90,6 +89,7 @@ class RunRecorder:
         self._last_text_save = 0.0
         self._row_has_response_id = False
         self._firsts_saved: set[str] = set()  # FIRST_FIGURES columns written on the row
+        self.replayed_chat = False  # replay_stored saw Chat Completions chunks
         self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
         # An upstream that never closes (keep-alive comments forever) still ends some time.
@@ -241,11 +241,11 @@ class RunRecorder:
         metrics = self.metrics
         for column, attribute in FIRST_FIGURES:
             if column not in self._firsts_saved and (value := getattr(metrics, attribute)) is not None:
-                fields[column] = round(value, 1)
-                self._firsts_saved.add(column)
+                fields[column] = round(value, 1)  # counted as saved once written (_stored)
 
     def _stored(self, taken: RoundBatch, final: bool) -> None:
-        if taken.fields is not None:
+        if taken.fields is not None:  # written (a row the round failed to write has its fields dropped)
+            self._firsts_saved.update(column for column, _ in FIRST_FIGURES if column in taken.fields)
             self._last_row_save = taken.taken_at
             if "output_text" in taken.fields:
                 self._last_text_save = taken.taken_at
@@ -409,14 +409,6 @@ class RunRecorder:
         return status
 
 
-def usable_response_id(value: Any) -> str:
-    """The upstream's response id when the run's row can keep it as it is and the URLs built from it
-    (resume, cancel) can carry it; else "" (the run then cannot resume, its events are kept)."""
-    if isinstance(value, str) and 0 < len(value) <= RESPONSE_ID_MAX and clean_text(value) == value:
-        return value
-    return ""
-
-
 def replay_stored(run_id: int) -> RunRecorder:
     """A recorder that has understood a run's stored events as it does while the run streams (its
     text, response id, terminal event or error, a chat's finish and ``[DONE]``), storing nothing:
@@ -428,10 +420,12 @@ def replay_stored(run_id: int) -> RunRecorder:
             continue
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # stored as it came: orjson, live, nests deeper than json
             continue
         if isinstance(payload, dict):
             recorder._understand(event_type, payload)
+            if event_type == "chat.completion.chunk":
+                recorder.replayed_chat = True
     return recorder
 
 
@@ -445,8 +439,9 @@ def stored_ending(recorder: RunRecorder) -> tuple[str, Any] | None:
     hold its end: a terminal event, an error event, a chat's finish or ``[DONE]``; else None. A run's
     last events are stored before its end is written on its row, so a process that died between the
     two leaves a run whose log says how it ended."""
-    chat = recorder.saw_done_marker or bool(recorder.chat_finish_reason)
-    if recorder.terminal_type is None and recorder.error_event is None and not chat:
+    chat = recorder.replayed_chat  # a Responses stream may end in [DONE] too: not its end
+    if recorder.terminal_type is None and recorder.error_event is None and not (
+            chat and (recorder.saw_done_marker or recorder.chat_finish_reason)):
         return None
     return recorder._outcome("chat" if chat else "responses")
 

@@ -17,6 +17,7 @@ from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
 from streams.protocol.metrics import FIRST_FIGURES
 from streams.protocol.records import encode_record
+from streams.protocol.values import usable_response_id
 
 _INSERT = None
 Row = tuple[int, int, float, str, str]  # (run_id, seq, t, type, data)
@@ -326,16 +327,24 @@ def catch_up_row(run: Run) -> None:
     behind the log. Resuming reads the row (the next seq, the cursor to resume the upstream after)
     and an interrupted run's viewers are told its last seq from it: both must see the whole log."""
     after = Event.objects.filter(run_id=run.pk, seq__gte=run.event_count).order_by("seq").values_list("seq", "data")
-    last_seq, cursor = None, run.last_upstream_seq
+    last_seq, cursor, response_id = None, run.last_upstream_seq, run.response_id
     for seq, data in after.iterator(chunk_size=500):
         last_seq = seq
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        if isinstance(payload, dict) and isinstance(payload.get("sequence_number"), int):
+        if not isinstance(payload, dict):
+            continue
+        if isinstance(payload.get("sequence_number"), int):
             cursor = payload["sequence_number"]  # the recorder keeps only increasing ones
+        if not response_id and isinstance(payload.get("response"), dict):
+            # The row gets the id in the round's second write: a process that died between the two
+            # left it only in the log, and resuming needs it. (Any row written after the event that
+            # carried it has it, so it is at or after the row's count.)
+            response_id = usable_response_id(payload["response"].get("id"))
     if last_seq is None:
         return
-    run.event_count, run.last_upstream_seq = last_seq + 1, cursor
-    Run.objects.filter(pk=run.pk).update(event_count=run.event_count, last_upstream_seq=cursor)
+    run.event_count, run.last_upstream_seq, run.response_id = last_seq + 1, cursor, response_id
+    Run.objects.filter(pk=run.pk).update(event_count=run.event_count, last_upstream_seq=cursor,
+                                         response_id=response_id)

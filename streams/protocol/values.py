@@ -125,3 +125,14 @@ def _clean_leaf(item: Any, stack: list[tuple[Any, int]], depth: int) -> Any:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+RESPONSE_ID_MAX = 200  # Run.response_id's max_length
+
+
+def usable_response_id(value: Any) -> str:
+    """The upstream's response id when the run's row can keep it as it is and the URLs built from it
+    (resume, cancel) can carry it; else "" (the run then cannot resume, its events are kept)."""
+    if isinstance(value, str) and 0 < len(value) <= RESPONSE_ID_MAX and clean_text(value) == value:
+        return value
+    return ""
