@@ -20,6 +20,7 @@ import os
 import socket
 import time
 from datetime import timedelta
+from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -30,7 +31,7 @@ from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
 from streams.live.recorder import replay_stored, stored_ending, stored_output_text
-from streams.models import ACTIVE_STATUSES, Run, RunSource, RunStatus
+from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
 from streams.protocol.values import clean_text
@@ -102,9 +103,23 @@ def resumable(run: Run) -> bool:
                 and run.source != RunSource.GATEWAY)
 
 
+def ended_from_log(run: Run) -> bool:
+    """:func:`end_from_log`, and False (the run resumed or interrupted as before) when it fails."""
+    try:
+        return end_from_log(run)
+    except Exception:
+        log.exception("run %s: ending it from its stored events failed", run.pk)
+        return False
+
+
 def end_from_log(run: Run) -> bool:
     """End the run as its stored events say it ended, when they hold its end (the process died after
-    storing them and before writing the end on the row); False, changing nothing, when they do not."""
+    storing them and before writing the end on the row); False, changing nothing, when they do not,
+    or when a moderation stop rule may have ended it otherwise (a rule can match on the terminal
+    event itself, after it was stored: the run then ended cancelled, which the log does not say)."""
+    if ModerationRule.objects.filter(enabled=True, action=ModerationRule.Action.STOP).exclude(
+            scope=ModerationRule.Scope.INPUT).exists():
+        return False
     recorder = replay_stored(run.pk)
     ending = stored_ending(recorder)
     if ending is None:
@@ -114,12 +129,18 @@ def end_from_log(run: Run) -> bool:
               "output_text": clean_text("".join(recorder.text_parts))}
     if recorder.response_id and not run.response_id:
         fields["response_id"] = recorder.response_id
-    Run.objects.filter(pk=run.pk).update(**fields)
+    still_ours(run).update(**fields)  # a Stop that ended it meanwhile stands
     return True
 
 
+def still_ours(run: Run) -> Any:
+    """The run's row while it is active and held by this process (claimed): a dashboard Stop that ended
+    the orphan after it was claimed is not overwritten."""
+    return Run.objects.filter(pk=run.pk, status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME)
+
+
 def mark_interrupted(run: Run) -> None:
-    Run.objects.filter(pk=run.pk).update(
+    still_ours(run).update(
         status=RunStatus.INTERRUPTED,
         finished_at=timezone.now(),
         # The row's copy is up to TEXT_EVERY_S behind the stored events: the whole text, from them.
@@ -143,7 +164,7 @@ async def recover_once() -> list[int]:
         if run.status == RunStatus.QUEUED and not run.started_at:
             log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
             await get_launcher().launch(run.pk)
-        elif await database_sync_to_async(end_from_log)(run):
+        elif await database_sync_to_async(ended_from_log)(run):
             log.warning("run %s lost its process (%s) after its last events were stored; ended %s from them",
                         run.pk, run.worker, run.status)
             fresh = await Run.objects.aget(pk=run.pk)

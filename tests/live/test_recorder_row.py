@@ -64,7 +64,11 @@ async def test_the_text_is_rewritten_every_few_seconds_the_counts_every_second(u
 
 
 async def test_an_interrupted_run_gets_the_whole_text_of_its_stored_events(user):
-    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=3, output_text="w0 ")
+    from streams.live.executor import WORKER_NAME
+
+    # Claimed by this process, as recovery claims a run before it marks it interrupted.
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, events=3, output_text="w0 ",
+                                        worker=WORKER_NAME)
     await Event.objects.acreate(run=run, seq=3, t=3.0, type="chat.completion.chunk",
                                 data=json.dumps({"choices": [{"index": 0, "delta": {"content": "chat\x00"}}]}))
     await Event.objects.acreate(run=run, seq=4, t=4.0, type="streamscope.malformed", data='{"raw": "x"}')

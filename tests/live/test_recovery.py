@@ -180,7 +180,7 @@ async def test_a_run_whose_process_died_after_storing_its_end_is_ended_as_its_lo
     from tests.support.factories import make_run
 
     rows, status = LOGS[log_name]
-    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1", background=True)
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")  # not resumable
     await sync_to_async(stored)(run, rows)
     monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
     await recovery.recover_once()
@@ -190,7 +190,7 @@ async def test_a_run_whose_process_died_after_storing_its_end_is_ended_as_its_lo
     if status == "failed":
         assert ended.error["message"] in ("boom", "slow down")
     elif status is None:
-        assert ended.error["code"] == "interrupted"  # and its row has no response id to resume with
+        assert ended.error["code"] == "interrupted"
     else:
         assert ended.error is None
     if log_name == "completed":

@@ -1,0 +1,185 @@
+"""Recovery after a process died between writes: the round's events and its rows, a run's last events
+and its end (the second review of 2026-11-30's eighth session; each failed before its fix)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from streams.live import recovery
+from streams.live.recorder import RunRecorder
+from streams.models import Event, Run, RunStatus
+from streams.pipeline import flush_clock as flushclock
+from streams.pipeline.flush_clock import FlushClock
+from streams.protocol.sse import SSEFrame
+from tests.support.factories import make_run
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def frame(payload) -> SSEFrame:
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    return SSEFrame(event="", data=data, id=None, nbytes=len(data))
+
+
+def store_rows(run, rows):
+    Event.objects.bulk_create(Event(run=run, seq=seq, t=float(seq), type=event_type,
+                                    data=data if isinstance(data, str) else json.dumps(data))
+                              for seq, (event_type, data) in enumerate(rows))
+
+
+class Launches:
+    def __init__(self):
+        self.calls = []
+
+    async def launch(self, run_id, resume=False):
+        self.calls.append((run_id, resume))
+
+
+async def test_response_id_known_only_to_the_log_after_the_rows_write_is_lost_run_is_resumed(user, monkeypatch):
+    """8e3602c: the response id goes on the row in the round's second write. Events stored, rows not
+    (process died in between; here: the rows' write failed and the process died before the next):
+    the row has neither response id nor cursor, catch_up_row restores the cursor only, so a
+    background run the upstream still has is marked interrupted instead of resumed."""
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, background=True,
+                                        worker="gone-host:1")
+    recorder = RunRecorder(run.pk)
+    real = flushclock.store.write_round
+
+    async def write_round(batches):
+        if all(not rows for _, rows, _ in batches):  # the rows' write: the process "dies" here
+            return [RuntimeError("process died between the two writes")] * len(batches)
+        return await real(batches)
+
+    monkeypatch.setattr(flushclock.store, "write_round", write_round)
+    recorder.accept_frame(frame({"type": "response.created", "sequence_number": 0,
+                                 "response": {"id": "resp_abc", "status": "in_progress"}}), 0.0)
+    recorder.accept_frame(frame({"type": "response.output_text.delta", "sequence_number": 1, "delta": "hi"}), 1.0)
+    clock = FlushClock()
+    clock.runs.add(recorder)
+    await clock.tick()
+    row = await Run.objects.aget(pk=run.pk)
+    stored = [e async for e in Event.objects.filter(run_id=run.pk).order_by("seq").values_list("type", flat=True)]
+    assert stored == ["response.created", "response.output_text.delta"]
+    assert (row.response_id, row.last_upstream_seq) == ("", None)  # the events are, the row is not
+
+    launches = Launches()
+    monkeypatch.setattr(recovery, "get_launcher", lambda: launches)
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    after = await Run.objects.aget(pk=run.pk)
+    assert launches.calls == [(run.pk, True)], f"not resumed: status {after.status}, error {after.error}"
+
+
+async def test_responses_run_with_done_marker_but_no_terminal_is_not_completed(user, monkeypatch):
+    """0e949fc: stored_ending judges any log with [DONE] as a chat stream: a Responses stream cut before
+    its terminal event (but with a [DONE]) is ended completed, where the live run ends it failed
+    (truncated_stream)."""
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    rows = [("response.created", {"type": "response.created", "sequence_number": 0,
+                                  "response": {"id": "resp_x", "status": "in_progress"}}),
+            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1, "delta": "hi"}),
+            ("streamscope.done", '{"raw":"[DONE]"}')]
+    await sync_to_async(store_rows)(run, rows)
+    live = RunRecorder(run.pk)
+    live.accept_frame(frame(rows[0][1]), 0.0)
+    live.accept_frame(frame(rows[1][1]), 1.0)
+    live.accept_frame(frame("[DONE]"), 2.0)
+    live_status, _ = live._outcome("responses")
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    ended = await Run.objects.aget(pk=run.pk)
+    assert live_status == RunStatus.FAILED  # live: truncated_stream
+    assert ended.status == RunStatus.INTERRUPTED, ended.status  # not completed: the log holds no end
+
+
+async def test_a_deeply_nested_stored_event_does_not_strand_the_run(user, monkeypatch):
+    """0e949fc: replay_stored now json.loads every stored event (it used to decode text deltas only);
+    live, orjson accepted this payload (up to 1024 levels) and stored it as it came; json.loads
+    raises RecursionError, which replay_stored does not catch."""
+
+    from streams.live.recorder import WORKER_NAME
+    from streams.protocol import fastjson
+
+    deep = '{"type":"response.output_item.added","sequence_number":1,"item":' + "[" * 1000 + "]" * 1000 + "}"
+    payload = fastjson.decode(deep)  # what the live recorder does with it: accepted
+    assert isinstance(payload, dict)
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    await sync_to_async(store_rows)(run, [
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 0, "delta": "hi"}),
+        ("response.output_item.added", deep)])
+    # the row counted both (its last write came after them): catch_up_row reads nothing
+    await Run.objects.filter(pk=run.pk).aupdate(event_count=2, last_upstream_seq=1)
+    from streams.live import recorder as recorder_module
+    replayed = []
+    real_replay = recorder_module.store.iter_event_rows
+
+    def iter_rows(run_id, *a, **k):
+        replayed.append(run_id)
+        return real_replay(run_id, *a, **k)
+
+    monkeypatch.setattr(recorder_module.store, "iter_event_rows", iter_rows)
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    row = await Run.objects.aget(pk=run.pk)
+    # claimed by this process, never ended; this process's sweeps skip runs it holds
+    assert row.status != RunStatus.STREAMING, (row.status, row.worker, row.worker == WORKER_NAME)
+
+
+async def test_a_dashboard_stop_between_claim_and_end_from_log_stands(user, monkeypatch):
+    """0e949fc: end_from_log's UPDATE is unconditional (as mark_interrupted's): a Stop in the dashboard
+    that ends the orphan (launcher.mark_orphan_cancelled, status filter only) after the sweep claimed
+    it is overwritten, and viewers get 'cancelled' then 'completed'."""
+    from streams.live.launcher import mark_orphan_cancelled
+
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    response = {"id": "resp_s", "status": "completed", "output": []}
+    await sync_to_async(store_rows)(run, [
+        ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 0, "delta": "hi"}),
+        ("response.completed", {"type": "response.completed", "sequence_number": 1, "response": response})])
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    real = recovery.end_from_log
+
+    def stop_then_end(run):
+        mark_orphan_cancelled(run.pk)  # the dashboard's Stop, in between
+        return real(run)
+
+    monkeypatch.setattr(recovery, "end_from_log", stop_then_end)
+    await recovery.recover_once()
+    ended = await Run.objects.aget(pk=run.pk)
+    assert ended.status == RunStatus.CANCELLED, ended.status
+
+
+async def test_a_run_a_stop_rule_stopped_on_its_terminal_event_is_not_ended_completed(user, monkeypatch):
+    """0e949fc: a keyword at the very end of the output is held back until the terminal event
+    (LiveModerator.observe -> finish), so a stop rule raises ModerationStopped on response.completed,
+    after it was buffered: the run ends cancelled (moderation_stopped) with the terminal event in its
+    log, and its flag is committed only after its end. A crash between the two: recovery ends it
+    completed, unflagged."""
+    from streams.models import ModerationRule
+    from streams.review.moderation import ModerationStopped
+
+    await sync_to_async(ModerationRule.objects.create)(name="stop secret", patterns="secret", kind="keywords",
+                                                      scope="output_text", action="stop")
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    response = {"id": "resp_m", "status": "completed", "output": []}
+    frames = [{"type": "response.output_text.delta", "sequence_number": 0, "delta": "the secret"},
+              {"type": "response.completed", "sequence_number": 1, "response": response}]
+    live = RunRecorder(run.pk)
+    await live.moderator.load(run)
+    stopped_at = None
+    for t, payload in enumerate(frames):
+        try:
+            live.accept_frame(frame(payload), float(t))
+        except ModerationStopped:
+            stopped_at = payload["type"]
+            break
+    assert stopped_at == "response.completed" and [r[3] for r in live.buffer] == [f["type"] for f in frames]
+    # what _finish stores before writing the end: the whole buffer; the process dies here
+    await sync_to_async(store_rows)(run, [(r[3], r[4]) for r in live.buffer])
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    ended = await Run.objects.aget(pk=run.pk)
+    # Not completed: with a stop rule on the output the log cannot say how the run ended.
+    assert ended.status == RunStatus.INTERRUPTED, (ended.status, ended.error)
