@@ -6,7 +6,6 @@ all, not one per run): 1,000 runs ending together made every run's last events w
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -17,17 +16,9 @@ from streams.live.recorder import RunRecorder
 from streams.models import Event, Run, RunStatus
 from streams.protocol.sse import SSEFrame
 from tests.support.factories import make_run
+from tests.support.frames import delta, frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def frame(payload: dict, event: str = "") -> SSEFrame:
-    data = json.dumps(payload)
-    return SSEFrame(event=event, data=data, id=None, nbytes=len(data))
-
-
-def delta(seq: int) -> SSEFrame:
-    return frame({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
 
 
 def completed(seq: int, text: str) -> SSEFrame:

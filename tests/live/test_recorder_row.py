@@ -15,17 +15,9 @@ from streams.live.recovery import mark_interrupted
 from streams.models import Event, Run, RunStatus
 from streams.protocol.sse import SSEFrame
 from tests.support.factories import make_run
+from tests.support.frames import delta, frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def frame(payload: dict, event: str = "") -> SSEFrame:
-    data = json.dumps(payload)
-    return SSEFrame(event=event, data=data, id=None, nbytes=len(data))
-
-
-def delta(seq: int) -> SSEFrame:
-    return frame({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
 
 
 def created(seq: int) -> SSEFrame:

@@ -12,15 +12,10 @@ from streams.live.recorder import RunRecorder
 from streams.models import Event, Run, RunStatus
 from streams.pipeline import flush_clock as flushclock
 from streams.pipeline.flush_clock import FlushClock
-from streams.protocol.sse import SSEFrame
 from tests.support.factories import make_run
+from tests.support.frames import frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def frame(payload) -> SSEFrame:
-    data = payload if isinstance(payload, str) else json.dumps(payload)
-    return SSEFrame(event="", data=data, id=None, nbytes=len(data))
 
 
 def store_rows(run, rows):

@@ -16,8 +16,8 @@ from streams.pipeline import broadcast, store
 from streams.pipeline import flush_clock as flushclock
 from streams.pipeline.flush_clock import FlushClock
 from streams.pipeline.viewers import local_viewers
-from streams.protocol.sse import SSEFrame
 from tests.support.factories import make_run
+from tests.support.frames import delta, frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,11 +31,6 @@ class Viewer:
 
     def seqs(self) -> list[int]:
         return [json.loads(e)["seq"] for m in self.messages if m["type"] == "run.events" for e in m["events"]]
-
-
-def delta(seq: int) -> SSEFrame:
-    data = json.dumps({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "})
-    return SSEFrame(event="", data=data, id=None, nbytes=len(data))
 
 
 async def recording(user, count: int) -> tuple[list[RunRecorder], list[Viewer]]:
@@ -242,8 +237,8 @@ async def test_a_rounds_events_reach_viewers_before_its_runs_rows_are_written(us
         assert run.event_count == index + 1 and viewers[index].seqs() == list(range(index + 1))
 
 
-async def test_a_row_that_fails_to_be_written_is_written_with_the_runs_next_batch(user, monkeypatch):
-    [recorder], [viewer] = await recording(user, 1)
+def rows_write_fails_once(monkeypatch) -> None:
+    """The next round's rows' write (the round's second transaction) fails; the rest as they are."""
     real = store.write_round
     failing = [True]
 
@@ -254,6 +249,11 @@ async def test_a_row_that_fails_to_be_written_is_written_with_the_runs_next_batc
         return await real(batches)
 
     monkeypatch.setattr(flushclock.store, "write_round", write_round)
+
+
+async def test_a_row_that_fails_to_be_written_is_written_with_the_runs_next_batch(user, monkeypatch):
+    [recorder], [viewer] = await recording(user, 1)
+    rows_write_fails_once(monkeypatch)
     clock = FlushClock()
     clock.runs.add(recorder)
     recorder.accept_frame(delta(0), 0.0)
@@ -264,3 +264,20 @@ async def test_a_row_that_fails_to_be_written_is_written_with_the_runs_next_batc
     await clock.tick()  # within the second, yet the row is due: it was not written
     run = await Run.objects.aget(pk=recorder.run_id)
     assert run.event_count == 2 and run.output_text == "w0 w1 " and viewer.seqs() == [0, 1]
+
+
+async def test_the_first_event_figures_of_a_row_that_failed_to_be_written_come_with_the_next_batch(user, monkeypatch):
+    # They were counted as written when their batch was taken (second review, 2026-11-30).
+    [recorder], _ = await recording(user, 1)
+    rows_write_fails_once(monkeypatch)
+    clock = FlushClock()
+    clock.runs.add(recorder)
+    recorder.accept_frame(frame({"type": "response.created", "sequence_number": 0,
+                                 "response": {"id": "resp_1", "status": "in_progress"}}), 5.0)
+    recorder.accept_frame(delta(1), 7.0)
+    await clock.tick()  # the rows' write fails
+    recorder.accept_frame(delta(2), 9.0)
+    await clock.tick()  # written with this batch
+    row = await Run.objects.aget(pk=recorder.run_id)
+    assert row.event_count == 3 and row.response_id == "resp_1"
+    assert (row.ttfc_ms, row.ttft_ms) == (5.0, 7.0)
