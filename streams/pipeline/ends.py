@@ -85,15 +85,7 @@ class EndWriter(Rounds[End]):
             return [None] * len(items)
         except Exception:
             pass
-        results: list[BaseException | None] = []
-        for item in items:  # one bad end must not fail its neighbours
-            try:
-                await write([item])
-            except Exception as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        return await store.each_on_its_own(items, lambda item: write([item]))
 
 
 _writers = PerLoop(EndWriter)

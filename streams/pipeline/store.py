@@ -255,16 +255,21 @@ class GroupWriter(Rounds[Batch]):
             return [None] * len(items)
         except Exception:
             pass
-        # One bad batch must not fail its neighbours: write each on its own.
-        results: list[BaseException | None] = []
-        for run_id, rows, run_fields in items:
-            try:
-                await database_sync_to_async(append_events)(run_id, rows, run_fields)
-            except Exception as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        return await each_on_its_own(items, lambda item: database_sync_to_async(append_events)(*item))
+
+
+async def each_on_its_own(items: Sequence[Any], write: Any) -> list[BaseException | None]:
+    """After a write of them all failed: one bad item must not fail its neighbours, so ``write``
+    (a coroutine function) each alone; what each raised (None: written), in order."""
+    results: list[BaseException | None] = []
+    for item in items:
+        try:
+            await write(item)
+        except Exception as exc:
+            results.append(exc)
+        else:
+            results.append(None)
+    return results
 
 
 _writers = PerLoop(GroupWriter)
