@@ -76,6 +76,22 @@ def app(request, tmp_path_factory) -> Iterator[tuple[str, str, int, str]]:
             stop_process(simulator)
 
 
+def gateway_stream(base_url: str, token: str, events: int) -> tuple[socket.socket, bytes]:
+    """A raw client (a 64 KiB receive buffer) asking the gateway for an unthrottled stream of ``events``
+    events: its socket and the first bytes read (the answer's head)."""
+    host, port = base_url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "sim-text", "input": "slow", "stream": True,
+                       "metadata": {"sim_tokens": str(events - 8), "sim_tokens_per_s": "max"}}).encode()
+    sock = socket.create_connection((host, int(port)))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(b"POST /gateway/simulator/v1/responses HTTP/1.1\r\nHost: " + host.encode()
+                 + b"\r\nAuthorization: Bearer " + token.encode() + b"\r\nContent-Type: application/json\r\n"
+                 + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    got = sock.recv(4096)
+    assert got.startswith(b"HTTP/1.1 200")
+    return sock, got
+
+
 def builtin(app) -> bool:
     return app[3] == "built-in simulator"
 
@@ -91,21 +107,13 @@ def rss_bytes(pid: int) -> int:
 @pytest.mark.server
 def test_a_client_that_stops_reading_holds_the_server_to_bounded_memory_and_then_gets_every_event(app):
     base_url, token, pid, _ = app
-    host, port = base_url.removeprefix("http://").split(":")
     # Unthrottled, far past what is held for a client, the sockets' buffers included: ~46 MB, and ~92 MB
     # from the built-in simulator, whose own state for the stream and the far side's held bytes
     # (the leg's reads, paced the same way) are in the same process.
     events = 300_000 if builtin(app) else 150_000
-    body = json.dumps({"model": "sim-text", "input": "slow", "stream": True,
-                       "metadata": {"sim_tokens": str(events - 8), "sim_tokens_per_s": "max"}}).encode()
     before = rss_bytes(pid)
-    with socket.create_connection((host, int(port))) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        sock.sendall(b"POST /gateway/simulator/v1/responses HTTP/1.1\r\nHost: " + host.encode()
-                     + b"\r\nAuthorization: Bearer " + token.encode() + b"\r\nContent-Type: application/json\r\n"
-                     + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        got = sock.recv(4096)
-        assert got.startswith(b"HTTP/1.1 200")
+    sock, got = gateway_stream(base_url, token, events)
+    with sock:
         time.sleep(3)  # reading nothing meanwhile: unpaced, the whole stream would now be in the server
         grown = rss_bytes(pid) - before
         sock.settimeout(60)
@@ -223,17 +231,9 @@ def test_a_slow_but_steady_client_gets_the_whole_stream_of_the_built_in_simulato
     token = app_with_alice(tmp_path, "slow steady")
     process, base_url = start_daphne(tmp_path, {"STREAMSCOPE_STALL_TIMEOUT_S": "3"})
     try:
-        host, port = base_url.removeprefix("http://").split(":")
         events = 150_000
-        body = json.dumps({"model": "sim-text", "input": "slow", "stream": True,
-                           "metadata": {"sim_tokens": str(events - 8), "sim_tokens_per_s": "max"}}).encode()
-        with socket.create_connection((host, int(port))) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            sock.sendall(b"POST /gateway/simulator/v1/responses HTTP/1.1\r\nHost: " + host.encode()
-                         + b"\r\nAuthorization: Bearer " + token.encode() + b"\r\nContent-Type: application/json\r\n"
-                         + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            got = sock.recv(4096)
-            assert got.startswith(b"HTTP/1.1 200")
+        sock, got = gateway_stream(base_url, token, events)
+        with sock:
             sock.settimeout(60)
             began = time.monotonic()
             while time.monotonic() - began < 12:  # 1 MiB every 1.5 s: never 3 s without taking bytes
