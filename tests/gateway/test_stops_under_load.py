@@ -260,12 +260,11 @@ async def test_a_database_blip_while_a_burst_is_recorded_does_not_drop_its_event
     assert len(stored) == len(sent), f"{len(sent)} sent, {len(stored)} stored; {run.status}: {run.error}"
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct path", "Django's view"])
-async def test_a_stop_ends_the_run_of_a_client_far_behind_on_either_path(sim_upstream, token, monkeypatch, settings,
-                                                                        direct):
+async def test_a_stop_ends_the_run_of_a_client_far_behind_on_djangos_view_path(sim_upstream, token, monkeypatch,
+                                                                              settings):
     # Review, 2026-11-30: on Django's view path (behind USE_X_FORWARDED_HOST or a script prefix) the
     # paced response held the relay's queue full and the stop's error event waited in it, so the run's
-    # end waited for the client to drain (or the stall timeout).
+    # end waited for the client to drain (or the stall timeout). The direct path: the test above.
     import time
     from types import SimpleNamespace
 
@@ -273,7 +272,7 @@ async def test_a_stop_ends_the_run_of_a_client_far_behind_on_either_path(sim_ups
     from dashboard.api import gateway as gateway_api
 
     settings.STREAMSCOPE_STALL_TIMEOUT_S = 30.0  # before the fix the run ended only once the client was let go
-    settings.USE_X_FORWARDED_HOST = not direct  # the gateway request left to Django's view
+    settings.USE_X_FORWARDED_HOST = True  # the gateway request left to Django's view
     monkeypatch.setattr(pacing, "DRAIN_POLL_S", 0.001)
     stuck = SimpleNamespace(dataBuffer=b"x" * (pacing.HIGH_WATER + 1), offset=0, _tempDataLen=0,
                             connected=True, abortConnection=lambda: None)
@@ -282,12 +281,18 @@ async def test_a_stop_ends_the_run_of_a_client_far_behind_on_either_path(sim_ups
     monkeypatch.setattr(pacing, "transport_of", lambda send: stuck)
     chunks = await upstream_chunks(sim_upstream, 1, tokens=400)
     replay = Replay(monkeypatch, chunks, gap_s=0.01)
-    exchange = Exchange("POST", f"{URL}/responses", json.dumps(BODY).encode(), auth(token))
-    serving = asyncio.ensure_future(exchange.run(GatewayASGI(pacing.PacedResponses(django_app()))))
-    for _ in range(500):
+    for _attempt in range(3):
+        # On the test database (SQLite in memory, shared cache) the run's INSERT on Django's path can
+        # meet another thread's write as SQLITE_LOCKED, which no busy timeout waits out (a file
+        # database in WAL mode waits): the request then fails before relaying anything; ask again.
+        exchange = Exchange("POST", f"{URL}/responses", json.dumps(BODY).encode(), auth(token))
+        serving = asyncio.ensure_future(exchange.run(GatewayASGI(pacing.PacedResponses(django_app()))))
+        for _ in range(500):
+            if replay.relays or serving.done():
+                break
+            await asyncio.sleep(0.01)
         if replay.relays:
             break
-        await asyncio.sleep(0.01)
     await asyncio.sleep(1.2)  # the relay's queue (QUEUE_CHUNKS) is full by now on Django's path
     relay = replay.relays[-1]
     relay.stop("stopped in the dashboard")
