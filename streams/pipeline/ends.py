@@ -21,7 +21,6 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
 
-from streams.models import Run
 from streams.pipeline import store
 from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
@@ -36,36 +35,9 @@ ROWS_PER_STATEMENT = 64
 def end_runs(ends: Sequence[End]) -> None:
     """Write every run's fields in one transaction: an UPDATE per set of columns (runs ending together
     have the same) and ROWS_PER_STATEMENT runs, a run named twice getting its fields merged in order
-    (the later value wins)."""
-    merged: dict[int, dict[str, Any]] = {}
-    for run_id, fields in ends:
-        merged.setdefault(run_id, {}).update(fields)
+    (the later value wins), as the flushes' rows are written (store.update_runs)."""
     with transaction.atomic():
-        if connection.vendor != "postgresql" and not store._one_statement():
-            for run_id, fields in merged.items():
-                Run.objects.filter(pk=run_id).update(**fields)
-            return
-        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
-        for run_id, fields in merged.items():
-            columns = tuple(sorted(fields))
-            by_columns.setdefault(columns, []).append(
-                [Run._meta.get_field(column).get_db_prep_save(fields[column], connection) for column in columns]
-                + [run_id])
-        table = connection.ops.quote_name(Run._meta.db_table)
-        with connection.cursor() as cursor:
-            for columns, all_params in by_columns.items():
-                for start in range(0, len(all_params), ROWS_PER_STATEMENT):
-                    _update(cursor, table, columns, all_params[start:start + ROWS_PER_STATEMENT])
-
-
-def _update(cursor: Any, table: str, columns: tuple[str, ...], params: list[list[Any]]) -> None:
-    for size, _padded, flat in store._fixed_chunks(params, len(columns) + 1):
-        sql = store._update_statement(connection.vendor, table, columns, size)
-        if connection.vendor == "postgresql":
-            with connection.wrap_database_errors:  # past the debug cursor, as store's updates
-                cursor.cursor.execute(sql, flat)
-        else:
-            store._execute_unlogged(cursor, sql, flat)
+        store.update_runs(ends, any_fields=True, rows_per_statement=ROWS_PER_STATEMENT)
 
 
 def _writes_apart() -> bool:

@@ -160,10 +160,15 @@ def append_many(batches: Sequence[Batch]) -> None:
     """Several runs' batches in one transaction: one insert for all rows, then the runs' updates."""
     with transaction.atomic():
         _insert_rows([row for _, rows, _ in batches for row in rows])
-        _update_runs([(run_id, fields) for run_id, _, fields in batches if fields])
+        update_runs([(run_id, fields) for run_id, _, fields in batches if fields])
 
 
-def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
+def update_runs(updates: Sequence[tuple[int, dict[str, Any]]], any_fields: bool = False,
+                rows_per_statement: int | None = None) -> None:
+    """Update runs' rows, grouped by columns into UPDATE ... FROM (VALUES ...) statements (of at most
+    ``rows_per_statement`` runs). A flush's fields (FLUSH_FIELDS) go as they are; with ``any_fields``
+    (the ends of runs, streams/pipeline/ends.py) every field is prepared by its model field, else a
+    run with other fields is updated by the ORM."""
     # One update per run, its fields merged in order (a later value replaces an earlier one), as one
     # UPDATE after another would leave them: one statement's VALUES must not name a run twice (an
     # UPDATE ... FROM would apply either row), and grouped by columns, a run's later fields could
@@ -173,34 +178,43 @@ def _update_runs(updates: Sequence[tuple[int, dict[str, Any]]]) -> None:
         merged.setdefault(run_id, {}).update(fields)
     by_columns: dict[tuple[str, ...], dict[int, list[Any]]] = {}
     for run_id, fields in merged.items():
-        if fields.keys() <= FLUSH_FIELDS:
-            columns = tuple(sorted(fields))
+        columns = tuple(sorted(fields))
+        if any_fields:
+            by_columns.setdefault(columns, {})[run_id] = [
+                Run._meta.get_field(c).get_db_prep_save(fields[c], connection) for c in columns] + [run_id]
+        elif fields.keys() <= FLUSH_FIELDS:
             by_columns.setdefault(columns, {})[run_id] = [_db_value(c, fields[c]) for c in columns] + [run_id]
-        else:  # the end of a run, or anything unusual: the ORM handles every field type
+        else:  # anything unusual: the ORM handles every field type
             Run.objects.filter(pk=run_id).update(**fields)
     if not by_columns:
         return
     table = connection.ops.quote_name(Run._meta.db_table)
     with connection.cursor() as cursor:
         for columns, by_run in by_columns.items():
-            params = list(by_run.values())
-            if _one_statement():
-                # One statement for every run (see _insert_rows), of the insert's fixed sizes, for
-                # the same reason; a padding row's id is NULL, which matches no run.
-                for size, _padded, flat in _fixed_chunks(params, len(columns) + 1):
-                    _execute_unlogged(cursor, _update_statement("sqlite", table, columns, size), flat)
-            elif connection.vendor == "postgresql":
-                # The same, instead of one UPDATE per run: executemany's row at a time cost ~112 us of
-                # the server's CPU per run, one statement for 200 runs ~13 us per run (docs/performance.md,
-                # fifth session). Past Django's debug cursor, as on SQLite (_execute_unlogged): with
-                # DEBUG on it would keep each statement with every run's whole output text in it.
-                for size, _padded, flat in _fixed_chunks(params, len(columns) + 1):
-                    with connection.wrap_database_errors:
-                        cursor.cursor.execute(_update_statement("postgresql", table, columns, size), flat)
-            else:
-                quote = connection.ops.quote_name
-                assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
-                cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)
+            every = list(by_run.values())
+            step = rows_per_statement or len(every)
+            for start in range(0, len(every), step):
+                _update_rows(cursor, table, columns, every[start:start + step])
+
+
+def _update_rows(cursor: Any, table: str, columns: tuple[str, ...], params: list[list[Any]]) -> None:
+    if _one_statement():
+        # One statement for every run (see _insert_rows), of the insert's fixed sizes, for
+        # the same reason; a padding row's id is NULL, which matches no run.
+        for size, _padded, flat in _fixed_chunks(params, len(columns) + 1):
+            _execute_unlogged(cursor, _update_statement("sqlite", table, columns, size), flat)
+    elif connection.vendor == "postgresql":
+        # The same, instead of one UPDATE per run: executemany's row at a time cost ~112 us of
+        # the server's CPU per run, one statement for 200 runs ~13 us per run (docs/performance.md,
+        # fifth session). Past Django's debug cursor, as on SQLite (_execute_unlogged): with
+        # DEBUG on it would keep each statement with every run's whole output text in it.
+        for size, _padded, flat in _fixed_chunks(params, len(columns) + 1):
+            with connection.wrap_database_errors:
+                cursor.cursor.execute(_update_statement("postgresql", table, columns, size), flat)
+    else:
+        quote = connection.ops.quote_name
+        assignments = ", ".join(f"{quote(column)} = %s" for column in columns)
+        cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {quote('id')} = %s", params)
 
 
 def _update_statement(vendor: str, table: str, columns: tuple[str, ...], rows: int) -> str:
