@@ -286,10 +286,15 @@ def inside_timings(stack: Stack) -> dict[str, tuple[float, float]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     path.unlink()
     rows = [row for row in rows if "first_byte" in row]
-    return {what: (percentile([r[what] for r in rows], 50), percentile([r[what] for r in rows], 99))
-            for what in ("token", "rules", "confirmed", "insert_started", "run_inserted", "upstream_headers", "run_created",
-                         "headers", "first_byte", "cpu")
-            if rows and all(what in row for row in rows)}
+    # A mark some requests do not pass (the run inserted beside, a token checked again) is over those that do.
+    marks = ("token", "rules", "confirmed", "insert_started", "run_inserted", "upstream_headers", "run_created",
+             "headers", "first_byte", "cpu")
+    figures = {}
+    for what in marks:
+        values = [row[what] for row in rows if what in row]
+        if values:
+            figures[what] = (percentile(values, 50), percentile(values, 99))
+    return figures
 
 
 def _per_event_us(split: CpuSplit, events: int) -> dict[str, float]:

@@ -141,9 +141,9 @@ class GatewayRequest:
     # The caller's own upstream key, for providers with gateway_key "caller". Never stored.
     caller_key: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict)  # the client's, lower-cased names
-    # The check of a token this process found live moments ago, still running (its owner, or None:
-    # refused). A stream's request goes on beside it; nothing is answered or kept until it says yes.
-    confirming: Awaitable[Any] | None = field(default=None, repr=False)
+    # The check, still to be made, of a token this process found live moments ago (its owner, or
+    # None: refused). A stream's request goes on before it; nothing is answered or kept until it says yes.
+    check: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -225,9 +225,10 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     headers = upstream_headers(request)
     t0 = time.monotonic()  # the request sent on (again below, when it was not sent ahead)
     sending = None
-    if request.confirming is not None:
+    if request.check is not None:
         if _sent_ahead(kind, body, fields, rules):
-            sending = asyncio.ensure_future(_send(request, headers))  # beside the token's check
+            sending = asyncio.ensure_future(_send(request, headers))
+            await asyncio.sleep(0)  # its request written first: the check's query goes while the provider works
         try:
             await confirmed(request)
         except BaseException:
@@ -328,11 +329,11 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
 
 async def confirmed(request: GatewayRequest) -> None:
     """Returns once the request's token is known live (at once when it was checked before the request
-    was made); raises :class:`TokenRefused` when the check still running says it is not."""
-    if request.confirming is None:
+    was made); raises :class:`TokenRefused` when its check, made now, says it is not."""
+    if request.check is None:
         return
-    confirming, request.confirming = request.confirming, None
-    if await confirming is None:
+    check, request.check = request.check, None
+    if await check() is None:
         raise TokenRefused
 
 
