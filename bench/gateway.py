@@ -277,8 +277,7 @@ def timings_file(stack: Stack) -> Path:
 
 def inside_timings(stack: Stack) -> dict[str, tuple[float, float]]:
     """p50/p99 of what the gateway timed inside its process for the streams so far (then forgotten):
-    ms from the server handing the request over to the token checked (or, for a stream of a token
-    found live moments ago, sent on: "confirmed" when its check answered), the response's headers sent,
+    ms from the server handing the request over to the token checked, the response's headers sent,
     the first body byte sent; and the process's CPU ms while the request lasted."""
     path = timings_file(stack)
     if not path.exists():
@@ -286,15 +285,10 @@ def inside_timings(stack: Stack) -> dict[str, tuple[float, float]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     path.unlink()
     rows = [row for row in rows if "first_byte" in row]
-    # A mark some requests do not pass (the run inserted beside, a token checked again) is over those that do.
-    marks = ("token", "rules", "confirmed", "insert_started", "run_inserted", "upstream_headers", "run_created",
-             "headers", "first_byte", "cpu")
-    figures = {}
-    for what in marks:
-        values = [row[what] for row in rows if what in row]
-        if values:
-            figures[what] = (percentile(values, 50), percentile(values, 99))
-    return figures
+    return {what: (percentile([r[what] for r in rows], 50), percentile([r[what] for r in rows], 99))
+            for what in ("token", "rules", "insert_started", "run_inserted", "upstream_headers", "run_created",
+                         "headers", "first_byte", "cpu")
+            if rows and all(what in row for row in rows)}
 
 
 def _per_event_us(split: CpuSplit, events: int) -> dict[str, float]:

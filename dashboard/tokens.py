@@ -16,8 +16,6 @@ import logging
 import secrets
 import sqlite3
 import threading
-import time
-from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,10 +36,6 @@ TOKEN_PREFIX = "ssk_"
 PREFIX_SHOWN = 12  # "ssk_" and 8 characters of the secret: enough to tell tokens apart
 TOKEN_PATHS = ("/api/", "/gateway/")
 LAST_USED_RESOLUTION = timedelta(minutes=1)  # last_used_at is written at most once a minute
-# A token this process found live within VOUCHED_FOR_S is acted on while it is checked again (the
-# gateway sends a stream's request on beside the check; dashboard/api/gateway.py): at most this many.
-VOUCHED_FOR_S = 300.0
-VOUCHED_MAX = 4096
 REJECTED = ("the API token is unknown or revoked; make one at /settings/tokens/ and send it as "
             "Authorization: Bearer <token>")
 
@@ -62,7 +56,6 @@ def revoke_token(token: ApiToken) -> None:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
-    _vouch(token.token_hash, None)  # this process acts on it no more; others check it before anything is seen
 
 
 def authenticate_token(secret: str) -> ApiToken | None:
@@ -100,16 +93,13 @@ async def token_owner(secret: str) -> Any | None:
     thread."""
     if not secret.startswith(TOKEN_PREFIX):
         return None
-    token_hash = hash_token(secret)
     try:
-        row = await _read_token(token_hash)
+        row = await _read_token(hash_token(secret))
     except Exception as exc:  # the fast path is only an optimisation: any failure costs speed, not the request
         if not isinstance(exc, _NoDirectRead):
             loop_db.note_fallback("the gateway's direct token read", exc)
         token = await database_sync_to_async(authenticate_token)(secret)
-        _vouch(token_hash, token.owner_id if token is not None else None)
         return token.owner if token is not None else None
-    _vouch(token_hash, row[1] if row is not None else None)
     if row is None:
         return None
     token_id, owner_id, last_used = row
@@ -121,34 +111,6 @@ async def token_owner(secret: str) -> Any | None:
     if _use_due(last_used, now):
         _note_use_later(token_id, now)
     return get_user_model()(pk=owner_id, is_active=True)
-
-
-_vouched: OrderedDict[str, tuple[int, float]] = OrderedDict()  # token hash -> (owner id, found live at)
-_vouched_lock = threading.Lock()  # revoke_token forgets on a database thread
-
-
-def vouched_owner(secret: str) -> Any | None:
-    """The owner of the token ``secret`` opens if this process found it live within VOUCHED_FOR_S,
-    else None. Not a check: a caller acting on it before :func:`token_owner` answers must let nothing
-    be seen or kept (no answer, no run) until that check says the token is still live."""
-    if not secret.startswith(TOKEN_PREFIX):
-        return None
-    vouched = _vouched.get(hash_token(secret))
-    if vouched is None or time.monotonic() - vouched[1] > VOUCHED_FOR_S:
-        return None
-    return get_user_model()(pk=vouched[0], is_active=True)
-
-
-def _vouch(token_hash: str, owner_id: int | None) -> None:
-    """What a token check found: live (``owner_id``) is remembered, refused is forgotten at once."""
-    with _vouched_lock:
-        if owner_id is None:
-            _vouched.pop(token_hash, None)
-            return
-        _vouched[token_hash] = (owner_id, time.monotonic())
-        _vouched.move_to_end(token_hash)
-        while len(_vouched) > VOUCHED_MAX:
-            _vouched.popitem(last=False)
 
 
 _noting: dict[int, asyncio.Task] = {}  # token id -> its last use being written (strong references)

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -35,12 +33,11 @@ from django.views.decorators.csrf import csrf_exempt
 
 from dashboard.middleware import INTERNAL_ERROR, is_secure, request_headers, security_headers
 from dashboard.pacing import ClientGone, client_caught_up, far_behind
-from dashboard.tokens import REJECTED, bearer_of, token_owner, vouched_owner
+from dashboard.tokens import REJECTED, bearer_of, token_owner
 from dashboard.twisted_shim import send_at_once, transport_of
 from streams.gateway.proxy import (
     GatewayAnswer,
     GatewayRequest,
-    TokenRefused,
     UnknownRoute,
     forward,
     openai_error_body,
@@ -68,48 +65,31 @@ def refusal(message: str, status: int, code: str) -> GatewayAnswer:
 
 
 async def answer(method: str, provider: str, path: str, query: str, headers: dict[str, str], body: bytes | None,
-                 owner: Any, rejected: str | None, check: Callable[[], Awaitable[Any]] | None = None) -> GatewayAnswer:
+                 owner: Any, rejected: str | None) -> GatewayAnswer:
     """What the gateway answers a request. ``headers`` are the client's (lower-cased names),
-    ``body`` None when it was too large, ``owner`` the token's user (None: ``rejected`` says why).
-    ``check``: for a token this process found live moments ago (``owner`` is its owner then), its
-    check still to be made; a stream's request goes on before it, and nothing is answered or
-    recorded before it says the token is still live (else 401, as for any refused token)."""
+    ``body`` None when it was too large, ``owner`` the token's user (None: ``rejected`` says why)."""
     if owner is None:
         return refusal(rejected or MISSING_TOKEN, 401, "invalid_api_key")
     try:
         upstream = get_provider(provider)
     except UnknownProvider:
-        return await _unless_refused(check, refusal(f"No provider named {provider!r} on this Streamscope.",
-                                                         404, "unknown_provider"))
+        return refusal(f"No provider named {provider!r} on this Streamscope.", 404, "unknown_provider")
     try:
         route_kind(method, path)
     except UnknownRoute as exc:
-        return await _unless_refused(check, refusal(str(exc), 404, "unknown_url"))
+        return refusal(str(exc), 404, "unknown_url")
     caller_key = None
     if upstream.gateway_key == "caller":
         caller_key = headers.get(CALLER_KEY_HEADER.lower(), "").strip() or None
         if caller_key is None:
-            return await _unless_refused(check, refusal(
-                f"The provider {provider!r} takes your own key: send it as "
-                f"{CALLER_KEY_HEADER}: Bearer <your {provider} key>.", 401, "missing_upstream_key"))
+            return refusal(f"The provider {provider!r} takes your own key: send it as "
+                           f"{CALLER_KEY_HEADER}: Bearer <your {provider} key>.", 401, "missing_upstream_key")
     if body is None:
-        return await _unless_refused(check, refusal("The request body is too large for this server.",
-                                                         413, "body_too_large"))
-    try:
-        return await forward(GatewayRequest(
-            provider=upstream, method=method, path=path, query=query, body=body, owner=owner, caller_key=caller_key,
-            headers={name: value for name, value in headers.items() if name not in PRIVATE_HEADERS},
-            check=check,
-        ))
-    except TokenRefused:
-        return refusal(REJECTED, 401, "invalid_api_key")
-
-
-async def _unless_refused(check: Callable[[], Awaitable[Any]] | None, reply: GatewayAnswer) -> GatewayAnswer:
-    """``reply``, or the token's refusal when its check, still to be made, says it is not live."""
-    if check is not None and await check() is None:
-        return refusal(REJECTED, 401, "invalid_api_key")
-    return reply
+        return refusal("The request body is too large for this server.", 413, "body_too_large")
+    return await forward(GatewayRequest(
+        provider=upstream, method=method, path=path, query=query, body=body, owner=owner, caller_key=caller_key,
+        headers={name: value for name, value in headers.items() if name not in PRIVATE_HEADERS},
+    ))
 
 
 # --- through Django ----------------------------------------------------------------------------
@@ -236,18 +216,13 @@ class DirectRequest:
     async def respond(self, body: bytes | None) -> None:
         try:
             secret = bearer_of(self.headers.get("authorization"))
-            # A stream's request from a token this process found live moments ago goes on before the
-            # token is checked again (the check's database trip beside the provider's work).
-            owner = vouched_owner(secret) if secret and self.scope["method"] == "POST" else None
-            check = functools.partial(token_owner, secret) if owner is not None else None
-            if owner is None:
-                owner = await token_owner(secret) if secret else None
+            owner = await token_owner(secret) if secret else None
             if self.timing is not None:
                 self.timing.mark("token")
                 proxy_timing.set(self.timing.mark)
             reply = await answer(self.scope["method"], self.provider, self.path,
                                  self.scope.get("query_string", b"").decode("latin1"), self.headers, body,
-                                 owner, REJECTED if secret is not None else None, check)
+                                 owner, REJECTED if secret is not None else None)
         except Exception:
             log.exception("%s %s failed", self.scope["method"], self.scope["path"])
             reply = GatewayAnswer(500, {"content-type": "application/json"}, json.dumps(INTERNAL_ERROR).encode())

@@ -126,10 +126,6 @@ class UnknownRoute(LookupError):
     pass
 
 
-class TokenRefused(Exception):
-    """The token a request was acted on turned out revoked (or its owner inactive): answer 401."""
-
-
 @dataclass
 class GatewayRequest:
     provider: Provider
@@ -141,9 +137,6 @@ class GatewayRequest:
     # The caller's own upstream key, for providers with gateway_key "caller". Never stored.
     caller_key: str | None = field(default=None, repr=False)
     headers: dict[str, str] = field(default_factory=dict)  # the client's, lower-cased names
-    # The check, still to be made, of a token this process found live moments ago (its owner, or
-    # None: refused). A stream's request goes on before it; nothing is answered or kept until it says yes.
-    check: Callable[[], Awaitable[Any]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -208,34 +201,18 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     kind = route_kind(request.method, request.path)
     params = dict(_query_pairs(request.query))
     if kind == "pass" or (kind == "resume" and params.get("stream") != "true"):
-        await confirmed(request)
         return await _pass_through(request)
     try:
         body = json.loads(request.body) if request.body else {}
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        await confirmed(request)
         return GatewayAnswer(400, {"content-type": "application/json"},
                              openai_error_body("The body must be a JSON object.", "invalid_request_error", "bad_json"))
     protocol = "chat" if request.path == "chat/completions" else "responses"
     fields = _run_fields(request, body, kind, params)
     rules = await moderation_rules()
     _mark("rules")
-    headers = upstream_headers(request)
-    t0 = time.monotonic()  # the request sent on (again below, when it was not sent ahead)
-    sending = None
-    if request.check is not None:
-        if _sent_ahead(kind, body, fields, rules):
-            sending = asyncio.ensure_future(_send(request, headers))
-            await asyncio.sleep(0)  # its request written first: the check's query goes while the provider works
-        try:
-            await confirmed(request)
-        except BaseException:
-            if sending is not None:
-                _abandon(sending)
-            raise
-        _mark("confirmed")
     recorder: GatewayRecorder | None = None
     pending: PendingRow | None = None
     creating: asyncio.Future[Run]
@@ -266,14 +243,14 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         # trip is out of the time to first byte). The run exists before a byte of the answer is
         # read, so the recorder misses nothing.
         creating = asyncio.ensure_future(_create_run_beside(request, fields, kind))
+    headers = upstream_headers(request)
+    t0 = time.monotonic()
     response: httpx.Response | LegResponse | None = None
     failure: UpstreamError | None = None
     if pending is not None and recorder is not None:
         _row_after(recorder, ROW_AFTER_SEND_S)  # unless the head and first bytes come first
-    if sending is None:
-        t0 = time.monotonic()
     try:
-        response = await (sending if sending is not None else _send(request, headers))
+        response = await _send(request, headers)
         _mark("upstream_headers")
     except asyncio.CancelledError:  # the client left while the provider was still to answer
         run = await creating  # cancelled once already: the run is still created and ended
@@ -325,33 +302,6 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         status, error = recorder.take_body(whole, recorder._now())
         _end_later(recorder, status, error)
     return GatewayAnswer(response.status_code, passed, whole, run_id=run.pk)
-
-
-async def confirmed(request: GatewayRequest) -> None:
-    """Returns once the request's token is known live (at once when it was checked before the request
-    was made); raises :class:`TokenRefused` when its check, made now, says it is not."""
-    if request.check is None:
-        return
-    check, request.check = request.check, None
-    if await check() is None:
-        raise TokenRefused
-
-
-def _sent_ahead(kind: str, body: dict[str, Any], fields: _RunFields, rules: list[ModerationRule]) -> bool:
-    """Whether a request may go on while its token is checked again: a new stream only. Closing it
-    unread stops it; a background response would go on upstream, a whole answer be generated."""
-    return (kind == "record" and body.get("stream") is True and not fields.background
-            and not _input_stopped(fields, rules))
-
-
-def _abandon(sending: asyncio.Future) -> None:
-    """An upstream request sent beside a token check that refused it: cancelled, or closed when its
-    answer had come (a stream closed unread: the provider stops generating). Nothing was recorded."""
-    def close(done: asyncio.Future) -> None:
-        if not done.cancelled() and done.exception() is None:
-            _spawn(done.result().aclose(), "gateway-abandoned")
-    sending.add_done_callback(close)
-    sending.cancel()
 
 
 async def _send(request: GatewayRequest, headers: dict[str, str]) -> httpx.Response | LegResponse:
