@@ -372,14 +372,15 @@ class RunRecorder:
         """The run's duration in ms for its metrics: until now, its end (the gateway's: the stream's)."""
         return self._now() if self.t0 else None
 
-    async def _finish(self, status: str, error: Any) -> str:
+    def final_fields(self, status: str, error: Any) -> dict[str, Any]:
+        """The run's row at its end, from what this recorder has understood of its events."""
         output_text = "".join(self.text_parts)
         usage = None
         if self.terminal_response:
             usage = self.terminal_response.get("usage")
             output_text = _response_output_text(self.terminal_response) or output_text
         metrics = self.metrics.snapshot(duration_ms=self._duration())
-        final = {
+        return {
             "status": status,
             "error": _storable(error),
             # Upstream text may carry lone surrogates (JSON "\ud800" escapes) no database or page
@@ -390,6 +391,10 @@ class RunRecorder:
             **column_values(metrics),  # the indexed copies the runs list sorts and filters on
             "finished_at": store.now(),
         }
+
+    async def _finish(self, status: str, error: Any) -> str:
+        final = self.final_fields(status, error)
+        metrics = final["metrics"]
         # The last events first, stored and published as any batch; then the end on the run's row, in
         # a write of its own (grouped with other runs' ends, streams/pipeline/ends.py): the end rewrites
         # the whole text (and on PostgreSQL its search vector and every index of the row), and the last
@@ -411,17 +416,21 @@ class RunRecorder:
 
 def replay_stored(run_id: int) -> RunRecorder:
     """A recorder that has understood a run's stored events as it does while the run streams (its
-    text, response id, terminal event or error, a chat's finish and ``[DONE]``), storing nothing:
-    for a run that ended without its recorder (the row has its text only every TEXT_EVERY_S)."""
+    text, response id, terminal event or error, a chat's finish and ``[DONE]``, its metrics and
+    usage), storing nothing: for a run that ended without its recorder (the row has its text only
+    every TEXT_EVERY_S). Its byte count is of the stored payloads (live: the frames as they came)."""
     recorder = RunRecorder(run_id)
-    for _seq, _t, event_type, data in store.iter_event_rows(run_id):
+    for _seq, t, event_type, data in store.iter_event_rows(run_id):
         if event_type == DONE_MARKER:
             recorder.saw_done_marker = True
+            recorder.metrics.observe(t, event_type, len(data))
             continue
         try:
             payload = json.loads(data)
         except (ValueError, RecursionError):  # stored as it came: orjson, live, nests deeper than json
+            recorder.metrics.observe(t, event_type, len(data))
             continue
+        recorder.metrics.observe_payload(t, event_type, payload, len(data))
         if isinstance(payload, dict):
             recorder._understand(event_type, payload)
             if event_type == "chat.completion.chunk":

@@ -30,11 +30,10 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.live.recorder import replay_stored, stored_ending, stored_output_text
+from streams.live.recorder import replay_stored, stored_ending
 from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
-from streams.protocol.values import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +124,7 @@ def end_from_log(run: Run) -> bool:
     if ending is None:
         return False
     run.status, error = ending
-    fields = {"status": run.status, "error": error, "finished_at": timezone.now(),
-              "output_text": clean_text("".join(recorder.text_parts))}
+    fields = recorder.final_fields(run.status, error)  # its text, usage and metrics as its events say
     if recorder.response_id and not run.response_id:
         fields["response_id"] = recorder.response_id
     still_ours(run).update(**fields)  # a Stop that ended it meanwhile stands
@@ -140,17 +138,14 @@ def still_ours(run: Run) -> Any:
 
 
 def mark_interrupted(run: Run) -> None:
-    still_ours(run).update(
-        status=RunStatus.INTERRUPTED,
-        finished_at=timezone.now(),
-        # The row's copy is up to TEXT_EVERY_S behind the stored events: the whole text, from them.
-        output_text=stored_output_text(run.pk),
-        error={
-            "message": "the process streaming this run stopped (crash or restart) and the upstream "
-            "response could not be resumed; the events stored before that are all kept",
-            "code": "interrupted",
-        },
-    )
+    error = {
+        "message": "the process streaming this run stopped (crash or restart) and the upstream "
+        "response could not be resumed; the events stored before that are all kept",
+        "code": "interrupted",
+    }
+    # The row's copy of the text is up to TEXT_EVERY_S behind the stored events, and its metrics are
+    # written only at a run's end: both from the events.
+    still_ours(run).update(**replay_stored(run.pk).final_fields(RunStatus.INTERRUPTED, error))
 
 
 async def recover_once() -> list[int]:

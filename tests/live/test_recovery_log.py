@@ -178,3 +178,38 @@ async def test_a_run_a_stop_rule_stopped_on_its_terminal_event_is_not_ended_comp
     ended = await Run.objects.aget(pk=run.pk)
     # Not completed: with a stop rule on the output the log cannot say how the run ended.
     assert ended.status == RunStatus.INTERRUPTED, (ended.status, ended.error)
+
+
+def completed_log(response_id: str = "resp_m") -> list:
+    usage = {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
+    return [("response.created", {"type": "response.created", "sequence_number": 0,
+                                  "response": {"id": response_id, "status": "in_progress"}}),
+            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1, "delta": "he"}),
+            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 2, "delta": "llo"}),
+            ("response.completed", {"type": "response.completed", "sequence_number": 3,
+                                    "response": {"id": response_id, "status": "completed", "usage": usage}})]
+
+
+async def test_a_run_ended_from_its_log_gets_its_usage_and_metrics(user, monkeypatch):
+    """The eighth session left it: a run whose process died after its last events were stored was
+    ended from them without usage or metrics (the row keeps neither until a run's end)."""
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    await sync_to_async(store_rows)(run, completed_log())  # t = 0, 1, 2, 3 ms
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    after = await Run.objects.aget(pk=run.pk)
+    assert (after.status, after.output_text) == (RunStatus.COMPLETED, "hello")
+    assert after.usage == {"input_tokens": 5, "output_tokens": 2, "total_tokens": 7}
+    assert after.metrics["events"] == 4 and after.metrics["output_tokens"] == 2
+    assert (after.metrics["ttfe_ms"], after.metrics["ttfd_ms"], after.metrics["duration_ms"]) == (0.0, 1.0, 3.0)
+    assert after.ttft_ms == 1.0  # the indexed copy the runs list sorts on
+
+
+async def test_an_interrupted_run_gets_the_metrics_of_what_was_stored(user, monkeypatch):
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    await sync_to_async(store_rows)(run, completed_log()[:3])  # cut before its end
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    after = await Run.objects.aget(pk=run.pk)
+    assert (after.status, after.output_text, after.error["code"]) == (RunStatus.INTERRUPTED, "hello", "interrupted")
+    assert after.metrics["events"] == 3 and after.metrics["ttfd_ms"] == 1.0
