@@ -32,7 +32,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from streams.gateway.run_row import IdTaken, Inserted, PendingRow, insert_again
-from streams.live.recorder import RAW_KEEP, RunLimitExceeded, RunRecorder, usable_response_id
+from streams.live.recorder import NOT_A_JSON_OBJECT, RAW_KEEP, RunLimitExceeded, RunRecorder
 from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
@@ -204,41 +204,14 @@ class GatewayRecorder(RunRecorder):
             payload = json.loads(text)
         except ValueError:
             payload = None
-        data = text if isinstance(payload, dict) else json.dumps({"raw": text[:RAW_KEEP], "error": "not a JSON object"})
+        data = text if isinstance(payload, dict) else json.dumps({"raw": text[:RAW_KEEP], "error": NOT_A_JSON_OBJECT})
         try:
             self._add(RESPONSE_BODY, data, t, len(body), payload)
         except ModerationStopped:
             pass  # the answer was complete before it was moderated; the flag is recorded
         except Exception as exc:  # noqa: BLE001
             self._stop_recording(f"the answer could not be recorded ({exc!r})")
-        if not isinstance(payload, dict):
-            return RunStatus.FAILED, {"message": "the upstream's answer is not a JSON object", "code": "not_json"}
-        usage = payload.get("usage")
-        if isinstance(usage, dict):  # the run's token figures (runs list, compare), as a stream's end gives them
-            chat = payload.get("object") == "chat.completion"
-            self.metrics.usage = {"output_tokens": usage.get("completion_tokens"), **usage} if chat else usage
-        if payload.get("object") == "chat.completion":
-            choices = payload.get("choices") or [{}]
-            first = choices[0] if isinstance(choices[0], dict) else {}
-            message = first.get("message") or {}
-            if isinstance(message, dict) and isinstance(message.get("content"), str):
-                self.text_parts.append(message["content"])
-            self.terminal_response = {"usage": payload.get("usage"), "output": []}
-            finish = first.get("finish_reason")
-            return (RunStatus.INCOMPLETE if finish in ("length", "content_filter") else RunStatus.COMPLETED), None
-        if usable_response_id(payload.get("id")):
-            self.response_id = usable_response_id(payload.get("id"))
-        self.terminal_response = payload
-        status = payload.get("status")
-        if status == "failed":
-            self.terminal_type = "response.failed"
-            return RunStatus.FAILED, self._failure_error()
-        if status == "incomplete":
-            return RunStatus.INCOMPLETE, None
-        if status == "cancelled":
-            return RunStatus.CANCELLED, None
-        # completed, or queued/in_progress for a background request: the request itself completed.
-        return RunStatus.COMPLETED, None
+        return self.understand_body(payload if isinstance(payload, dict) else None)
 
     def _stop_recording(self, why: str) -> None:
         self.recording = False

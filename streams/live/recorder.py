@@ -30,6 +30,7 @@ from streams.pipeline.flush_clock import RoundBatch
 from streams.protocol import fastjson, text_deltas
 from streams.protocol.catalogue import DONE_MARKER, MALFORMED, event_type_for
 from streams.protocol.metrics import FIRST_FIGURES, TERMINAL_TYPES, MetricsAccumulator, column_values
+from streams.protocol.rebuild import RESPONSE_BODY  # a non-streamed answer, stored whole as one event
 from streams.protocol.sse import MATCHING_MIN_BYTES, SSEDecoder, SSEFrame
 from streams.protocol.values import BadValue, clean_json, clean_text, usable_response_id
 from streams.review.moderation import LiveModerator
@@ -37,6 +38,7 @@ from streams.review.moderation import LiveModerator
 log = logging.getLogger(__name__)
 
 RAW_KEEP = 64 * 1024  # how much of a malformed line is kept in its event
+NOT_A_JSON_OBJECT = "not a JSON object"  # a non-streamed answer that was not: stored as {"raw": ..., "error": this}
 HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 # How often a live run's row is rewritten (count, heartbeat, upstream cursor, output text): about
 # once a second, not with every batch. A row rewrite cost ~35 us of CPU on SQLite, as much as the
@@ -90,6 +92,7 @@ class RunRecorder:
         self._row_has_response_id = False
         self._firsts_saved: set[str] = set()  # FIRST_FIGURES columns written on the row
         self.replayed_chat = False  # replay_stored saw Chat Completions chunks
+        self.body_outcome: tuple[str, Any] | None = None  # replay_stored's non-streamed answer: its status, error
         self._last_write = time.monotonic()
         self.max_events = settings.STREAMSCOPE_MAX_EVENTS_PER_RUN
         # An upstream that never closes (keep-alive comments forever) still ends some time.
@@ -354,6 +357,39 @@ class RunRecorder:
             "code": "truncated_stream",
         }
 
+    def understand_body(self, payload: dict[str, Any] | None) -> tuple[str, Any]:
+        """A non-streamed answer (the gateway's, stored as one ``streamscope.response_body`` event;
+        None: it was not a JSON object): its text, usage and response id taken in, and the run's
+        status and error from what it says."""
+        if payload is None:
+            return RunStatus.FAILED, {"message": "the upstream's answer is not a JSON object", "code": "not_json"}
+        usage = payload.get("usage")
+        if isinstance(usage, dict):  # the run's token figures (runs list, compare), as a stream's end gives them
+            chat = payload.get("object") == "chat.completion"
+            self.metrics.usage = {"output_tokens": usage.get("completion_tokens"), **usage} if chat else usage
+        if payload.get("object") == "chat.completion":
+            choices = payload.get("choices") or [{}]
+            first = choices[0] if isinstance(choices[0], dict) else {}
+            message = first.get("message") or {}
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                self.text_parts.append(message["content"])
+            self.terminal_response = {"usage": payload.get("usage"), "output": []}
+            finish = first.get("finish_reason")
+            return (RunStatus.INCOMPLETE if finish in ("length", "content_filter") else RunStatus.COMPLETED), None
+        if usable_response_id(payload.get("id")):
+            self.response_id = usable_response_id(payload.get("id"))
+        self.terminal_response = payload
+        status = payload.get("status")
+        if status == "failed":
+            self.terminal_type = "response.failed"
+            return RunStatus.FAILED, self._failure_error()
+        if status == "incomplete":
+            return RunStatus.INCOMPLETE, None
+        if status == "cancelled":
+            return RunStatus.CANCELLED, None
+        # completed, or queued/in_progress for a background request: the request itself completed.
+        return RunStatus.COMPLETED, None
+
     def _failure_error(self) -> dict[str, Any]:
         """The error as the upstream described it: nested or flat ``error`` event, or response.error."""
         detail: dict[str, Any] = {}
@@ -431,7 +467,10 @@ def replay_stored(run_id: int) -> RunRecorder:
             recorder.metrics.observe(t, event_type, len(data))
             continue
         recorder.metrics.observe_payload(t, event_type, payload, len(data))
-        if isinstance(payload, dict):
+        if event_type == RESPONSE_BODY and isinstance(payload, dict):
+            unreadable = set(payload) == {"raw", "error"} and payload["error"] == NOT_A_JSON_OBJECT
+            recorder.body_outcome = recorder.understand_body(None if unreadable else payload)
+        elif isinstance(payload, dict):
             recorder._understand(event_type, payload)
             if event_type == "chat.completion.chunk":
                 recorder.replayed_chat = True
@@ -447,7 +486,9 @@ def stored_ending(recorder: RunRecorder) -> tuple[str, Any] | None:
     """How the stream ended, from the events ``recorder`` replayed (:func:`replay_stored`), when they
     hold its end: a terminal event, an error event, a chat's finish or ``[DONE]``; else None. A run's
     last events are stored before its end is written on its row, so a process that died between the
-    two leaves a run whose log says how it ended."""
+    two leaves a run whose log says how it ended. A non-streamed answer stored whole is its end."""
+    if recorder.body_outcome is not None:
+        return recorder.body_outcome
     chat = recorder.replayed_chat  # a Responses stream may end in [DONE] too: not its end
     if recorder.terminal_type is None and recorder.error_event is None and not (
             chat and (recorder.saw_done_marker or recorder.chat_finish_reason)):

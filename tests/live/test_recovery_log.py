@@ -213,3 +213,24 @@ async def test_an_interrupted_run_gets_the_metrics_of_what_was_stored(user, monk
     after = await Run.objects.aget(pk=run.pk)
     assert (after.status, after.output_text, after.error["code"]) == (RunStatus.INTERRUPTED, "hello", "interrupted")
     assert after.metrics["events"] == 3 and after.metrics["ttfd_ms"] == 1.0
+
+
+@pytest.mark.parametrize(("body", "status", "text", "usage"), [
+    ({"id": "resp_w", "object": "response", "status": "completed", "usage": {"output_tokens": 1},
+      "output": [{"type": "message", "content": [{"type": "output_text", "text": "whole"}]}]},
+     RunStatus.COMPLETED, "whole", {"output_tokens": 1}),
+    ({"id": "chatcmpl-1", "object": "chat.completion", "usage": {"completion_tokens": 3},
+      "choices": [{"message": {"content": "cut"}, "finish_reason": "length"}]},
+     RunStatus.INCOMPLETE, "cut", {"completion_tokens": 3}),
+    ({"raw": "<html>", "error": "not a JSON object"}, RunStatus.FAILED, "", None),
+], ids=["response", "chat", "not-json"])
+async def test_a_gateway_run_whose_whole_answer_was_stored_ends_as_it_says(user, monkeypatch, body, status, text, usage):
+    """The eighth session left it: a non-streamed answer (one streamscope.response_body event) was not
+    read by the replay, so a gateway run whose process died after storing it was marked interrupted."""
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1", source="gateway")
+    await sync_to_async(store_rows)(run, [("streamscope.response_body", body)])
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    after = await Run.objects.aget(pk=run.pk)
+    assert (after.status, after.output_text, after.usage) == (status, text, usage)
+    assert after.metrics["events"] == 1
