@@ -30,7 +30,7 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.live.recorder import replay_stored, stored_ending
+from streams.live.recorder import RunRecorder, replay_stored, stored_ending
 from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
@@ -119,7 +119,7 @@ def end_from_log(run: Run) -> bool:
     if ModerationRule.objects.filter(enabled=True, action=ModerationRule.Action.STOP).exclude(
             scope=ModerationRule.Scope.INPUT).exists():
         return False
-    recorder = replay_stored(run.pk)
+    recorder = replayed(run)
     ending = stored_ending(recorder)
     if ending is None:
         return False
@@ -145,7 +145,16 @@ def mark_interrupted(run: Run) -> None:
     }
     # The row's copy of the text is up to TEXT_EVERY_S behind the stored events, and its metrics are
     # written only at a run's end: both from the events.
-    still_ours(run).update(**replay_stored(run.pk).final_fields(RunStatus.INTERRUPTED, error))
+    still_ours(run).update(**replayed(run).final_fields(RunStatus.INTERRUPTED, error))
+
+
+def replayed(run: Run) -> RunRecorder:
+    """The run's stored events replayed (:func:`replay_stored`), once per recovery of it: ending it from
+    its log and then marking it interrupted read the same events (it is claimed: nothing is added)."""
+    replay = getattr(run, "_replayed", None)
+    if replay is None:
+        replay = run._replayed = replay_stored(run.pk)
+    return replay
 
 
 async def recover_once() -> list[int]:
