@@ -33,6 +33,7 @@ from streams.live.launcher import get_launcher
 from streams.live.recorder import RunRecorder, replay_stored, stored_ending
 from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
+from streams.pipeline.flush_clock import flush_clock
 from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,23 @@ def find_orphans() -> list[Run]:
     # changed hands since it was judged here is left out (the next sweep judges it again).
     rows = Run.objects.filter(pk__in=list(judged)).order_by("pk")
     return [run for run in rows if judged[run.pk] == (run.status, run.worker, run.heartbeat_at)]
+
+
+def find_own_orphans(held: set[int]) -> list[Run]:
+    """Active runs of this very process that nothing here runs any more (not in ``held``) and that have
+    been silent as long as another process waits for a live process's run (six times
+    STREAMSCOPE_STALE_AFTER_S): a run whose task ended without its end on the row (the end's write
+    failed, twice) stayed ``streaming`` until the process restarted, and in one process for good."""
+    long_stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S * 6)
+    silent = Q(heartbeat_at__lt=long_stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=long_stale_before)
+    rows = Run.objects.filter(silent, status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME).order_by("pk")
+    return [run for run in rows if run.pk not in held]
+
+
+def held_here() -> set[int]:
+    """The runs this process's event loop runs now: recorded (the flush clock's) or launched."""
+    held = {run_id for run in flush_clock().runs if (run_id := getattr(run, "run_id", None)) is not None}
+    return held | set(getattr(get_launcher(), "tasks", ()))
 
 
 def claim(run: Run) -> bool:
@@ -160,7 +178,9 @@ def replayed(run: Run) -> RunRecorder:
 async def recover_once() -> list[int]:
     """One sweep: returns the ids of runs this process took over."""
     taken = []
-    for run in await database_sync_to_async(find_orphans)():
+    orphans = await database_sync_to_async(find_orphans)()
+    orphans += await database_sync_to_async(find_own_orphans)(held_here())
+    for run in orphans:
         if not await database_sync_to_async(claim)(run):
             continue
         taken.append(run.pk)

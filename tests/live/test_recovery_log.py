@@ -247,3 +247,39 @@ async def test_an_interrupted_orphan_s_log_is_read_once(user, monkeypatch):
     await recovery.recover_once()
     assert reads == [run.pk]
     assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.INTERRUPTED
+
+
+async def test_a_run_of_this_process_that_nothing_here_runs_is_recovered_once_silent_for_long(user, monkeypatch):
+    """Older than the eighth session: a run whose task ended without its end on the row (the end's
+    write failed, twice) stayed streaming until the process restarted (other processes take over a
+    live process's run only when it is silent for long; in one process, nothing did)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from streams.live.executor import WORKER_NAME
+    from streams.pipeline.flush_clock import flush_clock
+
+    long_ago = timezone.now() - timedelta(minutes=5)
+    dropped, held, beating = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker=WORKER_NAME)
+                              for _ in range(3)]
+    for run in (dropped, held, beating):
+        await sync_to_async(store_rows)(run, completed_log())
+    await Run.objects.filter(pk__in=[dropped.pk, held.pk]).aupdate(heartbeat_at=long_ago)
+    await Run.objects.filter(pk=beating.pk).aupdate(heartbeat_at=timezone.now())
+
+    class Held:  # a recorder of this process's, registered with its loop's flush clock
+        run_id = held.pk
+
+        def flush_due(self, now):
+            return False
+
+    clock = flush_clock()
+    clock.runs.add(Held())  # not register(): no clock task for a recorder that never flushes
+    try:
+        taken = await recovery.recover_once()
+    finally:
+        clock.runs.clear()
+    assert taken == [dropped.pk]
+    statuses = {run.pk: run.status async for run in Run.objects.filter(pk__in=[dropped.pk, held.pk, beating.pk])}
+    assert statuses == {dropped.pk: RunStatus.COMPLETED, held.pk: RunStatus.STREAMING, beating.pk: RunStatus.STREAMING}
