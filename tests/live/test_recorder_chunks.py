@@ -95,6 +95,17 @@ ODD = [
               b'"delta":"caf\xc3\xa9 \xe2\x80\x9cq\xe2\x80\x9d"}'),
     raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"logprobs":[{"token":"a","logprob":-0.1}],'
               b'"delta":"lp"}'),
+    # What text_deltas' decoder (msgspec) reads or refuses otherwise than orjson and json.loads.
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"delta":"inf","x":-Infinity}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"delta":"big","x":1e400}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":9223372036854775808,"delta":"past int64"}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":18446744073709551616,"delta":"past 64 bits"}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"delta":"u","usage":null}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":1,"sequence_number":%d,"delta":"twice"}'),
+    raw_delta(b'{"typ\\u0065":"response.output_text.delta","sequence_number":%d,"delta":"escaped key"}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"delta":"tab\\tin","x":"raw\ttab"}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"delta":"lead","x":01}'),
+    raw_delta(b'{"type":"response.output_text.delta","sequence_number":%d,"delta":null}'),
     b'event: response.output_text.delta\nid: 7\n' + DATA_ID,
     b'event: response.output_text.delta\ndata:{"type":"response.output_text.delta","sequence_number":%d,'
     b'"delta":"nsp"}\n\n',
@@ -168,6 +179,16 @@ def test_each_odd_delta_among_plain_ones_is_recorded_as_frame_by_frame(odd, orde
     stream = HEAD + middle + TAIL % 42
     for chunks in ([HEAD, middle, TAIL % 42], [HEAD + middle[:100], middle[100:] + TAIL % 42], cut(stream, 3000)):
         assert recorded(chunks, together=True) == recorded(chunks, together=False)
+
+
+@pytest.mark.parametrize("seq", [2**63 - 1, 2**63, 2**64 - 1, 2**64, 10**30])
+@pytest.mark.parametrize("order", [simulator_delta, openai_delta])
+def test_a_huge_sequence_number_ending_a_read_is_recorded_as_frame_by_frame(seq, order):
+    # Past 64 bits orjson (the one-by-one way) gives a float, no cursor: the deltas after it count.
+    before = b"".join(order(n, " w") for n in range(1, 21)) + order(seq, " huge")
+    after = b"".join(order(n, " v") for n in range(21, 41))
+    chunks = [HEAD, before, after + TAIL % 41]
+    assert recorded(chunks, together=True) == recorded(chunks, together=False)
 
 
 @settings(max_examples=300, deadline=None)
