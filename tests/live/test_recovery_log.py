@@ -185,7 +185,8 @@ def completed_log(response_id: str = "resp_m") -> list:
     return [("response.created", {"type": "response.created", "sequence_number": 0,
                                   "response": {"id": response_id, "status": "in_progress"}}),
             ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 1, "delta": "he"}),
-            ("response.output_text.delta", {"type": "response.output_text.delta", "sequence_number": 2, "delta": "llo"}),
+            ("response.output_text.delta",
+             {"type": "response.output_text.delta", "sequence_number": 2, "delta": "llo"}),
             ("response.completed", {"type": "response.completed", "sequence_number": 3,
                                     "response": {"id": response_id, "status": "completed", "usage": usage}})]
 
@@ -224,7 +225,8 @@ async def test_an_interrupted_run_gets_the_metrics_of_what_was_stored(user, monk
      RunStatus.INCOMPLETE, "cut", {"completion_tokens": 3}),
     ({"raw": "<html>", "error": "not a JSON object"}, RunStatus.FAILED, "", None),
 ], ids=["response", "chat", "not-json"])
-async def test_a_gateway_run_whose_whole_answer_was_stored_ends_as_it_says(user, monkeypatch, body, status, text, usage):
+async def test_a_gateway_run_whose_whole_answer_was_stored_ends_as_it_says(user, monkeypatch, body, status, text,
+                                                                          usage):
     """The eighth session left it: a non-streamed answer (one streamscope.response_body event) was not
     read by the replay, so a gateway run whose process died after storing it was marked interrupted."""
     run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1", source="gateway")
