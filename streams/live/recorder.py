@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 RAW_KEEP = 64 * 1024  # how much of a malformed line is kept in its event
 NOT_A_JSON_OBJECT = "not a JSON object"  # a non-streamed answer that was not: stored as {"raw": ..., "error": this}
+# Runs of this process whose end's write failed (and no retry has written it yet): all their events
+# are stored, the row still says streaming; the recovery sweep ends them from their stored log once
+# they have been silent for STREAMSCOPE_STALE_AFTER_S (streams/live/recovery.py, find_own_orphans).
+unended: set[int] = set()
 HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 # How often a live run's row is rewritten (count, heartbeat, upstream cursor, output text): about
 # once a second, not with every batch. A row rewrite cost ~35 us of CPU on SQLite, as much as the
@@ -442,7 +446,12 @@ class RunRecorder:
         if not self._closed:
             async with self._flush_lock:
                 taken = self._take(final)  # the row's fields: every event is stored
-                await ends.write_end(self.run_id, taken.fields)
+                try:
+                    await ends.write_end(self.run_id, taken.fields)
+                except BaseException:
+                    unended.add(self.run_id)  # the recovery sweep ends it from its log, unless a retry does
+                    raise
+                unended.discard(self.run_id)
                 self._stored(taken, final=True)
         await self.moderator.commit(final=True)  # store + publish the flags held back to the end
         await publish_status(self.run_id, status, metrics, error, last_seq=self.next_seq - 1)

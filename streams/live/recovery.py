@@ -30,11 +30,12 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.live.recorder import RunRecorder, replay_stored, stored_ending
+from streams.live.recorder import RunRecorder, replay_stored, stored_ending, unended
 from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
 from streams.pipeline.store import catch_up_row
+from streams.protocol.metrics import FIRST_FIGURES
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,19 @@ def find_orphans() -> list[Run]:
     return [run for run in rows if judged[run.pk] == (run.status, run.worker, run.heartbeat_at)]
 
 
-def find_own_orphans(held: set[int]) -> list[Run]:
-    """Active runs of this very process that nothing here runs any more (not in ``held``) and that have
-    been silent as long as another process waits for a live process's run (six times
-    STREAMSCOPE_STALE_AFTER_S): a run whose task ended without its end on the row (the end's write
-    failed, twice) stayed ``streaming`` until the process restarted, and in one process for good."""
-    long_stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S * 6)
-    silent = Q(heartbeat_at__lt=long_stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=long_stale_before)
-    rows = Run.objects.filter(silent, status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME).order_by("pk")
-    return [run for run in rows if run.pk not in held]
+def find_own_orphans(unended: set[int], held: set[int]) -> tuple[list[Run], set[int]]:
+    """Runs of this very process whose end's write failed (``unended``: streams/live/recorder.py) and
+    that nothing here runs any more (not in ``held``), silent for STREAMSCOPE_STALE_AFTER_S: they
+    stayed ``streaming`` until the process restarted, in one process for good (other processes take
+    a live process's run only after six times that). Also returns the ids in ``unended`` whose run
+    has ended meanwhile (a retry wrote the end, a Stop), to be forgotten."""
+    if not unended:
+        return [], set()
+    stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S)
+    rows = list(Run.objects.filter(pk__in=list(unended), status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME)
+                .order_by("pk"))
+    ended = unended - {run.pk for run in rows}
+    return [run for run in rows if run.pk not in held and (run.heartbeat_at or run.created_at) < stale_before], ended
 
 
 def held_here() -> set[int]:
@@ -172,6 +177,11 @@ def replayed(run: Run) -> RunRecorder:
     replay = getattr(run, "_replayed", None)
     if replay is None:
         replay = run._replayed = replay_stored(run.pk)
+        # What the live recorder measured stands: the first byte came before the first whole event
+        # (an SSE comment, a split event), which is all the replay sees.
+        for column, attribute in FIRST_FIGURES:
+            if (value := getattr(run, column)) is not None:
+                setattr(replay.metrics, attribute, value)
     return replay
 
 
@@ -179,30 +189,42 @@ async def recover_once() -> list[int]:
     """One sweep: returns the ids of runs this process took over."""
     taken = []
     orphans = await database_sync_to_async(find_orphans)()
-    orphans += await database_sync_to_async(find_own_orphans)(held_here())
-    for run in orphans:
+    own, ended = await database_sync_to_async(find_own_orphans)(set(unended), held_here())
+    unended.difference_update(ended)
+    for run in orphans + own:
+        unended.discard(run.pk)  # one try: a run whose end cannot be written at all is not retried every sweep
         if not await database_sync_to_async(claim)(run):
             continue
         taken.append(run.pk)
-        await database_sync_to_async(catch_up_row)(run)
-        if run.status == RunStatus.QUEUED and not run.started_at:
-            log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
-            await get_launcher().launch(run.pk)
-        elif await database_sync_to_async(ended_from_log)(run):
-            log.warning("run %s lost its process (%s) after its last events were stored; ended %s from them",
-                        run.pk, run.worker, run.status)
-            fresh = await Run.objects.aget(pk=run.pk)
-            await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
-        elif resumable(run):
-            log.warning("run %s lost its process (%s); resuming after upstream seq %s",
-                        run.pk, run.worker, run.last_upstream_seq)
-            await get_launcher().launch(run.pk, resume=True)
-        else:
-            log.warning("run %s lost its process (%s) and cannot be resumed; marked interrupted", run.pk, run.worker)
-            await database_sync_to_async(mark_interrupted)(run)
-            fresh = await Run.objects.aget(pk=run.pk)
-            await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
+        try:
+            await take_over(run)
+        except Exception:
+            log.exception("run %s: taking it over failed", run.pk)
+        finally:
+            run.__dict__.pop("_replayed", None)  # a sweep of many orphans keeps one replay at a time
     return taken
+
+
+async def take_over(run: Run) -> None:
+    """A claimed orphan resumed, ended as its log says, or marked interrupted."""
+    await database_sync_to_async(catch_up_row)(run)
+    if run.status == RunStatus.QUEUED and not run.started_at:
+        log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
+        await get_launcher().launch(run.pk)
+    elif await database_sync_to_async(ended_from_log)(run):
+        log.warning("run %s lost its process (%s) after its last events were stored; ended %s from them",
+                    run.pk, run.worker, run.status)
+        fresh = await Run.objects.aget(pk=run.pk)
+        await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
+    elif resumable(run):
+        log.warning("run %s lost its process (%s); resuming after upstream seq %s",
+                    run.pk, run.worker, run.last_upstream_seq)
+        await get_launcher().launch(run.pk, resume=True)
+    else:
+        log.warning("run %s lost its process (%s) and cannot be resumed; marked interrupted", run.pk, run.worker)
+        await database_sync_to_async(mark_interrupted)(run)
+        fresh = await Run.objects.aget(pk=run.pk)
+        await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
 
 
 async def housekeep() -> None:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db.models import F
 
 from streams.live import recovery
 from streams.live.recorder import RunRecorder
@@ -251,24 +252,28 @@ async def test_an_interrupted_orphan_s_log_is_read_once(user, monkeypatch):
     assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.INTERRUPTED
 
 
-async def test_a_run_of_this_process_that_nothing_here_runs_is_recovered_once_silent_for_long(user, monkeypatch):
-    """Older than the eighth session: a run whose task ended without its end on the row (the end's
-    write failed, twice) stayed streaming until the process restarted (other processes take over a
-    live process's run only when it is silent for long; in one process, nothing did)."""
+async def test_a_run_of_this_process_whose_end_could_not_be_written_is_ended_from_its_log(user, monkeypatch):
+    """Older than the eighth session: a run whose end's write failed (twice) stayed streaming until the
+    process restarted (other processes take over a live process's run only when it is silent for long;
+    in one process, nothing did). Only such runs: a run of this process silent for other reasons (a
+    gateway request waiting for a slow provider's whole answer) is left alone."""
     from datetime import timedelta
 
     from django.utils import timezone
 
+    from streams.live import recorder as recorder_module
     from streams.live.executor import WORKER_NAME
     from streams.pipeline.flush_clock import flush_clock
 
     long_ago = timezone.now() - timedelta(minutes=5)
-    dropped, held, beating = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker=WORKER_NAME)
-                              for _ in range(3)]
-    for run in (dropped, held, beating):
+    dropped, held, beating, waiting = [
+        await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker=WORKER_NAME) for _ in range(4)]
+    for run in (dropped, held, beating, waiting):
         await sync_to_async(store_rows)(run, completed_log())
-    await Run.objects.filter(pk__in=[dropped.pk, held.pk]).aupdate(heartbeat_at=long_ago)
+    await Run.objects.filter(pk__in=[dropped.pk, held.pk, waiting.pk]).aupdate(heartbeat_at=long_ago)
     await Run.objects.filter(pk=beating.pk).aupdate(heartbeat_at=timezone.now())
+    monkeypatch.setattr(recorder_module, "unended", recorder_module.unended)
+    recorder_module.unended.update({dropped.pk, held.pk, beating.pk, 10**9})  # the last: no such run any more
 
     class Held:  # a recorder of this process's, registered with its loop's flush clock
         run_id = held.pk
@@ -283,5 +288,57 @@ async def test_a_run_of_this_process_that_nothing_here_runs_is_recovered_once_si
     finally:
         clock.runs.clear()
     assert taken == [dropped.pk]
-    statuses = {run.pk: run.status async for run in Run.objects.filter(pk__in=[dropped.pk, held.pk, beating.pk])}
-    assert statuses == {dropped.pk: RunStatus.COMPLETED, held.pk: RunStatus.STREAMING, beating.pk: RunStatus.STREAMING}
+    statuses = {run.pk: run.status async for run in Run.objects.filter(pk__in=[dropped.pk, held.pk, beating.pk,
+                                                                                 waiting.pk])}
+    assert statuses == {dropped.pk: RunStatus.COMPLETED, held.pk: RunStatus.STREAMING,
+                        beating.pk: RunStatus.STREAMING, waiting.pk: RunStatus.STREAMING}
+    assert recorder_module.unended == {held.pk, beating.pk}  # taken once; the gone one forgotten
+    recorder_module.unended.clear()
+
+
+async def test_an_end_that_could_not_be_written_is_left_to_the_recovery_sweep(user, monkeypatch):
+    from streams.live import recorder as recorder_module
+    from streams.pipeline import ends
+
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING)
+    recorder = RunRecorder(run.pk)
+
+    async def failing(run_id, fields):
+        raise RuntimeError("the database is gone")
+
+    monkeypatch.setattr(ends, "write_end", failing)
+    with pytest.raises(RuntimeError):
+        await recorder._finish(RunStatus.COMPLETED, None)
+    assert run.pk in recorder_module.unended
+    recorder_module.unended.discard(run.pk)
+
+
+async def test_recovery_keeps_the_first_byte_the_live_recorder_measured(user, monkeypatch):
+    """8513840 wrote every metric column from the replay, which sees the first stored event only: the
+    first byte (an SSE comment, half an event) came earlier."""
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    await sync_to_async(store_rows)(run, completed_log())
+    await Event.objects.filter(run_id=run.pk).aupdate(t=F("t") + 40.0)
+    await Run.objects.filter(pk=run.pk).aupdate(ttfb_ms=2.0)
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    await recovery.recover_once()
+    after = await Run.objects.aget(pk=run.pk)
+    assert (after.status, after.ttfb_ms, after.metrics["ttfb_ms"]) == (RunStatus.COMPLETED, 2.0, 2.0)
+    assert after.metrics["ttfe_ms"] == 40.0
+
+
+async def test_a_sweep_keeps_no_replay_once_a_run_is_taken_over(user, monkeypatch):
+    runs = [await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1") for _ in range(2)]
+    for run in runs:
+        await sync_to_async(store_rows)(run, completed_log()[:3])
+    found = []
+    real = recovery.find_orphans
+
+    def find_orphans():
+        found.extend(real())
+        return found
+
+    monkeypatch.setattr(recovery, "find_orphans", find_orphans)
+    monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
+    assert sorted(await recovery.recover_once()) == sorted(run.pk for run in runs)
+    assert found and all("_replayed" not in run.__dict__ for run in found)
