@@ -56,8 +56,8 @@ def read(values: list[bytes], last_seq: int | None) -> TextDeltas | None:
     ``usage``, with an int ``sequence_number`` above ``last_seq`` and the one before it; else None."""
     try:
         events = list(map(_decode, values))
-    except msgspec.DecodeError:  # not JSON, not an object, another type, no int sequence number
-        return None
+    except (msgspec.DecodeError, RecursionError):  # not JSON, not an object, another type, no int sequence
+        return None  # number; nested past msgspec's depth: frame by frame, as one malformed event
     if not events or list(map(_usage, events)).count(msgspec.UNSET) != len(events):
         return None
     seqs = list(map(_sequence_number, events))

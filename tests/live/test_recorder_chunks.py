@@ -225,3 +225,16 @@ def test_a_read_of_plain_deltas_makes_no_frame(monkeypatch):
     assert "".join(recorder.text_parts) == " w" * 200
     assert recorder.metrics.counts["response.output_text.delta"] == 200
     assert recorder.metrics.bytes_received == len(HEAD) + len(chunk)
+
+
+def test_a_delta_nested_past_the_decoder_s_depth_is_one_malformed_event_as_frame_by_frame():
+    """msgspec raises RecursionError, not DecodeError, past its depth (review of b94a4b1): the read
+    raised out of accept_chunk and failed the run, where frame by frame it is one malformed event."""
+    deep = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","sequence_number":40,'
+            b'"delta":' + b"[" * 3000 + b"]" * 3000 + b"}\n\n")
+    first = simulator_delta(0, "w0 ")  # a stream's first read is never taken whole
+    chunk = (b"".join(simulator_delta(seq, f"w{seq} ") for seq in range(1, 40)) + deep
+             + b"".join(simulator_delta(seq, f"w{seq} ") for seq in range(41, 60)))
+    one_by_one = recorded([first, chunk], together=False)
+    assert one_by_one["error"] is None and one_by_one["next_seq"] == 60
+    assert recorded([first, chunk], together=True) == one_by_one
