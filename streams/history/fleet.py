@@ -232,7 +232,7 @@ def search(runs: QuerySet, text: str) -> QuerySet:
         return runs.filter(pk__in=RawSQL("SELECT rowid FROM streams_run_fts WHERE streams_run_fts MATCH %s",
                                          (match,)))
     if vendor == "postgresql":
-        # The stored, GIN-indexed vector of input and output (migration 0006).
+        # The stored, GIN-indexed vector of input and output; a live run's of its input only (0013).
         where = ["streams_run.search_vector @@ plainto_tsquery('english'::regconfig, %s)"]
         # A word few runs contain: the planner, guessing it commoner, would walk the newest runs looking
         # for it (the whole table when none has it). Its matches are read from the index first, then

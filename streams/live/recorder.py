@@ -51,8 +51,9 @@ HEARTBEAT_S = 2.0  # how often a quiet run tells the store it is alive
 ROW_EVERY_S = 1.0
 # The output text goes with every fifth of those rewrites: SQLite re-indexes the whole text in the
 # runs' FTS5 table each time (0.3-1 ms of CPU per rewrite of a 250-1,000 word output, against
-# ~10-30 us for the row without it, docs/performance.md), so a live run's text is searchable
-# about 5 s behind; the end writes it whole, and recovery rebuilds an interrupted run's.
+# ~10-30 us for the row without it, docs/performance.md), so on SQLite a live run's text is
+# searchable about 5 s behind (on PostgreSQL a live run is found by its input only: migration
+# 0013); the end writes it whole, and recovery rebuilds an interrupted run's.
 TEXT_EVERY_S = 5.0
 WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
 # Events whose payload the run keeps (the final response, its usage, the error): decoded exactly.

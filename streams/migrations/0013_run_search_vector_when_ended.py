@@ -1,5 +1,6 @@
 """PostgreSQL: a live run's search vector is its input alone; its output joins it when the run leaves
-``queued``/``streaming`` (its end, or an interruption). And large values of the event log and of the
+``queued``/``streaming`` (its end, or an interruption); the vector covers the first INPUT_CHARS and
+OUTPUT_CHARS of each (a tsvector is limited to 1 MiB). And large values of the event log and of the
 runs' texts are compressed with lz4 instead of pglz where the server has it.
 
 A live run rewrites its row every second (counts, heartbeat) and its whole text every five. The
@@ -18,9 +19,17 @@ column's expression means dropping and adding it, which rewrites the runs table 
 
 from django.db import migrations
 
-INPUT = "coalesce(request->>'input', request->>'messages', '')"
-WHOLE = f"to_tsvector('english'::regconfig, {INPUT} || ' ' || output_text)"
+# PostgreSQL refuses a tsvector over 1 MiB, and the vector is computed in the row's own INSERT and
+# UPDATE: a run whose input or output held ~40,000 distinct words could not be created, or ended (it
+# stayed streaming). The vector covers the first INPUT_CHARS of the input and OUTPUT_CHARS of the
+# output (well under the limit whatever the words); the run keeps all of both.
+INPUT_CHARS = 50_000
+OUTPUT_CHARS = 150_000
+INPUT = f"left(coalesce(request->>'input', request->>'messages', ''), {INPUT_CHARS})"
+WHOLE = f"to_tsvector('english'::regconfig, {INPUT} || ' ' || left(output_text, {OUTPUT_CHARS}))"
 INPUT_ONLY = f"to_tsvector('english'::regconfig, {INPUT})"
+BEFORE = ("to_tsvector('english'::regconfig, coalesce(request->>'input', request->>'messages', '') || ' ' "
+          "|| output_text)")  # migration 0006's
 LIVE_STATUSES = "('queued', 'streaming')"  # streams.models.ACTIVE_STATUSES
 VECTOR = f"CASE WHEN status IN {LIVE_STATUSES} THEN {INPUT_ONLY} ELSE {WHOLE} END"
 LZ4_COLUMNS = (("streams_event", "data"), ("streams_run", "output_text"))
@@ -54,9 +63,10 @@ def forward(apps, schema_editor):
 def backward(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
-    for table, column in LZ4_COLUMNS:
-        schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION default")
-    _vector_column(schema_editor, WHOLE, "")
+    if _has_lz4(schema_editor):  # SET COMPRESSION is PostgreSQL 14's, as lz4 is; forward set it only then
+        for table, column in LZ4_COLUMNS:
+            schema_editor.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET COMPRESSION default")
+    _vector_column(schema_editor, BEFORE, "")
 
 
 class Migration(migrations.Migration):
