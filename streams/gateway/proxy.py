@@ -243,6 +243,17 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         # trip is out of the time to first byte). The run exists before a byte of the answer is
         # read, so the recorder misses nothing.
         creating = asyncio.ensure_future(_create_run_beside(request, fields, kind))
+
+        def begin_once_created(created: asyncio.Future[Run]) -> None:
+            # At once, not after the answer's head: the flush clock beats for a registered run, and
+            # a run silent while a provider works on a whole answer for minutes is another
+            # process's to take over (streams/live/recovery.py).
+            nonlocal recorder
+            if recorder is None and not created.cancelled() and created.exception() is None:
+                recorder = _recorder(created.result(), protocol, fields)
+                recorder.begin(created.result(), rules)  # no input stop rule matched (checked above)
+
+        creating.add_done_callback(begin_once_created)
     headers = upstream_headers(request)
     t0 = time.monotonic()
     response: httpx.Response | LegResponse | None = None
@@ -262,6 +273,12 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         raise
     except httpx.HTTPError as exc:
         failure = _transport_failure(exc, request.provider)
+    except Exception as exc:  # ours, not the provider's: a recorder begun early must not beat for good
+        if recorder is None:
+            creating.remove_done_callback(begin_once_created)  # a run created beside, left to recovery
+        else:
+            _end_later(recorder, RunStatus.FAILED, {"message": f"the gateway failed: {exc!r}", "code": "internal"})
+        raise
     try:
         run = await creating
         _mark("run_created")
