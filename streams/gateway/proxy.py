@@ -273,11 +273,16 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         raise
     except httpx.HTTPError as exc:
         failure = _transport_failure(exc, request.provider)
-    except Exception as exc:  # ours, not the provider's: a recorder begun early must not beat for good
-        if recorder is None:
-            creating.remove_done_callback(begin_once_created)  # a run created beside, left to recovery
-        else:
-            _end_later(recorder, RunStatus.FAILED, {"message": f"the gateway failed: {exc!r}", "code": "internal"})
+    except Exception as exc:  # ours, not the provider's: the run ends failed (a recorder must not beat for good)
+        try:
+            run = await creating
+        except BaseException:
+            raise exc from None
+        if recorder is None:  # a reserved id's, or an input-stopped run's, has one: only a run created beside
+            recorder = _recorder(run, protocol, fields)
+            recorder.begin(run, rules)
+        recorder.t0 = t0
+        _end_later(recorder, RunStatus.FAILED, {"message": f"the gateway failed: {exc!r}", "code": "internal"})
         raise
     try:
         run = await creating

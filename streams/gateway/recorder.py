@@ -32,7 +32,7 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from streams.gateway.run_row import IdTaken, Inserted, PendingRow, insert_again
-from streams.live.recorder import NOT_A_JSON_OBJECT, RAW_KEEP, RunLimitExceeded, RunRecorder
+from streams.live.recorder import NOT_A_JSON_OBJECT, RAW_KEEP, RunLimitExceeded, RunRecorder, unended
 from streams.models import ModerationRule, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
@@ -311,7 +311,9 @@ class GatewayRecorder(RunRecorder):
                 if self._closed:  # stored; only telling the viewers failed
                     log.warning("run %s (gateway): publishing its end failed: %r", self.run_id, exc)
                     return
+                unended.discard(self.run_id)  # tried again here: the recovery sweep's only once given up
                 await asyncio.sleep(0.1 * 2**attempt)
+        unended.add(self.run_id)
         log.error("run %s (gateway): its end could not be stored (%s); %d events were not recorded",
                   self.run_id, self.last_write_error, len(self.buffer))
 

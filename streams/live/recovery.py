@@ -90,18 +90,22 @@ def find_orphans() -> list[Run]:
 
 
 def find_own_orphans(unended: set[int], held: set[int]) -> tuple[list[Run], set[int]]:
-    """Runs of this very process whose end's write failed (``unended``: streams/live/recorder.py) and
-    that nothing here runs any more (not in ``held``), silent for STREAMSCOPE_STALE_AFTER_S: they
-    stayed ``streaming`` until the process restarted, in one process for good (other processes take
-    a live process's run only after six times that). Also returns the ids in ``unended`` whose run
-    has ended meanwhile (a retry wrote the end, a Stop), to be forgotten."""
-    if not unended:
-        return [], set()
-    stale_before = timezone.now() - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S)
-    rows = list(Run.objects.filter(pk__in=list(unended), status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME)
-                .order_by("pk"))
+    """Active runs of this very process that nothing here runs any more (not in ``held``): silent for
+    six times STREAMSCOPE_STALE_AFTER_S, as another process judges a live process's run (a run whose
+    recorder never began: its client left while its row was being inserted; a take-over that failed
+    once), or for once that when its end's write failed (``unended``: streams/live/recorder.py). Such
+    runs stayed ``streaming`` until the process restarted, in one process for good. A run waiting for
+    its provider beats meanwhile (its recorder is in the flush clock). Also returns the ids in
+    ``unended`` whose run has ended meanwhile (a retry wrote the end, a Stop), to be forgotten."""
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S)
+    long_stale_before = now - timedelta(seconds=settings.STREAMSCOPE_STALE_AFTER_S * 6)
+    silent = Q(heartbeat_at__lt=long_stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=long_stale_before)
+    rows = Run.objects.filter(status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME).filter(
+        silent | Q(pk__in=list(unended))).order_by("pk")
+    orphans = [run for run in rows if run.pk not in held and (run.heartbeat_at or run.created_at) < stale_before]
     ended = unended - {run.pk for run in rows}
-    return [run for run in rows if run.pk not in held and (run.heartbeat_at or run.created_at) < stale_before], ended
+    return orphans, ended
 
 
 def held_here() -> set[int]:
@@ -192,9 +196,9 @@ async def recover_once() -> list[int]:
     own, ended = await database_sync_to_async(find_own_orphans)(set(unended), held_here())
     unended.difference_update(ended)
     for run in orphans + own:
-        unended.discard(run.pk)  # one try: a run whose end cannot be written at all is not retried every sweep
         if not await database_sync_to_async(claim)(run):
             continue
+        unended.discard(run.pk)  # taken: from now on silent runs' rule (a failed take-over: again in a minute)
         taken.append(run.pk)
         try:
             await take_over(run)
