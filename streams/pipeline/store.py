@@ -13,7 +13,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from streams.models import Event, Run
-from streams.pipeline import wal_checkpoints
 from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
 from streams.protocol.metrics import FIRST_FIGURES
@@ -125,10 +124,6 @@ def _fixed_chunks(rows: Sequence[Sequence[Any]], width: int) -> Iterator[tuple[i
 def _sqlite_insert(cursor: Any, rows: Sequence[Row]) -> None:
     for size, padded, params in _fixed_chunks(rows, 5):
         _execute_unlogged(cursor, _insert_statement(size, padded), params)
-    # The WAL's checkpoints on a thread of their own, not on this one (streams/pipeline/wal_checkpoints.py).
-    checkpoints = wal_checkpoints.hand_over(connection)
-    if checkpoints is not None:
-        checkpoints.written(len(rows))
 
 
 def _insert_rows(rows: Sequence[Row]) -> None:
