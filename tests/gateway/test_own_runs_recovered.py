@@ -23,6 +23,24 @@ def _beating(pk):
     return [r for r in flush_clock().runs if getattr(r, "run_id", None) == pk]
 
 
+async def whole_answer_asked(token):
+    """A non-streamed request through Django's view path (the gateway's answer, a 500 included)."""
+    body = {"model": "sim-text", "input": "hi", "stream": False}
+    return await AsyncClient(raise_request_exception=False).post(
+        "/gateway/simulator/v1/responses", json.dumps(body), content_type="application/json",
+        headers={"Authorization": f"Bearer {token}"})
+
+
+async def ended_run() -> Run:
+    """The one run, once it has left streaming (or as it is after 5 s)."""
+    for _ in range(100):
+        run = await Run.objects.afirst()
+        if run is not None and run.status != RunStatus.STREAMING:
+            return run
+        await asyncio.sleep(0.05)
+    return await Run.objects.aget()
+
+
 async def test_race_send_fails_in_the_same_tick_as_the_run_is_created(sim_upstream, token, monkeypatch):
     """_send's failure resumed forward before the run's recorder began (its callback queued behind):
     the callback then began a recorder nobody ended, beating for good."""
@@ -41,11 +59,7 @@ async def test_race_send_fails_in_the_same_tick_as_the_run_is_created(sim_upstre
 
     monkeypatch.setattr(proxy, "_create_run_beside", create_beside)
     monkeypatch.setattr(proxy, "_send", broken)
-    body = {"model": "sim-text", "input": "hi", "stream": False}
-    response = await AsyncClient(raise_request_exception=False).post(
-        "/gateway/simulator/v1/responses", json.dumps(body), content_type="application/json",
-        headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 500
+    assert (await whole_answer_asked(token)).status_code == 500
     await asyncio.sleep(1.0)
     run = await Run.objects.aget()
     beating = _beating(run.pk)
@@ -66,20 +80,8 @@ async def test_a_failure_of_ours_before_the_row_is_in_ends_the_run_once_it_is(
         raise ValueError("a bug of ours")  # before the run's row is in
 
     monkeypatch.setattr(proxy, "_send", broken)
-    body = {"model": "sim-text", "input": "hi", "stream": False}
-    response = await AsyncClient(raise_request_exception=False).post(
-        "/gateway/simulator/v1/responses", json.dumps(body), content_type="application/json",
-        headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 500
-    for _ in range(40):
-        if await Run.objects.acount():
-            break
-        await asyncio.sleep(0.05)
-    for _ in range(100):
-        run = await Run.objects.aget()
-        if run.status != RunStatus.STREAMING:
-            break
-        await asyncio.sleep(0.05)
+    assert (await whole_answer_asked(token)).status_code == 500
+    run = await ended_run()
     assert not _beating(run.pk)
     assert run.status == RunStatus.FAILED and run.error["code"] == "internal"
 
@@ -141,3 +143,18 @@ async def test_a_gateway_end_being_tried_again_is_not_the_sweep_s_until_given_up
         assert recorder.run_id in unended  # given up: the sweep's
     finally:
         unended.discard(recorder.run_id)
+
+
+async def test_a_failure_of_ours_before_the_answer_ends_a_run_begun_early(sim_upstream, token, monkeypatch):
+    """A recorder begun before the answer's head must not beat for good when the gateway itself fails."""
+    monkeypatch.setattr(proxy, "take_reserved_id", lambda: None)
+
+    async def broken(request, headers):
+        await asyncio.sleep(0.3)  # the run is in and its recorder begun by now
+        raise ValueError("a bug of ours")
+
+    monkeypatch.setattr(proxy, "_send", broken)
+    assert (await whole_answer_asked(token)).status_code == 500
+    run = await ended_run()
+    assert run.status == RunStatus.FAILED and run.error["code"] == "internal"
+    assert not _beating(run.pk)
