@@ -216,6 +216,15 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
     recorder: GatewayRecorder | None = None
     pending: PendingRow | None = None
     creating: asyncio.Future[Run]
+
+    def recording(run: Run) -> GatewayRecorder:
+        """The run's recorder, begun now if it was not (a run created beside the request)."""
+        nonlocal recorder
+        if recorder is None:
+            recorder = _recorder(run, protocol, fields)
+            recorder.begin(run, rules)  # no input stop rule matched this input (checked above)
+        return recorder
+
     reserved = None if kind == "resume" else take_reserved_id()  # a resumed stream reads the original run first
     if reserved is not None and not _input_stopped(fields, rules):
         # The run's id is reserved ahead: its row is inserted once the client has the answer's head
@@ -248,10 +257,8 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
             # At once, not after the answer's head: the flush clock beats for a registered run, and
             # a run silent while a provider works on a whole answer for minutes is another
             # process's to take over (streams/live/recovery.py).
-            nonlocal recorder
-            if recorder is None and not created.cancelled() and created.exception() is None:
-                recorder = _recorder(created.result(), protocol, fields)
-                recorder.begin(created.result(), rules)  # no input stop rule matched (checked above)
+            if not created.cancelled() and created.exception() is None:
+                recording(created.result())
 
         creating.add_done_callback(begin_once_created)
     headers = upstream_headers(request)
@@ -265,9 +272,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         _mark("upstream_headers")
     except asyncio.CancelledError:  # the client left while the provider was still to answer
         run = await creating  # cancelled once already: the run is still created and ended
-        if recorder is None:
-            recorder = _recorder(run, protocol, fields)
-            recorder.begin(run, rules)
+        recorder = recording(run)
         recorder.t0 = t0
         _end_later(recorder, RunStatus.CANCELLED, dict(CLIENT_LEFT))
         raise
@@ -278,9 +283,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
             run = await creating
         except BaseException:
             raise exc from None
-        if recorder is None:  # a reserved id's, or an input-stopped run's, has one: only a run created beside
-            recorder = _recorder(run, protocol, fields)
-            recorder.begin(run, rules)
+        recorder = recording(run)
         recorder.t0 = t0
         _end_later(recorder, RunStatus.FAILED, {"message": f"the gateway failed: {exc!r}", "code": "internal"})
         raise
@@ -291,9 +294,7 @@ async def forward(request: GatewayRequest) -> GatewayAnswer:
         if response is not None:  # the run could not be created: nothing is relayed unrecorded
             await response.aclose()
         raise
-    if recorder is None:
-        recorder = _recorder(run, protocol, fields)
-        recorder.begin(run, rules)  # no input stop rule matched this input (checked above)
+    recorder = recording(run)
     recorder.t0 = t0
     if pending is None:
         _spawn(recorder.announce(), f"gateway-announce-{run.pk}")  # beside the request, not before it
