@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
-from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from streams.live.executor import RunExecutor
-from streams.live.recorder import stored_output_text
+from streams.live.recorder import replay_run
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.pipeline.store import catch_up_row
 
@@ -87,11 +86,14 @@ def mark_orphan_cancelled(run_id: int) -> None:
         if run is None:
             return
         catch_up_row(run)
-        # The row's text is rewritten only every TEXT_EVERY_S while a run streams: spelled whole
-        # from the stored events instead.
-        Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(
-            status=RunStatus.CANCELLED, finished_at=timezone.now(), output_text=stored_output_text(run_id)
-        )
+        Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(**cancelled_fields(run))
+
+
+def cancelled_fields(run: Run) -> dict[str, Any]:
+    """The row of a run stopped while no process held it, as recovery ends a run (streams/live/recovery.py):
+    its text, usage and metrics from its stored events (the row has its text only every TEXT_EVERY_S,
+    its metrics only at the end). Cancelled even when the log holds a terminal event: the user stopped it."""
+    return replay_run(run).final_fields(RunStatus.CANCELLED, None)
 
 
 # Short names for STREAMSCOPE_LAUNCHER. Dotted paths, so this module does not import the worker

@@ -23,7 +23,7 @@ from typing import Any
 
 from django.conf import settings
 
-from streams.models import RunStatus
+from streams.models import Run, RunStatus
 from streams.pipeline import ends, store
 from streams.pipeline.broadcast import listened, publish_events, publish_status
 from streams.pipeline.flush_clock import RoundBatch
@@ -487,9 +487,16 @@ def replay_stored(run_id: int) -> RunRecorder:
     return recorder
 
 
-def stored_output_text(run_id: int) -> str:
-    """The output text a run's stored events spell."""
-    return clean_text("".join(replay_stored(run_id).text_parts))
+def replay_run(run: Run) -> RunRecorder:
+    """:func:`replay_stored` of ``run``, with the first-event figures its row holds: what the live
+    recorder measured stands (the first byte came before the first whole event: an SSE comment, a
+    split event, which is all the replay sees). For a run ended without its recorder: recovery
+    (streams/live/recovery.py) and a Stop of a run no process holds (streams/live/launcher.py, worker.py)."""
+    replay = replay_stored(run.pk)
+    for column, attribute in FIRST_FIGURES:
+        if (value := getattr(run, column)) is not None:
+            setattr(replay.metrics, attribute, value)
+    return replay
 
 
 def stored_ending(recorder: RunRecorder) -> tuple[str, Any] | None:

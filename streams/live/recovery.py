@@ -30,12 +30,11 @@ from django.utils import timezone
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import get_launcher
-from streams.live.recorder import RunRecorder, replay_stored, stored_ending, unended
+from streams.live.recorder import RunRecorder, replay_run, stored_ending, unended
 from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
 from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
 from streams.pipeline.store import catch_up_row
-from streams.protocol.metrics import FIRST_FIGURES
 
 log = logging.getLogger(__name__)
 
@@ -176,16 +175,11 @@ def mark_interrupted(run: Run) -> None:
 
 
 def replayed(run: Run) -> RunRecorder:
-    """The run's stored events replayed (:func:`replay_stored`), once per recovery of it: ending it from
+    """The run's stored events replayed (:func:`replay_run`), once per recovery of it: ending it from
     its log and then marking it interrupted read the same events (it is claimed: nothing is added)."""
     replay = getattr(run, "_replayed", None)
     if replay is None:
-        replay = run._replayed = replay_stored(run.pk)
-        # What the live recorder measured stands: the first byte came before the first whole event
-        # (an SSE comment, a split event), which is all the replay sees.
-        for column, attribute in FIRST_FIGURES:
-            if (value := getattr(run, column)) is not None:
-                setattr(replay.metrics, attribute, value)
+        replay = run._replayed = replay_run(run)
     return replay
 
 

@@ -26,8 +26,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from streams.live.executor import WORKER_NAME
-from streams.live.launcher import AsyncioLauncher, mark_orphan_cancelled
-from streams.live.recorder import stored_output_text
+from streams.live.launcher import AsyncioLauncher, cancelled_fields, mark_orphan_cancelled
 from streams.live.stoppers import renew_membership
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
 from streams.pipeline.broadcast import publish_status
@@ -97,7 +96,7 @@ def cancel_unclaimed(run_id: int) -> bool:
             return False
         catch_up_row(run)
         return Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").update(
-            status=RunStatus.CANCELLED, finished_at=timezone.now(), output_text=stored_output_text(run_id)
+            **cancelled_fields(run)
         ) == 1
 
 

@@ -241,11 +241,13 @@ async def test_a_gateway_run_whose_whole_answer_was_stored_ends_as_it_says(user,
 
 async def test_an_interrupted_orphan_s_log_is_read_once(user, monkeypatch):
     """Ending it from its log found no end, then marking it interrupted read the whole log again."""
+    from streams.live import recorder as recorder_module
+
     run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
     await sync_to_async(store_rows)(run, completed_log()[:3])
     reads = []
-    real = recovery.replay_stored
-    monkeypatch.setattr(recovery, "replay_stored", lambda run_id: reads.append(run_id) or real(run_id))
+    real = recorder_module.replay_stored
+    monkeypatch.setattr(recorder_module, "replay_stored", lambda run_id: reads.append(run_id) or real(run_id))
     monkeypatch.setattr(recovery, "_process_alive", lambda worker: False)
     await recovery.recover_once()
     assert reads == [run.pk]
