@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
 from streams.live.executor import RunExecutor
 from streams.live.recorder import replay_run
 from streams.models import ACTIVE_STATUSES, Run, RunStatus
+from streams.pipeline.broadcast import publish_status
 from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
@@ -59,9 +61,7 @@ class AsyncioLauncher:
             del self.tasks[run_id]
         if task.cancelled():
             # Cancelled before the runner's body ever ran, so nothing recorded the end: do it here.
-            self._bookkeeping.add(
-                asyncio.get_running_loop().create_task(database_sync_to_async(mark_orphan_cancelled)(run_id))
-            )
+            self._bookkeeping.add(asyncio.get_running_loop().create_task(end_unheld(run_id)))
             for pending in list(self._bookkeeping):
                 if pending.done():
                     self._bookkeeping.discard(pending)
@@ -74,26 +74,48 @@ class AsyncioLauncher:
             task.cancel()
             return True
         # Nothing here runs it (the process that did is gone): end it in the store.
-        await database_sync_to_async(mark_orphan_cancelled)(run_id)
+        await end_unheld(run_id)
         return False
 
 
-def mark_orphan_cancelled(run_id: int) -> None:
+async def end_unheld(run_id: int) -> None:
+    """A Stop of a run no task of this process runs (:func:`mark_orphan_cancelled`), its end told
+    to its viewers when it was ended here."""
+    await publish_end(await database_sync_to_async(mark_orphan_cancelled)(run_id))
+
+
+def mark_orphan_cancelled(run_id: int) -> Run | None:
     """End a run whose process is gone; its row first counts what the run stored after the row's
-    last write (about once a second), so viewers and exports see its whole log."""
+    last write (about once a second), so viewers and exports see its whole log. Returns the run as
+    written, None when it was not active (nothing was ended here)."""
     with transaction.atomic():
-        run = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).first()
+        active = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES))
+        run = active.first()
         if run is None:
-            return
+            return None
         catch_up_row(run)
-        Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES)).update(**cancelled_fields(run))
+        return write_cancelled(run, active)
 
 
-def cancelled_fields(run: Run) -> dict[str, Any]:
-    """The row of a run stopped while no process held it, as recovery ends a run (streams/live/recovery.py):
-    its text, usage and metrics from its stored events (the row has its text only every TEXT_EVERY_S,
-    its metrics only at the end). Cancelled even when the log holds a terminal event: the user stopped it."""
-    return replay_run(run).final_fields(RunStatus.CANCELLED, None)
+def write_cancelled(run: Run, row: QuerySet[Run]) -> Run | None:
+    """End ``run`` cancelled as recovery ends a run (streams/live/recovery.py): its text, usage and
+    metrics from its stored events (the row has its text only every TEXT_EVERY_S, its metrics only
+    at the end); cancelled even when the log holds a terminal event: the user stopped it. ``row`` is
+    the run's row under the caller's guard. Returns ``run`` as written, None when the guard held."""
+    fields = replay_run(run).final_fields(RunStatus.CANCELLED, None)
+    if row.update(**fields) != 1:
+        return None
+    for name, value in fields.items():
+        setattr(run, name, value)
+    return run
+
+
+async def publish_end(run: Run | None) -> None:
+    """Tell the viewers of a run ended without its recorder (None: nothing was ended) its end, in the
+    message its recorder would have published (RunRecorder._finish), so a viewer cannot tell the two
+    ends apart: the metrics written, the last seq of its whole log."""
+    if run is not None:
+        await publish_status(run.pk, run.status, run.metrics, run.error, last_seq=run.event_count - 1)
 
 
 # Short names for STREAMSCOPE_LAUNCHER. Dotted paths, so this module does not import the worker

@@ -26,10 +26,9 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from streams.live.executor import WORKER_NAME
-from streams.live.launcher import AsyncioLauncher, cancelled_fields, mark_orphan_cancelled
+from streams.live.launcher import AsyncioLauncher, end_unheld, publish_end, write_cancelled
 from streams.live.stoppers import renew_membership
-from streams.models import ACTIVE_STATUSES, Run, RunStatus
-from streams.pipeline.broadcast import publish_status
+from streams.models import ACTIVE_STATUSES, Run
 from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
@@ -63,9 +62,10 @@ class WorkerLauncher:
         await send_launch(run_id, resume)
 
     async def cancel(self, run_id: int) -> bool:
-        if await database_sync_to_async(cancel_unclaimed)(run_id):
+        ended = await database_sync_to_async(cancel_unclaimed)(run_id)
+        if ended is not None:
             # Nobody had it yet: it is ended in the store, and any late claim now fails.
-            await publish_status(run_id, RunStatus.CANCELLED, {}, None)
+            await publish_end(ended)
             return False
         await send_cancel(run_id)
         return True
@@ -87,17 +87,16 @@ def release_claim(run_id: int) -> None:
     )
 
 
-def cancel_unclaimed(run_id: int) -> bool:
+def cancel_unclaimed(run_id: int) -> Run | None:
     """End a run nobody holds yet (a released one may have stored events: counted in first);
-    True when it was ended here."""
+    the run as written when it was ended here, else None."""
     with transaction.atomic():
-        run = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").first()
+        unclaimed = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="")
+        run = unclaimed.first()
         if run is None:
-            return False
+            return None
         catch_up_row(run)
-        return Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="").update(
-            **cancelled_fields(run)
-        ) == 1
+        return write_cancelled(run, unclaimed)
 
 
 # --- messages ---------------------------------------------------------------------------------
@@ -232,7 +231,7 @@ class StreamWorker:
 
     async def _start(self, run_id: int, resume: bool) -> None:
         if self._early_cancels.pop(run_id, None) is not None:
-            await _end_cancelled(run_id)
+            await end_unheld(run_id)
             return
         await self.local.launch(run_id, resume=resume)
         self.started += 1
@@ -265,7 +264,7 @@ class StreamWorker:
     def _after_cancel(self, run_id: int, task: asyncio.Task) -> None:
         if task.cancelled():
             # Cancelled before the runner began, so it never recorded its end: do it here.
-            side = asyncio.ensure_future(_end_cancelled(run_id))
+            side = asyncio.ensure_future(end_unheld(run_id))
             self._side_tasks.add(side)
             side.add_done_callback(self._side_tasks.discard)
 
@@ -274,8 +273,3 @@ def _report_crash(task: asyncio.Task) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.critical("stream worker loop %s crashed; this worker no longer takes or cancels runs",
                      task.get_name(), exc_info=task.exception())
-
-
-async def _end_cancelled(run_id: int) -> None:
-    await database_sync_to_async(mark_orphan_cancelled)(run_id)
-    await publish_status(run_id, RunStatus.CANCELLED, {}, None)
