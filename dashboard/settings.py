@@ -12,6 +12,7 @@ import secrets
 from pathlib import Path
 
 from dashboard import garbage_collector as _garbage_collector
+from dashboard import sqlite_pages as _sqlite_pages
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("STREAMSCOPE_VAR_DIR", BASE_DIR / "var"))
@@ -150,10 +151,10 @@ def _database() -> dict:
             # dropped: with them bench/many.py's 1,000 runs had p99 2.4 s against 0.7 s in one pair
             # (longer checkpoints on the database thread suspected), and the cache is SQLite's heap.
             # page_size first: it applies to a database not yet written (made with 16 KiB pages; an
-            # existing one keeps its own), and each connection then checkpoints every ~4 MB of log
-            # whatever its database's page size (dashboard/sqlite_pages.py).
-            "init_command": "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-                            "PRAGMA temp_store=MEMORY;",
+            # existing one keeps its own until `manage.py sqlite_pages --convert`), and each connection
+            # then checkpoints every ~4 MB of log whatever its database's page size (dashboard/sqlite_pages.py).
+            "init_command": f"PRAGMA page_size={_sqlite_pages.PAGE_SIZE}; PRAGMA journal_mode=WAL; "
+                            "PRAGMA synchronous=NORMAL; PRAGMA temp_store=MEMORY;",
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
             # Prepared statements each connection keeps (Python's default 128). The flush's
