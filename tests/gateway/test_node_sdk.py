@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.gateway.test_sdk import app  # noqa: F401  (the module's Daphne, with alice's token)
+from tests.gateway.test_sdk import app, app_dir  # noqa: F401  (the module's Daphne, with alice's token)
 
 pytestmark = pytest.mark.server
 
