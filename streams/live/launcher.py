@@ -113,9 +113,15 @@ def write_cancelled(run: Run, row: QuerySet[Run]) -> Run | None:
 async def publish_end(run: Run | None) -> None:
     """Tell the viewers of a run ended without its recorder (None: nothing was ended) its end, in the
     message its recorder would have published (RunRecorder._finish), so a viewer cannot tell the two
-    ends apart: the metrics written, the last seq of its whole log."""
-    if run is not None:
+    ends apart: the metrics written, the last seq of its whole log. The end is written already: a
+    publish that fails (a channel layer down) is logged, not raised into the Stop that asked for it;
+    viewers learn the end from the row (dashboard/socket_watches.py, STATUS_CHECK_S)."""
+    if run is None:
+        return
+    try:
         await publish_status(run.pk, run.status, run.metrics, run.error, last_seq=run.event_count - 1)
+    except Exception as exc:
+        log.warning("run %s: publishing its end failed: %r", run.pk, exc)
 
 
 # Short names for STREAMSCOPE_LAUNCHER. Dotted paths, so this module does not import the worker

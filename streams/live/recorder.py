@@ -522,11 +522,14 @@ def _storable(value: Any) -> Any:
 
 
 def _response_output_text(response: dict[str, Any]) -> str:
-    """Concatenated output_text parts of message items, as the SDK's ``output_text`` does."""
+    """Concatenated output_text parts of message items, as the SDK's ``output_text`` does. Upstream
+    JSON of another shape (an ``output`` or ``content`` that is not a list, a ``text`` that is not a
+    string) adds nothing: the run still ends, with the text its deltas gave."""
     parts = []
-    for item in response.get("output") or []:
-        if isinstance(item, dict) and item.get("type") == "message":
-            for part in item.get("content") or []:
-                if isinstance(part, dict) and part.get("type") == "output_text":
-                    parts.append(part.get("text") or "")
+    output = response.get("output")
+    for item in output if isinstance(output, list) else ():
+        content = item.get("content") if isinstance(item, dict) and item.get("type") == "message" else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "output_text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
     return "".join(parts)

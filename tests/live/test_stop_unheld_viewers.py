@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
+from django.test import AsyncClient
 
 from dashboard import socket_watches
 from dashboard.routing import websocket_urlpatterns
@@ -154,3 +155,40 @@ async def test_a_stop_that_ends_nothing_publishes_nothing(user):
     assert await published(claimed.pk, stop_claimed) == []
     assert (await Run.objects.aget(pk=ended.pk)).status == RunStatus.COMPLETED
     assert (await Run.objects.aget(pk=claimed.pk)).status == RunStatus.STREAMING
+
+
+async def stop_over_the_api(user, run):
+    client = AsyncClient(raise_request_exception=False)
+    await sync_to_async(client.force_login)(user)
+    return await client.post(f"/api/runs/{run.pk}/cancel/", data="{}", content_type="application/json")
+
+
+async def test_a_failed_publish_does_not_fail_the_stop_that_ended_the_run(user, monkeypatch):
+    # A channel layer that cannot be reached (Redis down, embedded launcher): the end is written,
+    # so the Stop answers as it did before it published; viewers learn the end from the row.
+    run = await sync_to_async(unheld_run)(user, "gone-host:1")
+
+    async def unreachable(group, message):
+        raise ConnectionError("the channel layer is down")
+
+    monkeypatch.setattr(get_channel_layer(), "group_send", unreachable)
+    response = await stop_over_the_api(user, run)
+    assert response.status_code == 202
+    assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.CANCELLED
+
+
+async def test_the_stop_of_an_orphan_whose_terminal_event_has_odd_text_parts_ends_it(user):
+    # Upstream JSON of another shape than the SDK's (a text part that is not a string, content
+    # that is not a list) must not keep the run from ending: the text its deltas gave stands.
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    terminal = {"type": "response.completed", "sequence_number": 1, "response": {
+        "id": "resp_odd", "status": "completed",
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": 5}]},
+                   {"type": "message", "content": 7}]}}
+    await sync_to_async(Event.objects.bulk_create)([
+        Event(run=run, seq=0, t=10.0, type="response.output_text.delta",
+              data=json.dumps({"type": "response.output_text.delta", "sequence_number": 0, "delta": "hi"})),
+        Event(run=run, seq=1, t=20.0, type="response.completed", data=json.dumps(terminal))])
+    response = await stop_over_the_api(user, run)
+    row = await Run.objects.aget(pk=run.pk)
+    assert (response.status_code, row.status, row.output_text) == (202, RunStatus.CANCELLED, "hi")
