@@ -29,10 +29,9 @@ from django.utils import timezone
 
 from streams.history import retention, rollup
 from streams.live.executor import WORKER_NAME
-from streams.live.launcher import get_launcher
+from streams.live.launcher import get_launcher, publish_end
 from streams.live.recorder import RunRecorder, replay_run, stored_ending, unended
 from streams.models import ACTIVE_STATUSES, ModerationRule, Run, RunSource, RunStatus
-from streams.pipeline.broadcast import publish_status
 from streams.pipeline.flush_clock import flush_clock
 from streams.pipeline.store import catch_up_row
 
@@ -128,33 +127,33 @@ def resumable(run: Run) -> bool:
                 and run.source != RunSource.GATEWAY)
 
 
-def ended_from_log(run: Run) -> bool:
-    """:func:`end_from_log`, and False (the run resumed or interrupted as before) when it fails."""
+def ended_from_log(run: Run) -> bool | None:
+    """:func:`end_from_log`, and None (the run resumed or interrupted as before) when it fails."""
     try:
         return end_from_log(run)
     except Exception:
         log.exception("run %s: ending it from its stored events failed", run.pk)
-        return False
+        return None
 
 
-def end_from_log(run: Run) -> bool:
+def end_from_log(run: Run) -> bool | None:
     """End the run as its stored events say it ended, when they hold its end (the process died after
-    storing them and before writing the end on the row); False, changing nothing, when they do not,
-    or when a moderation stop rule may have ended it otherwise (a rule can match on the terminal
+    storing them and before writing the end on the row): True when written here, False when a Stop
+    ended it meanwhile (and told its viewers). None, changing nothing, when they do not hold its
+    end, or when a moderation stop rule may have ended it otherwise (a rule can match on the terminal
     event itself, after it was stored: the run then ended cancelled, which the log does not say)."""
     if ModerationRule.objects.filter(enabled=True, action=ModerationRule.Action.STOP).exclude(
             scope=ModerationRule.Scope.INPUT).exists():
-        return False
+        return None
     recorder = replayed(run)
     ending = stored_ending(recorder)
     if ending is None:
-        return False
+        return None
     run.status, error = ending
     fields = recorder.final_fields(run.status, error)  # its text, usage and metrics as its events say
     if recorder.response_id and not run.response_id:
         fields["response_id"] = recorder.response_id
-    still_ours(run).update(**fields)  # a Stop that ended it meanwhile stands
-    return True
+    return still_ours(run).update(**fields) == 1  # a Stop that ended it meanwhile stands
 
 
 def still_ours(run: Run) -> Any:
@@ -163,7 +162,8 @@ def still_ours(run: Run) -> Any:
     return Run.objects.filter(pk=run.pk, status__in=list(ACTIVE_STATUSES), worker=WORKER_NAME)
 
 
-def mark_interrupted(run: Run) -> None:
+def mark_interrupted(run: Run) -> bool:
+    """End the claimed run interrupted; False when a Stop ended it meanwhile (and told its viewers)."""
     error = {
         "message": "the process streaming this run stopped (crash or restart) and the upstream "
         "response could not be resumed; the events stored before that are all kept",
@@ -171,7 +171,7 @@ def mark_interrupted(run: Run) -> None:
     }
     # The row's copy of the text is up to TEXT_EVERY_S behind the stored events, and its metrics are
     # written only at a run's end: both from the events.
-    still_ours(run).update(**replayed(run).final_fields(RunStatus.INTERRUPTED, error))
+    return still_ours(run).update(**replayed(run).final_fields(RunStatus.INTERRUPTED, error)) == 1
 
 
 def replayed(run: Run) -> RunRecorder:
@@ -209,20 +209,24 @@ async def take_over(run: Run) -> None:
     if run.status == RunStatus.QUEUED and not run.started_at:
         log.warning("run %s was never started by %s; starting it here", run.pk, run.worker or "anyone")
         await get_launcher().launch(run.pk)
-    elif await database_sync_to_async(ended_from_log)(run):
-        log.warning("run %s lost its process (%s) after its last events were stored; ended %s from them",
-                    run.pk, run.worker, run.status)
-        fresh = await Run.objects.aget(pk=run.pk)
-        await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
+    elif (written := await database_sync_to_async(ended_from_log)(run)) is not None:
+        if written:  # else a Stop ended it meanwhile, and published its end
+            log.warning("run %s lost its process (%s) after its last events were stored; ended %s from them",
+                        run.pk, run.worker, run.status)
+            await publish_row_end(run.pk)
     elif resumable(run):
         log.warning("run %s lost its process (%s); resuming after upstream seq %s",
                     run.pk, run.worker, run.last_upstream_seq)
         await get_launcher().launch(run.pk, resume=True)
     else:
         log.warning("run %s lost its process (%s) and cannot be resumed; marked interrupted", run.pk, run.worker)
-        await database_sync_to_async(mark_interrupted)(run)
-        fresh = await Run.objects.aget(pk=run.pk)
-        await publish_status(run.pk, fresh.status, fresh.metrics, fresh.error, last_seq=fresh.event_count - 1)
+        if await database_sync_to_async(mark_interrupted)(run):
+            await publish_row_end(run.pk)
+
+
+async def publish_row_end(run_id: int) -> None:
+    """The end this sweep wrote on the run's row, told to its viewers as its recorder would."""
+    await publish_end(await Run.objects.aget(pk=run_id))
 
 
 async def housekeep() -> None:

@@ -16,6 +16,7 @@ from django.test import AsyncClient
 
 from dashboard import socket_watches
 from dashboard.routing import websocket_urlpatterns
+from streams.live import recovery
 from streams.live.launcher import AsyncioLauncher
 from streams.live.worker import StreamWorker, WorkerLauncher
 from streams.models import Event, Run, RunStatus
@@ -192,3 +193,38 @@ async def test_the_stop_of_an_orphan_whose_terminal_event_has_odd_text_parts_end
     response = await stop_over_the_api(user, run)
     row = await Run.objects.aget(pk=run.pk)
     assert (response.status_code, row.status, row.output_text) == (202, RunStatus.CANCELLED, "hi")
+
+
+async def test_a_stop_while_recovery_holds_an_orphan_is_told_once(user):
+    # The sweep claimed the orphan; a Stop ends it (and tells its viewers) before the take-over
+    # writes an end that the Stop's stands over: the take-over must not tell the same end again.
+    run = await sync_to_async(unheld_run)(user, "gone-host:1")
+    row = await Run.objects.aget(pk=run.pk)
+
+    async def claim_stop_take_over():
+        assert await sync_to_async(recovery.claim)(row)
+        assert await AsyncioLauncher().cancel(run.pk) is False  # nothing here runs it: ended in the store
+        await recovery.take_over(row)
+
+    messages = await published(run.pk, claim_stop_take_over)
+    assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.CANCELLED
+    assert [m["status"] for m in messages] == [RunStatus.CANCELLED]
+
+
+async def test_a_stop_while_recovery_ends_an_orphan_from_its_log_is_told_once(user):
+    # The same when the log holds the run's end (the take-over would end it completed from it).
+    run = await sync_to_async(make_run)(user, status=RunStatus.STREAMING, worker="gone-host:1")
+    await sync_to_async(Event.objects.bulk_create)([
+        Event(run=run, seq=0, t=10.0, type="response.completed", data=json.dumps({
+            "type": "response.completed", "sequence_number": 0,
+            "response": {"id": "resp_told_once", "status": "completed", "output": []}}))])
+    row = await Run.objects.aget(pk=run.pk)
+
+    async def claim_stop_take_over():
+        assert await sync_to_async(recovery.claim)(row)
+        assert await AsyncioLauncher().cancel(run.pk) is False
+        await recovery.take_over(row)
+
+    messages = await published(run.pk, claim_stop_take_over)
+    assert (await Run.objects.aget(pk=run.pk)).status == RunStatus.CANCELLED
+    assert [m["status"] for m in messages] == [RunStatus.CANCELLED]
