@@ -97,6 +97,13 @@ def describe_file(path: Path) -> DatabaseFile:
     """The database's page size, journal mode and size; read-only, so it changes nothing."""
     if not path.is_file():
         raise ConversionRefused(f"no SQLite database at {path}")
+    if _hot_journal(path).exists() and _hot_journal(path).stat().st_size > 0:
+        # A write (or a conversion) was cut off in rollback-journal mode; a read-only connection
+        # cannot roll it back, so it could not read the file at all.
+        raise ConversionRefused(
+            f"{path} has an unfinished write ({_hot_journal(path).name}), left by a process that stopped "
+            "in the middle of one (a conversion killed mid-VACUUM, say): the next connection that may write "
+            "rolls it back, every row as before it; --convert does so first")
     # mode=ro: never creates the file, and a read-only connection does not checkpoint on closing.
     raw = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
     try:
@@ -112,6 +119,7 @@ def convert(path: Path, page_size: int = PAGE_SIZE) -> Conversion:
 
     Refused (:class:`ConversionRefused`, nothing changed) when it already has them, when the disks
     lack room for VACUUM, or when another connection has it open."""
+    roll_back_unfinished_write(path)
     before = describe_file(path)
     if before.page_size == page_size:
         raise ConversionRefused(f"{path} already has {page_size:,}-byte pages: nothing to convert")
@@ -125,6 +133,30 @@ def convert(path: Path, page_size: int = PAGE_SIZE) -> Conversion:
         return Conversion(before, _describe(raw, path), len(counts), sum(counts.values()))
     finally:
         raw.close()
+
+
+def _hot_journal(path: Path) -> Path:
+    return path.with_name(path.name + "-journal")
+
+
+def roll_back_unfinished_write(path: Path) -> None:
+    """SQLite rolls a hot journal back on the first read of a connection that may write."""
+    journal = _hot_journal(path)
+    if path.is_file() and journal.exists() and journal.stat().st_size > 0:
+        raw = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, timeout=0.5)
+        try:
+            raw.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise ConversionRefused(f"cannot roll back the unfinished write in {path}: {exc}") from exc
+            raise _in_use(path) from None
+        finally:
+            raw.close()
+
+
+def _in_use(path: Path) -> ConversionRefused:
+    return ConversionRefused(f"{path} is in use by another connection: stop the server and the stream workers "
+                             "(and anything else that opens it), then try again")
 
 
 def _describe(raw: sqlite3.Connection, path: Path) -> DatabaseFile:
@@ -172,9 +204,7 @@ def _hold_alone(raw: sqlite3.Connection, path: Path) -> None:
     except sqlite3.OperationalError as exc:
         if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
             raise
-        raise ConversionRefused(
-            f"{path} is in use by another connection: stop the server and the stream workers "
-            "(and anything else that opens it), then try again") from None
+        raise _in_use(path) from None
 
 
 def _row_counts(raw: sqlite3.Connection) -> dict[str, int]:

@@ -4,6 +4,8 @@ databases get, refused while anything else has it open (dashboard/sqlite_pages.p
 import io
 import itertools
 import sqlite3
+import subprocess
+import sys
 from collections import namedtuple
 
 import pytest
@@ -165,3 +167,41 @@ def test_postgresql_is_refused():
 def test_the_default_database_is_its_sqlite_file(tmp_path):
     embedded = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(tmp_path / "streamscope.sqlite3")}
     assert database_path(embedded) == tmp_path / "streamscope.sqlite3"
+
+
+def killed_mid_write(path):
+    """A 4 KiB database as a process killed inside a write transaction in rollback-journal mode leaves
+    it (a conversion killed mid-VACUUM, say): a hot journal beside it."""
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA page_size=4096")
+    raw.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT)")
+    raw.executemany("INSERT INTO t (s) VALUES (?)", [("x" * 200,)] * 2000)
+    raw.commit()
+    raw.close()
+    code = (f"import os, sqlite3; c = sqlite3.connect({str(path)!r}); c.execute('PRAGMA cache_size=1');"
+            "c.execute('BEGIN EXCLUSIVE'); c.execute('UPDATE t SET s = s || \"y\"'); os._exit(9)")
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert path.with_name(path.name + "-journal").stat().st_size > 0
+
+
+def test_the_report_of_a_database_with_an_unfinished_write_says_so_and_changes_nothing(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    killed_mid_write(path)
+    journal = path.with_name(path.name + "-journal").read_bytes()
+    with pytest.raises(CommandError, match="unfinished write"):
+        run("--file", str(path))
+    assert path.with_name(path.name + "-journal").read_bytes() == journal
+
+
+def test_convert_rolls_an_unfinished_write_back_first_and_converts(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    killed_mid_write(path)
+    run("--file", str(path), "--convert")
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        # every row as before the cut-off write: none has the "y" it was adding
+        assert raw.execute("SELECT count(*), sum(s = ?) FROM t", ("x" * 200,)).fetchone() == (2000, 2000)
+    finally:
+        raw.close()

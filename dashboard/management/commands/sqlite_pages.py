@@ -17,6 +17,7 @@ from dashboard.sqlite_pages import (
     database_path,
     describe_file,
     mebibytes,
+    roll_back_unfinished_write,
 )
 
 
@@ -33,6 +34,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             path = options["file"] or database_path(settings.DATABASES["default"])
+            if options["convert"]:
+                roll_back_unfinished_write(path)  # a conversion cut off before: its rows as before it
             database = describe_file(path)
             self.stdout.write(f"{database.path}: {describe(database)}, journal mode {database.journal_mode}")
             if database.page_size == PAGE_SIZE:
