@@ -149,7 +149,10 @@ async def test_unknown_provider_and_path_are_openai_404s(sim_upstream, token):
 async def test_stop_in_the_dashboard_ends_the_clients_stream_with_an_error_event(sim_upstream, token):
     from streams.live.control import cancel_run
 
-    body = {"model": "sim-text", "input": "hi " * 50, "stream": True, "metadata": {"sim_tokens_per_s": "20"}}
+    # The upstream holds after six events, past the gateway's stall timeout (60 s): the stream cannot
+    # end before the Stop, however late this test gets the CPU (at 20 tokens a second it lasted ~5 s).
+    body = {"model": "sim-text", "input": "hi " * 50, "stream": True,
+            "metadata": {"sim_tokens_per_s": "20", "sim_stall_after": "6"}}
     response = await post(token, "responses", body)
     run_id = int(response["x-streamscope-run"])
     chunks = aiter(response.streaming_content)
