@@ -274,9 +274,9 @@ class RunRecorder:
                 await store.write_batch(self.run_id, taken.rows, taken.fields)  # grouped with other runs' batches
             self._stored(taken, final_fields is not None)
             if taken.rows and listened(self.run_id):
-                first = taken.first_seq
+                _, first, encoded = taken.published()  # the rows let go (RoundBatch.published)
                 try:
-                    await publish_events(self.run_id, first, taken.encoded())
+                    await publish_events(self.run_id, first, encoded)
                 except Exception as exc:
                     # Stored already; viewers refill what a lost publish did not bring them.
                     log.warning("run %s: publishing events %d.. failed: %r", self.run_id, first, exc)

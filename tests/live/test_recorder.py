@@ -66,4 +66,6 @@ def test_the_buffer_holds_the_rows_the_store_takes_and_a_published_batch_is_thei
     assert rows[1][4] == '{"type": "response.output_text.delta", "delta": "b"}'  # as received
     taken = RoundBatch(7, rows, None, 0.0)
     assert taken.first_seq == 0
-    assert taken.encoded() == [encode_record(seq, t, event_type, data) for _, seq, t, event_type, data in rows]
+    records = [encode_record(seq, t, event_type, data) for _, seq, t, event_type, data in rows]
+    assert taken.published() == (7, 0, records)
+    assert taken.rows == []  # let go once encoded (RoundBatch.published)
