@@ -97,7 +97,7 @@ def describe_file(path: Path) -> DatabaseFile:
     """The database's page size, journal mode and size; read-only, so it changes nothing."""
     if not path.is_file():
         raise ConversionRefused(f"no SQLite database at {path}")
-    if _hot_journal(path).exists() and _hot_journal(path).stat().st_size > 0:
+    if _unfinished_write(path):
         # A write (or a conversion) was cut off in rollback-journal mode; a read-only connection
         # cannot roll it back, so it could not read the file at all.
         raise ConversionRefused(
@@ -139,10 +139,20 @@ def _hot_journal(path: Path) -> Path:
     return path.with_name(path.name + "-journal")
 
 
+def _unfinished_write(path: Path) -> bool:
+    """A rollback journal beside the database that SQLite would roll back: one whose header is not
+    zeroed (journal_mode=PERSIST leaves a journal after every commit, its header zeroed; TRUNCATE an
+    empty one)."""
+    try:
+        with _hot_journal(path).open("rb") as journal:
+            return journal.read(1) not in (b"", b"\0")
+    except FileNotFoundError:
+        return False
+
+
 def roll_back_unfinished_write(path: Path) -> None:
     """SQLite rolls a hot journal back on the first read of a connection that may write."""
-    journal = _hot_journal(path)
-    if path.is_file() and journal.exists() and journal.stat().st_size > 0:
+    if path.is_file() and _unfinished_write(path):
         raw = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, timeout=0.5)
         try:
             raw.execute("SELECT count(*) FROM sqlite_master").fetchone()

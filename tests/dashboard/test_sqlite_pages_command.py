@@ -205,3 +205,26 @@ def test_convert_rolls_an_unfinished_write_back_first_and_converts(tmp_path):
         assert raw.execute("SELECT count(*), sum(s = ?) FROM t", ("x" * 200,)).fetchone() == (2000, 2000)
     finally:
         raw.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["persist", "truncate"])
+def test_a_journal_left_by_a_finished_write_is_not_an_unfinished_one(tmp_path, journal_mode):
+    # PERSIST keeps its journal after each commit with the header zeroed, TRUNCATE an empty one:
+    # SQLite rolls neither back, and the report and --convert must not take them for a cut-off write.
+    path = tmp_path / "db.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA page_size=4096")
+    raw.execute(f"PRAGMA journal_mode={journal_mode}")
+    raw.execute("CREATE TABLE t (x)")
+    raw.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(100)])
+    raw.commit()
+    raw.close()
+    assert path.with_name(path.name + "-journal").exists()
+    assert "4,096-byte pages" in run("--file", str(path))
+    run("--file", str(path), "--convert")
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+        assert raw.execute("SELECT count(*) FROM t").fetchone()[0] == 100
+    finally:
+        raw.close()
