@@ -44,6 +44,7 @@ import django  # noqa: E402
 django.setup()
 
 from streams.live.executor import RunExecutor  # noqa: E402
+from streams.protocol.records import encode_rows  # noqa: E402
 from streams.protocol.sse import SSEDecoder  # noqa: E402
 from streams.upstream.client import iter_body, make_client, read_body  # noqa: E402
 
@@ -94,7 +95,7 @@ class BenchExecutor(RunExecutor):
 
     def _after_chunk(self) -> bool:
         if len(self.buffer) >= 32:
-            self.encoded += len([r.encoded() for r in self.buffer])
+            self.encoded += len(encode_rows(self.buffer))  # what a flush publishes
             self.buffer = []
         return False
 
@@ -115,7 +116,7 @@ class Counter:
     def finish(self) -> None:
         executor = self.executor
         if executor is not None:
-            self.events = executor.encoded + len([r.encoded() for r in executor.buffer])
+            self.events = executor.encoded + len(encode_rows(executor.buffer))
 
 
 async def read_all(url: str, streams: int, mode: str, profile: str | None) -> tuple[int, float, float, float]:
