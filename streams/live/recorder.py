@@ -184,7 +184,8 @@ class RunRecorder:
             if isinstance(delta, str):
                 self.text_parts.append(delta)
         elif event_type == "chat.completion.chunk":
-            for choice in payload.get("choices") or []:
+            choices = payload.get("choices")
+            for choice in choices if isinstance(choices, list) else ():  # another shape: no text
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
                 delta = choice.get("delta") or {}
@@ -373,8 +374,8 @@ class RunRecorder:
             chat = payload.get("object") == "chat.completion"
             self.metrics.usage = {"output_tokens": usage.get("completion_tokens"), **usage} if chat else usage
         if payload.get("object") == "chat.completion":
-            choices = payload.get("choices") or [{}]
-            first = choices[0] if isinstance(choices[0], dict) else {}
+            choices = payload.get("choices")
+            first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
             message = first.get("message") or {}
             if isinstance(message, dict) and isinstance(message.get("content"), str):
                 self.text_parts.append(message["content"])

@@ -180,7 +180,8 @@ class MetricsAccumulator:
                 usage = response["usage"]
         elif event_type == CHAT_CHUNK and isinstance(payload, dict):
             # A chat chunk is a token when it carries content, a refusal or tool-call arguments.
-            choices = payload.get("choices") or []
+            choices = payload.get("choices")
+            choices = choices if isinstance(choices, list) else []  # another shape than the API's: no token
             token = any(_chat_delta_has_output(choice) for choice in choices)
             kind = ",".join(sorted({k for choice in choices for k in _chat_delta_kinds(choice)})) or None
             if isinstance(payload.get("usage"), dict):
