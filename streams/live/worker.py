@@ -22,14 +22,13 @@ from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from streams.live.executor import WORKER_NAME
 from streams.live.launcher import AsyncioLauncher, end_unheld, publish_end, write_cancelled
 from streams.live.stoppers import renew_membership
 from streams.models import ACTIVE_STATUSES, Run
-from streams.pipeline.store import catch_up_row
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +89,7 @@ def release_claim(run_id: int) -> None:
 def cancel_unclaimed(run_id: int) -> Run | None:
     """End a run nobody holds yet (a released one may have stored events: counted in first);
     the run as written when it was ended here, else None."""
-    with transaction.atomic():
-        unclaimed = Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker="")
-        run = unclaimed.first()
-        if run is None:
-            return None
-        catch_up_row(run)
-        return write_cancelled(run, unclaimed)
+    return write_cancelled(Run.objects.filter(pk=run_id, status__in=list(ACTIVE_STATUSES), worker=""))
 
 
 # --- messages ---------------------------------------------------------------------------------
