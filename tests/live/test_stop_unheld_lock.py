@@ -8,7 +8,7 @@ from django.db import connection
 
 from streams.live import launcher, worker
 from streams.models import Event, Run, RunStatus
-from tests.support.factories import make_run
+from tests.live.test_stop_unheld_viewers import unheld_run
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,20 +16,9 @@ STOPS = {"process gone": (launcher.mark_orphan_cancelled, "gone-host:1"),
          "never claimed": (worker.cancel_unclaimed, "")}
 
 
-def delta(run, seq):
-    return Event(run=run, seq=seq, t=10.0 * (seq + 1), type="response.output_text.delta",
-                 data=json.dumps({"type": "response.output_text.delta", "sequence_number": seq, "delta": f"w{seq} "}))
-
-
-def unheld(user, holder):
-    run = make_run(user, status=RunStatus.STREAMING, worker=holder)
-    Event.objects.bulk_create(delta(run, seq) for seq in range(4))
-    return run
-
-
 @pytest.mark.parametrize("stop, holder", STOPS.values(), ids=list(STOPS))
 def test_the_log_is_replayed_outside_the_write_transaction(user, monkeypatch, stop, holder):
-    run = unheld(user, holder)
+    run = unheld_run(user, holder)  # four deltas, its row behind its log
     replayed_in_a_transaction = []
     real = launcher.replay_run
 
@@ -45,7 +34,7 @@ def test_the_log_is_replayed_outside_the_write_transaction(user, monkeypatch, st
 
 @pytest.mark.parametrize("stop, holder", STOPS.values(), ids=list(STOPS))
 def test_a_log_that_grew_after_the_replay_is_replayed_again_under_the_lock(user, monkeypatch, stop, holder):
-    run = unheld(user, holder)
+    run = unheld_run(user, holder)  # four deltas, its row behind its log
     real = launcher.replay_run
 
     def then_one_more_stored(run):
@@ -53,7 +42,7 @@ def test_a_log_that_grew_after_the_replay_is_replayed_again_under_the_lock(user,
         if not connection.in_atomic_block:  # the first replay, before the lock: the log grows after it
             Event.objects.create(run=run, seq=4, t=50.0, type="response.output_text.delta",
                                  data=json.dumps({"type": "response.output_text.delta", "sequence_number": 4,
-                                                  "delta": "w4 "}))
+                                                  "delta": "w4 "}))  # as unheld_run stores its four
         return replay
 
     monkeypatch.setattr(launcher, "replay_run", then_one_more_stored)
