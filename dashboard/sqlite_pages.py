@@ -46,12 +46,18 @@ def checkpoint_pages(page_size: int) -> int:
 
 
 def set_checkpoint_interval(sender: Any, connection: Any, **kwargs: Any) -> None:
-    """``connection_created``: an SQLite connection checkpoints every :data:`WAL_CHECKPOINT_BYTES`."""
+    """``connection_created``: an SQLite connection checkpoints every :data:`WAL_CHECKPOINT_BYTES`;
+    the database thread of a process whose event loop stores events only at the bound of its
+    checkpoints at lulls (streams/pipeline/checkpoints.py), also when its connection is reopened."""
     if connection.vendor != "sqlite":
         return
+    from streams.pipeline import checkpoints  # not at import: dashboard/settings.py imports this module
+
     raw = connection.connection
     (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-    raw.execute(f"PRAGMA wal_autocheckpoint={checkpoint_pages(page_size)}")
+    quiet = getattr(connection, checkpoints.QUIET_ATTRIBUTE, False)
+    pages = checkpoints.bound_pages(page_size) if quiet else checkpoint_pages(page_size)
+    raw.execute(f"PRAGMA wal_autocheckpoint={pages}")
 
 
 class ConversionRefused(Exception):

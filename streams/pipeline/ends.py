@@ -21,7 +21,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.db import connection, transaction
 
-from streams.pipeline import store
+from streams.pipeline import checkpoints, store
 from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
 
@@ -52,12 +52,22 @@ class EndWriter(Rounds[End]):
 
     async def send_round(self, items: list[End]) -> list[BaseException | None]:
         write = database_sync_to_async(end_runs, thread_sensitive=not _writes_apart())
-        try:
-            await write(items)
-            return [None] * len(items)
-        except Exception:
-            pass
-        return await store.each_on_its_own(items, lambda item: write([item]))
+        # An end rewrites its run's whole text (and, on SQLite, its search index): counted as rows of
+        # log for the database thread's checkpoint, which waits for a lull in writes (checkpoints.py).
+        with checkpoints.wrote(sum(_log_rows(fields) for _, fields in items)):
+            try:
+                await write(items)
+                return [None] * len(items)
+            except Exception:
+                pass
+            return await store.each_on_its_own(items, lambda item: write([item]))
+
+
+def _log_rows(fields: dict[str, Any]) -> int:
+    """An end's share of the log, in stored events' worth (checkpoints.DUE_ROWS): its text, and its
+    search index's entries for it, ~twice the text."""
+    text = fields.get("output_text")
+    return 1 + (3 * len(text) // checkpoints.ROW_BYTES if isinstance(text, str) else 0)
 
 
 _writers = PerLoop(EndWriter)

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from streams.models import Event, Run
+from streams.pipeline import checkpoints
 from streams.pipeline.per_loop import PerLoop
 from streams.pipeline.rounds import Rounds
 from streams.protocol.metrics import FIRST_FIGURES
@@ -264,12 +265,14 @@ class GroupWriter(Rounds[Batch]):
         await self.submit((run_id, rows, run_fields))
 
     async def send_round(self, items: list[Batch]) -> list[BaseException | None]:
-        try:
-            await database_sync_to_async(append_many)(items)
-            return [None] * len(items)
-        except Exception:
-            pass
-        return await each_on_its_own(items, lambda item: database_sync_to_async(append_events)(*item))
+        # The database thread's WAL checkpoint waits for a lull in these writes (checkpoints.py).
+        with checkpoints.wrote(sum(len(rows) for _, rows, _ in items)):
+            try:
+                await database_sync_to_async(append_many)(items)
+                return [None] * len(items)
+            except Exception:
+                pass
+            return await each_on_its_own(items, lambda item: database_sync_to_async(append_events)(*item))
 
 
 async def each_on_its_own(items: Sequence[Any], write: Any) -> list[BaseException | None]:
