@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
@@ -39,6 +40,13 @@ class FakeClock:
         await asyncio.to_thread(time.sleep, 0.02)
         for _ in range(5):
             await asyncio.sleep(0)
+
+
+@pytest.fixture(autouse=True)
+def _plain_thread_hop(monkeypatch):
+    """The thread hop without channels' closing of old connections around it: these tests' database
+    work is fake, and pytest-django refuses connections a test without the db mark has not opened."""
+    monkeypatch.setattr(checkpoints, "database_sync_to_async", sync_to_async)
 
 
 @pytest.fixture
