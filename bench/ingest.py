@@ -19,8 +19,9 @@ process is printed too: it cost 5-10 points of the ratio against the next ones i
 session's pairs (docs/performance.md, docs/decisions.md).
 
 On SQLite the database thread checkpoints its write-ahead log at a lull in its writes, not inside
-them (streams/pipeline/checkpoints.py): a pipeline leaves one due, and it runs after the window,
-before the next raw read. Its time is printed, and its CPU is in the pipeline's CPU per event.
+them (streams/pipeline/checkpoints.py): a pipeline that wrote ~4 MB of log or more leaves one due,
+and it runs after the window, before the next raw read. Its time is printed, and its CPU is in the
+pipeline's CPU per event.
 
     .venv/bin/python bench/ingest.py [--tokens 50000] [--pairs 3] [--mode embedded|scaled]
 
@@ -186,7 +187,8 @@ def pipeline(sim_url: str, tokens: int) -> tuple[int, float, dict, float]:
     info = {"status": run.status, "batches_flush_ms": settings.STREAMSCOPE_FLUSH_INTERVAL_MS,
             "threads": thread_split(*threads, run.event_count),
             "reads": f"{reads[0]:,} reads of {reads[1] / max(reads[0], 1) / 1024:.1f} KiB on average",
-            "checkpoint": f"the WAL checkpoint after it {checkpoint[1] * 1e3:.1f} ms (waited {checkpoint[0] * 1e3:.1f} ms)"}
+            "checkpoint": f"the WAL checkpoint after it {checkpoint[1] * 1e3:.1f} ms"
+                          f" (waited {checkpoint[0] * 1e3:.1f} ms)"}
     return run.event_count, elapsed, info, cpu
 
 

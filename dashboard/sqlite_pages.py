@@ -1,5 +1,4 @@
-"""SQLite's page size, a WAL checkpoint interval in bytes rather than in pages, and converting an
-existing database to the page size new ones get.
+"""SQLite's page size, and converting an existing database to the page size new ones get.
 
 A new database is made with 16 KiB pages (dashboard/settings.py's ``init_command`` asks for them
 before anything is written; an existing database keeps the size it was made with). Storing a fast
@@ -10,11 +9,9 @@ more than each byte, cost it (~3 us to extend a file by one 4 KiB page on this V
 per stored event fell 1.22-1.28 -> 0.90-0.99 us (docs/performance.md, tenth session); 32 and 64 KiB
 did no better there, and each read of one row's page reads more.
 
-SQLite counts its automatic checkpoint interval (``wal_autocheckpoint``) in pages: its default of
-1,000 pages is ~4 MB of log with 4 KiB pages but 16 MB with 16 KiB ones, and longer checkpoints on
-the database thread lengthened the many-runs benchmark's p99 before (docs/decisions.md). So each
-connection sets it to :data:`WAL_CHECKPOINT_BYTES` over its own database's page size: 250 pages on
-a new database, 1,000 (as before) on one with 4 KiB pages.
+When the write-ahead log is copied into the database (the checkpoint) is decided in
+streams/pipeline/checkpoints.py: every ~4 MB of log whatever the page size, at a lull in the
+database thread's writes.
 
 ``manage.py sqlite_pages --convert`` (:func:`convert`) gives an existing database the new page size.
 SQLite cannot change the page size of a database in WAL mode, not even by VACUUM, so it leaves WAL,
@@ -37,27 +34,6 @@ from pathlib import Path
 from typing import Any
 
 PAGE_SIZE = 16384  # a new database's page size (dashboard/settings.py's init_command asks for it)
-WAL_CHECKPOINT_BYTES = 1000 * 4096  # SQLite's default interval with its default page size
-
-
-def checkpoint_pages(page_size: int) -> int:
-    """The ``wal_autocheckpoint`` (in pages) of a database with ``page_size`` pages."""
-    return max(1, WAL_CHECKPOINT_BYTES // page_size)
-
-
-def set_checkpoint_interval(sender: Any, connection: Any, **kwargs: Any) -> None:
-    """``connection_created``: an SQLite connection checkpoints every :data:`WAL_CHECKPOINT_BYTES`;
-    the database thread of a process whose event loop stores events only at the bound of its
-    checkpoints at lulls (streams/pipeline/checkpoints.py), also when its connection is reopened."""
-    if connection.vendor != "sqlite":
-        return
-    from streams.pipeline import checkpoints  # not at import: dashboard/settings.py imports this module
-
-    raw = connection.connection
-    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-    quiet = getattr(connection, checkpoints.QUIET_ATTRIBUTE, False)
-    pages = checkpoints.bound_pages(page_size) if quiet else checkpoint_pages(page_size)
-    raw.execute(f"PRAGMA wal_autocheckpoint={pages}")
 
 
 class ConversionRefused(Exception):

@@ -386,7 +386,7 @@ def _connection(name: str) -> sqlite3.Connection:
     if connection is None or _writers.name != name:
         # Autocommit; no wait for the write lock (timeout 0); the durability the app's own
         # connections use (dashboard/settings.py: WAL, synchronous NORMAL), so a commit is no fsync;
-        # and never a WAL checkpoint on this thread (the database thread's commits run them).
+        # and never a WAL checkpoint on this thread (the database thread runs them, streams/pipeline/checkpoints.py).
         connection = sqlite3.connect(Path(name).absolute().as_uri(), uri=True, timeout=0, isolation_level=None,
                                      check_same_thread=False)
         connection.execute("PRAGMA synchronous=NORMAL")

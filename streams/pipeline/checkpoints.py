@@ -11,20 +11,24 @@ So in a process whose event loop stores events (the flush rounds, store.GroupWri
 ends, ends.EndWriter), the database thread's own connection checkpoints when the loop sees a lull:
 
 - a checkpoint is *due* once :data:`DUE_ROWS` rows (~4 MB of log, the interval SQLite's automatic
-  checkpoint had, dashboard/sqlite_pages.py) were written since the last one;
+  checkpoint had) were written since the last one;
 - a due checkpoint runs once no write has been in flight for :data:`QUIET_S`;
 - writes that never pause do not defer it past :data:`DEFER_MAX_S` or :data:`OVERDUE_ROWS` rows: then
-  it runs at once, queued behind the write in flight;
-- SQLite's own automatic checkpoint stays as the bound, raised on that connection only to
-  :data:`WAL_BOUND_BYTES` of log (dashboard/sqlite_pages.py's ``connection_created`` receiver reads
-  :data:`QUIET_ATTRIBUTE`); every other connection, and every process without such a loop (management
-  commands, tests), keeps the ~4 MB interval.
+  it starts as the next write ends, queued on the thread behind whatever the loop sent there since;
+- SQLite's own automatic checkpoint stays as the bound: once the loop's database thread took over,
+  every connection of this process to that database gets ``wal_autocheckpoint`` =
+  :data:`WAL_BOUND_BYTES` of log (:func:`set_checkpoint_interval`, a ``connection_created`` receiver,
+  and the take-over for the thread's open connection), so no request's small commit copies a log the
+  lull is waiting for; any other database, and a process without such a loop (management commands),
+  keeps :data:`WAL_CHECKPOINT_BYTES`, ~4 MB, whatever its page size.
 
 The checkpoint runs on the database thread, the one that writes, as ``PRAGMA wal_checkpoint(PASSIVE)``:
 it cannot lose a race with the writer (the ninth session's checkpoint thread did, and the log grew;
 docs/decisions.md), and readers are never blocked (PASSIVE copies what no reader still needs; the rest
 goes with the next one, as with SQLite's own). A checkpoint that fails is logged, and the next due one
-tries again; the bound holds the log meanwhile.
+tries again; the bound holds the log meanwhile (SQLite checkpoints after the commit that crosses it,
+so the log can pass it by one transaction; a reader holding an old snapshot keeps it from being
+reused, as before).
 """
 
 from __future__ import annotations
@@ -46,25 +50,43 @@ log = logging.getLogger(__name__)
 # pages). Rows are counted, not their bytes: they are counted on the event loop, where summing their
 # sizes would cost the reader's thread; a stream of huge events reaches the bound sooner.
 ROW_BYTES = 330
-DUE_ROWS = 4_096_000 // ROW_BYTES  # ~4 MB of log, as SQLite's own interval was (dashboard/sqlite_pages.py)
+DUE_ROWS = 4_096_000 // ROW_BYTES  # ~4 MB of log, SQLite's own interval elsewhere (WAL_CHECKPOINT_BYTES)
 QUIET_S = 0.010  # a lull: the flush clock's rounds leave ~15-20 ms between writes; a burst's flushes ~1-5 ms
 DEFER_MAX_S = 0.5  # a due checkpoint waits at most this long for a lull...
-OVERDUE_ROWS = 8 * DUE_ROWS  # ...or until ~32 MB of log: then it runs after the write in flight
-WAL_BOUND_BYTES = 64 * 1024 * 1024  # SQLite's own automatic checkpoint on that connection: the bound
-QUIET_ATTRIBUTE = "streamscope_quiet_checkpoints"
-_SLACK = 0.001  # a timer may fire a little early (the loop's clock resolution, float sums)  # set on the database thread's connection wrapper
+OVERDUE_ROWS = 8 * DUE_ROWS  # ...or until ~32 MB of log: then it starts as the next write ends
+WAL_BOUND_BYTES = 64 * 1024 * 1024  # SQLite's own automatic checkpoint once the loop took over: the bound
+WAL_CHECKPOINT_BYTES = 1000 * 4096  # SQLite's default interval with its default page size: everywhere else
+_SLACK = 0.001  # a timer may fire a little early (the loop's clock resolution, float sums)
+# The SQLite databases (their settings' NAME) whose checkpoints a loop of this process runs at lulls.
+deferring: set[str] = set()
+
+
+def checkpoint_pages(page_size: int) -> int:
+    """``wal_autocheckpoint`` (in pages) for ~4 MB of log in a database of ``page_size`` pages."""
+    return max(1, WAL_CHECKPOINT_BYTES // page_size)
 
 
 def bound_pages(page_size: int) -> int:
-    """``wal_autocheckpoint`` (in pages) of the connection whose checkpoints wait for lulls."""
+    """``wal_autocheckpoint`` (in pages) once a loop checkpoints at lulls: the bound."""
     return max(1, WAL_BOUND_BYTES // page_size)
 
 
+def set_checkpoint_interval(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """``connection_created`` (dashboard/apps.py): an SQLite connection checkpoints every ~4 MB of
+    log whatever its page size, or only at the bound when this process checkpoints it at lulls."""
+    if connection.vendor != "sqlite":
+        return
+    raw = connection.connection
+    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
+    deferred = connection.settings_dict["NAME"] in deferring
+    raw.execute(f"PRAGMA wal_autocheckpoint={bound_pages(page_size) if deferred else checkpoint_pages(page_size)}")
+
+
 def _take_over() -> None:
-    """On the database thread: its connection checkpoints at lulls from now on, SQLite's automatic
-    checkpoint only at the bound (also when the connection is reopened: the receiver reads the mark)."""
-    setattr(connection, QUIET_ATTRIBUTE, True)
-    connection.ensure_connection()  # a new connection gets the bound from the receiver
+    """On the database thread: its database is checkpointed at lulls from now on; SQLite's automatic
+    checkpoint only at the bound, on this connection now and on every one opened from now on."""
+    deferring.add(connection.settings_dict["NAME"])
+    connection.ensure_connection()
     raw = connection.connection
     (page_size,) = raw.execute("PRAGMA page_size").fetchone()
     raw.execute(f"PRAGMA wal_autocheckpoint={bound_pages(page_size)}")
@@ -85,7 +107,7 @@ class QuietCheckpoints:
         self.in_flight = 0
         self.last_write = 0.0  # loop time the last write ended
         self.due_since: float | None = None
-        self.taken_over = False
+        self.taken_over = False  # the thread's take-over is done or under way
         self.checkpoints = 0  # run so far (tests and the benchmarks read these)
         self.checkpoint_s = 0.0
         self.failures = 0
@@ -128,6 +150,8 @@ class QuietCheckpoints:
 
     def _check(self) -> None:
         self._timer = None
+        if self._task is not None and not self._task.done():
+            return  # a take-over retried meanwhile: its end looks again
         loop = asyncio.get_running_loop()
         now = loop.time()
         if not self._overdue(now):
@@ -153,9 +177,13 @@ class QuietCheckpoints:
             loop = asyncio.get_running_loop()
             self._arm(loop, loop.time())
 
+    # A task cancelled (its loop closing) skips _after: nothing is armed again on a loop that is going.
     async def _take_over(self) -> None:
         try:
             await database_sync_to_async(_take_over)()
+        except asyncio.CancelledError:
+            self.taken_over = False
+            raise
         except Exception:
             self.taken_over = False  # the next write tries again; SQLite's ~4 MB interval meanwhile
             log.warning("deferring WAL checkpoints on the database thread failed", exc_info=True)

@@ -7,7 +7,7 @@ import pytest
 from django.conf import settings
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
-from dashboard.sqlite_pages import WAL_CHECKPOINT_BYTES, checkpoint_pages
+from streams.pipeline.checkpoints import WAL_CHECKPOINT_BYTES, checkpoint_pages
 
 
 @pytest.fixture(autouse=True)

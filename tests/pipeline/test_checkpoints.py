@@ -1,19 +1,18 @@
 """The database thread's WAL checkpoint waits for a lull in the loop's writes, within bounds
 (streams/pipeline/checkpoints.py).
 
-The loop's clock is a fake one the tests move, so what runs when is decided by the tests, not by
-how busy the machine is."""
+The loop's clock is a fake one the tests move, and the database thread's work runs inline, so what
+runs when is decided by the tests, not by how busy the machine is."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sqlite3
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.backends.sqlite3.base import DatabaseWrapper
 
@@ -33,20 +32,21 @@ class FakeClock:
 
     async def advance(self, seconds: float) -> None:
         self.now += seconds
-        for _ in range(5):  # the timers now due, the tasks they start, the thread hop of a checkpoint
+        for _ in range(10):  # the timers now due, the tasks they start, those tasks' steps
             await asyncio.sleep(0)
-        # A checkpoint's hop to the database thread and back (database_sync_to_async): a real wait,
-        # but not a timer's (the loop's timers follow the fake clock).
-        await asyncio.to_thread(time.sleep, 0.02)
-        for _ in range(5):
-            await asyncio.sleep(0)
+
+
+def inline(function):
+    """``database_sync_to_async`` without the thread: these tests' database work is fake (and channels'
+    closing of old connections around the hop touches connections pytest-django may refuse)."""
+    async def run(*args):
+        return function(*args)
+    return run
 
 
 @pytest.fixture(autouse=True)
-def _plain_thread_hop(monkeypatch):
-    """The thread hop without channels' closing of old connections around it: these tests' database
-    work is fake, and pytest-django refuses connections a test without the db mark has not opened."""
-    monkeypatch.setattr(checkpoints, "database_sync_to_async", sync_to_async)
+def _inline_thread_hop(monkeypatch):
+    monkeypatch.setattr(checkpoints, "database_sync_to_async", inline)
 
 
 @pytest.fixture
@@ -197,9 +197,38 @@ async def test_a_failed_take_over_is_tried_again_at_the_next_write(monkeypatch, 
     assert len(calls) == 2 and quiet.taken_over
 
 
-async def test_on_postgresql_it_does_nothing(thread_work):
+async def test_no_checkpoint_starts_beside_a_retried_take_over(monkeypatch):
+    calls, gate = [], asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def take_over():
+        calls.append("take over")
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        await gate.wait()
+
+    async def checkpoint():
+        calls.append("checkpoint")
+        return (0, 1, 1)
+
+    monkeypatch.setattr(checkpoints, "database_sync_to_async",
+                        lambda fn: take_over if fn is checkpoints._take_over else checkpoint)
+    quiet, clock = await started()  # the first take-over failed
+    quiet.rows = DUE_ROWS
+    quiet.due_since = clock.now
+    quiet._arm(loop, clock.now)  # a due checkpoint's timer is pending...
+    write(quiet, 1)  # ...when a write retries the take-over, which takes a while
+    await clock.advance(QUIET_S * 2)
+    assert calls == ["take over", "take over"]
+    gate.set()
+    await clock.advance(0)
+    await clock.advance(QUIET_S * 2)
+    assert calls == ["take over", "take over", "checkpoint"]
+
+
+async def test_on_postgresql_it_does_nothing(thread_work, monkeypatch):
+    monkeypatch.setattr(checkpoints, "connection", SimpleNamespace(vendor="postgresql"))
     quiet = QuietCheckpoints()
-    quiet.enabled = False
     clock = FakeClock(asyncio.get_running_loop())
     write(quiet, OVERDUE_ROWS * 2)
     await clock.advance(10.0)
@@ -240,6 +269,7 @@ def file_database(tmp_path, monkeypatch, django_db_blocker):
         wrapper = DatabaseWrapper({**settings.DATABASES["default"], "NAME": str(tmp_path / "db.sqlite3")},
                                   alias="checkpoints-test")
         monkeypatch.setattr(checkpoints, "connection", wrapper)
+        monkeypatch.setattr(checkpoints, "deferring", set())
         yield wrapper
         wrapper.close()
 
@@ -248,22 +278,48 @@ def autocheckpoint(wrapper) -> int:
     return wrapper.connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
 
 
+def connect_django(name, alias):
+    wrapper = DatabaseWrapper({**settings.DATABASES["default"], "NAME": str(name)}, alias=alias)
+    wrapper.ensure_connection()
+    return wrapper
+
+
 @SQLITE_ONLY
-def test_the_taken_over_connection_checkpoints_itself_only_at_the_bound_even_reopened(file_database):
+def test_once_taken_over_the_database_checkpoints_only_at_the_bound_on_every_connection(file_database, tmp_path):
     file_database.ensure_connection()
     assert autocheckpoint(file_database) == 250  # ~4 MB of 16 KiB pages, as every connection
     checkpoints._take_over()
     assert autocheckpoint(file_database) == checkpoints.bound_pages(16384) == 4096
     file_database.close()
-    file_database.ensure_connection()  # reopened (CONN_MAX_AGE): the receiver reads the mark
+    file_database.ensure_connection()  # reopened (CONN_MAX_AGE)
     assert autocheckpoint(file_database) == 4096
-    other = DatabaseWrapper({**settings.DATABASES["default"], "NAME": file_database.settings_dict["NAME"]},
-                            alias="checkpoints-other")
+    other = connect_django(file_database.settings_dict["NAME"], "checkpoints-other")  # a request's thread
+    elsewhere = connect_django(tmp_path / "other.sqlite3", "checkpoints-elsewhere")
     try:
-        other.ensure_connection()
-        assert autocheckpoint(other) == 250  # every other connection keeps the ~4 MB interval
+        assert autocheckpoint(other) == 4096
+        assert autocheckpoint(elsewhere) == 250  # another database keeps the ~4 MB interval
     finally:
         other.close()
+        elsewhere.close()
+
+
+@SQLITE_ONLY
+def test_a_small_commit_elsewhere_does_not_copy_the_log_the_lull_waits_for(file_database):
+    file_database.ensure_connection()
+    checkpoints._take_over()
+    raw = file_database.connection
+    raw.execute("CREATE TABLE t (x)")
+    raw.execute("BEGIN")
+    raw.executemany("INSERT INTO t VALUES (?)", [("y" * 300,)] * 20_000)  # ~6 MB of log
+    raw.execute("COMMIT")
+    path = Path(file_database.settings_dict["NAME"])
+    other = connect_django(path, "checkpoints-request")
+    try:
+        with other.cursor() as cursor:  # a request saving a row, on its own thread's connection
+            cursor.execute("INSERT INTO t VALUES ('z')")
+    finally:
+        other.close()
+    assert path.stat().st_size < 1_000_000  # still in the log, left for the lull
 
 
 @SQLITE_ONLY
