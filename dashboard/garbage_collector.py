@@ -144,6 +144,29 @@ class PauseLog:
         partial.replace(self.path)
 
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
+
+def limit_malloc_arenas(count: str) -> bool:
+    """``STREAMSCOPE_MALLOC_ARENAS``: at most ``count`` glibc malloc arenas in this process (empty:
+    glibc's default, 8 per core). Set before the process starts its threads (dashboard/settings.py),
+    as glibc counts its arena limit when a thread first needs an arena of its own. False where the C
+    library is not glibc, or the value is empty.
+
+    With its default, glibc gave the database thread an arena of its own, and the memory freed in
+    each arena (SQLite's statements and copies of bound values there, the event loop's large strings
+    here) was kept for that arena alone: at the end of bench/many.py's 1,000 runs ~85 KiB per run was
+    free memory held by glibc, 29 of it in the other threads' arena. One arena shares what is freed
+    (docs/performance.md, eleventh session)."""
+    if not count.strip():
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, int(count)))
+    except (OSError, AttributeError):
+        return False
+
+
 def configure(threshold: str = "", log_path: str = "") -> PauseLog | None:
     """Apply ``STREAMSCOPE_GC_THRESHOLD`` and ``STREAMSCOPE_GC_LOG`` (each ignored when empty)."""
     if threshold:

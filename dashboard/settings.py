@@ -321,6 +321,12 @@ STREAMSCOPE_PRUNE_INTERVAL_S = float(os.environ.get("STREAMSCOPE_PRUNE_INTERVAL_
 STREAMSCOPE_GC_THRESHOLD = os.environ.get("STREAMSCOPE_GC_THRESHOLD", "10000,10,10")
 STREAMSCOPE_GC_LOG = os.environ.get("STREAMSCOPE_GC_LOG", "")
 _garbage_collector.configure(STREAMSCOPE_GC_THRESHOLD, STREAMSCOPE_GC_LOG)
+# glibc's malloc arenas (dashboard/garbage_collector.py; empty: glibc's 8 per core). With one, the
+# memory the database thread frees serves the event loop's allocations too: bench/many.py's peak
+# fell from ~200 to ~150 KiB per run (docs/performance.md, eleventh session). Set here, before the
+# process starts the threads that would get arenas of their own.
+STREAMSCOPE_MALLOC_ARENAS = os.environ.get("STREAMSCOPE_MALLOC_ARENAS", "1")
+_garbage_collector.limit_malloc_arenas(STREAMSCOPE_MALLOC_ARENAS)
 
 if PRODUCTION:
     SECURE_SSL_REDIRECT = os.environ.get("DJANGO_SECURE_SSL_REDIRECT", "1") == "1"

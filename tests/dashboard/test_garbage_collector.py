@@ -82,24 +82,16 @@ def test_the_memory_sample_has_sqlites_heap(tmp_path):
 
 
 def test_the_memory_sample_tells_the_event_loops_arena_from_other_threads():
-    # glibc gives each thread that allocates its own arena; what a thread holds shows outside the main one.
+    # With glibc's default arenas a thread that allocates gets its own; what it holds shows outside the
+    # main one (a process of its own: this one's settings allow one arena).
     import platform
-    import threading
-
-    from dashboard.garbage_collector import memory_sample
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc's arenas")
-
-    held: list[bytes] = []
-    worker = threading.Thread(target=lambda: held.extend(bytes(4096) + bytes([i % 256]) for i in range(4000)))
-    worker.start()
-    worker.join()
-    sample = memory_sample()
+    sample = run_with_arenas("", "memory_sample()")
     assert 0 < sample["glibc_main_arena_kib"] <= sample["glibc_arenas_kib"]
     assert 0 <= sample["glibc_main_free_kib"] <= sample["glibc_free_kib"]
-    assert sample["glibc_arenas_kib"] - sample["glibc_main_arena_kib"] > 12_000  # the thread's 16 MB
-    held.clear()
+    assert sample["glibc_arenas_kib"] - sample["glibc_main_arena_kib"] > 6_000  # the thread's ~8 MB
 
 
 def test_the_heap_figures_are_glibcs_own_totals():
@@ -126,3 +118,41 @@ def test_the_heap_figures_are_glibcs_own_totals():
     assert abs(heap["free"] - info.fordblks) < 64 * 1024 and abs(heap["in_use"] - info.uordblks) < 64 * 1024
     assert heap["main_arena"] <= heap["arenas"] and heap["main_free"] <= heap["free"]
     held.clear()
+
+
+ARENAS_SCRIPT = """
+import ctypes, json, os, sys, threading
+sys.path.insert(0, os.getcwd())
+os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+import django
+django.setup()
+from dashboard.garbage_collector import glibc_heap, memory_sample
+
+kept = []
+def allocate():  # a thread's own allocations, as the database thread's SQLite and bound values
+    kept.extend(bytearray(4000 + i) for i in range(2000))
+thread = threading.Thread(target=allocate)
+thread.start()
+thread.join()
+print(json.dumps(%s))
+"""
+
+
+def run_with_arenas(setting: str, expression: str):
+    """``expression``'s value, in a new process with ``STREAMSCOPE_MALLOC_ARENAS=setting`` whose thread
+    allocated ~8 MB and kept it."""
+    env = {**os.environ, "STREAMSCOPE_MALLOC_ARENAS": setting}
+    done = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT % expression], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's arenas")
+@pytest.mark.parametrize("setting, own_arena", [("1", False), ("", True)])
+def test_the_settings_limit_glibcs_arenas_before_threads_start(setting, own_arena):
+    heap = run_with_arenas(setting, 'glibc_heap(ctypes.CDLL("libc.so.6"))')
+    if heap is None:
+        pytest.skip("not glibc")
+    # With one arena the thread's ~8 MB are in the main arena: every arena's bytes are the main one's.
+    assert (heap["arenas"] > heap["main_arena"]) is own_arena
