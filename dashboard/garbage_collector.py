@@ -19,6 +19,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -147,22 +148,31 @@ class PauseLog:
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
 
 
-def limit_malloc_arenas(count: str) -> bool:
-    """``STREAMSCOPE_MALLOC_ARENAS``: at most ``count`` glibc malloc arenas in this process (empty:
-    glibc's default, 8 per core). Set before the process starts its threads (dashboard/settings.py),
-    as glibc counts its arena limit when a thread first needs an arena of its own. False where the C
-    library is not glibc, or the value is empty.
+def limit_malloc_arenas(count: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """``STREAMSCOPE_MALLOC_ARENAS``: at most ``count`` glibc malloc arenas in this process; True when
+    applied. Nothing is applied when it is empty, when the process's environment already tells glibc
+    (``MALLOC_ARENA_MAX``, or ``arena_max`` in ``GLIBC_TUNABLES``: the operator's choice wins), or where
+    the C library is not glibc. Called as the settings load (dashboard/settings.py), before the process
+    starts its threads: a thread that already has an arena keeps it.
 
-    With its default, glibc gave the database thread an arena of its own, and the memory freed in
-    each arena (SQLite's statements and copies of bound values there, the event loop's large strings
-    here) was kept for that arena alone: at the end of bench/many.py's 1,000 runs ~85 KiB per run was
-    free memory held by glibc, 29 of it in the other threads' arena. One arena shares what is freed
+    With its default (up to 8 per core) glibc gave the database thread an arena of its own, and the
+    memory freed in each arena (SQLite's statements and copies of bound values there, the event loop's
+    large strings here) served that arena alone: at the end of bench/many.py's 1,000 runs ~85 KiB per
+    run was free memory glibc held, 29 of it in the other threads' arena. One arena shares what is freed
     (docs/performance.md, eleventh session)."""
     if not count.strip():
         return False
     try:
+        arenas = int(count)
+    except ValueError:
+        arenas = 0
+    if not 1 <= arenas <= 2**31 - 1:
+        raise ValueError(f"STREAMSCOPE_MALLOC_ARENAS must be a whole number from 1 (or empty), not {count!r}")
+    if "MALLOC_ARENA_MAX" in environ or "arena_max" in environ.get("GLIBC_TUNABLES", ""):
+        return False
+    try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, int(count)))
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):
         return False
 

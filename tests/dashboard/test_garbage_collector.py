@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from dashboard.garbage_collector import PauseLog, configure, parse_threshold
+from dashboard.garbage_collector import PauseLog, configure, limit_malloc_arenas, parse_threshold
 
 
 def test_a_threshold_is_one_to_three_non_negative_integers():
@@ -141,7 +141,8 @@ print(json.dumps(%s))
 def run_with_arenas(setting: str, expression: str):
     """``expression``'s value, in a new process with ``STREAMSCOPE_MALLOC_ARENAS=setting`` whose thread
     allocated ~8 MB and kept it."""
-    env = {**os.environ, "STREAMSCOPE_MALLOC_ARENAS": setting}
+    env = {name: value for name, value in os.environ.items() if name not in ("MALLOC_ARENA_MAX", "GLIBC_TUNABLES")}
+    env["STREAMSCOPE_MALLOC_ARENAS"] = setting
     done = subprocess.run([sys.executable, "-c", ARENAS_SCRIPT % expression], env=env, capture_output=True,
                           text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
     assert done.returncode == 0, done.stderr
@@ -156,3 +157,20 @@ def test_the_settings_limit_glibcs_arenas_before_threads_start(setting, own_aren
         pytest.skip("not glibc")
     # With one arena the thread's ~8 MB are in the main arena: every arena's bytes are the main one's.
     assert (heap["arenas"] > heap["main_arena"]) is own_arena
+
+
+@pytest.mark.parametrize("bad", ["abc", "1.5", "0", "-1", str(2**31)])
+def test_a_bad_arena_count_is_refused_by_name(bad):
+    with pytest.raises(ValueError, match="STREAMSCOPE_MALLOC_ARENAS"):
+        limit_malloc_arenas(bad, environ={})
+
+
+@pytest.mark.parametrize("environ", [{"MALLOC_ARENA_MAX": "4"}, {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"}])
+def test_the_operators_own_glibc_setting_wins(environ, monkeypatch):
+    import ctypes
+
+    calls = []
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: calls.append(name))
+    assert limit_malloc_arenas("1", environ=environ) is False
+    assert calls == []
+    assert limit_malloc_arenas("", environ={}) is False

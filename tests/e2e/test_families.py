@@ -117,14 +117,16 @@ def new_page(context):
 
 def wait_finished(api, run_id, timeout=60.0):
     deadline = time.monotonic() + timeout
+    found = None
     while time.monotonic() < deadline:
         found = api.get(f"/api/runs/{run_id}/")
         # A gateway run with a reserved id has its row written just after its answer goes out
         # (docs/gateway.md): its id can be named before the row is there.
-        if found.status_code != 404 and found.json()["status"] in TERMINAL:
+        if found.status_code == 200 and found.json()["status"] in TERMINAL:
             return found.json()
         time.sleep(0.1)
-    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+    last = f"HTTP {found.status_code}: {found.text[:200]}" if found is not None else "no answer"
+    raise AssertionError(f"run {run_id} did not finish within {timeout}s (last: {last})")
 
 
 def start(api, provider, model, **metadata):
