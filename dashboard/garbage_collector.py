@@ -1,4 +1,5 @@
-"""The serving process's garbage collector: its thresholds, and what its collections cost.
+"""The serving process's garbage collector: its thresholds, and what its collections cost; and its
+malloc arenas (``STREAMSCOPE_MALLOC_ARENAS``, :func:`limit_malloc_arenas`).
 
 ``STREAMSCOPE_GC_THRESHOLD`` (dashboard/settings.py: "10000,10,10" by default; empty keeps Python's
 700,10,10) sets ``gc.set_threshold``.

@@ -321,7 +321,7 @@ STREAMSCOPE_PRUNE_INTERVAL_S = float(os.environ.get("STREAMSCOPE_PRUNE_INTERVAL_
 STREAMSCOPE_GC_THRESHOLD = os.environ.get("STREAMSCOPE_GC_THRESHOLD", "10000,10,10")
 STREAMSCOPE_GC_LOG = os.environ.get("STREAMSCOPE_GC_LOG", "")
 _garbage_collector.configure(STREAMSCOPE_GC_THRESHOLD, STREAMSCOPE_GC_LOG)
-# glibc's malloc arenas (dashboard/garbage_collector.py; empty: glibc's 8 per core). With one, the
+# glibc's malloc arenas (dashboard/garbage_collector.py; empty, or MALLOC_ARENA_MAX set: glibc decides). With one, the
 # memory the database thread frees serves the event loop's allocations too: bench/many.py's peak
 # fell from ~200 to ~150 KiB per run (docs/performance.md, eleventh session). Set here, before the
 # process starts the threads that would get arenas of their own.
