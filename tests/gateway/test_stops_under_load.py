@@ -139,7 +139,10 @@ async def test_a_failing_database_is_not_tried_once_per_chunk_while_a_burst_is_r
     replay = Replay(monkeypatch, chunks, gap_s=0)
     await relay_through_gateway(token)
     await asyncio.wait([replay.relays[-1].recording], timeout=60)
-    assert len(attempts) < len(chunks) // 2, f"{len(attempts)} attempts for {len(chunks)} chunks"
+    # Without keep_pace's pause after a failed write: ~1,200 attempts for these 102 chunks. With it,
+    # 30-55: the flush clock's ticks and the run's end also try, so half the chunks was too tight a
+    # bound (it failed about 1 run in 9, on the tree before as after, eleventh session).
+    assert len(attempts) < len(chunks), f"{len(attempts)} attempts for {len(chunks)} chunks"
     recorder = replay.relays[-1].recorder
     assert not recorder.recording and "the database took no events for 1 s" in recorder.losses[-1]
 
