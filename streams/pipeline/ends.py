@@ -64,8 +64,8 @@ class EndWriter(Rounds[End]):
 
 
 def _log_rows(fields: dict[str, Any]) -> int:
-    """An end's share of the log, in stored events' worth (checkpoints.DUE_ROWS): its text, and its
-    search index's entries for it, ~twice the text."""
+    """An end's share of the log, in stored events' worth (checkpoints.DUE_ROWS): its text once, and
+    its search index's entries for it (~twice the text), so three times the text's length."""
     text = fields.get("output_text")
     return 1 + (3 * len(text) // checkpoints.ROW_BYTES if isinstance(text, str) else 0)
 

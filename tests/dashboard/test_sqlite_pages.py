@@ -1,5 +1,5 @@
-"""New SQLite databases get 16 KiB pages; every connection checkpoints its log every ~4 MB
-(dashboard/sqlite_pages.py)."""
+"""New SQLite databases get 16 KiB pages (dashboard/sqlite_pages.py); every connection checkpoints
+its log every ~4 MB (streams/pipeline/checkpoints.py, until a server's loop takes that over)."""
 
 import sqlite3
 
