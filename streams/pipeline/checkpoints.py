@@ -87,9 +87,7 @@ def _take_over() -> None:
     checkpoint only at the bound, on this connection now and on every one opened from now on."""
     deferring.add(connection.settings_dict["NAME"])
     connection.ensure_connection()
-    raw = connection.connection
-    (page_size,) = raw.execute("PRAGMA page_size").fetchone()
-    raw.execute(f"PRAGMA wal_autocheckpoint={bound_pages(page_size)}")
+    set_checkpoint_interval(None, connection)  # the receiver's own choice, for the open connection
 
 
 def _checkpoint() -> tuple[int, int, int]:
